@@ -1,0 +1,66 @@
+"""Knative Function shim: func-python serves this object; the logic lives in package `infer`.
+
+func-python answers /health/liveness and /health/readiness itself from `alive()` and `ready()`;
+every other path goes to the Flask app through a2wsgi's WSGI-to-ASGI bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from infer import json_log
+from infer.app import build
+from infer.metrics import LOAD_SECONDS
+from infer.model import ServedModel
+from infer.settings import InferSettings, SettingsError
+
+log = logging.getLogger("infer.function")
+
+
+class InferFunction:
+    def __init__(self) -> None:
+        self._asgi: Any = None
+        self._model: ServedModel | None = None
+        self._reason = "not started"
+
+    def start(self, cfg: dict[str, str]) -> None:
+        """Load and warm the model before the first request; func-python reports ready only
+        through `ready()`, so a refusal here must not raise (a raise would still show ready)."""
+        json_log.configure(cfg.get("LOG_LEVEL", "INFO"))
+        try:
+            settings = InferSettings.from_env(cfg)
+        except SettingsError as exc:
+            self._reason = f"configuration error: {exc}"
+            log.error("configuration error", extra={"reason": str(exc)})
+            return
+        from a2wsgi import WSGIMiddleware
+
+        app, model = build(settings)
+        model.load()
+        if model.load_seconds is not None:
+            LOAD_SECONDS.labels(model.name).set(model.load_seconds)
+        self._model = model
+        self._asgi = WSGIMiddleware(app)
+
+    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        if self._asgi is None:
+            body = json.dumps({"error": self._reason}).encode()
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._asgi(scope, receive, send)
+
+    def ready(self) -> tuple[bool, str]:
+        if self._model is None:
+            return False, self._reason
+        return self._model.ready, self._model.reason
+
+    def alive(self) -> tuple[bool, str]:
+        return True, "alive"
+
+
+def new() -> InferFunction:
+    return InferFunction()

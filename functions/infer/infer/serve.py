@@ -1,0 +1,89 @@
+"""Standalone server: the same Flask app under gunicorn, for local use and the benchmark.
+
+    python -m infer.serve --model models/wine.joblib --port 8080
+
+gunicorn because it is the WSGI server Flask's own deployment docs put first, its pre-fork
+model uses both cores of a small node, and `preload_app` loads and warms the model once in the
+master before forking: workers start with it in copy-on-write memory, so the cold start is one
+model load however many workers there are. Configuration is the environment (see
+`InferSettings`); --model sets MODEL_ROOT to the artifact's folder unless MODEL_ROOT is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m infer.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="artifact to serve (sets MODEL_PATH, and MODEL_ROOT if unset)")
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument(
+        "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
+    )
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "4")))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.model:
+        artifact = Path(args.model).resolve()
+        os.environ.setdefault("MODEL_ROOT", str(artifact.parent))
+        os.environ["MODEL_PATH"] = str(artifact)
+    # Small per-request matrices: BLAS threads only contend with the other workers.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Must be set before prometheus_client is imported (by infer.app) to take effect.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="infer-metrics-")
+
+    from gunicorn.app.base import BaseApplication
+
+    from . import json_log
+    from .app import build
+    from .settings import InferSettings, SettingsError
+
+    json_log.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    try:
+        settings = InferSettings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"infer: {exc}")
+    app, model = build(settings)
+    model.load()  # refusal keeps the server up, not ready, answering 503 with the reason
+    from .metrics import LOAD_SECONDS
+
+    if model.load_seconds is not None:
+        LOAD_SECONDS.labels(model.name).set(model.load_seconds)
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("worker_class", "gthread" if args.threads > 1 else "sync")
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("preload_app", True)
+            self.cfg.set("keepalive", 75)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("child_exit", _child_exit)
+
+        def load(self):
+            return app
+
+    Server().run()
+
+
+def _child_exit(server, worker) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Configuration of the inference server, read once from the environment at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the server refuses to start serving."""
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    model_root: Path
+    """MODEL_ROOT (default ./models). The only directory models may be loaded from: a joblib or
+    pickle file is code, so anything outside it is refused, symlinks included."""
+
+    model_path: str
+    """MODEL_PATH (required). The artifact, relative to MODEL_ROOT (or absolute inside it): a
+    `.joblib`/`.pkl` file, a `.skops` file, or an MLflow sklearn model directory."""
+
+    model_format: str
+    """MODEL_FORMAT (default auto): joblib, skops, mlflow, or auto (by suffix / MLmodel file)."""
+
+    model_sha256: str | None
+    """MODEL_SHA256 (default: the entry in manifest.json beside the artifact or in MODEL_ROOT).
+    Pickle-based artifacts load only when their sha256 matches this."""
+
+    model_name: str | None
+    """MODEL_NAME (default: the manifest entry's name, else the artifact's stem). The name
+    clients put in /v2/models/{name} and /v1/models/{name}."""
+
+    model_version: str | None
+    """MODEL_VERSION (default: the manifest entry's version, else unversioned). Omitted from
+    V2 responses when unset, as the Open Inference Protocol asks."""
+
+    skops_trusted: tuple[str, ...]
+    """SKOPS_TRUSTED (default empty). Extra type names a .skops file may contain beyond skops'
+    own safe defaults; anything else makes the load refuse, naming the types."""
+
+    max_body_bytes: int
+    """MAX_BODY_BYTES (default 10 MiB). Larger request bodies get 413 before parsing."""
+
+    retry_after_s: int
+    """RETRY_AFTER_SECONDS (default 1). Sent with 503 while the model is not ready."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "InferSettings":
+        env = os.environ if env is None else env
+        path = env.get("MODEL_PATH", "").strip()
+        if not path:
+            raise SettingsError("MODEL_PATH is not set: name the model artifact to serve")
+        fmt = env.get("MODEL_FORMAT", "auto").strip().lower()
+        if fmt not in {"auto", "joblib", "skops", "mlflow"}:
+            raise SettingsError(f"MODEL_FORMAT must be auto, joblib, skops or mlflow, not {fmt!r}")
+        sha = env.get("MODEL_SHA256", "").strip().lower() or None
+        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+            raise SettingsError("MODEL_SHA256 must be 64 hex digits")
+        return cls(
+            model_root=Path(env.get("MODEL_ROOT", "models")).resolve(),
+            model_path=path,
+            model_format=fmt,
+            model_sha256=sha,
+            model_name=env.get("MODEL_NAME", "").strip() or None,
+            model_version=env.get("MODEL_VERSION", "").strip() or None,
+            skops_trusted=tuple(t.strip() for t in env.get("SKOPS_TRUSTED", "").split(",") if t.strip()),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 10 * 1024 * 1024),
+            retry_after_s=_positive_int(env, "RETRY_AFTER_SECONDS", 1),
+        )
+
+
+def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be an integer, not {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{key} must be positive, not {value}")
+    return value

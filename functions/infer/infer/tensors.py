@@ -1,0 +1,128 @@
+"""Open Inference Protocol tensors <-> numpy, checked strictly: datatype, shape and data agree.
+
+Peers answer 500 when `data` has a string in an FP32 tensor or the shape does not match; here
+each such mistake is a 400 that names the tensor and what was wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import BadRequest
+
+# datatype -> (numpy dtype, Python types its JSON elements may have)
+DATATYPES: dict[str, tuple[Any, tuple[type, ...]]] = {
+    "BOOL": (np.bool_, (bool,)),
+    "INT8": (np.int8, (int,)),
+    "INT16": (np.int16, (int,)),
+    "INT32": (np.int32, (int,)),
+    "INT64": (np.int64, (int,)),
+    "UINT8": (np.uint8, (int,)),
+    "UINT16": (np.uint16, (int,)),
+    "UINT32": (np.uint32, (int,)),
+    "UINT64": (np.uint64, (int,)),
+    "FP16": (np.float16, (int, float)),
+    "FP32": (np.float32, (int, float)),
+    "FP64": (np.float64, (int, float)),
+    "BYTES": (np.object_, (str,)),
+}
+
+_NUMPY_TO_DATATYPE = {
+    np.dtype(np.bool_): "BOOL",
+    **{np.dtype(dt): name for name, (dt, _) in DATATYPES.items() if name not in {"BOOL", "BYTES"}},
+}
+
+
+def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
+    """A request input tensor -> (name, array of its declared shape and datatype)."""
+    if not isinstance(tensor, dict):
+        raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"{where}.name must be a non-empty string")
+    where = f"input {name!r}"
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or any(type(d) is not int or d < 0 for d in shape)
+    ):
+        raise BadRequest(f"{where}: shape must be a non-empty list of non-negative integers")
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise BadRequest(f"{where}: datatype must be one of {', '.join(DATATYPES)}, not {datatype!r}")
+    if "data" not in tensor:
+        raise BadRequest(f"{where}: data is missing")
+    flat = flatten(tensor["data"], shape, where)
+    dtype, allowed = DATATYPES[datatype]
+    kinds = set(map(type, flat))
+    if datatype != "BOOL" and bool in kinds:
+        raise BadRequest(f"{where}: {datatype} data must not contain booleans")
+    wrong = kinds - set(allowed) - ({bool} if datatype == "BOOL" else set())
+    if wrong:
+        bad = next(v for v in flat if type(v) in wrong)
+        raise BadRequest(f"{where}: {datatype} data contains {_describe(bad)}")
+    if datatype.startswith("INT") or datatype.startswith("UINT"):
+        info = np.iinfo(dtype)
+        out_of_range = next((v for v in flat if not info.min <= v <= info.max), None)
+        if out_of_range is not None:
+            raise BadRequest(f"{where}: {out_of_range} is out of range for {datatype}")
+    if datatype == "BYTES":
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+    else:
+        array = np.array(flat, dtype=dtype)
+    return name, array.reshape(shape)
+
+
+def flatten(data: Any, shape: list[int], where: str) -> list:
+    """Row-major elements of `data`, given flat or nested, checked against `shape`."""
+    if not isinstance(data, list):
+        raise BadRequest(f"{where}: data must be a list")
+    expected = math.prod(shape)
+    if data and isinstance(data[0], list):
+        flat: list = []
+        _flatten_nested(data, shape, 0, flat, where)
+        return flat
+    if len(data) != expected:
+        raise BadRequest(f"{where}: shape {shape} needs {expected} elements, data has {len(data)}")
+    if any(isinstance(v, (list, dict)) for v in data):
+        raise BadRequest(f"{where}: data mixes nested lists and scalars")
+    return data
+
+
+def _flatten_nested(data: Any, shape: list[int], depth: int, out: list, where: str) -> None:
+    if depth == len(shape):
+        if isinstance(data, (list, dict)):
+            raise BadRequest(f"{where}: data is nested deeper than shape {shape}")
+        out.append(data)
+        return
+    if not isinstance(data, list) or len(data) != shape[depth]:
+        got = f"{len(data)} elements" if isinstance(data, list) else _describe(data)
+        raise BadRequest(f"{where}: data does not match shape {shape}: dimension {depth} has {got}")
+    for item in data:
+        _flatten_nested(item, shape, depth + 1, out, where)
+
+
+def encode(name: str, values: np.ndarray) -> dict:
+    """A response output tensor; strings and objects become BYTES."""
+    datatype = _NUMPY_TO_DATATYPE.get(values.dtype, "BYTES")
+    data = values.ravel().tolist()
+    if datatype == "BYTES":
+        data = [v if isinstance(v, str) else str(v) for v in data]
+    return {"name": name, "datatype": datatype, "shape": list(values.shape), "data": data}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
