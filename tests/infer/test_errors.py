@@ -48,6 +48,8 @@ CASES = [
     ("/v1/models/wine:predict", {"rows": [ROW]}, None, 400, "exactly one"),
     ("/v1/models/wine:predict", {"instances": [[None] * 13]}, None, 400, "null"),
     ("/v1/models/wine:predict", {"instances": [["a"] * 13]}, None, 400, "model rejected the input"),
+    ("/v1/models/wine:predict", {"instances": [[10**400] * 13]}, None, 400, "too large"),
+    (V2, v2(data=[10**400] * 13), None, 400, "too large"),
     ("/v1/models/other:predict", {"instances": [ROW]}, None, 404, "not served here"),
     ("/invocations", {"instances": [ROW], "inputs": [ROW]}, None, 400, "exactly one"),
     ("/invocations", {"dataframe_split": {"columns": ["a"], "data": [ROW]}}, None, 400, "one name per value"),

@@ -74,7 +74,10 @@ def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
     else:
-        array = np.array(flat, dtype=dtype)
+        try:
+            array = np.array(flat, dtype=dtype)
+        except OverflowError:
+            raise BadRequest(f"{where}: an integer is too large for {datatype}") from None
     return name, array.reshape(shape)
 
 

@@ -1,0 +1,88 @@
+"""The infer function as Knative runs it: func-python's server (hypercorn) around the shim,
+started the way `func run --builder=host` starts it; plus packaging and func.yaml checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import requests
+import tritonclient.http as httpclient
+from sklearn.datasets import load_wine
+
+from tests.support.manifests import validate_func_yaml
+from tests.support.servers import ROOT, free_port, stop, wait_until
+
+FUNCTION_DIR = ROOT / "functions" / "infer"
+
+
+def run_function(env: dict[str, str]) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "run_function.py"), str(FUNCTION_DIR)],
+        env={**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(FUNCTION_DIR), **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{url}/health/liveness", timeout=1).status_code == 200, 60, "func-python", proc)
+    return url, proc
+
+
+def test_function_serves_v2_under_func_python(models_dir):
+    url, proc = run_function({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.joblib"})
+    try:
+        wait_until(lambda: requests.get(f"{url}/health/readiness", timeout=1).status_code == 200, 60, "readiness", proc)
+        client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        assert client.is_model_ready("wine")
+        X = load_wine().data[:5]
+        tensor = httpclient.InferInput("input-0", list(X.shape), "FP64")
+        tensor.set_data_from_numpy(X, binary_data=False)
+        result = client.infer("wine", [tensor], outputs=[httpclient.InferRequestedOutput("predict", binary_data=False)])
+        import joblib
+
+        np.testing.assert_array_equal(result.as_numpy("predict"), joblib.load(models_dir / "wine.joblib").predict(X))
+        r = requests.post(f"{url}/invocations", data=b"{", headers={"Content-Type": "application/json"}, timeout=5)
+        assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+    finally:
+        stop(proc)
+
+
+def test_function_with_refused_model_is_not_ready_and_answers_503(models_dir):
+    url, proc = run_function({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.joblib", "MODEL_SHA256": "a" * 64})
+    try:
+        r = requests.get(f"{url}/health/readiness", timeout=5)
+        assert r.status_code >= 500 and "sha256" in r.text
+        r = requests.post(f"{url}/v2/models/wine/infer", json={"inputs": []}, timeout=5)
+        assert r.status_code == 503 and "sha256" in r.json()["error"]
+    finally:
+        stop(proc)
+
+
+def test_function_without_configuration_is_not_ready(models_dir):
+    url, proc = run_function({"MODEL_PATH": ""})
+    try:
+        r = requests.get(f"{url}/health/readiness", timeout=5)
+        assert r.status_code >= 500 and "MODEL_PATH" in r.text
+        r = requests.get(f"{url}/v2/health/ready", timeout=5)
+        assert r.status_code == 503 and "MODEL_PATH" in r.json()["error"]
+    finally:
+        stop(proc)
+
+
+def test_wheel_contains_shim_and_logic_package(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(FUNCTION_DIR)],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("function-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "function/func.py" in names and "infer/app.py" in names and "infer/protocol_v2.py" in names
+
+
+def test_func_yaml_is_valid_against_the_func_schema():
+    doc = validate_func_yaml(FUNCTION_DIR / "func.yaml")
+    assert doc["runtime"] == "python" and doc["invoke"] == "http"
