@@ -3,9 +3,13 @@
     python -m infer.serve --model models/wine.joblib --port 8080
 
 gunicorn because it is the WSGI server Flask's own deployment docs put first, its pre-fork
-model uses both cores of a small node, and `preload_app` loads and warms the model once in the
+model uses every core of a node, and `preload_app` loads and warms the model once in the
 master before forking: workers start with it in copy-on-write memory, so the cold start is one
-model load however many workers there are. Configuration is the environment (see
+model load however many workers there are. Workers are sync (one request at a time, connection
+closed after it) by default: with threaded keep-alive workers a few long-lived client
+connections (a load generator, or the queue-proxy in a pod) can all land on one worker and leave
+the other cores idle, which make bench-infer measured as throughput swinging from 480 to 1,600
+req/s between runs; closing connections lets the kernel spread requests over the workers. Configuration is the environment (see
 `InferSettings`); --model sets MODEL_ROOT to the artifact's folder unless MODEL_ROOT is set.
 """
 
@@ -26,7 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
     )
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "4")))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "1")))
     return parser.parse_args(argv)
 
 

@@ -1,0 +1,295 @@
+"""Side-by-side benchmark: this inference server vs MLServer, same machine, same model file,
+same load generator (wrk), in one run. Prints a Markdown table with ratios.
+
+    make bench-infer            # or: .venv/bin/python bench/bench_infer.py [--duration 8]
+
+Servers measured:
+  ours (gunicorn)      python -m infer.serve, the standalone server (2 workers x 4 threads)
+  ours (func-python)   the same app as `func deploy` runs it: func-python's hypercorn + a2wsgi
+  MLServer             mlserver 1.7.1 + mlserver-sklearn, defaults except ports
+  MLServer pw=0        the same with parallel_workers: 0 (inference in the main process)
+
+MLServer is installed into its own venv (.venv-mlserver) with the same scikit-learn version, so
+both load the same joblib file. Cold start is process spawn -> first successful V2 infer
+(median of N). Throughput and latency come from wrk (keep-alive connections) at concurrency 1,
+8 and 32 with 1-row and 100-row requests; every run is checked for non-2xx answers. Memory is
+the sum over the server's process tree, RSS and PSS (PSS splits shared pages fairly between
+forked workers) after the model has loaded and answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.datasets import load_wine
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+MLSERVER_VENV = ROOT / ".venv-mlserver"
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.command, cwd=self.cwd, env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_mlserver() -> Path:
+    python = MLSERVER_VENV / "bin" / "python"
+    if not (MLSERVER_VENV / "bin" / "mlserver").exists():
+        import sklearn
+
+        subprocess.run(["python3", "-m", "venv", str(MLSERVER_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "mlserver==1.7.1", "mlserver-sklearn==1.7.1",
+             "uvloop<0.22", f"scikit-learn=={sklearn.__version__}"],
+            check=True,
+        )
+    return MLSERVER_VENV / "bin" / "mlserver"
+
+
+def mlserver_folder(parallel_workers: int | None, http_port: int) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="mlserver-"))
+    shutil.copy(MODELS / "wine.joblib", folder / "wine.joblib")
+    (folder / "model-settings.json").write_text(json.dumps({
+        "name": "wine", "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./wine.joblib", "version": "1"},
+    }))
+    settings = {"http_port": http_port, "grpc_port": free_port(), "metrics_port": free_port()}
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers
+    (folder / "settings.json").write_text(json.dumps(settings))
+    return folder
+
+
+def servers() -> list[Server]:
+    py = str(ROOT / ".venv" / "bin" / "python")
+    infer_path = str(ROOT / "functions" / "infer")
+    mlserver = str(ensure_mlserver())
+    out = []
+    port = free_port()
+    out.append(Server("ours (gunicorn)", [py, "-m", "infer.serve", "--model", str(MODELS / "wine.joblib"), "--port", str(port)],
+                      port, {"PYTHONPATH": infer_path}))
+    port = free_port()
+    out.append(Server("ours (func-python)", [py, str(ROOT / "scripts" / "run_function.py"), infer_path], port,
+                      {"PYTHONPATH": infer_path, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "MODEL_ROOT": str(MODELS),
+                       "MODEL_PATH": "wine.joblib", "LOG_LEVEL": "WARNING"}))
+    for label, workers in (("MLServer", None), ("MLServer pw=0", 0)):
+        port = free_port()
+        folder = mlserver_folder(workers, port)
+        out.append(Server(label, [mlserver, "start", str(folder)], port, cwd=folder))
+    return out
+
+
+def v2_body(rows: np.ndarray) -> bytes:
+    return json.dumps({
+        "inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}],
+        "outputs": [{"name": "predict"}],
+    }).encode()
+
+
+def post(url: str, body: bytes, timeout: float = 2.0) -> dict:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_first_infer(server: Server, body: bytes, proc: subprocess.Popen, timeout: float = 60) -> float:
+    started = time.perf_counter()
+    url = f"{server.url}/v2/models/wine/infer"
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {proc.returncode}")
+        try:
+            post(url, body, timeout=1)
+            return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.005)
+    raise TimeoutError(f"{server.name} did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                queue.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return pids
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    rss = pss = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            pass
+    return rss / 1024, pss / 1024
+
+
+WRK_LATENCY = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def run_wrk(url: str, body: bytes, connections: int, duration: int) -> dict:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [==[{body.decode()}]==]\n"
+    )
+    threads = 1 if connections == 1 else 2
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    script.unlink()
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    latency = {q: float(v) * scale[u] for q, v, u in WRK_LATENCY.findall(out)}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency.get("50"), "p99": latency.get("99"),
+        "bad": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(0) if errors else "",
+    }
+
+
+def check_predictions(server: Server, model, rows: np.ndarray) -> None:
+    doc = post(f"{server.url}/v2/models/wine/infer", v2_body(rows))
+    got = np.asarray(doc["outputs"][0]["data"])
+    if not np.array_equal(got, model.predict(rows)):
+        raise AssertionError(f"{server.name} answered {got[:5]}..., the estimator says {model.predict(rows)[:5]}...")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "8")))
+    parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--concurrency", default="1,8,32")
+    args = parser.parse_args()
+    if not (MODELS / "wine.joblib").exists():
+        sys.exit("models/wine.joblib is missing: run `make models`")
+    model = joblib.load(MODELS / "wine.joblib")
+    X = load_wine().data
+    bodies = {1: v2_body(X[:1]), 100: v2_body(np.resize(X, (100, X.shape[1])))}
+    levels = [int(c) for c in args.concurrency.split(",")]
+    results: dict[str, dict] = {}
+
+    for server in servers():
+        print(f"# {server.name}", file=sys.stderr, flush=True)
+        cold = []
+        for _ in range(args.cold_starts):
+            proc = server.spawn()
+            try:
+                cold.append(wait_first_infer(server, bodies[1], proc))
+            finally:
+                stop(proc)
+            time.sleep(0.5)
+        proc = server.spawn()
+        try:
+            wait_first_infer(server, bodies[1], proc)
+            check_predictions(server, model, X)
+            memory = memory_mib(proc.pid)
+            load = {}
+            for rows, body in bodies.items():
+                for c in levels:
+                    run_wrk(f"{server.url}/v2/models/wine/infer", body, c, 2)  # warm connections and caches
+                    load[(rows, c)] = run_wrk(f"{server.url}/v2/models/wine/infer", body, c, args.duration)
+                    print(f"  rows={rows} c={c}: {load[(rows, c)]}", file=sys.stderr, flush=True)
+            memory_after = memory_mib(proc.pid)
+        finally:
+            stop(proc)
+        results[server.name] = {"cold": cold, "memory": memory, "memory_after": memory_after, "load": load}
+
+    print_table(results, levels, list(bodies))
+
+
+def print_table(results: dict, levels: list[int], row_counts: list[int]) -> None:
+    names = list(results)
+    peers = [n for n in names if n.startswith("MLServer")]
+    ours = [n for n in names if n.startswith("ours")]
+    ref = peers[0]
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "n/a"
+
+    header = "| measure | " + " | ".join(names) + " | " + " | ".join(f"{o} / {ref}" for o in ours) + " |"
+    print(header)
+    print("|" + "---|" * (1 + len(names) + len(ours)))
+
+    def row(label: str, values: dict[str, float], fmt: str) -> None:
+        cells = [fmt.format(values[n]) for n in names]
+        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratio(values[o], values[ref]) for o in ours) + " |")
+
+    row("cold start, median s (spawn -> first V2 infer)", {n: statistics.median(r["cold"]) for n, r in results.items()}, "{:.2f}")
+    row("cold start, min s", {n: min(r["cold"]) for n, r in results.items()}, "{:.2f}")
+    for rows in row_counts:
+        for c in levels:
+            row(f"{rows}-row req/s, c={c}", {n: r["load"][(rows, c)]["rps"] for n, r in results.items()}, "{:.0f}")
+            row(f"{rows}-row p50 ms, c={c}", {n: r["load"][(rows, c)]["p50"] for n, r in results.items()}, "{:.2f}")
+            row(f"{rows}-row p99 ms, c={c}", {n: r["load"][(rows, c)]["p99"] for n, r in results.items()}, "{:.2f}")
+    row("memory after load, RSS MiB (tree)", {n: r["memory"][0] for n, r in results.items()}, "{:.0f}")
+    row("memory after load, PSS MiB (tree)", {n: r["memory"][1] for n, r in results.items()}, "{:.0f}")
+    row("memory after the load runs, PSS MiB", {n: r["memory_after"][1] for n, r in results.items()}, "{:.0f}")
+    bad = {n: sum(v["bad"] for v in r["load"].values()) for n, r in results.items()}
+    print(f"\nnon-2xx answers during load runs: {bad}")
+    print("ratios: cold start, latency and memory lower is better; req/s higher is better")
+
+
+if __name__ == "__main__":
+    main()
