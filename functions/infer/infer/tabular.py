@@ -110,7 +110,7 @@ def _matrix(flat: list, shape: tuple[int, int], where: str, allow_missing: bool 
     the model's own preprocessing may accept or reject."""
     kinds = set(map(type, flat))
     if kinds <= {int, float, bool}:
-        return _floats(flat, where).reshape(shape)
+        return np.array(flat, dtype=np.float64).reshape(shape)
     if type(None) in kinds and not allow_missing:
         index = flat.index(None)
         raise BadRequest(f"{where}: value {index // shape[1]},{index % shape[1]} is null")
@@ -118,14 +118,7 @@ def _matrix(flat: list, shape: tuple[int, int], where: str, allow_missing: bool 
     if nested:
         raise BadRequest(f"{where}: values must be numbers or strings, not {'/'.join(t.__name__ for t in nested)}")
     if kinds <= {int, float, bool, type(None)}:
-        return _floats([math.nan if v is None else v for v in flat], where).reshape(shape)
+        return np.array([math.nan if v is None else v for v in flat], dtype=np.float64).reshape(shape)
     array = np.empty(len(flat), dtype=object)
     array[:] = [math.nan if v is None else v for v in flat]
     return array.reshape(shape)
-
-
-def _floats(flat: list, where: str) -> np.ndarray:
-    try:
-        return np.array(flat, dtype=np.float64)
-    except OverflowError:
-        raise BadRequest(f"{where}: an integer is too large for a 64-bit float") from None

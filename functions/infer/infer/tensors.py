@@ -75,10 +75,7 @@ def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
     else:
-        try:
-            array = np.array(flat, dtype=dtype)
-        except OverflowError:
-            raise BadRequest(f"{where}: an integer is too large for {datatype}") from None
+        array = np.array(flat, dtype=dtype)
     return name, array.reshape(shape)
 
 
