@@ -11,7 +11,7 @@ Servers measured:
 
 MLServer is installed into its own venv (.venv-mlserver) with the same scikit-learn version, so
 both load the same joblib file. Cold start is process spawn -> first successful V2 infer
-(median of N). Throughput and latency come from wrk (keep-alive connections) at concurrency 1,
+(median of N, taken round-robin across the servers). Throughput and latency come from wrk (keep-alive connections) at concurrency 1,
 8 and 32 with 1-row and 100-row requests; every run is checked for non-2xx answers. Memory is
 the sum over the server's process tree, RSS and PSS (PSS splits shared pages fairly between
 forked workers) after the model has loaded and answered.
@@ -230,16 +230,19 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     results: dict[str, dict] = {}
 
-    for server in servers():
-        print(f"# {server.name}", file=sys.stderr, flush=True)
-        cold = []
-        for _ in range(args.cold_starts):
+    fleet = servers()
+    cold: dict[str, list[float]] = {server.name: [] for server in fleet}
+    for _ in range(args.cold_starts):  # round-robin, so that drifting machine load hits all alike
+        for server in fleet:
             proc = server.spawn()
             try:
-                cold.append(wait_first_infer(server, bodies[1], proc))
+                cold[server.name].append(wait_first_infer(server, bodies[1], proc))
             finally:
                 stop(proc)
             time.sleep(0.5)
+    print(f"cold starts: {cold}", file=sys.stderr, flush=True)
+    for server in fleet:
+        print(f"# {server.name}", file=sys.stderr, flush=True)
         proc = server.spawn()
         try:
             wait_first_infer(server, bodies[1], proc)
@@ -254,7 +257,7 @@ def main() -> None:
             memory_after = memory_mib(proc.pid)
         finally:
             stop(proc)
-        results[server.name] = {"cold": cold, "memory": memory, "memory_after": memory_after, "load": load}
+        results[server.name] = {"cold": cold[server.name], "memory": memory, "memory_after": memory_after, "load": load}
 
     print_table(results, levels, list(bodies))
 

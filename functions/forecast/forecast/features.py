@@ -1,0 +1,125 @@
+"""Features of a per-minute request series, from its own past only. Pure numpy.
+
+A row describes (origin t, horizon h): the history is minutes < t, the target is minute t + h.
+Counts are divided by the series' own scale (its mean over the last day, floored) so that one
+global model serves quiet and busy services alike; log(scale) stays a feature so the model still
+knows the absolute level, which is what P(any request) depends on. Gaps (NaN) count as no data,
+never as idle: rolling features average over the minutes that have data, and the share of
+minutes with data is a feature of its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DAY = 1440
+WEEK = 7 * DAY
+LAGS = (1, 2, 3, 4, 5, 10)
+MIN_SCALE = 0.05
+
+FEATURE_NAMES = (
+    [f"lag_{k}" for k in LAGS]
+    + ["mean_15", "mean_60", "max_60", "nonzero_15", "nonzero_60", "nonzero_day",
+       "log_minutes_since_request", "log_scale", "data_share_day",
+       "yesterday", "yesterday_window_mean", "yesterday_window_nonzero",
+       "last_week", "last_week_window_nonzero",
+       "tod_sin", "tod_cos", "dow_sin", "dow_cos", "horizon"]
+)
+
+
+class SeriesIndex:
+    """Prefix sums over a series so that any window's sum, count and nonzero count is O(1)."""
+
+    def __init__(self, counts: np.ndarray):
+        counts = np.asarray(counts, dtype=float)
+        self.counts = counts
+        self.valid = ~np.isnan(counts)
+        filled = np.where(self.valid, counts, 0.0)
+        self.filled = filled
+        self.sum = np.concatenate(([0.0], np.cumsum(filled)))
+        self.n = np.concatenate(([0], np.cumsum(self.valid)))
+        self.nz = np.concatenate(([0], np.cumsum(filled > 0)))
+        # minute index of the latest nonzero minute at or before i (-1 if none)
+        idx = np.where(filled > 0, np.arange(len(filled)), -1)
+        self.last_nonzero = np.maximum.accumulate(idx) if len(idx) else idx
+
+    def window(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sum, minutes with data, nonzero minutes) over [start, end), clipped to the series."""
+        size = len(self.counts)
+        s = np.clip(start, 0, size)
+        e = np.clip(end, 0, size)
+        e = np.maximum(e, s)
+        return self.sum[e] - self.sum[s], self.n[e] - self.n[s], self.nz[e] - self.nz[s]
+
+    def mean(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        total, n, _ = self.window(start, end)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+    def nonzero_share(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        _, n, nz = self.window(start, end)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, nz / np.maximum(n, 1), np.nan)
+
+    def at(self, i: np.ndarray) -> np.ndarray:
+        inside = (i >= 0) & (i < len(self.counts))
+        out = np.full(i.shape, np.nan)
+        out[inside] = self.counts[i[inside]]
+        return out
+
+
+def scale_at(index: SeriesIndex, origins: np.ndarray) -> np.ndarray:
+    mean_day = index.mean(origins - DAY, origins)
+    return np.maximum(np.nan_to_num(mean_day, nan=0.0), MIN_SCALE)
+
+
+def build(index: SeriesIndex, origins: np.ndarray, horizon: int, start_minute: int) -> np.ndarray:
+    """Feature rows for every (origin, h), origin-major: row = i * horizon + h."""
+    t = np.asarray(origins, dtype=np.int64)
+    scale = scale_at(index, t)
+    per_origin = []
+    for k in LAGS:
+        per_origin.append(index.at(t - k) / scale)
+    per_origin += [
+        index.mean(t - 15, t) / scale,
+        index.mean(t - 60, t) / scale,
+        _window_max(index, t, 60) / scale,
+        index.nonzero_share(t - 15, t),
+        index.nonzero_share(t - 60, t),
+        index.nonzero_share(t - DAY, t),
+    ]
+    last = index.last_nonzero[np.clip(t - 1, 0, None)] if len(index.counts) else np.full(t.shape, -1)
+    last = np.where(t > 0, last, -1)
+    since = np.where(last >= 0, t - last, WEEK)
+    per_origin += [np.log1p(np.minimum(since, WEEK)), np.log(scale), index.window(t - DAY, t)[1] / DAY]
+    base = np.repeat(np.stack(per_origin, axis=1), horizon, axis=0)
+
+    h = np.tile(np.arange(horizon), len(t))
+    target = np.repeat(t, horizon) + h
+    rep_scale = np.repeat(scale, horizon)
+    yesterday = index.at(target - DAY) / rep_scale
+    y_mean = index.mean(target - DAY - 5, target - DAY + 6) / rep_scale
+    y_nz = index.nonzero_share(target - DAY - 5, target - DAY + 6)
+    week = index.at(target - WEEK) / rep_scale
+    w_nz = index.nonzero_share(target - WEEK - 5, target - WEEK + 6)
+    minute_of_day = (start_minute + target) % DAY
+    day_of_week = ((start_minute + target) // DAY + 3) % 7  # 1970-01-01 was a Thursday
+    angle_d = 2 * np.pi * minute_of_day / DAY
+    angle_w = 2 * np.pi * day_of_week / 7
+    per_row = np.stack([yesterday, y_mean, y_nz, week, w_nz, np.sin(angle_d), np.cos(angle_d),
+                        np.sin(angle_w), np.cos(angle_w), h.astype(float)], axis=1)
+    return np.hstack([base, per_row])
+
+
+def targets(index: SeriesIndex, origins: np.ndarray, horizon: int) -> np.ndarray:
+    h = np.tile(np.arange(horizon), len(origins))
+    return index.at(np.repeat(np.asarray(origins, dtype=np.int64), horizon) + h)
+
+
+def _window_max(index: SeriesIndex, t: np.ndarray, width: int) -> np.ndarray:
+    """Max over the last `width` minutes (NaN-aware), via a strided view: O(len(t) * width)."""
+    padded = np.concatenate((np.full(width, np.nan), index.counts))
+    rows = padded[(t[:, None] + np.arange(width)[None, :]).clip(0, len(padded) - 1)]
+    with np.errstate(all="ignore"):
+        out = np.nanmax(np.where(np.isnan(rows), -np.inf, rows), axis=1)
+    return np.where(np.isfinite(out), out, np.nan)

@@ -1,0 +1,109 @@
+"""The min-scale policy: forecast in, (min-scale, stable window) out. Pure functions.
+
+One implementation, imported by the scale function (which actuates it) and by the backtest
+simulator (which scores it), so that the backtest's numbers describe what the function does.
+
+The cost knob is the price of one cold start in pod-seconds (`cold_start_cost_pod_s`). Keeping
+one pod warm for the coming minute costs 60 pod-seconds, and pays when the chance of a request
+in that minute times the price of the cold start it avoids is larger: the threshold on
+P(any request) is therefore 60 / cold_start_cost_pod_s. Above it, min-scale also covers the
+forecast's upper quantile of load (ceil(upper req/s / per-pod capacity)), so that ramps are met
+with ready pods instead of KPA's reactive scale-out lag.
+
+The second lever: when every minute the decision covers is forecast idle (P(any) below
+`idle_probability`), the Revision's stable window is shortened (`idle_window_s`, 6 s) so that
+KPA takes it to zero in seconds instead of ~60 s; when traffic is forecast the window goes back
+to the Service's own (None).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class MinuteForecast:
+    point: float
+    """Expected requests in the minute."""
+    upper: float
+    """Upper quantile of requests in the minute."""
+    p_any: float
+    """Probability of at least one request in the minute."""
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    capacity_rps: float = 10.0
+    """Requests per second one pod serves (annotation predictive-scaling.io/pod-capacity)."""
+    cold_start_cost_pod_s: float = 300.0
+    """What one avoided cold start is worth, in pod-seconds: the user's cost knob."""
+    min_scale: int = 0
+    """Lower bound the policy never goes below (annotation predictive-scaling.io/min)."""
+    max_scale: int = 10
+    """Upper bound the policy never goes above (annotation predictive-scaling.io/max)."""
+    cooldown_s: float = 60.0
+    """A raised min-scale is not lowered before this many seconds have passed."""
+    lead_minutes: int = 2
+    """Forecast minutes a decision covers: the current one and the next (pods take a cold
+    start to become ready, and the next decision comes a minute later)."""
+    idle_window_s: float | None = 6.0
+    """Stable window while idle is forecast (second lever); None disables the lever."""
+    idle_probability: float | None = None
+    """P(any) under which a minute counts as idle; default: the warm threshold / 2."""
+
+    @property
+    def warm_threshold(self) -> float:
+        return min(1.0, 60.0 / self.cold_start_cost_pod_s) if self.cold_start_cost_pod_s > 0 else 1.0
+
+    @property
+    def idle_threshold(self) -> float:
+        return self.idle_probability if self.idle_probability is not None else self.warm_threshold / 2
+
+
+@dataclass(frozen=True)
+class Decision:
+    min_scale: int
+    window_s: float | None
+    reason: str
+    raised_at_s: float | None
+    """When min-scale was last raised (the cool-down clock), carried to the next decision."""
+
+
+def desired_min_scale(forecast: Sequence[MinuteForecast], settings: PolicySettings) -> int:
+    covered = list(forecast[: max(1, settings.lead_minutes)])
+    if not covered or max(f.p_any for f in covered) < settings.warm_threshold:
+        return _clamp(0, settings)
+    load = max(math.ceil(max(f.upper, 0.0) / 60.0 / settings.capacity_rps - 1e-9) for f in covered)
+    return _clamp(max(1, load), settings)
+
+
+def decide(
+    forecast: Sequence[MinuteForecast] | None,
+    settings: PolicySettings,
+    current: int,
+    now_s: float,
+    raised_at_s: float | None,
+    fresh: bool = True,
+) -> Decision:
+    """The next min-scale and window. Missing or stale forecasts hold: never lower on no data."""
+    if not forecast or not fresh:
+        why = "no forecast" if not forecast else "forecast is stale"
+        return Decision(current, None, f"hold at {current}: {why}", raised_at_s)
+    desired = desired_min_scale(forecast, settings)
+    covered = forecast[: max(1, settings.lead_minutes)]
+    idle = all(f.p_any < settings.idle_threshold for f in covered)
+    window = settings.idle_window_s if idle and desired == 0 and settings.idle_window_s else None
+    peak = max(f.p_any for f in covered)
+    if desired > current:
+        return Decision(desired, window, f"raise to {desired}: P(any)={peak:.2f}", now_s)
+    if desired < current:
+        if raised_at_s is not None and now_s - raised_at_s < settings.cooldown_s:
+            return Decision(current, None, f"hold at {current}: cool-down until {raised_at_s + settings.cooldown_s:.0f}s", raised_at_s)
+        return Decision(desired, window, f"lower to {desired}: P(any)={peak:.2f}", raised_at_s)
+    return Decision(current, window, f"keep {current}: P(any)={peak:.2f}", raised_at_s)
+
+
+def _clamp(value: int, settings: PolicySettings) -> int:
+    return max(settings.min_scale, min(settings.max_scale, value))

@@ -1,0 +1,234 @@
+"""Walk-forward backtest of every scaling policy on one trace in the common CSV form.
+
+    python -m training.backtest --trace FILE.csv [--cold-start-s 5] [--capacity-rps 10]
+                                [--format table|json] [--plots DIR] [--sweep]
+
+The forecaster never sees the future: the scored span is cut into blocks (a day, or a quarter of
+the span on short traces); the model used in a block was fitted only on minutes before it. The
+warm-up (the first two days, or a third of a short trace) is simulated but not scored.
+Policies: kpa (Knative alone), predictive (KPA + our min-scale policy; with and without the
+window lever), keepalive (fixed keep-alive), hybrid_histogram (Shahrad et al. 2020),
+always_on (min-scale 1), seasonal_naive (our policy fed by same-minute-yesterday / last
+minutes), oracle_minute (our policy fed by the actual future counts: the limit of a policy that
+acts once a minute). Ratios are against KPA in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from forecast.forecaster import RateForecaster
+from scale.min_scale_policy import PolicySettings
+
+from training.controllers import (
+    AlwaysOn,
+    ForecastTable,
+    HybridHistogram,
+    KeepAlive,
+    PolicyController,
+    oracle_table,
+    seasonal_naive_table,
+)
+from training.simulator import KpaOnly, SimConfig, SimResult, simulate, spread_minutes
+
+DAY = 1440
+DEFAULT_COST = 300.0
+
+
+@dataclass
+class Trace:
+    name: str
+    start_minute: int
+    minutes: np.ndarray  # per-minute counts, NaN where the trace has no rows
+    seconds: np.ndarray | None  # per-second counts when the trace is 1 s; None for 60 s traces
+    gap_seconds: np.ndarray  # True where the trace has no data
+
+
+def load_trace(path: Path) -> Trace:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        rows = [(int(float(r["timestamp"])), float(r["requests"])) for r in csv.DictReader(f)]
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    ts = np.array([r[0] for r in rows])
+    values = np.array([r[1] for r in rows])
+    step = int(np.median(np.diff(ts))) if len(ts) > 1 else 60
+    if step not in (1, 60):
+        raise ValueError(f"{path}: bins must be 1 s or 60 s, found {step} s")
+    start = ts[0] - ts[0] % 60
+    n_seconds = int(ts[-1] + step - start)
+    n_seconds += (-n_seconds) % 60
+    per_second = np.zeros(n_seconds)
+    has_data = np.zeros(n_seconds, dtype=bool)
+    for t, v in zip(ts, values):
+        offset = int(t - start)
+        has_data[offset:offset + step] = True
+        if step == 1:
+            per_second[offset] += v
+        else:
+            per_second[offset] += v  # placed at the minute start; spread later
+    minute_has = has_data.reshape(-1, 60).any(axis=1)
+    minutes = per_second.reshape(-1, 60).sum(axis=1)
+    minutes[~minute_has] = np.nan
+    return Trace(path.name, int(start // 60), minutes, per_second if step == 1 else None, ~has_data)
+
+
+def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster: RateForecaster) -> tuple[ForecastTable, float]:
+    n = len(trace.minutes)
+    point = np.zeros((n - warmup, horizon))
+    upper = np.zeros_like(point)
+    p_any = np.zeros_like(point)
+    fit_seconds = 0.0
+    for start in range(warmup, n, block):
+        end = min(n, start + block)
+        began = time.perf_counter()
+        model = forecaster.fit(trace.minutes[:start][None, :], start_minute=trace.start_minute)
+        fit_seconds = max(fit_seconds, time.perf_counter() - began)
+        result = model.predict_origins(trace.minutes, np.arange(start, end), trace.start_minute)
+        point[start - warmup:end - warmup] = result.point
+        upper[start - warmup:end - warmup] = result.upper
+        p_any[start - warmup:end - warmup] = result.p_any
+    return ForecastTable(warmup, point, upper, p_any), fit_seconds
+
+
+def accuracy(table: ForecastTable, naive: ForecastTable, counts: np.ndarray) -> dict:
+    """Next-minute MAE relative to seasonal naive (MASE with the naive forecast's error on the
+    same minutes as the scale) and Brier score of P(any request), both on scored minutes."""
+    m = np.arange(table.first_minute, table.first_minute + len(table.point))
+    actual = counts[m]
+    ok = ~np.isnan(actual)
+    a = actual[ok]
+    ours, base = table.point[ok, 0], naive.point[ok, 0]
+    mae, mae_naive = float(np.mean(np.abs(ours - a))), float(np.mean(np.abs(base - a)))
+    hit = (a > 0).astype(float)
+    brier, brier_naive = float(np.mean((table.p_any[ok, 0] - hit) ** 2)), float(np.mean((naive.p_any[ok, 0] - hit) ** 2))
+    return {"mae": mae, "mae_seasonal_naive": mae_naive, "mase": mae / mae_naive if mae_naive else float("nan"),
+            "brier": brier, "brier_seasonal_naive": brier_naive}
+
+
+def score(policy: str, settings: dict, result: SimResult, default: bool) -> dict:
+    return {
+        "policy": policy, "settings": settings, "default": default,
+        "requests": result.requests, "cold_start_requests": result.cold_start_requests,
+        "cold_start_pct": 100.0 * result.cold_start_requests / max(1, result.requests),
+        "over_capacity_requests": result.over_capacity_requests,
+        "latency_p50_s": result.latency_quantile(0.5), "latency_p99_s": result.latency_quantile(0.99),
+        "pod_seconds": result.pod_seconds,
+        "pod_seconds_per_1k_requests": 1000.0 * result.pod_seconds / max(1, result.requests),
+        "scale_actions": result.scale_actions,
+    }
+
+
+def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, seed: int = 0,
+        horizon: int = 5, plots: Path | None = None) -> tuple[list[dict], dict]:
+    n = len(trace.minutes)
+    warmup = 2 * DAY if n >= 6 * DAY else max(10, n // 3)
+    block = DAY if n >= 6 * DAY else max(5, (n - warmup) // 4)
+    arrivals = trace.seconds.astype(np.int64) if trace.seconds is not None else spread_minutes(trace.minutes, seed)
+    scored = np.ones(len(arrivals), dtype=bool)
+    scored[: warmup * 60] = False
+    scored &= ~trace.gap_seconds[: len(arrivals)]
+    sim = SimConfig(capacity_rps=capacity_rps, cold_start_s=cold_start_s, seed=seed)
+    minute_counts = np.nan_to_num(trace.minutes)
+
+    forecaster = RateForecaster(horizon=horizon)
+    began = time.perf_counter()
+    table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster)
+    naive = seasonal_naive_table(trace.minutes, warmup, n, horizon)
+    oracle = oracle_table(trace.minutes, warmup, n, horizon)
+    info = {"trace": trace.name, "minutes": n, "warmup_minutes": warmup, "refit_every_minutes": block,
+            "cold_start_s": cold_start_s, "capacity_rps": capacity_rps, "max_fit_seconds": round(fit_s, 2),
+            "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes)}
+
+    base = PolicySettings(capacity_rps=capacity_rps, cold_start_cost_pod_s=DEFAULT_COST)
+    no_window = replace(base, idle_window_s=None)
+    runs: list[tuple[str, dict, object, bool]] = [
+        ("kpa", {}, KpaOnly(), True),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": True}, PolicyController(table, base), True),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False}, PolicyController(table, no_window), False),
+        ("keepalive", {"minutes": 10}, KeepAlive(10), True),
+        ("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, HybridHistogram(), True),
+        ("always_on", {"min_scale": 1}, AlwaysOn(), True),
+        ("seasonal_naive", {"cold_start_cost_pod_s": DEFAULT_COST}, PolicyController(naive, no_window), True),
+        ("oracle_minute", {"window_lever": False}, PolicyController(oracle, no_window), True),
+        ("oracle_minute", {"window_lever": True}, PolicyController(oracle, base), False),
+    ]
+    if sweep:
+        for cost in (60, 120, 600, 1200, 3000):
+            for lever in (True, False):
+                s = replace(base, cold_start_cost_pod_s=float(cost), idle_window_s=6.0 if lever else None)
+                runs.append(("predictive", {"cold_start_cost_pod_s": cost, "window_lever": lever}, PolicyController(table, s), False))
+        for minutes in (1, 2, 5, 20, 30, 60):
+            runs.append(("keepalive", {"minutes": minutes}, KeepAlive(minutes), False))
+    scores = []
+    kept: dict[str, SimResult] = {}
+    for policy, settings, controller, default in runs:
+        result = simulate(arrivals, controller, sim, minute_counts, scored)
+        scores.append(score(policy, settings, result, default))
+        if default and policy in ("kpa", "predictive"):
+            kept[policy] = result
+    kpa = scores[0]
+    for s in scores:
+        s["cold_start_vs_kpa"] = s["cold_start_requests"] / kpa["cold_start_requests"] if kpa["cold_start_requests"] else float("nan")
+        s["pod_seconds_vs_kpa"] = s["pod_seconds"] / kpa["pod_seconds"] if kpa["pod_seconds"] else float("nan")
+        s["over_capacity_vs_kpa"] = s["over_capacity_requests"] / kpa["over_capacity_requests"] if kpa["over_capacity_requests"] else float("nan")
+    if plots is not None:
+        from training.plots import day_plot, pareto_plot
+
+        plots.mkdir(parents=True, exist_ok=True)
+        stem = trace.name.split(".")[0]
+        day_plot(plots / f"{stem}_day.png", trace, table, kept["predictive"], kept["kpa"], warmup)
+        pareto_plot(plots / f"{stem}_pareto.png", trace.name, scores)
+    return scores, info
+
+
+def print_table(scores: list[dict], info: dict) -> None:
+    print(f"\n## {info['trace']}: {info['minutes']} min, warm-up {info['warmup_minutes']} min not scored, "
+          f"refit every {info['refit_every_minutes']} min, cold start {info['cold_start_s']} s, "
+          f"{info['capacity_rps']} req/s per pod")
+    print(f"forecast (next minute): MASE vs seasonal naive {info['mase']:.3f} (MAE {info['mae']:.3f} vs {info['mae_seasonal_naive']:.3f}); "
+          f"Brier P(any) {info['brier']:.4f} vs seasonal naive {info['brier_seasonal_naive']:.4f}; longest fit {info['max_fit_seconds']} s\n")
+    print("| policy | settings | requests | cold | cold % | cold vs KPA | over capacity | over cap vs KPA | "
+          "p50 s | p99 s | pod-s | pod-s vs KPA | pod-s / 1k req | scale actions |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in scores:
+        settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items()) + (" (default)" if s["default"] else "")
+        print(f"| {s['policy']} | {settings} | {s['requests']} | {s['cold_start_requests']} | {s['cold_start_pct']:.2f} | "
+              f"{s['cold_start_vs_kpa']:.3f} | {s['over_capacity_requests']} | {s['over_capacity_vs_kpa']:.3f} | "
+              f"{s['latency_p50_s']:.0f} | {s['latency_p99_s']:.0f} | {s['pod_seconds']:.0f} | {s['pod_seconds_vs_kpa']:.3f} | "
+              f"{s['pod_seconds_per_1k_requests']:.1f} | {s['scale_actions']} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trace", type=Path, action="append", required=True)
+    parser.add_argument("--cold-start-s", type=float, default=5.0)
+    parser.add_argument("--capacity-rps", type=float, default=10.0)
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--plots", type=Path, default=None)
+    parser.add_argument("--sweep", action="store_true", help="also sweep our cost knob and the keep-alive")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    everything = []
+    for path in args.trace:
+        print(f"# {path.name} ...", file=sys.stderr, flush=True)
+        scores, info = run(load_trace(path), args.cold_start_s, args.capacity_rps, args.sweep, args.seed, plots=args.plots)
+        if args.format == "json":
+            everything += [{**s, "trace": info["trace"]} for s in scores]
+        else:
+            print_table(scores, info)
+    if args.format == "json":
+        json.dump(everything, sys.stdout, indent=1, default=float)
+        print()
+
+
+if __name__ == "__main__":
+    main()

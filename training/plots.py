@@ -1,0 +1,66 @@
+"""PNG plots of a backtest: a day of actual vs forecast vs replicas, and the Pareto front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DAY = 1440
+
+
+def day_plot(path: Path, trace, table, predictive, kpa, warmup: int) -> None:
+    """The busiest scored day: requests per minute, the forecast, and the pods each policy ran."""
+    counts = np.nan_to_num(trace.minutes)
+    days = max(1, (len(counts) - warmup) // DAY)
+    starts = [warmup + d * DAY for d in range(days)]
+    start = max(starts, key=lambda s: counts[s:s + DAY].sum()) if len(counts) - warmup >= DAY else warmup
+    end = min(len(counts), start + DAY)
+    minutes = np.arange(start, end)
+    rows = minutes - table.first_minute
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
+    top.plot(minutes - start, counts[start:end], lw=0.8, label="requests / min (actual)")
+    top.plot(minutes - start, table.point[rows, 0], lw=0.8, label="forecast (next minute)")
+    top.plot(minutes - start, table.upper[rows, 0], lw=0.6, ls="--", label="upper quantile")
+    top.legend(loc="upper right")
+    top.set_ylabel("requests / minute")
+    top.set_title(f"{trace.name}: busiest scored day")
+    bottom.step(minutes - start, kpa.pods_per_minute[start:end], lw=0.8, label="pods, KPA alone")
+    bottom.step(minutes - start, predictive.pods_per_minute[start:end], lw=0.8, label="pods, KPA + predictive")
+    bottom.plot(minutes - start, table.p_any[rows, 0], lw=0.6, label="P(any request)")
+    bottom.set_xlabel("minute of the day window")
+    bottom.set_ylabel("pods (mean per minute)")
+    bottom.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pareto_plot(path: Path, name: str, scores: list[dict]) -> None:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    markers = {"kpa": "s", "predictive": "o", "keepalive": "^", "hybrid_histogram": "D", "always_on": "v",
+               "seasonal_naive": "P", "oracle_minute": "*"}
+    for policy, marker in markers.items():
+        pts = [(s["pod_seconds_vs_kpa"], s["cold_start_pct"], s["settings"]) for s in scores if s["policy"] == policy]
+        if not pts:
+            continue
+        if policy == "predictive":
+            for lever, style in ((True, "-"), (False, ":")):
+                line = sorted((x, y) for x, y, st in pts if st.get("window_lever") == lever)
+                if line:
+                    ax.plot(*zip(*line), style, marker=marker, label=f"predictive ({'both levers' if lever else 'min-scale only'})")
+            continue
+        xs, ys = zip(*sorted((x, y) for x, y, _ in pts))
+        ax.plot(xs, ys, marker=marker, ls="-" if len(xs) > 1 else "", label=policy)
+    ax.set_xlabel("pod-seconds / KPA's")
+    ax.set_ylabel("cold-start requests, % of requests")
+    ax.set_title(f"{name}: cold starts vs cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
