@@ -10,11 +10,16 @@ FUNCTION_PYPROJECTS := $(wildcard functions/*/pyproject.toml)
 
 MODEL ?= models/wine.joblib
 PORT ?= 8080
+SHARED_TRACES := $(wildcard ../shared/traces/*.csv)
+TRACE ?=
+FORMAT ?= table
+COLD_START_S ?= 5
+CAPACITY_RPS ?= 10
 
-.PHONY: help demo test models serve bench-infer apt venv clean
+.PHONY: help demo test models serve bench-infer backtest apt venv clean
 
 help:
-	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer"
+	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json]"
 
 apt:
 	@bash scripts/ensure-apt.sh redis-server:redis-server prometheus:prometheus promtool:prometheus
@@ -45,6 +50,12 @@ test: apt venv
 bench-infer: venv models
 	@bash scripts/ensure-apt.sh wrk:wrk
 	$(PY) bench/bench_infer.py
+
+# Walk-forward backtest of every policy; plots go to reports/. TRACE=<file> for any trace in the
+# common form, FORMAT=json for machine-readable scores, COLD_START_S / CAPACITY_RPS to change both.
+backtest: venv
+	$(PY) -m training.backtest $(if $(TRACE),--trace $(TRACE),$(foreach t,$(SHARED_TRACES),--trace $(t))) \
+	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --plots reports --sweep
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .hypothesis

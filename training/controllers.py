@@ -112,8 +112,8 @@ class HybridHistogram:
     def windows(self) -> tuple[int, int]:
         """(pre-warm, keep-alive) in minutes."""
         total = self.histogram.sum()
-        counts = self.histogram[self.histogram > 0]
-        cv = counts.std() / counts.mean() if len(counts) else 0.0
+        # CV over all bins: one prominent bin (a predictable idle time) has a high CV.
+        cv = self.histogram.std() / self.histogram.mean() if total else 0.0
         if total < self.MIN_SAMPLES or cv < self.CV_THRESHOLD:
             return 0, self.RANGE_MIN
         cumulative = np.cumsum(self.histogram) / total

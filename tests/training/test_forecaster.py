@@ -1,0 +1,77 @@
+"""The forecaster follows scikit-learn's estimator conventions and never peeks at the future."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from forecast.forecaster import RateForecaster
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from training.backtest import Trace, walk_forward
+
+
+def synthetic(days: int = 3, seed: int = 0) -> np.ndarray:
+    """A sparse daily pattern: bursts at the same hours every day, idle otherwise."""
+    rng = np.random.default_rng(seed)
+    minute = np.arange(days * 1440)
+    active = ((minute % 1440) // 60) % 6 == 0
+    return np.where(active, rng.poisson(3.0, size=len(minute)), 0).astype(float)
+
+
+def test_estimator_conventions():
+    model = RateForecaster(horizon=3, max_iter=10)
+    assert model.get_params()["horizon"] == 3
+    assert clone(model).get_params() == model.get_params()
+    with pytest.raises(NotFittedError):
+        model.predict(synthetic(1)[None, :])
+    assert model.fit(synthetic()[None, :]) is model
+    assert hasattr(model, "point_model_") and model.n_features_in_ == len(model.feature_names_)
+    restored = pickle.loads(pickle.dumps(model))
+    a, b = model.predict(synthetic()[None, :]), restored.predict(synthetic()[None, :])
+    np.testing.assert_array_equal(a.p_any, b.p_any)
+
+
+def test_forecast_shapes_and_ranges_for_many_services():
+    X = np.stack([synthetic(seed=s) for s in range(4)])
+    X[2, 100:400] = np.nan  # a gap: no data, not idle
+    model = RateForecaster(horizon=5, max_iter=20).fit(X, start_minute=0)
+    out = model.predict(X, start_minute=0)
+    assert out.point.shape == out.upper.shape == out.p_any.shape == (4, 5)
+    assert np.all(out.upper >= out.point) and np.all(out.point >= 0)
+    assert np.all((out.p_any >= 0) & (out.p_any <= 1))
+
+
+def test_it_learns_the_daily_pattern():
+    series = synthetic(days=4)
+    model = RateForecaster(horizon=2, max_iter=50).fit(series[None, :])
+    day4 = 3 * 1440
+    busy = np.arange(day4 + 5, day4 + 50)  # inside an active hour
+    quiet = np.arange(day4 + 65, day4 + 110)  # an idle hour
+    p_busy = model.predict_origins(series, busy).p_any[:, 0].mean()
+    p_quiet = model.predict_origins(series, quiet).p_any[:, 0].mean()
+    assert p_busy > 0.8 and p_quiet < 0.2
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="negative"):
+        RateForecaster().fit(-np.ones((1, 500)))
+    with pytest.raises(ValueError, match="history"):
+        RateForecaster().fit(np.ones((1, 10)))
+
+
+def test_no_peeking_forecasts_do_not_change_when_the_future_does():
+    series = synthetic(days=3)
+    trace = Trace("t", 0, series.copy(), None, np.zeros(len(series) * 60, dtype=bool))
+    model = RateForecaster(horizon=3, max_iter=10)
+    table, _ = walk_forward(trace, 3, warmup=1440, block=720, forecaster=model)
+    changed = series.copy()
+    cut = 1440 + 900  # inside the second block
+    changed[cut:] = 50.0
+    trace2 = Trace("t", 0, changed, None, trace.gap_seconds)
+    table2, _ = walk_forward(trace2, 3, warmup=1440, block=720, forecaster=model)
+    before = cut - 1440  # rows are origins; origin t uses minutes < t
+    np.testing.assert_array_equal(table.p_any[: before + 1], table2.p_any[: before + 1])
+    assert not np.array_equal(table.p_any[before + 1:], table2.p_any[before + 1:])
