@@ -130,3 +130,25 @@ class HybridHistogram:
         idle = minute - 1 - self.last_active
         prewarm, keepalive = self.windows()
         return Control(1 if prewarm <= idle < prewarm + keepalive else 0)
+
+
+class OracleMinute:
+    """Knows every future arrival and acts once a minute like the others: min-scale at tick m
+    covers exactly the arrivals that come after the pods it starts can be ready and before the
+    next tick's pods can be (so no request is cold), with as many pods as their peak second
+    needs; with the window lever it also cuts the window whenever that span has no arrival.
+    The least a once-a-minute min-scale schedule can pay for zero cold starts."""
+
+    def __init__(self, arrivals: np.ndarray, capacity_rps: float, actuation_delay_s: int, cold_start_s: float,
+                 window_lever: bool, idle_window_s: float = 6.0):
+        self.arrivals = arrivals
+        self.capacity = capacity_rps
+        self.lag = actuation_delay_s + int(np.ceil(cold_start_s))
+        self.window = idle_window_s if window_lever else None
+
+    def control(self, minute: int, counts: np.ndarray) -> Control:
+        span = self.arrivals[minute * 60 + self.lag:(minute + 1) * 60 + self.lag]
+        peak = int(span.max()) if len(span) else 0
+        if peak == 0:
+            return Control(0, self.window)
+        return Control(max(1, int(np.ceil(peak / self.capacity))))

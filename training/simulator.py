@@ -103,6 +103,7 @@ def simulate(
         minute_counts = np.add.reduceat(arrivals, np.arange(0, n, 60)) if n else np.zeros(0)
     scored = np.ones(n, dtype=bool) if scored is None else scored
     prefix = np.concatenate(([0], np.cumsum(arrivals)))
+    next_arrival_at = _next_nonzero_index(arrivals)
 
     state = KpaState()
     pods: list[float] = []  # ready-at times, oldest first
@@ -160,7 +161,7 @@ def simulate(
                 state.desired = len(pods)
         # Fast-forward through idle stretches: nothing exists and nothing arrives.
         if not pods and not queue and control.min_scale == 0 and arrivals[s] == 0:
-            next_arrival = _next_nonzero(arrivals, s)
+            next_arrival = int(next_arrival_at[s])
             next_control = (minute + (1 if offset >= config.actuation_delay_s else 0)) * 60 + config.actuation_delay_s
             s = min(next_arrival, next_control, n)
             next_tick = float(s)
@@ -203,9 +204,8 @@ def simulate(
     return SimResult(requests, cold, over, pod_seconds, actions, latency, pods_per_minute, min_scale_per_minute)
 
 
-def _next_nonzero(arrivals: np.ndarray, start: int) -> int:
-    nonzero = np.flatnonzero(arrivals[start:start + 3600])
-    if len(nonzero):
-        return start + int(nonzero[0])
-    rest = np.flatnonzero(arrivals[start:])
-    return start + int(rest[0]) if len(rest) else len(arrivals)
+def _next_nonzero_index(arrivals: np.ndarray) -> np.ndarray:
+    """For each second, the first second at or after it with an arrival (len if none)."""
+    n = len(arrivals)
+    index = np.where(arrivals > 0, np.arange(n), n)
+    return np.minimum.accumulate(index[::-1])[::-1] if n else index

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from training import backtest
-from training.controllers import AlwaysOn, HybridHistogram, KeepAlive, PolicyController, oracle_table
+from training.controllers import AlwaysOn, HybridHistogram, KeepAlive, OracleMinute, PolicyController, oracle_table
 from training.simulator import KpaOnly, SimConfig, simulate, spread_minutes
 from scale.min_scale_policy import PolicySettings
 
@@ -24,12 +24,15 @@ def test_oracle_has_no_cold_starts_and_costs_less_than_always_on():
     counts = sparse_counts()
     arrivals = spread_minutes(counts, 0)
     config = SimConfig(cold_start_s=5.0)
-    oracle = PolicyController(oracle_table(counts, 0, len(counts), 5), PolicySettings(idle_window_s=None))
+    oracle = OracleMinute(arrivals, config.capacity_rps, config.actuation_delay_s, config.cold_start_s, False)
+    fed = PolicyController(oracle_table(counts, 0, len(counts), 5), PolicySettings(idle_window_s=None))
     results = {name: simulate(arrivals, c, config, counts) for name, c in
-               (("oracle", oracle), ("kpa", KpaOnly()), ("always", AlwaysOn()), ("keepalive", KeepAlive(10)))}
+               (("oracle", oracle), ("fed", fed), ("kpa", KpaOnly()), ("always", AlwaysOn()), ("keepalive", KeepAlive(10)))}
     assert results["kpa"].cold_start_requests > 0
     assert results["oracle"].cold_start_requests == 0 == results["always"].cold_start_requests
     assert results["oracle"].pod_seconds < results["always"].pod_seconds
+    # the bound: our policy fed perfect minute counts pays at least what the oracle pays
+    assert results["fed"].pod_seconds >= results["oracle"].pod_seconds
     assert results["keepalive"].cold_start_requests < results["kpa"].cold_start_requests
 
 
