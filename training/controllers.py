@@ -134,8 +134,8 @@ class HybridHistogram:
 
 class OracleMinute:
     """Knows every future arrival and acts once a minute like the others: min-scale at tick m
-    covers exactly the arrivals that come after the pods it starts can be ready and before the
-    next tick's pods can be (so no request is cold), with as many pods as their peak second
+    covers exactly the arrivals from the moment it applies until the next tick's pods can be
+    ready (so no request is cold), with as many pods as their peak second
     needs; with the window lever it also cuts the window whenever that span has no arrival.
     The least a once-a-minute min-scale schedule can pay for zero cold starts."""
 
@@ -143,11 +143,14 @@ class OracleMinute:
                  window_lever: bool, idle_window_s: float = 6.0):
         self.arrivals = arrivals
         self.capacity = capacity_rps
+        self.delay = actuation_delay_s
         self.lag = actuation_delay_s + int(np.ceil(cold_start_s))
         self.window = idle_window_s if window_lever else None
 
     def control(self, minute: int, counts: np.ndarray) -> Control:
-        span = self.arrivals[minute * 60 + self.lag:(minute + 1) * 60 + self.lag]
+        # From this decision on (lowering takes effect at once: KPA may drop an idle pod on its
+        # next tick) until the next decision's pods can be ready.
+        span = self.arrivals[minute * 60 + self.delay:(minute + 1) * 60 + self.lag]
         peak = int(span.max()) if len(span) else 0
         if peak == 0:
             return Control(0, self.window)

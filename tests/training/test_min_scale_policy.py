@@ -13,8 +13,9 @@ def f(p_any: float, upper: float = 1.0) -> MinuteForecast:
 
 def test_warm_threshold_prices_a_cold_start_against_a_minute_of_pod():
     assert S.warm_threshold == 60 / 300
-    assert desired_min_scale([f(0.19), f(0.1)], S) == 0
-    assert desired_min_scale([f(0.05), f(0.2)], S) == 1  # the next minute counts too (lead 2)
+    assert desired_min_scale([f(0.1), f(0.1)], S) == 0  # P(any in both) = 0.19 < 0.2
+    assert desired_min_scale([f(0.15), f(0.1)], S) == 1  # 0.235: the next minute counts too
+    assert desired_min_scale([f(0.0), f(0.0), f(0.9)], S) == 0  # beyond the 2 covered minutes
 
 
 def test_load_sets_replicas_from_the_upper_quantile_and_bounds_clamp():

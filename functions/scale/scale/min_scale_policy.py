@@ -4,9 +4,9 @@ One implementation, imported by the scale function (which actuates it) and by th
 simulator (which scores it), so that the backtest's numbers describe what the function does.
 
 The cost knob is the price of one cold start in pod-seconds (`cold_start_cost_pod_s`). Keeping
-one pod warm for the coming minute costs 60 pod-seconds, and pays when the chance of a request
-in that minute times the price of the cold start it avoids is larger: the threshold on
-P(any request) is therefore 60 / cold_start_cost_pod_s. Above it, min-scale also covers the
+one pod warm until the next decision costs 60 pod-seconds, and pays when the chance of a
+request in the minutes the decision covers times the price of the cold start it avoids is
+larger: the threshold on P(any request in the covered minutes) is 60 / cold_start_cost_pod_s. Above it, min-scale also covers the
 forecast's upper quantile of load (ceil(upper req/s / per-pod capacity)), so that ramps are met
 with ready pods instead of KPA's reactive scale-out lag.
 
@@ -71,9 +71,17 @@ class Decision:
     """When min-scale was last raised (the cool-down clock), carried to the next decision."""
 
 
+def p_any_in(covered: Sequence[MinuteForecast]) -> float:
+    """P(at least one request in the covered minutes), taking the minutes as independent."""
+    miss = 1.0
+    for f in covered:
+        miss *= 1.0 - min(1.0, max(0.0, f.p_any))
+    return 1.0 - miss
+
+
 def desired_min_scale(forecast: Sequence[MinuteForecast], settings: PolicySettings) -> int:
     covered = list(forecast[: max(1, settings.lead_minutes)])
-    if not covered or max(f.p_any for f in covered) < settings.warm_threshold:
+    if not covered or p_any_in(covered) < settings.warm_threshold:
         return _clamp(0, settings)
     load = max(math.ceil(max(f.upper, 0.0) / 60.0 / settings.capacity_rps - 1e-9) for f in covered)
     return _clamp(max(1, load), settings)
@@ -95,7 +103,7 @@ def decide(
     covered = forecast[: max(1, settings.lead_minutes)]
     idle = all(f.p_any < settings.idle_threshold for f in covered)
     window = settings.idle_window_s if idle and desired == 0 and settings.idle_window_s else None
-    peak = max(f.p_any for f in covered)
+    peak = p_any_in(covered)
     if desired > current:
         return Decision(desired, window, f"raise to {desired}: P(any)={peak:.2f}", now_s)
     if desired < current:
