@@ -16,7 +16,7 @@ FORMAT ?= table
 COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 
-.PHONY: help demo test models serve bench-infer backtest apt venv clean
+.PHONY: help demo test models serve bench-infer bench-forecaster backtest apt venv clean
 
 help:
 	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json]"
@@ -50,6 +50,9 @@ test: apt venv
 bench-infer: venv models
 	@bash scripts/ensure-apt.sh wrk:wrk
 	$(PY) bench/bench_infer.py
+
+bench-forecaster: venv
+	$(PY) bench/bench_forecaster.py
 
 # Walk-forward backtest of every policy; plots go to reports/. TRACE=<file> for any trace in the
 # common form, FORMAT=json for machine-readable scores, COLD_START_S / CAPACITY_RPS to change both.

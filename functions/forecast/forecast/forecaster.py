@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import features
 
-MIN_HISTORY = 60
+MIN_HISTORY = 10  # features fall back to NaN where history is shorter than their window
 
 
 @dataclass(frozen=True)
