@@ -71,10 +71,7 @@ def load_trace(path: Path) -> Trace:
     for t, v in zip(ts, values):
         offset = int(t - start)
         has_data[offset:offset + step] = True
-        if step == 1:
-            per_second[offset] += v
-        else:
-            per_second[offset] += v  # placed at the minute start; spread later
+        per_second[offset] += v  # a 60 s bin's count sits at its first second until spread
     minute_has = has_data.reshape(-1, 60).any(axis=1)
     minutes = per_second.reshape(-1, 60).sum(axis=1)
     minutes[~minute_has] = np.nan
