@@ -30,8 +30,11 @@ def show(method: str, url: str, body: object | None = None, content_type: str = 
         r = requests.request(method, url, timeout=10)
     else:
         data = body if isinstance(body, str) else json.dumps(body)
-        shown = data.replace("\n", "\\n") if isinstance(body, str) else data
-        print(f"$ curl -s -H 'Content-Type: {content_type}' {url} -d '{shown}'")
+        if isinstance(body, str) and "\n" in body:  # as a shell user would type it
+            shown = "--data-binary $'" + data.replace("\n", "\\n") + "'"
+        else:
+            shown = f"-d '{data}'"
+        print(f"$ curl -s -H 'Content-Type: {content_type}' {url} {shown}")
         r = requests.request(method, url, data=data, headers={"Content-Type": content_type}, timeout=10)
     text = r.text.strip()
     print(f"HTTP {r.status_code}  {text if len(text) < 400 else text[:400] + ' ...'}\n")
