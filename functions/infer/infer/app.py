@@ -24,7 +24,6 @@ def create_app(model: ServedModel) -> Flask:
     the function shim), so that the app can answer 503 while it loads."""
     app = Flask("infer")
     app.config["MAX_CONTENT_LENGTH"] = model.settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     protocol_v2.register(app, model, __version__)
     protocol_v1.register(app, model)
