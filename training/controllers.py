@@ -56,10 +56,10 @@ def seasonal_naive_table(counts: np.ndarray, first: int, last: int, horizon: int
     rows = np.arange(first, last)
     point = np.zeros((len(rows), horizon))
     p_any = np.zeros((len(rows), horizon))
+    recent_mean = np.array([filled[max(0, m - recent):m].mean() if m > 0 else 0.0 for m in rows])
     for h in range(horizon):
         target = rows + h
         yday = np.where(target - 1440 >= 0, filled[np.clip(target - 1440, 0, None)], 0.0)
-        recent_mean = np.array([filled[max(0, m - recent):m].mean() if m > 0 else 0.0 for m in rows])
         point[:, h] = np.maximum(yday, recent_mean)
         p_any[:, h] = (point[:, h] > 0).astype(float)
     return ForecastTable(first, point, point, p_any)

@@ -12,7 +12,6 @@ from typing import Any
 
 from infer import json_log
 from infer.app import build
-from infer.metrics import LOAD_SECONDS
 from infer.model import ServedModel
 from infer.settings import InferSettings, SettingsError
 
@@ -39,8 +38,6 @@ class InferFunction:
 
         app, model = build(settings)
         model.load()
-        if model.load_seconds is not None:
-            LOAD_SECONDS.labels(model.name).set(model.load_seconds)
         self._model = model
         self._asgi = WSGIMiddleware(app)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .artifacts import LoadedArtifact, load_artifact
 from .errors import BadRequest, ModelNotReady, ModelRefused
+from .metrics import LOAD_SECONDS
 from .settings import InferSettings
 
 log = logging.getLogger("infer.model")
@@ -70,6 +71,7 @@ class ServedModel:
             log.exception("model warm-up failed", extra={"model": self.name})
             return False
         self.load_seconds = time.perf_counter() - started
+        LOAD_SECONDS.labels(self.name).set(self.load_seconds)
         self.reason = "ready"
         self._ready.set()
         log.info(

@@ -60,10 +60,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"infer: {exc}")
     app, model = build(settings)
     model.load()  # refusal keeps the server up, not ready, answering 503 with the reason
-    from .metrics import LOAD_SECONDS
-
-    if model.load_seconds is not None:
-        LOAD_SECONDS.labels(model.name).set(model.load_seconds)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
