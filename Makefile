@@ -16,7 +16,7 @@ FORMAT ?= table
 COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 
-.PHONY: help demo test models serve bench-infer bench-forecaster backtest apt venv clean
+.PHONY: help demo test models run-forecast run-scale serve bench-infer bench-forecaster backtest apt venv clean
 
 help:
 	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json]"
@@ -36,7 +36,19 @@ venv: $(VENV)/.installed
 models/manifest.json: $(VENV)/.installed training/train_models.py
 	$(PY) -m training.train_models --out models
 
-models: models/manifest.json
+models/forecaster/manifest.json: $(VENV)/.installed training/publish_forecaster.py training/synthetic_traces.py functions/forecast/forecast/forecaster.py functions/forecast/forecast/features.py
+	$(PY) -m training.publish_forecaster --out models/forecaster
+
+models: models/manifest.json models/forecaster/manifest.json
+
+# The functions in the foreground as `func run --builder=host` runs them (func-python's server,
+# this venv), configured from the environment: REDIS_URL, PROMETHEUS_URL / KUBERNETES_API_URL.
+run-forecast: venv models
+	LISTEN_ADDRESS=127.0.0.1:$(PORT) FORECASTER_ROOT=$${FORECASTER_ROOT:-$(CURDIR)/models/forecaster} \
+	  PYTHONPATH=functions/forecast $(PY) scripts/run_function.py functions/forecast
+
+run-scale: venv
+	LISTEN_ADDRESS=127.0.0.1:$(PORT) PYTHONPATH=functions/scale $(PY) scripts/run_function.py functions/scale
 
 serve: models
 	$(PY) -m infer.serve --model $(MODEL) --port $(PORT)

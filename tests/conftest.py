@@ -3,7 +3,6 @@ server. Servers are real processes on free loopback ports, stopped at the end of
 
 from __future__ import annotations
 
-import pytest
 
 from tests.support.servers import (  # noqa: F401  (fixtures)
     free_port,

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from training.kpa_model import KpaConfig, KpaState, activator_in_path, kpa_tick, panic_window_s
+from training.kpa_model import KpaConfig, KpaState, kpa_tick, panic_window_s
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
+
 
 import numpy as np
 import requests
 import tritonclient.http as httpclient
 from sklearn.datasets import load_wine
 
-from tests.support.manifests import validate_func_yaml
 from tests.support.servers import ROOT, free_port, stop, wait_until
 
 FUNCTION_DIR = ROOT / "functions" / "infer"
@@ -71,18 +69,3 @@ def test_function_without_configuration_is_not_ready(models_dir):
         assert r.status_code == 503 and "MODEL_PATH" in r.json()["error"]
     finally:
         stop(proc)
-
-
-def test_wheel_contains_shim_and_logic_package(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(FUNCTION_DIR)],
-        check=True,
-    )
-    (wheel,) = tmp_path.glob("function-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "function/func.py" in names and "infer/app.py" in names and "infer/protocol_v2.py" in names
-
-
-def test_func_yaml_is_valid_against_the_func_schema():
-    doc = validate_func_yaml(FUNCTION_DIR / "func.yaml")
-    assert doc["runtime"] == "python" and doc["invoke"] == "http"

@@ -5,7 +5,6 @@ prediction is compared with the estimator's own predict on the same rows."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import joblib

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from training.kpa_model import KpaConfig, KpaState, kpa_tick
 from training.simulator import Control, KpaOnly, SimConfig, simulate

@@ -1,0 +1,69 @@
+"""PromQL presets: per-minute request counts per Knative Service, for each metrics source.
+
+Every query yields one series per (namespace, service) whose value at step t is the number of
+requests in the minute ending at t (`increase` over `{window}` = 1m; Prometheus needs two
+samples in the window, so scrape at 30 s or faster). `{selector}` receives extra label matchers
+(SERVICE_SELECTOR, and the services being back-filled) inside a metric's braces, after any
+matchers the preset has of its own.
+
+Knative's queue-proxy request metrics are off by default (`request-metrics-protocol: none` in
+config-observability); serving/config-observability.yaml turns them on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    name: str
+    promql: str
+    service_label: str
+    namespace_label: str
+    selector: str = ""
+    revision_suffix: bool = False
+    """The service label holds a Revision name (`<service>-00001`): strip the suffix."""
+
+    def render(self, extra: str = "") -> str:
+        matchers = ",".join(m for m in (self.selector, extra) if m)
+        at = self.promql.find("{selector}")
+        if matchers and at > 0 and self.promql[at - 1] != "{":
+            matchers = "," + matchers
+        return self.promql.replace("{window}", "1m").replace("{selector}", matchers)
+
+
+PRESETS: dict[str, MetricQuery] = {
+    # Knative <= 1.18 (OpenCensus): revision_app_request_count, labels on the series itself.
+    "knative-1.18": MetricQuery(
+        "knative-1.18",
+        "sum by (namespace_name, service_name) (increase(revision_app_request_count{{selector}}[{window}]))",
+        service_label="service_name", namespace_label="namespace_name"),
+    # Knative 1.19-1.20 (OpenTelemetry): app duration histogram's count, labels on the series.
+    "knative-1.19": MetricQuery(
+        "knative-1.19",
+        "sum by (k8s_namespace_name, kn_service_name) (increase(kn_queueproxy_app_duration_seconds_count{{selector}}[{window}]))",
+        service_label="kn_service_name", namespace_label="k8s_namespace_name"),
+    # Knative >= 1.21: the service, revision and namespace live on target_info, joined on(job, instance).
+    "knative-1.21": MetricQuery(
+        "knative-1.21",
+        "sum by (k8s_namespace_name, kn_service_name) ("
+        "increase(kn_serving_invocation_duration_seconds_count[{window}])"
+        " * on (job, instance) group_left (k8s_namespace_name, kn_service_name) target_info{{selector}})",
+        service_label="kn_service_name", namespace_label="k8s_namespace_name"),
+    # Istio ingress gateway: also counts the requests the activator buffers while at zero.
+    # destination_service_name is the Revision's Kubernetes Service; `-00001`-style suffixes
+    # (and `-private`) are stripped to name the Knative Service.
+    "istio": MetricQuery(
+        "istio",
+        "sum by (destination_service_namespace, destination_service_name) ("
+        "increase(istio_requests_total{reporter=\"source\",source_workload=\"istio-ingressgateway\"{selector}}[{window}]))",
+        service_label="destination_service_name", namespace_label="destination_service_namespace",
+        revision_suffix=True),
+    # The infer function's own counter; serving/prometheus-scrape.yaml relabels the pod's
+    # serving.knative.dev/service label to `service` and its namespace to `namespace`.
+    "infer": MetricQuery(
+        "infer",
+        "sum by (namespace, service) (increase(infer_requests_total{{selector}}[{window}]))",
+        service_label="service", namespace_label="namespace"),
+}

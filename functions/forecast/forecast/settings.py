@@ -1,0 +1,95 @@
+"""Configuration of the forecast function: environment variables, read once in `start()`.
+
+| variable | default | meaning |
+|---|---|---|
+| PROMETHEUS_URL | http://prometheus.monitoring.svc:9090 | Prometheus HTTP API base URL |
+| METRICS_PRESET | knative-1.21 | which request counter to read (metric_presets.PRESETS) |
+| PROMQL | (preset) | free-form override: per-minute request counts, `{window}` and `{selector}` placeholders |
+| SERVICE_LABEL / NAMESPACE_LABEL | (preset) | result labels naming the Knative Service and namespace |
+| SERVICE_SELECTOR | "" | extra label matchers, e.g. `namespace="models"` |
+| REDIS_URL | redis://redis:6379/0 | dedupe keys, history cache, forecasts |
+| FORECASTER_ROOT | /models/forecaster | directory with manifest.json and the artifacts it names |
+| HISTORY_MINUTES | 10080 | per-service minute history kept (one week: the features look a week back) |
+| TOPUP_MINUTES | 5 | minutes re-read every tick (late scrapes correct the recent past) |
+| FILL_CHUNK_MINUTES | 1440 | range of one query when a service is first seen (Prometheus' sample limit) |
+| INGEST_LAG_SECONDS | 0 | the minute ending this close to the tick is not read yet |
+| STALE_AFTER_MINUTES | 5 | a service whose last data is older than this gets no forecast |
+| DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
+| FORECAST_HISTORY | 1440 | forecasts kept per service in Redis for the report |
+| PROMETHEUS_TIMEOUT_SECONDS | 10 | per query |
+| EVENT_SOURCE | /predictive-scaling/forecast | source attribute of the reply |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .metric_presets import PRESETS, MetricQuery
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    prometheus_url: str
+    query: MetricQuery
+    redis_url: str
+    forecaster_root: str
+    history_minutes: int
+    topup_minutes: int
+    fill_chunk_minutes: int
+    ingest_lag_s: int
+    stale_after_minutes: int
+    dedupe_ttl_s: int
+    forecast_history: int
+    prometheus_timeout_s: float
+    event_source: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ForecastSettings":
+        preset_name = env.get("METRICS_PRESET", "knative-1.21")
+        if preset_name not in PRESETS:
+            raise SettingsError(f"METRICS_PRESET={preset_name!r} is not one of {sorted(PRESETS)}")
+        preset = PRESETS[preset_name]
+        query = MetricQuery(
+            name=preset_name if "PROMQL" not in env else "custom",
+            promql=env.get("PROMQL", preset.promql),
+            service_label=env.get("SERVICE_LABEL", preset.service_label),
+            namespace_label=env.get("NAMESPACE_LABEL", preset.namespace_label),
+            selector=env.get("SERVICE_SELECTOR", ""),
+            revision_suffix=preset.revision_suffix,
+        )
+        if "{window}" not in query.promql:
+            raise SettingsError("PROMQL must contain {window} (the counting window, one minute)")
+        settings = cls(
+            prometheus_url=env.get("PROMETHEUS_URL", "http://prometheus.monitoring.svc:9090").rstrip("/"),
+            query=query,
+            redis_url=env.get("REDIS_URL", "redis://redis:6379/0"),
+            forecaster_root=env.get("FORECASTER_ROOT", "/models/forecaster"),
+            history_minutes=_int(env, "HISTORY_MINUTES", 10080, 60),
+            topup_minutes=_int(env, "TOPUP_MINUTES", 5, 1),
+            fill_chunk_minutes=_int(env, "FILL_CHUNK_MINUTES", 1440, 10),
+            ingest_lag_s=_int(env, "INGEST_LAG_SECONDS", 0, 0),
+            stale_after_minutes=_int(env, "STALE_AFTER_MINUTES", 5, 1),
+            dedupe_ttl_s=_int(env, "DEDUPE_TTL_SECONDS", 3600, 1),
+            forecast_history=_int(env, "FORECAST_HISTORY", 1440, 1),
+            prometheus_timeout_s=float(_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, 1)),
+            event_source=env.get("EVENT_SOURCE", "/predictive-scaling/forecast"),
+        )
+        return settings
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below its minimum {minimum}")
+    return value

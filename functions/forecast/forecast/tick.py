@@ -1,0 +1,172 @@
+"""One tick: ping in -> history topped up -> every service forecast -> forecast event out.
+
+Nothing is invented: a service gets minutes only when the model is loaded and verified and its
+history is current; otherwise it is listed with `status: "no-data"` and the reason, which the
+scale function reads as "hold". Redis down is the one retryable failure (503): without it the
+tick could neither be deduplicated nor recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import redis
+from cloudevents.core.v1.event import CloudEvent
+
+from . import events, json_log
+from .history_cache import HistoryCache
+from .model_store import ModelStore
+from .prometheus_source import PrometheusSource, PrometheusUnavailable
+from .settings import ForecastSettings
+
+log = logging.getLogger("forecast.tick")
+SEEN_PREFIX = "forecast:seen:"
+LATEST_KEY = "forecast:latest"
+LOG_PREFIX = "forecast:log:"
+
+
+@dataclass
+class Outcome:
+    status: int
+    reply: CloudEvent | None = None
+    body: dict = field(default_factory=dict)
+
+
+class ForecastTick:
+    def __init__(self, settings: ForecastSettings, client: redis.Redis | None = None):
+        self.settings = settings
+        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.source = PrometheusSource(settings.prometheus_url, settings.query, settings.prometheus_timeout_s)
+        self.cache = HistoryCache(self.redis, settings.history_minutes, settings.topup_minutes, settings.fill_chunk_minutes)
+        self.models = ModelStore(settings.forecaster_root)
+
+    def ready(self) -> tuple[bool, str]:
+        model = self.models.refresh()
+        if model is None:
+            return False, self.models.problem or "no forecaster"
+        return True, f"forecaster {model.version}"
+
+    def handle(self, event: CloudEvent) -> Outcome:
+        started = time.perf_counter()
+        fields = {"ce_id": event.get_id(), "ce_source": event.get_source(), "ce_type": event.get_type()}
+        try:
+            tick = events.tick_time(event, datetime.now(timezone.utc))
+            seen_key = f"{SEEN_PREFIX}{event.get_source()}|{event.get_id()}"
+            if self.redis.exists(seen_key):
+                json_log.event(log, "duplicate event: already forecast", **fields, outcome="duplicate")
+                return Outcome(202, body={"duplicate": True})
+            data = self._forecast(tick)
+            self._record(data)
+            self.redis.set(seen_key, 1, ex=self.settings.dedupe_ttl_s)
+        except events.BadEvent as exc:
+            json_log.event(log, "rejected event", logging.WARNING, **fields, outcome="rejected", reason=str(exc))
+            return Outcome(400, body={"error": str(exc)})
+        except redis.RedisError as exc:
+            reason = f"redis unavailable: {type(exc).__name__}: {exc}"
+            json_log.event(log, "retry later", logging.ERROR, **fields, outcome="retry", reason=reason)
+            return Outcome(503, body={"error": reason})
+        ok = [s["service"] for s in data["services"] if s["status"] == "ok"]
+        held = {s["service"]: s["reason"] for s in data["services"] if s["status"] != "ok"}
+        json_log.event(log, "forecast", **fields, outcome="forecast", tick=data["tick"],
+                       services_forecast=len(ok), services_without_forecast=len(held),
+                       reasons=sorted(set(held.values()))[:5], queries=data["queries"],
+                       model=data["model"].get("version"), seconds=round(time.perf_counter() - started, 3))
+        return Outcome(200, reply=events.forecast_event(self.settings.event_source, event, tick, data))
+
+    def _forecast(self, tick: datetime) -> dict:
+        end = int((tick.timestamp() - self.settings.ingest_lag_s) // 60)
+        model = self.models.refresh()
+        sent_before = self.source.queries_sent
+        problem: str | None = None
+        try:
+            self.cache.update(self.source, end)
+        except PrometheusUnavailable as exc:
+            problem = f"prometheus unavailable: {exc}"
+        if model is None:
+            problem = problem or self.models.problem or "no forecaster"
+        data = {
+            "tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "horizon_start": events.iso_minute(end),
+            "model": ({"version": model.version, "sha256": model.sha256, "quantile": model.quantile,
+                       "horizon_minutes": model.horizon} if model else {}),
+            "metrics": {"preset": self.settings.query.name},
+            "queries": self.source.queries_sent - sent_before,
+            "services": [],
+        }
+        if self.models.problem and model is not None:
+            data["model"]["warning"] = self.models.problem
+        if problem:
+            data["error"] = problem
+        services = list(self.cache.services)
+        if not services:
+            return data
+        cache_end = self.cache.end_minute or end
+        if problem:
+            data["services"] = [self._held(s, problem, cache_end) for s in services]
+            return data
+        matrix = self.cache.matrix  # float32, services x minutes: rows are handed out as views
+        last_data = _last_valid(matrix)  # column index, -1 when none
+        stale_cut = self.settings.history_minutes - self.settings.stale_after_minutes
+        fresh = [i for i, col in enumerate(last_data) if col >= stale_cut]
+        forecasts = None
+        if fresh:
+            forecasts = model.estimator.predict([matrix[i] for i in fresh], start_minute=self.cache.start_minute())
+        by_row = {row: k for k, row in enumerate(fresh)}
+        start = self.cache.start_minute()
+        for i, name in enumerate(services):
+            if i not in by_row:
+                last = "never" if last_data[i] < 0 else events.iso_minute(start + last_data[i])
+                data["services"].append(self._held(name, f"stale: last data for the minute {last}", cache_end, matrix[i]))
+                continue
+            k = by_row[i]
+            data["services"].append({
+                "service": name,
+                "status": "ok",
+                "minutes": [
+                    {"start": events.iso_minute(end + h),
+                     "point_rps": round(float(forecasts.point[k, h]) / 60.0, 6),
+                     "upper_rps": round(float(forecasts.upper[k, h]) / 60.0, 6),
+                     "p_any": round(float(forecasts.p_any[k, h]), 4)}
+                    for h in range(model.horizon)
+                ],
+                "data_window": _window(matrix[i], start, cache_end),
+            })
+        return data
+
+    def _held(self, name: str, reason: str, end: int, row: np.ndarray | None = None) -> dict:
+        entry = {"service": name, "status": "no-data", "reason": reason}
+        if row is not None:
+            entry["data_window"] = _window(row, self.cache.start_minute(), end)
+        return entry
+
+    def _record(self, data: dict) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in data["services"]:
+            line = json.dumps({"tick": data["tick"], "model": data["model"].get("version"), **entry})
+            pipe.hset(LATEST_KEY, entry["service"], line)
+            pipe.lpush(LOG_PREFIX + entry["service"], line)
+            pipe.ltrim(LOG_PREFIX + entry["service"], 0, self.settings.forecast_history - 1)
+        pipe.execute()
+
+
+def _last_valid(matrix: np.ndarray) -> np.ndarray:
+    valid = ~np.isnan(matrix)
+    width = matrix.shape[1]
+    last = width - 1 - np.argmax(valid[:, ::-1], axis=1)
+    return np.where(valid.any(axis=1), last, -1)
+
+
+def _window(row: np.ndarray, start: int, end: int) -> dict:
+    valid = ~np.isnan(row)
+    gaps = int((~valid).sum())
+    window = {"start": events.iso_minute(start), "end": events.iso_minute(end),
+              "minutes_with_data": int(valid.sum()), "gap_minutes": gaps}
+    recent = ~valid[-60:]
+    if recent.any():
+        window["gap_minutes_last_hour"] = int(recent.sum())
+    return window

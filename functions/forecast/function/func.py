@@ -1,0 +1,63 @@
+"""Knative Function shim: func-python's CloudEvents middleware serves this object; the logic is
+in package `forecast` (tick.py). Configuration is read once, in `start()`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from forecast import json_log
+from forecast.settings import ForecastSettings, SettingsError
+from forecast.tick import ForecastTick
+
+log = logging.getLogger("forecast.function")
+
+
+class ForecastFunction:
+    def __init__(self) -> None:
+        self._tick: ForecastTick | None = None
+        self._reason = "not started"
+
+    def start(self, cfg: dict[str, str]) -> None:
+        # func-python shows ready even when start() raises: refuse by recording, never by raising.
+        json_log.configure(cfg.get("LOG_LEVEL", "INFO"))
+        try:
+            self._tick = ForecastTick(ForecastSettings.from_env(cfg))
+        except SettingsError as exc:
+            self._reason = f"configuration error: {exc}"
+            json_log.event(log, "configuration error", logging.ERROR, reason=str(exc))
+            return
+        ready, why = self._tick.ready()
+        json_log.event(log, "started", ready=ready, reason=why)
+
+    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        if self._tick is None:
+            await _json(send, 503, {"error": self._reason})
+            return
+        outcome = self._tick.handle(scope["event"])
+        if outcome.reply is not None:
+            await send.binary(outcome.reply, outcome.status)
+        else:
+            await _json(send, outcome.status, outcome.body)
+
+    def ready(self) -> tuple[bool, str]:
+        if self._tick is None:
+            return False, self._reason
+        return self._tick.ready()
+
+    def alive(self) -> tuple[bool, str]:
+        return True, "alive"
+
+
+async def _json(send: Any, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send.http({"type": "http.response.start", "status": status, "headers": headers})
+    await send.http({"type": "http.response.body", "body": payload})
+
+
+def new() -> ForecastFunction:
+    return ForecastFunction()

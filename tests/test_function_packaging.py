@@ -1,0 +1,39 @@
+"""Every function directory builds on its own into a wheel that holds its shim and its logic
+package (hatchling packages only `function/` unless told), and its func.yaml is valid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.support.manifests import validate_func_yaml
+from tests.support.servers import ROOT
+
+FUNCTIONS = {
+    "infer": ("http", ["infer/app.py", "infer/protocol_v2.py"]),
+    "forecast": ("cloudevent", ["forecast/tick.py", "forecast/forecaster.py", "forecast/history_cache.py"]),
+    "scale": ("cloudevent", ["scale/min_scale_policy.py", "scale/actuation.py"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_wheel_contains_shim_and_logic_package(name, tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(ROOT / "functions" / name)],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("function-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "function/func.py" in names
+    for module in FUNCTIONS[name][1]:
+        assert module in names
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_func_yaml_is_valid_against_the_func_schema(name):
+    doc = validate_func_yaml(ROOT / "functions" / name / "func.yaml")
+    assert doc["runtime"] == "python" and doc["invoke"] == FUNCTIONS[name][0]

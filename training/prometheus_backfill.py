@@ -1,0 +1,105 @@
+"""Back-fill Prometheus with request counters laid out as each metrics preset's source exports
+them, from per-minute counts: an OpenMetrics file, then `promtool tsdb create-blocks-from
+openmetrics`. Used by the tests, the forecast benchmark and the demo, so that Prometheus holds a
+week of realistic history before the first tick.
+
+Counters are sampled every `interval_s` seconds (30 s: the presets' `increase(...[1m])` needs two
+samples a minute) and jump by each minute's count at the minute's end, so `increase` over the
+minute ending at t gives that minute's count exactly. `up` is written beside them (the forecast
+function's heartbeat); gap minutes have no samples at all, `up` included.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import IO, Iterable
+
+import numpy as np
+
+PRESET_NAMES = ("knative-1.18", "knative-1.19", "knative-1.21", "istio", "infer")
+
+
+def _series(preset: str, namespace: str, name: str, index: int) -> list[tuple[str, str]]:
+    """(metric name, label string) pairs written for one service under one preset; the counter
+    first. Label sets follow what each source exports (pod-level counters, scraped per pod)."""
+    pod = f"{name}-00001-deployment-{index:05d}"
+    instance = f"10.0.{index // 250}.{index % 250}:9091"
+    if preset == "knative-1.18":
+        return [("revision_app_request_count",
+                 f'configuration_name="{name}",container_name="queue-proxy",namespace_name="{namespace}",'
+                 f'pod_name="{pod}",response_code="200",response_code_class="2xx",'
+                 f'revision_name="{name}-00001",service_name="{name}",job="queue-proxy",instance="{instance}"')]
+    if preset == "knative-1.19":
+        return [("kn_queueproxy_app_duration_seconds_count",
+                 f'k8s_namespace_name="{namespace}",kn_service_name="{name}",kn_revision_name="{name}-00001",'
+                 f'k8s_pod_name="{pod}",http_response_status_code="200",job="queue-proxy",instance="{instance}"')]
+    if preset == "knative-1.21":
+        return [("kn_serving_invocation_duration_seconds_count",
+                 f'http_response_status_code="200",job="queue-proxy",instance="{instance}"'),
+                ("target_info",
+                 f'job="queue-proxy",instance="{instance}",k8s_namespace_name="{namespace}",'
+                 f'kn_service_name="{name}",kn_revision_name="{name}-00001",k8s_pod_name="{pod}"')]
+    if preset == "istio":
+        return [("istio_requests_total",
+                 f'reporter="source",source_workload="istio-ingressgateway",source_workload_namespace="istio-system",'
+                 f'destination_service_name="{name}-00001",destination_service_namespace="{namespace}",'
+                 f'response_code="200",job="istio-ingressgateway",instance="10.1.0.1:15020"')]
+    if preset == "infer":
+        return [("infer_requests_total",
+                 f'model="{name}",protocol="v2",code="200",namespace="{namespace}",service="{name}",'
+                 f'pod="{pod}",job="infer",instance="{instance}"')]
+    raise ValueError(f"unknown preset {preset!r}")
+
+
+def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minute: int,
+                      presets: Iterable[str] = PRESET_NAMES, interval_s: int = 30,
+                      gaps: Iterable[tuple[int, int]] = ()) -> int:
+    """Write every service's counters (keys `namespace/name`, values per-minute counts from
+    `start_minute`) and return the number of samples. `gaps` are [first, last) epoch minutes."""
+    lengths = {len(v) for v in services.values()}
+    (n_minutes,) = lengths
+    per_minute = 60 // interval_s
+    stamps = (start_minute * 60 + np.arange(n_minutes * per_minute + 1) * interval_s)
+    keep = np.ones(len(stamps), dtype=bool)
+    for first, last in gaps:
+        keep &= ~((stamps > first * 60) & (stamps < last * 60))
+    stamp_text = stamps[keep].astype(str)
+    written = 0
+    families: dict[str, list[str]] = {}
+    targets: set[tuple[str, str]] = set()
+    for preset in presets:
+        for i, (key, counts) in enumerate(sorted(services.items())):
+            namespace, name = key.split("/", 1)
+            cumulative = np.concatenate(([0.0], np.cumsum(np.nan_to_num(counts, nan=0.0))))
+            # sample j at start + j*interval sees the minutes that ended at or before it
+            value = cumulative[np.minimum(np.arange(len(stamps)) // per_minute, n_minutes)][keep]
+            value_text = np.char.mod("%.0f", value)
+            for k, (metric, labels) in enumerate(_series(preset, namespace, name, i)):
+                values = value_text if k == 0 else np.full(len(value_text), "1")
+                families.setdefault(metric, []).append(_lines(metric, labels, values, stamp_text))
+                written += len(values)
+            instance = _series(preset, namespace, name, i)[0][1].split('instance="')[1].split('"')[0]
+            if (preset, instance) not in targets:
+                targets.add((preset, instance))
+                families.setdefault("up", []).append(
+                    _lines("up", f'job="{preset}",instance="{instance}"', np.full(len(stamp_text), "1"), stamp_text))
+                written += len(stamp_text)
+    for metric, blocks in families.items():
+        out.write(f"# TYPE {metric} unknown\n")
+        for block in blocks:
+            out.write(block)
+    out.write("# EOF\n")
+    return written
+
+
+def _lines(metric: str, labels: str, values: np.ndarray, stamps: np.ndarray) -> str:
+    prefix = f"{metric}{{{labels}}} "
+    return "".join(prefix + v + " " + t + "\n" for v, t in zip(values, stamps))
+
+
+def create_blocks(openmetrics: Path, data_dir: Path, promtool: str = "promtool") -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=8760h",
+                    str(openmetrics), str(data_dir)],
+                   check=True, capture_output=True, text=True)
