@@ -9,5 +9,6 @@ from tests.support.servers import (  # noqa: F401  (fixtures)
     infer_server_factory,
     models_dir,
     prometheus_server,
+    redis_db,
     redis_server,
 )

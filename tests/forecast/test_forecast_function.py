@@ -21,7 +21,6 @@ from training.prometheus_backfill import PRESET_NAMES
 from training.publish_forecaster import publish
 
 PING_SOURCE = "/apis/v1/namespaces/predictive-scaling/pingsources/every-minute"
-_db = iter(range(1, 16))
 
 
 def ping(minute: int, event_id: str) -> CloudEvent:
@@ -46,13 +45,6 @@ def range_queries(prometheus) -> list[dict]:
         return []
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return [q for q in lines if q.get("params", {}).get("step")]
-
-
-@pytest.fixture
-def redis_db(redis_server) -> str:
-    db = next(_db)
-    redis.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/{db}").flushdb()
-    return f"redis://127.0.0.1:{redis_server.port}/{db}"
 
 
 def start(tmp_path: Path, prometheus_url: str, redis_url: str, root: Path, **env: str) -> RunningFunction:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import redis
 import requests
 
 from localmode.processes import Server, free_port, start_prometheus, start_redis, stop, wait_until
@@ -24,6 +25,14 @@ def redis_server(tmp_path_factory) -> Iterator[Server]:
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_db(redis_server) -> str:
+    """A Redis database of the session's server, emptied for each test (tests run one at a time)."""
+    url = f"redis://127.0.0.1:{redis_server.port}/1"
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 @pytest.fixture(scope="session")

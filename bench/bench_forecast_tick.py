@@ -1,0 +1,143 @@
+"""Forecast function tick time, end to end (ping in -> forecast event out), against a real
+Prometheus back-filled with N services of one week each, for N = 100, 1,000, 10,000.
+
+    make bench-forecast            # or: .venv/bin/python bench/bench_forecast_tick.py --sizes 100 1000
+
+The function runs under func-python exactly as `func run --builder=host` runs it, with real Redis.
+Services are week-long windows of the shared traces (bench_forecaster.fleet). To keep the
+back-fill to one sample per service-minute, Prometheus holds the per-minute counts as a recorded
+series (what a recording rule over any preset would produce), read with a PROMQL override; the
+tick still makes one batched range query. Targets (issue 5): steady tick < 2 s at 1,000 services,
+< 10 s at 10,000. Prints a table; memory is the function's RSS and Redis' used_memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import redis
+import requests
+from cloudevents.core.bindings.http import to_binary_event
+from cloudevents.core.v1.event import CloudEvent
+
+from bench.bench_forecaster import fleet
+from localmode.processes import free_port, start_prometheus, start_redis, stop, wait_until
+from training.prometheus_backfill import create_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+END_MINUTE = 28_870_560 + 720
+STEADY_TICKS = 5
+PROMQL = "sum by (namespace, service) (last_over_time(bench:requests_per_minute{{selector}}[{window}]))"
+
+
+def backfill(base: Path, counts: np.ndarray, days: int) -> None:
+    n, width = counts.shape
+    start = END_MINUTE + STEADY_TICKS + 2 - width
+    om = base / "history.om"
+    with om.open("w") as out:
+        out.write("# TYPE bench:requests_per_minute unknown\n")
+        stamps = ((start + np.arange(width) + 1) * 60).astype(str)  # value at t: the minute ending at t
+        for i in range(n):
+            prefix = f'bench:requests_per_minute{{namespace="bench",service="svc-{i:05d}"}} '
+            values = np.char.mod("%.0f", np.nan_to_num(counts[i]))
+            out.write("".join(prefix + v + " " + t + "\n" for v, t in zip(values, stamps)))
+        out.write("# TYPE up unknown\n")
+        for t in range(start * 60, (start + width + 1) * 60, 30):
+            out.write(f'up{{job="bench",instance="a"}} 1 {t}\n')
+        out.write("# EOF\n")
+    create_blocks(om, base / "data")
+    om.unlink()
+
+
+def ping(minute: int, event_id: str) -> tuple[dict, bytes]:
+    event = CloudEvent(attributes={"type": "dev.knative.sources.ping", "source": "/bench", "id": event_id,
+                                   "time": datetime.fromtimestamp(minute * 60, timezone.utc)})
+    message = to_binary_event(event)
+    return message.headers, message.body
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(n: int, days: int, base: Path) -> dict:
+    counts = fleet(n)[:, -days * 1440:] if days < 7 else fleet(n)
+    counts = np.concatenate([counts, counts[:, :STEADY_TICKS + 2]], axis=1)
+    started = time.perf_counter()
+    backfill(base, counts, days)
+    backfill_s = time.perf_counter() - started
+    (base / "prom").mkdir()
+    shutil.move(str(base / "data"), str(base / "prom" / "data"))
+    prometheus = start_prometheus(base / "prom")
+    store = start_redis(base / "redis")
+    port = free_port()
+    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT / "functions" / "forecast"),
+           "PROMETHEUS_URL": prometheus.url, "REDIS_URL": store.url, "PROMQL": PROMQL, "METRICS_PRESET": "infer",
+           "FORECASTER_ROOT": str(ROOT / "models" / "forecaster"), "PROMETHEUS_TIMEOUT_SECONDS": "120",
+           "LOG_LEVEL": "WARNING"}
+    fn = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_function.py"), str(ROOT / "functions" / "forecast")],
+                          env=env, stdout=(base / "fn.log").open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(url + "/health/readiness", timeout=2).status_code == 200, 120, "forecast", fn)
+        headers, body = ping(END_MINUTE, "cold")
+        t0 = time.perf_counter()
+        r = requests.post(url, data=body, headers=headers, timeout=600)
+        cold = time.perf_counter() - t0
+        assert r.status_code == 200, r.text[:300]
+        steady = []
+        for k in range(STEADY_TICKS):
+            headers, body = ping(END_MINUTE + 1 + k, f"steady-{k}")
+            t0 = time.perf_counter()
+            r = requests.post(url, data=body, headers=headers, timeout=600)
+            steady.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text[:300]
+        data = r.json()
+        ok = sum(1 for s in data["services"] if s["status"] == "ok")
+        return {"services": n, "history_days": days, "backfill_s": backfill_s, "cold_s": cold,
+                "steady_median_s": statistics.median(steady), "steady_max_s": max(steady),
+                "forecast_ok": ok, "reply_mib": len(r.content) / 2**20, "fn_rss_mib": rss_mib(fn.pid),
+                "redis_mib": redis.Redis.from_url(store.url).info("memory")["used_memory"] / 2**20}
+    finally:
+        stop(fn)
+        store.stop()
+        prometheus.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--days", type=int, default=7)
+    args = parser.parse_args()
+    if not (ROOT / "models" / "forecaster" / "manifest.json").exists():
+        sys.exit("run `make models` first (the published forecaster)")
+    rows = []
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory(prefix=f"bench-tick-{n}-") as tmp:
+            rows.append(run(n, args.days, Path(tmp)))
+            print(f"  {n} services done", file=sys.stderr, flush=True)
+    print("\n| services | history | back-fill s | cold tick s | steady tick s (median / max) | forecast ok | reply MiB | function RSS MiB | Redis MiB | target steady |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        target = 2.0 if r["services"] <= 1000 else 10.0
+        verdict = "met" if r["steady_median_s"] < target else "MISSED"
+        print(f"| {r['services']:,} | {r['history_days']} d | {r['backfill_s']:.0f} | {r['cold_s']:.2f} | "
+              f"{r['steady_median_s']:.2f} / {r['steady_max_s']:.2f} | {r['forecast_ok']:,} | {r['reply_mib']:.2f} | "
+              f"{r['fn_rss_mib']:.0f} | {r['redis_mib']:.0f} | < {target:.0f} s: {verdict} |")
+
+
+if __name__ == "__main__":
+    main()

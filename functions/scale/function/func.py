@@ -1,0 +1,62 @@
+"""Knative Function shim: func-python's CloudEvents middleware serves this object; the logic is
+in package `scale` (scaler.py). Configuration is read once, in `start()`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from scale import json_log
+from scale.settings import ScaleSettings
+
+log = logging.getLogger("scale.function")
+
+
+class ScaleFunction:
+    def __init__(self) -> None:
+        self._scaler: Any = None
+        self._reason = "not started"
+
+    def start(self, cfg: dict[str, str]) -> None:
+        # func-python shows ready even when start() raises: refuse by recording, never by raising.
+        json_log.configure(cfg.get("LOG_LEVEL", "INFO"))
+        try:
+            settings = ScaleSettings.from_env(cfg)
+            from scale.scaler import Scaler
+
+            self._scaler = Scaler(settings)
+        except Exception as exc:  # configuration or client set-up: report through ready()
+            self._reason = f"start failed: {type(exc).__name__}: {exc}"
+            json_log.event(log, "start failed", logging.ERROR, reason=self._reason)
+            return
+        json_log.event(log, "started", dry_run=settings.dry_run, knative_version=settings.knative_version)
+
+    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        if self._scaler is None:
+            await _json(send, 503, {"error": self._reason})
+            return
+        outcome = self._scaler.handle(scope["event"])
+        if outcome.reply is not None:
+            await send.binary(outcome.reply, outcome.status)
+        else:
+            await _json(send, outcome.status, outcome.body)
+
+    def ready(self) -> tuple[bool, str]:
+        return (self._scaler is not None), ("ready" if self._scaler is not None else self._reason)
+
+    def alive(self) -> tuple[bool, str]:
+        return True, "alive"
+
+
+async def _json(send: Any, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send.http({"type": "http.response.start", "status": status, "headers": headers})
+    await send.http({"type": "http.response.body", "body": payload})
+
+
+def new() -> ScaleFunction:
+    return ScaleFunction()

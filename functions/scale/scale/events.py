@@ -1,0 +1,101 @@
+"""The event contracts of the scale function.
+
+In: `io.predictive-scaling.forecast.v1` (the forecast function's reply). Every field this
+function relies on is checked here; anything else is a 400 with the reason, so a malformed
+forecast goes to the dead-letter sink instead of near a cluster.
+Out: `io.predictive-scaling.decision.v1`, one per forecast, for every service it names.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from cloudevents.core.v1.event import CloudEvent
+
+from .min_scale_policy import MinuteForecast
+
+FORECAST_TYPE = "io.predictive-scaling.forecast.v1"
+DECISION_TYPE = "io.predictive-scaling.decision.v1"
+_NAMESPACE = uuid.UUID("a7f1c2d4-3b5e-4c6f-8d9a-1e2f3a4b5c6d")
+
+
+class BadEvent(ValueError):
+    """HTTP 400: dead-lettered by the broker, never retried."""
+
+
+class RetryLater(RuntimeError):
+    """HTTP 503: the broker retries with backoff."""
+
+
+@dataclass(frozen=True)
+class ServiceForecast:
+    namespace: str
+    name: str
+    minutes: list[MinuteForecast] | None
+    """None when the forecast function had no data for it (`reason` says why): hold."""
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ForecastTick:
+    tick: datetime
+    services: list[ServiceForecast]
+    model_version: str | None
+
+
+def parse_forecast(event: CloudEvent) -> ForecastTick:
+    if event.get_type() != FORECAST_TYPE:
+        raise BadEvent(f"event type {event.get_type()!r} is not handled here; expected {FORECAST_TYPE!r}")
+    data = event.get_data()
+    if not isinstance(data, dict):
+        raise BadEvent("data must be a JSON object")
+    try:
+        tick = datetime.strptime(str(data["tick"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except (KeyError, ValueError):
+        raise BadEvent("data.tick must be a UTC time like 2026-11-22T10:00:00Z") from None
+    entries = data.get("services")
+    if not isinstance(entries, list):
+        raise BadEvent("data.services must be a list")
+    services = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("service"), str) or entry["service"].count("/") != 1:
+            raise BadEvent(f"data.services[{i}].service must be 'namespace/name'")
+        namespace, name = entry["service"].split("/")
+        if entry.get("status") == "ok":
+            services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok"))
+        elif entry.get("status") == "no-data":
+            services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data"))))
+        else:
+            raise BadEvent(f"data.services[{i}].status must be 'ok' or 'no-data'")
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    return ForecastTick(tick, services, model.get("version"))
+
+
+def _minutes(raw, i: int) -> list[MinuteForecast]:
+    if not isinstance(raw, list) or not raw:
+        raise BadEvent(f"data.services[{i}].minutes must be a non-empty list")
+    minutes = []
+    for j, m in enumerate(raw):
+        try:
+            point, upper, p_any = (float(m["point_rps"]), float(m["upper_rps"]), float(m["p_any"]))
+        except (KeyError, TypeError, ValueError):
+            raise BadEvent(f"data.services[{i}].minutes[{j}] needs numeric point_rps, upper_rps, p_any") from None
+        if not all(math.isfinite(v) and v >= 0 for v in (point, upper, p_any)) or p_any > 1:
+            raise BadEvent(f"data.services[{i}].minutes[{j}]: rates must be finite and >= 0, p_any in [0, 1]")
+        minutes.append(MinuteForecast(point=point * 60, upper=upper * 60, p_any=p_any))
+    return minutes
+
+
+def decision_event(source: str, forecast: CloudEvent, tick: datetime, data: dict) -> CloudEvent:
+    return CloudEvent(attributes={
+        "type": DECISION_TYPE, "source": source,
+        "id": str(uuid.uuid5(_NAMESPACE, f"{forecast.get_source()}\n{forecast.get_id()}")),
+        "time": tick, "datacontenttype": "application/json",
+    }, data=data)

@@ -1,0 +1,123 @@
+"""The Kubernetes API calls of the scale function, through the official `kubernetes` client.
+
+Four calls, and RBAC grants exactly these (serving/rbac-scale.yaml):
+- list Knative Services in a namespace, by the opt-in label (one call per namespace per event);
+- get a Revision (first sight of a routed Revision: its current annotations);
+- merge-patch a Revision's annotations (Knative >= 1.21), or a PodAutoscaler's (<= 1.20);
+- get the knative-serving Namespace (KNATIVE_VERSION=auto reads its version label).
+
+Errors are types: `ApiSkip` for what a retry cannot fix (403 RBAC, 404 gone, 400 webhook
+denial: log and skip that service), `ApiTransient` when 5xx or connection failures outlast the
+retries (the event is answered 503 so the broker retries it). A 409 re-reads the object and
+retries the patch with its fresh resourceVersion.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+SERVING = ("serving.knative.dev", "v1")
+AUTOSCALING = ("autoscaling.internal.knative.dev", "v1alpha1")
+T = TypeVar("T")
+
+
+class ApiSkip(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class ApiTransient(RuntimeError):
+    pass
+
+
+class KnativeApi:
+    def __init__(self, api_url: str | None, retries: int, backoff_s: float = 0.1):
+        if api_url:
+            configuration = client.Configuration(host=api_url)
+        else:
+            configuration = client.Configuration()
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)
+        configuration.retries = False  # retries are ours: they re-read on 409
+        api_client = client.ApiClient(configuration)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.calls = 0
+
+    # -- reads -----------------------------------------------------------------------------
+    def knative_version(self) -> tuple[int, int]:
+        namespace = self._call(lambda: self.core.read_namespace("knative-serving"))
+        label = (namespace.metadata.labels or {}).get("app.kubernetes.io/version", "")
+        parts = [int(p) for p in label.lstrip("v").split(".")[:2] if p.isdigit()]
+        if len(parts) < 2:
+            raise ApiSkip(0, f"knative-serving namespace has no usable app.kubernetes.io/version label ({label!r})")
+        return parts[0], parts[1]
+
+    def list_services(self, namespace: str, label: tuple[str, str]) -> list[dict]:
+        result = self._call(lambda: self.custom.list_namespaced_custom_object(
+            *SERVING, namespace, "services", label_selector=f"{label[0]}={label[1]}"))
+        return result.get("items", [])
+
+    def get_target(self, namespace: str, revision: str, legacy: bool) -> dict:
+        group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
+        return self._call(lambda: self.custom.get_namespaced_custom_object(group, version, namespace, plural, revision))
+
+    # -- the one write ---------------------------------------------------------------------
+    def patch_annotations(self, namespace: str, revision: str, annotations: dict[str, str | None],
+                          resource_version: str | None, legacy: bool) -> dict:
+        """Merge-patch annotations on the Revision (or its PodAutoscaler when `legacy`); never
+        `spec`. On 409, re-read for the current resourceVersion and try again."""
+        group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
+        rv = resource_version
+        for attempt in range(self.retries + 1):
+            body: dict = {"metadata": {"annotations": annotations}}
+            if rv is not None:
+                body["metadata"]["resourceVersion"] = rv
+            try:
+                return self._call(lambda: self.custom.patch_namespaced_custom_object(
+                    group, version, namespace, plural, revision, body), conflict_is_error=True)
+            except _Conflict:
+                if attempt == self.retries:
+                    raise ApiTransient(f"{plural}/{revision}: still conflicting after {attempt + 1} attempts") from None
+                time.sleep(self.backoff_s * (2 ** attempt))
+                rv = self.get_target(namespace, revision, legacy)["metadata"].get("resourceVersion")
+        raise AssertionError("unreachable")
+
+    def _call(self, request: Callable[[], T], conflict_is_error: bool = False) -> T:
+        for attempt in range(self.retries + 1):
+            self.calls += 1
+            try:
+                return request()
+            except ApiException as exc:
+                if exc.status == 409 and conflict_is_error:
+                    raise _Conflict() from None
+                if exc.status in (400, 403, 404, 409, 422):
+                    raise ApiSkip(exc.status, _message(exc)) from None
+                failure = f"{exc.status}: {_message(exc)}"
+            except (HTTPError, OSError) as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            if attempt < self.retries:
+                time.sleep(self.backoff_s * (2 ** attempt))
+        raise ApiTransient(f"API server failing after {self.retries + 1} attempts: {failure}")
+
+
+class _Conflict(Exception):
+    pass
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message", exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)

@@ -1,0 +1,117 @@
+"""Configuration of the scale function: environment variables, read once in `start()`.
+
+| variable | default | meaning |
+|---|---|---|
+| REDIS_URL | redis://redis:6379/0 | dedupe keys, per-service state, decisions |
+| KUBERNETES_API_URL | (in-cluster) | API server URL; set for local mode (the API double) |
+| KNATIVE_VERSION | auto | `auto` (label of the knative-serving namespace), `1.21` (patch Revisions) or `1.20` (patch PodAutoscalers) |
+| OPT_IN_LABEL | predictive-scaling.io/enabled=true | only Knative Services with this label are touched |
+| DRY_RUN | false | decide and report, patch nothing (per service: annotation) |
+| MAX_FORECAST_AGE_SECONDS | 180 | older forecast events only hold (0: never by age, for replayed clocks) |
+| POD_CAPACITY_RPS | 10 | default requests/s one pod serves |
+| COLD_START_COST_POD_SECONDS | 300 | default price of one cold start, in pod-seconds |
+| MAX_SCALE | 10 | default upper bound of min-scale |
+| COOLDOWN_SECONDS | 60 | default wait before a raised min-scale may be lowered |
+| IDLE_WINDOW | 6s | stable window set while idle is forecast (`off` disables the lever) |
+| WARMUP | true | send one request when raising a service from 0 |
+| WARMUP_PATH | / | path of that request |
+| WARMUP_GATEWAY | (none) | send it to this ingress URL with the Service's host as `Host:` |
+| WARMUP_TIMEOUT_SECONDS | 2 | the request is fire-and-forget: it only has to reach the activator |
+| API_RETRIES | 4 | retries on 409 (re-read first) and 5xx, with exponential backoff |
+| DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
+| DECISION_HISTORY | 1440 | decisions kept per service in Redis |
+| EVENT_SOURCE | /predictive-scaling/scale | source attribute of the reply |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .annotations import parse_window
+from .min_scale_policy import PolicySettings
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    redis_url: str
+    api_url: str | None
+    knative_version: str
+    opt_in_label: tuple[str, str]
+    dry_run: bool
+    max_forecast_age_s: float
+    policy: PolicySettings
+    warmup: bool
+    warmup_path: str
+    warmup_gateway: str | None
+    warmup_timeout_s: float
+    api_retries: int
+    dedupe_ttl_s: int
+    decision_history: int
+    event_source: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ScaleSettings":
+        label = env.get("OPT_IN_LABEL", "predictive-scaling.io/enabled=true")
+        if "=" not in label:
+            raise SettingsError(f"OPT_IN_LABEL={label!r} must be key=value")
+        key, value = label.split("=", 1)
+        version = env.get("KNATIVE_VERSION", "auto")
+        if version not in ("auto", "1.21", "1.20"):
+            raise SettingsError(f"KNATIVE_VERSION={version!r} must be auto, 1.21 or 1.20")
+        try:
+            window = parse_window(env.get("IDLE_WINDOW", "6s"))
+        except ValueError as exc:
+            raise SettingsError(f"IDLE_WINDOW: {exc}") from None
+        policy = PolicySettings(
+            capacity_rps=_number(env, "POD_CAPACITY_RPS", 10.0, 0.001),
+            cold_start_cost_pod_s=_number(env, "COLD_START_COST_POD_SECONDS", 300.0, 0.0),
+            max_scale=int(_number(env, "MAX_SCALE", 10, 1)),
+            cooldown_s=_number(env, "COOLDOWN_SECONDS", 60.0, 0.0),
+            idle_window_s=window,
+        )
+        return cls(
+            redis_url=env.get("REDIS_URL", "redis://redis:6379/0"),
+            api_url=env.get("KUBERNETES_API_URL") or None,
+            knative_version=version,
+            opt_in_label=(key, value),
+            dry_run=_bool(env, "DRY_RUN", False),
+            max_forecast_age_s=_number(env, "MAX_FORECAST_AGE_SECONDS", 180.0, 0.0),
+            policy=policy,
+            warmup=_bool(env, "WARMUP", True),
+            warmup_path=env.get("WARMUP_PATH", "/"),
+            warmup_gateway=env.get("WARMUP_GATEWAY") or None,
+            warmup_timeout_s=_number(env, "WARMUP_TIMEOUT_SECONDS", 2.0, 0.1),
+            api_retries=int(_number(env, "API_RETRIES", 4, 0)),
+            dedupe_ttl_s=int(_number(env, "DEDUPE_TTL_SECONDS", 3600, 1)),
+            decision_history=int(_number(env, "DECISION_HISTORY", 1440, 1)),
+            event_source=env.get("EVENT_SOURCE", "/predictive-scaling/scale"),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below its minimum {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean")

@@ -1,0 +1,350 @@
+"""A local Kubernetes API server DOUBLE, for tests and local mode. It is not Kubernetes.
+
+No API server can run on this machine, so the scale function's real `kubernetes` client code is
+exercised over real HTTP against this double, which behaves as the parts it stands in for do:
+
+- REST paths of the core namespace API and of custom resources (Knative Services, Revisions,
+  PodAutoscalers): get, list (with equality label selectors), merge-patch, put.
+- `metadata.resourceVersion` is bumped on every write; a write whose body carries a stale
+  resourceVersion (or a PUT without the current one) gets 409 Conflict.
+- RBAC: given the rules of the ClusterRoles bound to the function's ServiceAccount (parsed from
+  serving/rbac.yaml), any request they do not allow gets 403 Forbidden.
+- 404 for what does not exist; 400 for what Knative's webhooks deny: a change to a Revision's
+  spec (immutable), a min-scale that is not a non-negative integer or exceeds max-scale.
+- Knative >= 1.21 (`version="1.21"`): autoscaling annotations patched on a Revision are copied to
+  its PodAutoscaler (the revision reconciler does so); a direct PodAutoscaler patch is reverted.
+  `version="1.20"`: the PodAutoscaler is where min-scale must be patched.
+- Every request is recorded (method, verb, resource, name, status), and faults can be injected
+  (a status for the next N matching requests; a concurrent writer before the next patch).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlparse
+
+SERVING = ("serving.knative.dev", "v1")
+AUTOSCALING = ("autoscaling.internal.knative.dev", "v1alpha1")
+MIN_SCALE = "autoscaling.knative.dev/min-scale"
+MAX_SCALE = "autoscaling.knative.dev/max-scale"
+_PATH = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$")
+
+
+@dataclass
+class Recorded:
+    method: str
+    verb: str
+    group: str
+    resource: str
+    namespace: str | None
+    name: str | None
+    status: int
+    body: Any = None
+
+
+@dataclass
+class Rule:
+    api_groups: list[str]
+    resources: list[str]
+    verbs: list[str]
+    resource_names: list[str] = field(default_factory=list)
+
+    def allows(self, group: str, resource: str, verb: str, name: str | None) -> bool:
+        return ((group in self.api_groups or "*" in self.api_groups)
+                and (resource in self.resources or "*" in self.resources)
+                and (verb in self.verbs or "*" in self.verbs)
+                and (not self.resource_names or name in self.resource_names))
+
+
+def rules_from_manifests(documents: list[dict], service_account: str) -> list[Rule]:
+    """The rules of every (Cluster)Role bound to `service_account` in the documents."""
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in documents if d.get("kind") in ("Role", "ClusterRole")}
+    rules: list[Rule] = []
+    for binding in (d for d in documents if d.get("kind") in ("RoleBinding", "ClusterRoleBinding")):
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == service_account for s in binding["subjects"]):
+            continue
+        role = roles.get((binding["roleRef"]["kind"], binding["roleRef"]["name"]))
+        for rule in (role or {}).get("rules", []):
+            rules.append(Rule(rule.get("apiGroups", []), rule.get("resources", []), rule.get("verbs", []),
+                              rule.get("resourceNames", [])))
+    return rules
+
+
+class KubeApiDouble:
+    def __init__(self, rules: list[Rule] | None = None, version: str = "1.21", domain: str = "example.com"):
+        self.rules = rules
+        self.version = version
+        self.domain = domain
+        self.objects: dict[tuple[str, str, str | None, str], dict] = {}
+        self.requests: list[Recorded] = []
+        self._faults: list[tuple[Callable[[Recorded], bool], int, list[int]]] = []
+        self._before_patch: list[Callable[[], None]] = []
+        self._lock = threading.RLock()
+        self._rv = 1000
+        self.add_namespace("knative-serving", {"app.kubernetes.io/version": "1.21.0" if _version(version) >= (1, 21) else "1.20.2"})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- fixtures --------------------------------------------------------------------------
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def put_object(self, group: str, plural: str, namespace: str | None, obj: dict) -> dict:
+        with self._lock:
+            obj = copy.deepcopy(obj)
+            obj.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+            self.objects[(group, plural, namespace, obj["metadata"]["name"])] = obj
+            return obj
+
+    def add_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        self.put_object("", "namespaces", None, {"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": name, "labels": labels or {}}})
+
+    def add_service(self, namespace: str, name: str, labels: dict[str, str] | None = None,
+                    template_annotations: dict[str, str] | None = None, revisions: tuple[str, ...] | None = None,
+                    traffic: dict[str, int] | None = None) -> None:
+        """A Knative Service with its Revisions (and their PodAutoscalers), all Ready."""
+        revisions = revisions or (f"{name}-00001",)
+        traffic = traffic or {revisions[-1]: 100}
+        template_annotations = dict(template_annotations or {})
+        self.put_object(SERVING[0], "services", namespace, {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {}), "generation": 1},
+            "spec": {"template": {"metadata": {"annotations": template_annotations},
+                                  "spec": {"containers": [{"image": f"registry.example/{name}:1"}]}}},
+            "status": {"url": f"http://{name}.{namespace}.{self.domain}", "latestReadyRevisionName": revisions[-1],
+                       "traffic": [{"revisionName": r, "percent": p, "latestRevision": r == revisions[-1]}
+                                   for r, p in traffic.items()],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        })
+        for revision in revisions:
+            self.add_revision(namespace, name, revision, template_annotations)
+
+    def add_revision(self, namespace: str, service: str, revision: str, annotations: dict[str, str]) -> None:
+        meta = {"name": revision, "namespace": namespace, "annotations": dict(annotations),
+                "labels": {"serving.knative.dev/service": service}}
+        self.put_object(SERVING[0], "revisions", namespace, {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Revision", "metadata": meta,
+            "spec": {"containers": [{"image": f"registry.example/{service}:1"}]}})
+        self.put_object(AUTOSCALING[0], "podautoscalers", namespace, {
+            "apiVersion": "autoscaling.internal.knative.dev/v1alpha1", "kind": "PodAutoscaler",
+            "metadata": {**copy.deepcopy(meta)}, "spec": {"reachability": "Reachable"}})
+
+    def roll_out(self, namespace: str, service: str, revision: str) -> None:
+        """A new Revision from the Service's template takes all traffic (what a deploy does)."""
+        with self._lock:
+            ksvc = self.objects[(SERVING[0], "services", namespace, service)]
+            self.add_revision(namespace, service, revision, ksvc["spec"]["template"]["metadata"].get("annotations", {}))
+            ksvc["status"]["traffic"] = [{"revisionName": revision, "percent": 100, "latestRevision": True}]
+            ksvc["status"]["latestReadyRevisionName"] = revision
+            ksvc["metadata"]["resourceVersion"] = self._next_rv()
+
+    def get(self, group: str, plural: str, namespace: str | None, name: str) -> dict:
+        with self._lock:
+            return copy.deepcopy(self.objects[(group, plural, namespace, name)])
+
+    def annotations(self, plural: str, namespace: str, name: str) -> dict[str, str]:
+        group = SERVING[0] if plural in ("revisions", "services") else AUTOSCALING[0]
+        return self.get(group, plural, namespace, name)["metadata"].get("annotations", {})
+
+    # -- faults ----------------------------------------------------------------------------
+    def fail(self, match: Callable[[Recorded], bool], status: int, times: int = 1) -> None:
+        """Answer `status` to the next `times` requests that `match`."""
+        with self._lock:
+            self._faults.append((match, status, [times]))
+
+    def before_next_patch(self, action: Callable[[], None]) -> None:
+        """Run `action` (a concurrent writer) just before the next PATCH is applied."""
+        with self._lock:
+            self._before_patch.append(action)
+
+    def touch(self, group: str, plural: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Another writer changes the object (bumps its resourceVersion)."""
+        with self._lock:
+            obj = self.objects[(group, plural, namespace, name)]
+            obj["metadata"].setdefault("annotations", {}).update(annotations)
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+
+    def calls(self, method: str | None = None, resource: str | None = None) -> list[Recorded]:
+        return [r for r in self.requests if (method is None or r.method == method)
+                and (resource is None or r.resource == resource)]
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _handler(self):
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                double._serve(self, "GET")
+
+            def do_PATCH(self) -> None:
+                double._serve(self, "PATCH")
+
+            def do_PUT(self) -> None:
+                double._serve(self, "PUT")
+
+            def do_POST(self) -> None:
+                double._serve(self, "POST")
+
+            def do_DELETE(self) -> None:
+                double._serve(self, "DELETE")
+
+        return Handler
+
+    def _serve(self, http: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlparse(http.path)
+        length = int(http.headers.get("Content-Length") or 0)
+        raw = http.rfile.read(length) if length else b""
+        match = _PATH.match(url.path)
+        if not match:
+            self._reply(http, 404, _status(404, "NotFound", f"no route for {url.path}"))
+            return
+        group = "" if match["core"] else match["group"]
+        plural, namespace, name = match["plural"], match["ns"], match["name"]
+        if group == "" and plural == "namespaces" and name is None and namespace:
+            plural, name, namespace = "namespaces", namespace, None
+        verb = {"GET": "get" if name else "list", "PATCH": "patch", "PUT": "update",
+                "POST": "create", "DELETE": "delete"}[method]
+        body = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._reply(http, 400, _status(400, "BadRequest", "body is not JSON"))
+                return
+        record = Recorded(method, verb, group, plural, namespace, name, 0, body)
+        with self._lock:
+            status, payload = self._answer(record, parse_qs(url.query), http.headers.get("Content-Type", ""))
+            record.status = status
+            self.requests.append(record)
+        self._reply(http, status, payload)
+
+    def _answer(self, record: Recorded, query: dict, content_type: str) -> tuple[int, dict]:
+        for match, status, left in self._faults:
+            if left[0] > 0 and match(record):
+                left[0] -= 1
+                return status, _status(status, "InjectedFault", f"injected {status}")
+        if self.rules is not None and not any(
+                r.allows(record.group, record.resource, record.verb, record.name) for r in self.rules):
+            return 403, _status(403, "Forbidden",
+                                f'{record.resource}.{record.group} "{record.name}" is forbidden: cannot {record.verb}')
+        if record.verb == "list":
+            selector = dict(p.split("=", 1) for p in query.get("labelSelector", [""])[0].split(",") if "=" in p)
+            items = [copy.deepcopy(o) for (g, p, ns, _), o in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
+                     if g == record.group and p == record.resource
+                     and (record.namespace is None or ns == record.namespace)
+                     and all(o["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]
+            return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+        key = (record.group, record.resource, record.namespace, record.name)
+        current = self.objects.get(key)
+        if current is None:
+            return 404, _status(404, "NotFound", f'{record.resource} "{record.name}" not found')
+        if record.verb == "get":
+            return 200, copy.deepcopy(current)
+        if record.verb not in ("patch", "update"):
+            return 405, _status(405, "MethodNotAllowed", f"{record.method} is not served by this double")
+        if record.verb == "patch" and "merge-patch" not in content_type:
+            return 415, _status(415, "UnsupportedMediaType", f"content type {content_type!r}")
+        for action in self._before_patch:
+            action()
+        self._before_patch.clear()
+        current = self.objects[key]
+        sent_rv = (record.body or {}).get("metadata", {}).get("resourceVersion")
+        if (sent_rv is not None and sent_rv != current["metadata"]["resourceVersion"]) or (
+                record.verb == "update" and sent_rv is None):
+            return 409, _status(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again")
+        updated = _merge(copy.deepcopy(current), record.body or {}) if record.verb == "patch" else copy.deepcopy(record.body)
+        denial = self._webhook(record.resource, current, updated)
+        if denial:
+            return 400, _status(400, "BadRequest", f"admission webhook denied the request: {denial}")
+        if record.resource == "podautoscalers" and _version(self.version) >= (1, 21):
+            return 200, copy.deepcopy(current)  # the revision reconciler puts it back at once
+        updated["metadata"]["resourceVersion"] = self._next_rv()
+        self.objects[key] = updated
+        if record.resource == "revisions":
+            pa = self.objects.get((AUTOSCALING[0], "podautoscalers", record.namespace, record.name))
+            if pa is not None:
+                scaling = {k: v for k, v in updated["metadata"].get("annotations", {}).items()
+                           if k.startswith("autoscaling.knative.dev/")}
+                pa_ann = {k: v for k, v in pa["metadata"].get("annotations", {}).items()
+                          if not k.startswith("autoscaling.knative.dev/")}
+                pa["metadata"]["annotations"] = {**pa_ann, **scaling}
+                pa["metadata"]["resourceVersion"] = self._next_rv()
+        return 200, copy.deepcopy(updated)
+
+    @staticmethod
+    def _webhook(resource: str, before: dict, after: dict) -> str | None:
+        if resource == "revisions" and before.get("spec") != after.get("spec"):
+            return "Revision spec is immutable"
+        annotations = after.get("metadata", {}).get("annotations") or {}
+        if MIN_SCALE in annotations:
+            value = annotations[MIN_SCALE]
+            if not re.fullmatch(r"\d+", str(value)):
+                return f"invalid value: {value}: {MIN_SCALE}"
+            if MAX_SCALE in annotations and re.fullmatch(r"\d+", str(annotations[MAX_SCALE])) and \
+                    0 < int(annotations[MAX_SCALE]) < int(value):
+                return f"min-scale={value} is greater than max-scale={annotations[MAX_SCALE]}"
+        window = annotations.get("autoscaling.knative.dev/window")
+        if window is not None:
+            seconds = _duration_s(window)
+            if seconds is None or not 6 <= seconds <= 3600:
+                return f"invalid value: {window}: autoscaling.knative.dev/window"
+        return None
+
+    @staticmethod
+    def _reply(http: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        http.send_response(status)
+        http.send_header("Content-Type", "application/json")
+        http.send_header("Content-Length", str(len(data)))
+        http.end_headers()
+        http.wfile.write(data)
+
+
+def _duration_s(text: str) -> float | None:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h)", str(text))
+    if not match:
+        return None
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386): null deletes, objects merge, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = _merge(target.get(key), value)
+    return target
+
+
+def _status(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
