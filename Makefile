@@ -16,7 +16,7 @@ FORMAT ?= table
 COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 
-.PHONY: help demo test models run-forecast run-scale serve bench-infer bench-forecaster backtest apt venv clean
+.PHONY: help demo test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest apt venv clean
 
 help:
 	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json]"
@@ -65,6 +65,15 @@ bench-infer: venv models
 
 bench-forecaster: venv
 	$(PY) bench/bench_forecaster.py
+
+# Forecast function tick time against a back-filled real Prometheus; SIZES="100 1000 10000".
+SIZES ?= 100 1000 10000
+bench-forecast: apt venv models
+	$(PY) bench/bench_forecast_tick.py --sizes $(SIZES)
+
+# Scale function decision time for one forecast event against the Kubernetes API double.
+bench-scale: apt venv
+	$(PY) bench/bench_scale.py --sizes $(SIZES)
 
 # Walk-forward backtest of every policy; plots go to reports/. TRACE=<file> for any trace in the
 # common form, FORMAT=json for machine-readable scores, COLD_START_S / CAPACITY_RPS to change both.
