@@ -53,5 +53,5 @@ def forecast_event(source: str, ping: CloudEvent, tick: datetime, data: dict) ->
     )
 
 
-def iso_minute(minute: int) -> str:
-    return datetime.fromtimestamp(minute * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso_minute(minute: int, minute_s: int = 60) -> str:
+    return datetime.fromtimestamp(minute * minute_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

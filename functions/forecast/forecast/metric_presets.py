@@ -25,12 +25,12 @@ class MetricQuery:
     revision_suffix: bool = False
     """The service label holds a Revision name (`<service>-00001`): strip the suffix."""
 
-    def render(self, extra: str = "") -> str:
+    def render(self, extra: str = "", window: str = "1m") -> str:
         matchers = ",".join(m for m in (self.selector, extra) if m)
         at = self.promql.find("{selector}")
         if matchers and at > 0 and self.promql[at - 1] != "{":
             matchers = "," + matchers
-        return self.promql.replace("{window}", "1m").replace("{selector}", matchers)
+        return self.promql.replace("{window}", window).replace("{selector}", matchers)
 
 
 PRESETS: dict[str, MetricQuery] = {

@@ -48,8 +48,9 @@ class Reading:
 
 
 class PrometheusSource:
-    def __init__(self, url: str, query: MetricQuery, timeout_s: float):
+    def __init__(self, url: str, query: MetricQuery, timeout_s: float, minute_s: int = 60):
         self.query = query
+        self.minute_s = minute_s
         self.timeout_s = timeout_s
         # POST: a back-fill selector naming many services would overflow a GET URL.
         self._client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s, method="POST",
@@ -59,14 +60,15 @@ class PrometheusSource:
     def read(self, start_minute: int, end_minute: int, services: list[str] | None = None) -> Reading:
         """Counts for the minutes [start_minute, end_minute); `services` restricts the query."""
         n = end_minute - start_minute
-        promql = f"({self.query.render(self._selector(services))}) or label_replace(" \
-                 f"count(count_over_time(up[1m]) >= 2), \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
+        window = f"{self.minute_s}s"
+        promql = f"({self.query.render(self._selector(services), window)}) or label_replace(" \
+                 f"count(count_over_time(up[{window}]) >= 2), \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
         # The value at step t counts the minute ending at t: minute m is read at (m + 1) * 60.
-        first = datetime.fromtimestamp((start_minute + 1) * 60, timezone.utc)
-        last = datetime.fromtimestamp(end_minute * 60, timezone.utc)
+        first = datetime.fromtimestamp((start_minute + 1) * self.minute_s, timezone.utc)
+        last = datetime.fromtimestamp(end_minute * self.minute_s, timezone.utc)
         self.queries_sent += 1
         try:
-            result = self._client.custom_query_range(promql, start_time=first, end_time=last, step="60")
+            result = self._client.custom_query_range(promql, start_time=first, end_time=last, step=str(self.minute_s))
         except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
             raise PrometheusUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         counts: dict[str, np.ndarray] = {}
@@ -76,7 +78,7 @@ class PrometheusSource:
             name = labels.get(self.query.service_label, "")
             stamps = np.array([float(t) for t, _ in series["values"]])
             values = np.array([float(v) for _, v in series["values"]])
-            index = (stamps // 60).astype(np.int64) - 1 - start_minute
+            index = np.round(stamps / self.minute_s).astype(np.int64) - 1 - start_minute
             inside = (index >= 0) & (index < n)
             if name == HEARTBEAT:
                 scraped[index[inside]] = True

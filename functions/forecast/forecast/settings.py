@@ -17,6 +17,7 @@
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
 | FORECAST_HISTORY | 1440 | forecasts kept per service in Redis for the report |
 | PROMETHEUS_TIMEOUT_SECONDS | 10 | per query |
+| MINUTE_SECONDS | 60 | length of a forecast minute; shorter only for the accelerated local demo |
 | EVENT_SOURCE | /predictive-scaling/forecast | source attribute of the reply |
 """
 
@@ -47,6 +48,7 @@ class ForecastSettings:
     forecast_history: int
     prometheus_timeout_s: float
     event_source: str
+    minute_s: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ForecastSettings":
@@ -78,6 +80,7 @@ class ForecastSettings:
             forecast_history=_int(env, "FORECAST_HISTORY", 1440, 1),
             prometheus_timeout_s=float(_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, 1)),
             event_source=env.get("EVENT_SOURCE", "/predictive-scaling/forecast"),
+            minute_s=_int(env, "MINUTE_SECONDS", 60, 1),
         )
         return settings
 

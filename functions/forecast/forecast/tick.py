@@ -41,7 +41,8 @@ class ForecastTick:
     def __init__(self, settings: ForecastSettings, client: redis.Redis | None = None):
         self.settings = settings
         self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self.source = PrometheusSource(settings.prometheus_url, settings.query, settings.prometheus_timeout_s)
+        self.source = PrometheusSource(settings.prometheus_url, settings.query, settings.prometheus_timeout_s,
+                                       settings.minute_s)
         self.cache = HistoryCache(self.redis, settings.history_minutes, settings.topup_minutes, settings.fill_chunk_minutes)
         self.models = ModelStore(settings.forecaster_root)
 
@@ -79,7 +80,7 @@ class ForecastTick:
         return Outcome(200, reply=events.forecast_event(self.settings.event_source, event, tick, data))
 
     def _forecast(self, tick: datetime) -> dict:
-        end = int((tick.timestamp() - self.settings.ingest_lag_s) // 60)
+        end = int((tick.timestamp() - self.settings.ingest_lag_s) // self.settings.minute_s)
         model = self.models.refresh()
         sent_before = self.source.queries_sent
         problem: str | None = None
@@ -91,7 +92,7 @@ class ForecastTick:
             problem = problem or self.models.problem or "no forecaster"
         data = {
             "tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "horizon_start": events.iso_minute(end),
+            "horizon_start": self._iso(end),
             "model": ({"version": model.version, "sha256": model.sha256, "quantile": model.quantile,
                        "horizon_minutes": model.horizon} if model else {}),
             "metrics": {"preset": self.settings.query.name},
@@ -120,7 +121,7 @@ class ForecastTick:
         start = self.cache.start_minute()
         for i, name in enumerate(services):
             if i not in by_row:
-                last = "never" if last_data[i] < 0 else events.iso_minute(start + last_data[i])
+                last = "never" if last_data[i] < 0 else self._iso(start + last_data[i])
                 data["services"].append(self._held(name, f"stale: last data for the minute {last}", cache_end, matrix[i]))
                 continue
             k = by_row[i]
@@ -128,20 +129,23 @@ class ForecastTick:
                 "service": name,
                 "status": "ok",
                 "minutes": [
-                    {"start": events.iso_minute(end + h),
-                     "point_rps": round(float(forecasts.point[k, h]) / 60.0, 6),
-                     "upper_rps": round(float(forecasts.upper[k, h]) / 60.0, 6),
+                    {"start": self._iso(end + h),
+                     "point_rps": round(float(forecasts.point[k, h]) / self.settings.minute_s, 6),
+                     "upper_rps": round(float(forecasts.upper[k, h]) / self.settings.minute_s, 6),
                      "p_any": round(float(forecasts.p_any[k, h]), 4)}
                     for h in range(model.horizon)
                 ],
-                "data_window": _window(matrix[i], start, cache_end),
+                "data_window": _window(matrix[i], start, cache_end, self.settings.minute_s),
             })
         return data
+
+    def _iso(self, minute: int) -> str:
+        return events.iso_minute(minute, self.settings.minute_s)
 
     def _held(self, name: str, reason: str, end: int, row: np.ndarray | None = None) -> dict:
         entry = {"service": name, "status": "no-data", "reason": reason}
         if row is not None:
-            entry["data_window"] = _window(row, self.cache.start_minute(), end)
+            entry["data_window"] = _window(row, self.cache.start_minute(), end, self.settings.minute_s)
         return entry
 
     def _record(self, data: dict) -> None:
@@ -161,10 +165,10 @@ def _last_valid(matrix: np.ndarray) -> np.ndarray:
     return np.where(valid.any(axis=1), last, -1)
 
 
-def _window(row: np.ndarray, start: int, end: int) -> dict:
+def _window(row: np.ndarray, start: int, end: int, minute_s: int) -> dict:
     valid = ~np.isnan(row)
     gaps = int((~valid).sum())
-    window = {"start": events.iso_minute(start), "end": events.iso_minute(end),
+    window = {"start": events.iso_minute(start, minute_s), "end": events.iso_minute(end, minute_s),
               "minutes_with_data": int(valid.sum()), "gap_minutes": gaps}
     recent = ~valid[-60:]
     if recent.any():
