@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export PYTHONPATH := $(CURDIR)/functions/infer:$(CURDIR)/functions/forecast:$(CURDIR)/functions/scale:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/functions/infer:$(CURDIR)/functions/forecast:$(CURDIR)/functions/scale:$(CURDIR)/functions/deadletter:$(CURDIR)
 FUNCTION_PYPROJECTS := $(wildcard functions/*/pyproject.toml)
 
 MODEL ?= models/wine.joblib

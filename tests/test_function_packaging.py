@@ -16,6 +16,7 @@ FUNCTIONS = {
     "infer": ("http", ["infer/app.py", "infer/protocol_v2.py"]),
     "forecast": ("cloudevent", ["forecast/tick.py", "forecast/forecaster.py", "forecast/history_cache.py"]),
     "scale": ("cloudevent", ["scale/min_scale_policy.py", "scale/scaler.py", "scale/knative_api.py"]),
+    "deadletter": ("cloudevent", ["deadletter/sink.py"]),
 }
 
 

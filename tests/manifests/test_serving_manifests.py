@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
+import yaml
 
 from tests.support.manifests import load_documents, validate_resource
+from localmode.processes import binary
 from tests.support.servers import ROOT
 
-FILES = sorted(p for d in ("serving", "eventing") for p in (ROOT / d).glob("*.yaml") if p.name != "kustomization.yaml")
+FILES = sorted(p for d in ("serving", "eventing") for p in (ROOT / d).rglob("*.yaml") if p.name != "kustomization.yaml")
 
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(ROOT)) for p in FILES])
@@ -19,14 +23,43 @@ def test_manifest_is_valid(path):
 
 
 def test_kustomizations_list_every_manifest():
-    for folder in ("serving", "eventing"):
-        kustomization = ROOT / folder / "kustomization.yaml"
-        if not kustomization.exists():
-            continue
-        (doc,) = load_documents(kustomization)
+    folders = [ROOT / "serving", ROOT / "eventing", ROOT / "serving" / "knative-1.20"]
+    for folder in folders:
+        (doc,) = load_documents(folder / "kustomization.yaml")
         listed = set(doc["resources"])
-        present = {p.name for p in (ROOT / folder).glob("*.yaml")} - {"kustomization.yaml"}
-        assert listed == present
+        present = {p.name for p in folder.glob("*.yaml")} - {"kustomization.yaml"}
+        assert listed == present, folder
+
+
+def test_prometheus_config_and_rules_pass_promtool(tmp_path):
+    """Debian's Prometheus is built without Kubernetes service discovery, so for this check each
+    job's kubernetes_sd_configs is swapped for a static target; everything else (relabelling,
+    rule files, the recording rule's PromQL) is checked by the real promtool as shipped."""
+    (config_map,) = load_documents(ROOT / "serving" / "prometheus-config.yaml")
+    (tmp_path / "rules.yml").write_text(config_map["data"]["rules.yml"])
+    config = yaml.safe_load(config_map["data"]["prometheus.yml"])
+    config["rule_files"] = [str(tmp_path / "rules.yml")]
+    for job in config["scrape_configs"]:
+        assert job.pop("kubernetes_sd_configs")
+        job["static_configs"] = [{"targets": ["127.0.0.1:9"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    for args in (["check", "config", str(tmp_path / "prometheus.yml")], ["check", "rules", str(tmp_path / "rules.yml")]):
+        result = subprocess.run([binary("promtool"), *args], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_triggers_route_each_event_type_to_a_function_with_a_dead_letter_sink():
+    functions = {load_documents(p)[0]["name"] for p in (ROOT / "functions").glob("*/func.yaml")}
+    triggers = [d for d in load_documents(ROOT / "eventing" / "triggers.yaml") if d["kind"] == "Trigger"]
+    routes = {t["spec"]["filter"]["attributes"]["type"]: t["spec"]["subscriber"]["ref"]["name"] for t in triggers}
+    assert routes == {"dev.knative.sources.ping": "forecast", "io.predictive-scaling.forecast.v1": "scale"}
+    for trigger in triggers:
+        delivery = trigger["spec"]["delivery"]
+        assert delivery["retry"] >= 1 and delivery["backoffPolicy"] == "exponential"
+        assert delivery["deadLetterSink"]["ref"]["name"] in functions
+        assert trigger["spec"]["subscriber"]["ref"]["name"] in functions
+    (ping,) = load_documents(ROOT / "eventing" / "pingsource.yaml")
+    assert ping["spec"]["schedule"] == "* * * * *" and ping["spec"]["sink"]["ref"]["kind"] == "Broker"
 
 
 def test_wine_service_scales_to_zero_and_is_hardened():

@@ -1,0 +1,67 @@
+"""The dead-letter sink: every event the broker gives up on is kept, with why, in Redis.
+
+Knative adds `knativeerrordest`, `knativeerrorcode` and `knativeerrordata` (base64 of the failed
+reply) to a dead-lettered event; they are kept with the event's attributes and data, newest
+first, in the list DEADLETTER_KEY (capped at DEADLETTER_KEEP). Read them with
+`redis-cli LRANGE deadletter:events 0 9`. Redis down is a 503: the broker retries the sink too.
+
+| variable | default |
+|---|---|
+| REDIS_URL | redis://redis:6379/0 |
+| DEADLETTER_KEY | deadletter:events |
+| DEADLETTER_KEEP | 10000 |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import redis
+from cloudevents.core.v1.event import CloudEvent
+
+log = logging.getLogger("deadletter")
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    redis_url: str
+    key: str
+    keep: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "SinkSettings":
+        keep = env.get("DEADLETTER_KEEP", "10000")
+        if not keep.isdigit() or int(keep) < 1:
+            raise ValueError(f"DEADLETTER_KEEP={keep!r} must be a positive integer")
+        return cls(env.get("REDIS_URL", "redis://redis:6379/0"), env.get("DEADLETTER_KEY", "deadletter:events"), int(keep))
+
+
+class DeadLetterSink:
+    def __init__(self, settings: SinkSettings, client: redis.Redis | None = None):
+        self.settings = settings
+        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+    def keep(self, event: CloudEvent) -> int:
+        """Store the event; return the HTTP status to answer (202 kept, 503 retry)."""
+        attributes = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in event.get_attributes().items()}
+        data = event.get_data()
+        if isinstance(data, (bytes, bytearray)):
+            data = data.decode("utf-8", errors="replace")
+        record = {"received": time.time(), "attributes": attributes, "data": data}
+        line = json.dumps(record, default=str)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(self.settings.key, line)
+            pipe.ltrim(self.settings.key, 0, self.settings.keep - 1)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.error(json.dumps({"msg": "cannot keep dead letter", "ce_id": event.get_id(), "reason": str(exc)}))
+            return 503
+        log.warning(json.dumps({"msg": "dead letter kept", "ce_id": event.get_id(), "ce_type": event.get_type(),
+                                "ce_source": event.get_source(), "error_dest": attributes.get("knativeerrordest"),
+                                "error_code": attributes.get("knativeerrorcode")}))
+        return 202
