@@ -3,7 +3,7 @@ them, from per-minute counts: an OpenMetrics file, then `promtool tsdb create-bl
 openmetrics`. Used by the tests, the forecast benchmark and the demo, so that Prometheus holds a
 week of realistic history before the first tick.
 
-Counters are sampled every `interval_s` seconds (30 s: the presets' `increase(...[1m])` needs two
+Counters are sampled `per_minute` times a minute (2: the presets' `increase(...[1m])` needs two
 samples a minute) and jump by each minute's count at the minute's end, so `increase` over the
 minute ending at t gives that minute's count exactly. `up` is written beside them (the forecast
 function's heartbeat); gap minutes have no samples at all, `up` included.
@@ -53,18 +53,19 @@ def _series(preset: str, namespace: str, name: str, index: int) -> list[tuple[st
 
 
 def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minute: int,
-                      presets: Iterable[str] = PRESET_NAMES, interval_s: int = 30,
-                      gaps: Iterable[tuple[int, int]] = ()) -> int:
+                      presets: Iterable[str] = PRESET_NAMES, per_minute: int = 2,
+                      gaps: Iterable[tuple[int, int]] = (), minute_s: int = 60) -> int:
     """Write every service's counters (keys `namespace/name`, values per-minute counts from
-    `start_minute`) and return the number of samples. `gaps` are [first, last) epoch minutes."""
+    `start_minute`) and return the number of samples. `gaps` are [first, last) minutes;
+    `minute_s` < 60 lays the minutes on an accelerated clock (the local demo's)."""
     lengths = {len(v) for v in services.values()}
     (n_minutes,) = lengths
-    per_minute = 60 // interval_s
-    stamps = (start_minute * 60 + np.arange(n_minutes * per_minute + 1) * interval_s)
+    interval = minute_s / per_minute
+    stamps = start_minute * minute_s + np.arange(n_minutes * per_minute + 1) * interval
     keep = np.ones(len(stamps), dtype=bool)
     for first, last in gaps:
-        keep &= ~((stamps > first * 60) & (stamps < last * 60))
-    stamp_text = stamps[keep].astype(str)
+        keep &= ~((stamps > first * minute_s) & (stamps < last * minute_s))
+    stamp_text = np.char.mod("%.3f", stamps[keep])
     written = 0
     families: dict[str, list[str]] = {}
     targets: set[tuple[str, str]] = set()

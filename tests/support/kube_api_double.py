@@ -24,6 +24,7 @@ import copy
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -48,6 +49,8 @@ class Recorded:
     name: str | None
     status: int
     body: Any = None
+    at: float = 0.0
+    """Wall-clock time the request was answered."""
 
 
 @dataclass
@@ -235,6 +238,7 @@ class KubeApiDouble:
         with self._lock:
             status, payload = self._answer(record, parse_qs(url.query), http.headers.get("Content-Type", ""))
             record.status = status
+            record.at = time.time()
             self.requests.append(record)
         self._reply(http, status, payload)
 
