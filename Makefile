@@ -16,7 +16,7 @@ FORMAT ?= table
 COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 
-.PHONY: help demo test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest apt venv clean
+.PHONY: help demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest apt venv clean
 
 help:
 	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json]"
@@ -53,7 +53,11 @@ run-scale: venv
 serve: models
 	$(PY) -m infer.serve --model $(MODEL) --port $(PORT)
 
-demo: venv models
+# The whole loop, predictive vs KPA-only, on real processes: ~5 minutes, report + reports/demo.png.
+demo: apt venv models
+	$(PY) scripts/demo.py
+
+demo-infer: venv models
 	$(PY) scripts/demo_infer.py
 
 test: apt venv

@@ -20,6 +20,7 @@ import sys
 import threading
 
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ class ServicePlan:
     opted_in: bool = True
     namespace: str = "models"
     annotations: dict[str, str] = field(default_factory=lambda: {"predictive-scaling.io/pod-capacity": "300"})
+    traffic_key: str = ""
+    """Plans with the same key get the same request times (the two arms of a comparison)."""
 
     @property
     def key(self) -> str:
@@ -76,7 +79,7 @@ class LocalLoop:
         self.plans = plans
         self.minute_s = minute_s
         self.forecaster_root = forecaster_root
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.extra_scale_env = extra_scale_env or {}
         self.functions: dict[str, subprocess.Popen] = {}
         self.function_urls: dict[str, str] = {}
@@ -169,8 +172,9 @@ class LocalLoop:
         schedule: list[tuple[float, ServicePlan, int]] = []
         for plan in self.plans:
             live = plan.counts[plan.history:]
+            rng = np.random.default_rng([self.seed, zlib.crc32((plan.traffic_key or plan.name).encode())])
             for k, count in enumerate(np.nan_to_num(live).astype(int)):
-                offsets = np.sort(self.rng.random(count))
+                offsets = np.sort(rng.random(count))
                 minute = self.start_minute + k
                 schedule += [((minute + u) * self.minute_s, plan, minute) for u in offsets]
         schedule.sort(key=lambda item: item[0])

@@ -1,4 +1,4 @@
-"""`make demo` (until the whole loop lands): serve the wine model and call it through each
+"""`make demo-infer`: serve the wine model and call it through each
 protocol, printing each request as the curl a user would type and the answer they would see."""
 
 from __future__ import annotations
