@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+from forecast import features
 from forecast.forecaster import RateForecaster
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -75,3 +76,19 @@ def test_no_peeking_forecasts_do_not_change_when_the_future_does():
     before = cut - 1440  # rows are origins; origin t uses minutes < t
     np.testing.assert_array_equal(table.p_any[: before + 1], table2.p_any[: before + 1])
     assert not np.array_equal(table.p_any[before + 1:], table2.p_any[before + 1:])
+
+
+@pytest.mark.parametrize("width", [3, 40, 1500, 10080, 11000])
+def test_vectorised_features_at_the_end_equal_the_per_series_ones(width):
+    """The forecast function's fast path (all services at once) must featurise exactly as the
+    per-series path that training and the backtest use: gaps, all-NaN and all-zero rows too."""
+    rng = np.random.default_rng(width)
+    matrix = rng.poisson(0.7, (6, width)).astype(float)
+    matrix[rng.random(matrix.shape) < 0.15] = np.nan
+    matrix[0] = np.nan
+    matrix[1] = 0.0
+    fast = features.build_at_end(matrix.astype(np.float32), 5, 28_000_123)
+    slow = np.vstack([features.build(features.SeriesIndex(row), np.array([width]), 5, 28_000_123) for row in matrix])
+    np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(features.scale_at_end(matrix),
+                               [features.scale_at(features.SeriesIndex(r), np.array([width]))[0] for r in matrix])

@@ -123,3 +123,84 @@ def _window_max(index: SeriesIndex, t: np.ndarray, width: int) -> np.ndarray:
     with np.errstate(all="ignore"):
         out = np.nanmax(np.where(np.isnan(rows), -np.inf, rows), axis=1)
     return np.where(np.isfinite(out), out, np.nan)
+
+
+def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> np.ndarray:
+    """`build` for many series of equal length at once, each at origin = its end (the live
+    tick): the same rows as `build(SeriesIndex(row), [len(row)], ...)` for every row, computed
+    with column slices over the whole matrix instead of per series (10,000 services: one pass).
+    `matrix` may be float32 (the forecast function's cache); sums accumulate in float64."""
+    matrix = np.asarray(matrix)
+    n, width = matrix.shape
+    t = width
+
+    def cols(start: int, end: int) -> np.ndarray:
+        s, e = min(max(start, 0), width), min(max(end, 0), width)
+        return matrix[:, s:max(e, s)]
+
+    def stats(start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        block = cols(start, end)
+        valid = ~np.isnan(block)
+        filled = np.where(valid, block, 0)
+        return filled.sum(axis=1, dtype=np.float64), valid.sum(axis=1), (filled > 0).sum(axis=1)
+
+    def mean(start: int, end: int) -> np.ndarray:
+        total, count, _ = stats(start, end)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    def share(start: int, end: int) -> np.ndarray:
+        _, count, nonzero = stats(start, end)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, nonzero / np.maximum(count, 1), np.nan)
+
+    def at(i: int) -> np.ndarray:
+        return matrix[:, i].astype(np.float64) if 0 <= i < width else np.full(n, np.nan)
+
+    day_sum, day_count, day_nonzero = stats(t - DAY, t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        day_mean = np.where(day_count > 0, day_sum / np.maximum(day_count, 1), np.nan)
+        day_share = np.where(day_count > 0, day_nonzero / np.maximum(day_count, 1), np.nan)
+    scale = np.maximum(np.nan_to_num(day_mean, nan=0.0), MIN_SCALE)
+    per_origin = [at(t - k) / scale for k in LAGS]
+    last60 = cols(t - 60, t)
+    with np.errstate(all="ignore"):
+        peak = np.nanmax(np.where(np.isnan(last60), -np.inf, last60), axis=1) if last60.shape[1] else np.full(n, -np.inf)
+    peak = np.where(np.isfinite(peak), peak, np.nan)
+    per_origin += [mean(t - 15, t) / scale, mean(t - 60, t) / scale, peak / scale,
+                   share(t - 15, t), share(t - 60, t), day_share]
+    nonzero = np.nan_to_num(matrix) > 0
+    has = nonzero.any(axis=1)
+    last = np.where(has, width - 1 - np.argmax(nonzero[:, ::-1], axis=1), -1)
+    since = np.where(last >= 0, t - last, WEEK)
+    per_origin += [np.log1p(np.minimum(since, WEEK)), np.log(scale), day_count / DAY]
+    base = np.repeat(np.stack(per_origin, axis=1), horizon, axis=0)
+
+    rows = []
+    for h in range(horizon):
+        target = t + h
+        minute_of_day = (start_minute + target) % DAY
+        day_of_week = ((start_minute + target) // DAY + 3) % 7
+        angle_d = 2 * np.pi * minute_of_day / DAY
+        angle_w = 2 * np.pi * day_of_week / 7
+        rows.append(np.stack([
+            at(target - DAY) / scale,
+            mean(target - DAY - 5, target - DAY + 6) / scale,
+            share(target - DAY - 5, target - DAY + 6),
+            at(target - WEEK) / scale,
+            share(target - WEEK - 5, target - WEEK + 6),
+            np.full(n, np.sin(angle_d)), np.full(n, np.cos(angle_d)),
+            np.full(n, np.sin(angle_w)), np.full(n, np.cos(angle_w)), np.full(n, float(h)),
+        ], axis=1))
+    per_row = np.stack(rows, axis=1).reshape(n * horizon, -1)  # origin-major, as build()
+    return np.hstack([base, per_row])
+
+
+def scale_at_end(matrix: np.ndarray) -> np.ndarray:
+    block = np.asarray(matrix)[:, max(0, matrix.shape[1] - DAY):]
+    valid = ~np.isnan(block)
+    count = valid.sum(axis=1)
+    total = np.where(valid, block, 0).sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        day_mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return np.maximum(np.nan_to_num(day_mean, nan=0.0), MIN_SCALE)

@@ -89,9 +89,15 @@ class RateForecaster(BaseEstimator):
         return self
 
     def predict(self, X, *, start_minute: int = 0) -> Forecast:
-        """Forecast the `horizon` minutes that follow the last column of each series: the
-        features of all series are stacked so that each model predicts once per call (a tick of
-        thousands of services is three model calls, not three per service)."""
+        """Forecast the `horizon` minutes that follow the last column of each series. A 2-D
+        array (series of equal length, the live tick) is featurised in one vectorised pass;
+        a list of series of different lengths one by one. Either way each model predicts once."""
+        if isinstance(X, np.ndarray) and X.ndim == 2:
+            if np.any(X < 0):
+                raise ValueError("request counts cannot be negative")
+            rows = features.build_at_end(X, self.horizon, start_minute)
+            scale = np.repeat(features.scale_at_end(X), self.horizon)
+            return self._predict_rows(rows, scale, (len(X), self.horizon))
         series = _as_series(X)
         rows, scales = [], []
         for values in series:

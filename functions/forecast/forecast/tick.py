@@ -116,7 +116,8 @@ class ForecastTick:
         fresh = [i for i, col in enumerate(last_data) if col >= stale_cut]
         forecasts = None
         if fresh:
-            forecasts = model.estimator.predict([matrix[i] for i in fresh], start_minute=self.cache.start_minute())
+            batch = matrix if len(fresh) == len(services) else matrix[fresh]
+            forecasts = model.estimator.predict(batch, start_minute=self.cache.start_minute())
         by_row = {row: k for k, row in enumerate(fresh)}
         start = self.cache.start_minute()
         for i, name in enumerate(services):
