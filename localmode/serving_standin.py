@@ -82,6 +82,8 @@ class ServiceRuntime:
         self.retired: list[Replica] = []
         self.stats = ServiceStats()
         self.last_request = -math.inf
+        self.waiting = 0
+        """Requests held while a replica starts (the activator's buffer): demand, like in-flight."""
         self._cond = threading.Condition()
         self._session = requests.Session()
 
@@ -93,12 +95,14 @@ class ServiceRuntime:
             replica = self._ready()
             waited = 0.0
             if replica is None:
-                if not any(r.ready_at is None for r in self.replicas):
-                    self._spawn(by_request=True)
+                self.waiting += 1
                 deadline = arrived + 60
                 while replica is None and time.monotonic() < deadline:
+                    if not any(r.ready_at is None and r.process.poll() is None for r in self.replicas):
+                        self._spawn(by_request=True)
                     self._cond.wait(0.5)
                     replica = self._ready()
+                self.waiting -= 1
                 waited = time.monotonic() - arrived
                 if replica is None:
                     self.stats.requests += 1
@@ -179,7 +183,7 @@ class ServiceRuntime:
             annotations = self.annotations()
             min_scale = self._min_scale()
             max_scale = int(annotations.get(MAX_SCALE, "10") or 10)
-            inflight = sum(r.inflight for r in self.replicas)
+            inflight = sum(r.inflight for r in self.replicas) + self.waiting
             active = inflight > 0 or time.time() - self.last_request < self.window_s()
             need = max(1, math.ceil(inflight / (self.target * 0.7))) if active else 0
             desired = min(max_scale, max(min_scale, need))
@@ -187,7 +191,9 @@ class ServiceRuntime:
                 for _ in range(desired - len(self.replicas)):
                     self._spawn()
             elif len(self.replicas) > desired:
-                idle = sorted((r for r in self.replicas if r.inflight == 0), key=lambda r: r.spawned, reverse=True)
+                # starting replicas go first (Knative cancels unready pods first), then the newest idle
+                idle = sorted((r for r in self.replicas if r.inflight == 0),
+                              key=lambda r: (r.ready_at is not None, -r.spawned))
                 for replica in idle[: len(self.replicas) - desired]:
                     self._retire(replica)
             if self.stats.timeline and self.stats.timeline[-1][3] != min_scale:
@@ -237,12 +243,15 @@ class ServingStandIn:
                                                   runtime.namespace, str(status)).inc()
                 else:
                     payload, status, headers = b'{"error": "no such host"}', 404, {"Content-Type": "application/json"}
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout): nothing to answer
 
             do_GET = _serve
             do_POST = _serve
