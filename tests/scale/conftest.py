@@ -27,7 +27,7 @@ TICK0 = 29_000_000  # an epoch minute (2025-02-19 09:20 UTC)
 def rbac_rules(legacy: bool = False):
     documents = load_documents(ROOT / "serving" / "rbac-scale.yaml")
     if legacy:
-        documents += load_documents(ROOT / "serving" / "rbac-scale-legacy.yaml")
+        documents += load_documents(ROOT / "serving" / "knative-1.20" / "rbac-scale-legacy.yaml")
     return rules_from_manifests(documents, "predictive-scale")
 
 
