@@ -91,6 +91,7 @@ class LocalLoop:
         self.broker: LocalBroker | None = None
         self.ping: PingSource | None = None
         self.start_minute = 0
+        self.prometheus_url = ""
         self._closing = threading.Event()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -106,21 +107,25 @@ class LocalLoop:
                 self.double.touch("serving.knative.dev", "services", plan.namespace, plan.name, plan.annotations)
             self.standin.add(ServiceRuntime(
                 plan.namespace, plan.name, plan.model, self._annotations_of(plan), self.minute_s, self.base))
-        history = {len(p.counts[: p.history]) for p in self.plans}
-        (n_history,) = history
-        self.start_minute = int(time.time() // self.minute_s) + 3
+        # The functions start first (the slow part; the forecast function does not call
+        # Prometheus before its first tick), then the history is back-filled to end exactly
+        # where the live replay begins, a few seconds ahead, and Prometheus starts on it.
+        prometheus_port = free_port()
+        self.prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+        self.start_function("deadletter", {"REDIS_URL": self.redis.url})
+        self.start_function("forecast", self._forecast_env())
+        self.start_function("scale", self._scale_env())
+        self.broker = LocalBroker(load_triggers(ROOT / "eventing", self._resolve))
+        self.ping = PingSource(ROOT / "eventing" / "pingsource.yaml", self.broker.publish, self.minute_s)
+        (n_history,) = {p.history for p in self.plans}
+        self.start_minute = int((time.time() + max(3 * self.minute_s, 15)) // self.minute_s) + 1
         if n_history:
             with (self.base / "history.om").open("w") as out:
                 write_openmetrics(out, {p.key: p.counts[: p.history] for p in self.plans},
                                   self.start_minute - n_history, presets=["istio"], per_minute=4, minute_s=self.minute_s)
             create_blocks(self.base / "history.om", self.base / "prometheus" / "data")
         self.prometheus = start_prometheus(self.base / "prometheus", [self.standin.url.removeprefix("http://")],
-                                           scrape_interval_s=self.minute_s / 4)
-        self.start_function("deadletter", {"REDIS_URL": self.redis.url})
-        self.start_function("forecast", self._forecast_env())
-        self.start_function("scale", self._scale_env())
-        self.broker = LocalBroker(load_triggers(ROOT / "eventing", self._resolve))
-        self.ping = PingSource(ROOT / "eventing" / "pingsource.yaml", self.broker.publish, self.minute_s)
+                                           port=prometheus_port, scrape_interval_s=self.minute_s / 4)
 
     def _annotations_of(self, plan: ServicePlan):
         revision = f"{plan.name}-00001"
@@ -130,7 +135,7 @@ class LocalLoop:
         return self.function_urls[name]
 
     def _forecast_env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.redis.url, "PROMETHEUS_URL": self.prometheus.url, "METRICS_PRESET": "istio",
+        return {"REDIS_URL": self.redis.url, "PROMETHEUS_URL": self.prometheus_url, "METRICS_PRESET": "istio",
                 "FORECASTER_ROOT": str(self.forecaster_root), "MINUTE_SECONDS": str(self.minute_s),
                 "PROMETHEUS_TIMEOUT_SECONDS": "5"}
 

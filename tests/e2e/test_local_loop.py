@@ -72,13 +72,16 @@ def test_the_loop(loop):
         assert loop.broker.wait_idle(20)
 
     start = loop.start_minute
+    # the first tick reads a day of history (day-sized queries): done before the replay starts
+    tick(start - 2)
     # 1. raised before the first burst arrives, and lowered after the idle that follows
-    for minute in range(start, start + BURST_AT[0] + 5):
+    for minute in range(start - 1, start + BURST_AT[0] + 5):
         tick(minute)
     writes = loop.min_scale_writes(wine)
     burst_time = (start + BURST_AT[0]) * MINUTE_S
     raised = [t for t, v in writes if int(v) >= 1 and t < burst_time]
-    assert raised, f"min-scale was not raised before the burst at {burst_time}: {writes}"
+    assert raised, (f"min-scale was not raised before the burst at {burst_time}: {writes}; ticks {ticks}; "
+                    f"decisions {loop.decisions('models/wine')[:4]}; forecasts {loop.forecasts('models/wine')[:4]}")
     lowered = [t for t, v in writes if v == "0" and t > burst_time]
     assert lowered, f"min-scale was not lowered after the burst: {writes}"
     # the KPA-only arm is never touched
