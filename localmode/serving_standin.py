@@ -63,7 +63,6 @@ class ServiceStats:
     """Requests that found no ready replica and waited for one to start."""
     waited_s: list[float] = field(default_factory=list)
     latency_s: list[float] = field(default_factory=list)
-    spawns: int = 0
     timeline: list[tuple[float, int, int, int]] = field(default_factory=list)
     """(time, ready replicas, starting replicas, min-scale) at every change."""
 
@@ -141,7 +140,6 @@ class ServiceRuntime:
                                     "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
         replica = Replica(port, process, time.time(), started_by_request=by_request)
         self.replicas.append(replica)
-        self.stats.spawns += 1
         self._mark()
         threading.Thread(target=self._await_ready, args=(replica,), daemon=True).start()
 
