@@ -14,10 +14,8 @@ tick still makes one batched range query. Targets (issue 5): steady tick < 2 s a
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from bench.bench_forecaster import fleet
-from localmode.processes import free_port, start_prometheus, start_redis, stop, wait_until
+from localmode.processes import start_prometheus, start_redis, start_function, stop
 from training.prometheus_backfill import create_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,16 +81,11 @@ def run(n: int, days: int, base: Path) -> dict:
     shutil.move(str(base / "data"), str(base / "prom" / "data"))
     prometheus = start_prometheus(base / "prom")
     store = start_redis(base / "redis")
-    port = free_port()
-    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT / "functions" / "forecast"),
-           "PROMETHEUS_URL": prometheus.url, "REDIS_URL": store.url, "PROMQL": PROMQL, "METRICS_PRESET": "infer",
+    env = {"PROMETHEUS_URL": prometheus.url, "REDIS_URL": store.url, "PROMQL": PROMQL, "METRICS_PRESET": "infer",
            "FORECASTER_ROOT": str(ROOT / "models" / "forecaster"), "PROMETHEUS_TIMEOUT_SECONDS": "120",
            "LOG_LEVEL": "WARNING"}
-    fn = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_function.py"), str(ROOT / "functions" / "forecast")],
-                          env=env, stdout=(base / "fn.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, fn = start_function(ROOT / "functions" / "forecast", env, base / "fn.log", timeout=120)
     try:
-        wait_until(lambda: requests.get(url + "/health/readiness", timeout=2).status_code == 200, 120, "forecast", fn)
         headers, body = ping(END_MINUTE, "cold")
         t0 = time.perf_counter()
         r = requests.post(url, data=body, headers=headers, timeout=600)

@@ -10,8 +10,6 @@ repeat with nothing changed (target: no API call beyond the per-namespace list),
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ import requests
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
-from localmode.processes import free_port, start_redis, stop, wait_until
+from localmode.processes import start_redis, start_function, stop
 from tests.support.kube_api_double import KubeApiDouble, rules_from_manifests
 from tests.support.manifests import load_documents
 
@@ -49,16 +47,11 @@ def run(n: int, base: Path) -> list[dict]:
     for i in range(n):
         double.add_service(f"ns-{i % NAMESPACES}", f"svc-{i:05d}", {"predictive-scaling.io/enabled": "true"})
     store = start_redis(base / "redis")
-    port = free_port()
-    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT / "functions" / "scale"),
-           "REDIS_URL": store.url, "KUBERNETES_API_URL": double.url, "MAX_FORECAST_AGE_SECONDS": "0",
+    env = {"REDIS_URL": store.url, "KUBERNETES_API_URL": double.url, "MAX_FORECAST_AGE_SECONDS": "0",
            "WARMUP": "false", "COOLDOWN_SECONDS": "0", "LOG_LEVEL": "WARNING"}
-    fn = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_function.py"), str(ROOT / "functions" / "scale")],
-                          env=env, stdout=(base / "fn.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, fn = start_function(ROOT / "functions" / "scale", env, base / "fn.log")
     rows = []
     try:
-        wait_until(lambda: requests.get(url + "/health/readiness", timeout=2).status_code == 200, 60, "scale", fn)
         plan = [("first: all raised", set(range(n))), ("repeat: unchanged", set(range(n))),
                 ("10% lowered", set(range(n)) - set(range(0, n, 10)))]
         for k, (label, busy) in enumerate(plan):

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import threading
 
 import time
@@ -30,7 +28,7 @@ import redis
 import requests
 
 from localmode.ping_source import PingSource
-from localmode.processes import Server, free_port, start_prometheus, start_redis, stop, wait_until
+from localmode.processes import Server, free_port, start_function, start_prometheus, start_redis, stop
 from localmode.router import LocalBroker, load_triggers
 from localmode.serving_standin import ServiceRuntime, ServingStandIn
 from tests.support.kube_api_double import KubeApiDouble, rules_from_manifests
@@ -144,32 +142,17 @@ class LocalLoop:
                 "MAX_FORECAST_AGE_SECONDS": "0", "COOLDOWN_SECONDS": str(self.minute_s),
                 "WARMUP_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", **self.extra_scale_env}
 
-    def start_function(self, name: str, env: dict[str, str]) -> str:
-        port = free_port()
-        directory = ROOT / "functions" / name
-        log_file = (self.base / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "run_function.py"), str(directory)],
-            env={**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(directory), **env},
-            stdout=log_file, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: requests.get(url + "/health/readiness", timeout=1).status_code == 200, 60, name, process)
+    def start_function(self, name: str, env: dict[str, str], port: int | None = None) -> str:
+        url, process = start_function(ROOT / "functions" / name, env, self.base / f"{name}.log", port)
         self.functions[name] = process
         self.function_urls[name] = url
         return url
 
     def restart_function(self, name: str) -> None:
+        """Stop it and start a new instance on the same address (the broker's subscriber URL)."""
         stop(self.functions.pop(name))
         env = {"scale": self._scale_env, "forecast": self._forecast_env}[name]()
-        old = self.function_urls[name]
-        port = int(old.rsplit(":", 1)[1])
-        directory = ROOT / "functions" / name
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "run_function.py"), str(directory)],
-            env={**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(directory), **env},
-            stdout=(self.base / f"{name}.log").open("ab"), stderr=subprocess.STDOUT)
-        wait_until(lambda: requests.get(old + "/health/readiness", timeout=1).status_code == 200, 60, name, process)
-        self.functions[name] = process
+        self.start_function(name, env, port=int(self.function_urls[name].rsplit(":", 1)[1]))
 
     # -- running ---------------------------------------------------------------------------
     def replay(self, progress=None) -> None:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +108,18 @@ def start_prometheus(base: Path, scrape_targets: list[str] | None = None, port: 
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(f"{url}/-/ready", timeout=1).status_code == 200, 60, "prometheus", proc)
     return Server(port, url, proc, base)
+
+
+def start_function(directory: Path, env: dict[str, str], log: Path, port: int | None = None,
+                   probe: str = "/health/readiness", timeout: float = 60) -> tuple[str, subprocess.Popen]:
+    """Run a function directory as `func run --builder=host` does (scripts/run_function.py:
+    func-python's own server) with only that directory on the import path, and wait for `probe`."""
+    port = port or free_port()
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, str(root / "scripts" / "run_function.py"), str(directory)],
+        env={**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(directory), **env},
+        stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(url + probe, timeout=1).status_code == 200, timeout, directory.name, process)
+    return url, process

@@ -1,37 +1,24 @@
 """The infer function as Knative runs it: func-python's server (hypercorn) around the shim,
-started the way `func run --builder=host` starts it; plus packaging and func.yaml checks."""
+started the way `func run --builder=host` starts it."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-
 
 import numpy as np
 import requests
 import tritonclient.http as httpclient
 from sklearn.datasets import load_wine
 
-from tests.support.servers import ROOT, free_port, stop, wait_until
-
-FUNCTION_DIR = ROOT / "functions" / "infer"
-
-
-def run_function(env: dict[str, str]) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "run_function.py"), str(FUNCTION_DIR)],
-        env={**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(FUNCTION_DIR), **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: requests.get(f"{url}/health/liveness", timeout=1).status_code == 200, 60, "func-python", proc)
-    return url, proc
+from tests.support.functions import start_function
+from tests.support.servers import stop, wait_until
 
 
-def test_function_serves_v2_under_func_python(models_dir):
-    url, proc = run_function({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.joblib"})
+def run_function(env: dict[str, str], tmp_path) -> tuple[str, object]:
+    fn = start_function("infer", env, tmp_path / "infer.log", wait_ready=False)
+    return fn.url, fn.process
+
+
+def test_function_serves_v2_under_func_python(models_dir, tmp_path):
+    url, proc = run_function({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.joblib"}, tmp_path)
     try:
         wait_until(lambda: requests.get(f"{url}/health/readiness", timeout=1).status_code == 200, 60, "readiness", proc)
         client = httpclient.InferenceServerClient(url.removeprefix("http://"))
@@ -49,8 +36,8 @@ def test_function_serves_v2_under_func_python(models_dir):
         stop(proc)
 
 
-def test_function_with_refused_model_is_not_ready_and_answers_503(models_dir):
-    url, proc = run_function({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.joblib", "MODEL_SHA256": "a" * 64})
+def test_function_with_refused_model_is_not_ready_and_answers_503(models_dir, tmp_path):
+    url, proc = run_function({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.joblib", "MODEL_SHA256": "a" * 64}, tmp_path)
     try:
         r = requests.get(f"{url}/health/readiness", timeout=5)
         assert r.status_code >= 500 and "sha256" in r.text
@@ -60,8 +47,8 @@ def test_function_with_refused_model_is_not_ready_and_answers_503(models_dir):
         stop(proc)
 
 
-def test_function_without_configuration_is_not_ready(models_dir):
-    url, proc = run_function({"MODEL_PATH": ""})
+def test_function_without_configuration_is_not_ready(models_dir, tmp_path):
+    url, proc = run_function({"MODEL_PATH": ""}, tmp_path)
     try:
         r = requests.get(f"{url}/health/readiness", timeout=5)
         assert r.status_code >= 500 and "MODEL_PATH" in r.text

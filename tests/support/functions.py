@@ -4,18 +4,13 @@ around the function's `new()`, in a separate process whose import path holds tha
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from localmode.processes import free_port, stop, wait_until
+from localmode.processes import start_function as run_function_dir
+from localmode.processes import stop
 from tests.support.servers import ROOT
-
-RUNNER = ROOT / "scripts" / "run_function.py"
 
 
 @dataclass
@@ -32,14 +27,6 @@ class RunningFunction:
 
 
 def start_function(name: str, env: dict[str, str], log: Path, wait_ready: bool = True) -> RunningFunction:
-    directory = ROOT / "functions" / name
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(RUNNER), str(directory)],
-        env={**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(directory), **env},
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     probe = "/health/readiness" if wait_ready else "/health/liveness"
-    wait_until(lambda: requests.get(url + probe, timeout=1).status_code == 200, 60, f"{name} function", proc)
-    return RunningFunction(url, proc, log)
+    url, process = run_function_dir(ROOT / "functions" / name, env, log, probe=probe)
+    return RunningFunction(url, process, log)

@@ -125,11 +125,12 @@ def _window_max(index: SeriesIndex, t: np.ndarray, width: int) -> np.ndarray:
     return np.where(np.isfinite(out), out, np.nan)
 
 
-def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> np.ndarray:
+def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> tuple[np.ndarray, np.ndarray]:
     """`build` for many series of equal length at once, each at origin = its end (the live
     tick): the same rows as `build(SeriesIndex(row), [len(row)], ...)` for every row, computed
     with column slices over the whole matrix instead of per series (10,000 services: one pass).
-    `matrix` may be float32 (the forecast function's cache); sums accumulate in float64."""
+    `matrix` may be float32 (the forecast function's cache); sums accumulate in float64.
+    Returns the rows and each series' scale (`scale_at` at its end), computed once here."""
     matrix = np.asarray(matrix)
     n, width = matrix.shape
     t = width
@@ -193,14 +194,5 @@ def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> np.ndar
             np.full(n, np.sin(angle_w)), np.full(n, np.cos(angle_w)), np.full(n, float(h)),
         ], axis=1))
     per_row = np.stack(rows, axis=1).reshape(n * horizon, -1)  # origin-major, as build()
-    return np.hstack([base, per_row])
+    return np.hstack([base, per_row]), scale
 
-
-def scale_at_end(matrix: np.ndarray) -> np.ndarray:
-    block = np.asarray(matrix)[:, max(0, matrix.shape[1] - DAY):]
-    valid = ~np.isnan(block)
-    count = valid.sum(axis=1)
-    total = np.where(valid, block, 0).sum(axis=1, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        day_mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return np.maximum(np.nan_to_num(day_mean, nan=0.0), MIN_SCALE)

@@ -95,9 +95,8 @@ class RateForecaster(BaseEstimator):
         if isinstance(X, np.ndarray) and X.ndim == 2:
             if np.any(X < 0):
                 raise ValueError("request counts cannot be negative")
-            rows = features.build_at_end(X, self.horizon, start_minute)
-            scale = np.repeat(features.scale_at_end(X), self.horizon)
-            return self._predict_rows(rows, scale, (len(X), self.horizon))
+            rows, scale = features.build_at_end(X, self.horizon, start_minute)
+            return self._predict_rows(rows, np.repeat(scale, self.horizon), (len(X), self.horizon))
         series = _as_series(X)
         rows, scales = [], []
         for values in series:
