@@ -92,3 +92,22 @@ def test_vectorised_features_at_the_end_equal_the_per_series_ones(width):
     np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(scale,
                                [features.scale_at(features.SeriesIndex(r), np.array([width]))[0] for r in matrix])
+
+
+def test_forecasts_stay_finite_and_bounded_on_series_unlike_the_training_ones():
+    # One inf or NaN would make the whole forecast event invalid (the scale function refuses
+    # non-finite rates), so every output is finite and no larger than twice the largest
+    # relative count seen in training times the series' own scale.
+    model = RateForecaster(horizon=3, max_iter=30).fit(synthetic(days=2)[None, :])
+    width = 2 * 1440
+    odd = np.zeros((4, width))
+    odd[0, -3:] = 1e12  # idle for two days, then an enormous spike
+    odd[1, :] = 1e9  # a flood every minute
+    odd[2, ::97] = 1.0  # a request every 97 minutes
+    odd[3, :] = np.nan  # no data at all
+    odd[3, -1] = 5.0
+    out = model.predict(odd)
+    for values in (out.point, out.upper, out.p_any):
+        assert np.all(np.isfinite(values))
+    _, scale = features.build_at_end(odd, 3, 0)
+    assert np.all(out.upper <= model.max_relative_count_ * scale[:, None] * (1 + 1e-9))

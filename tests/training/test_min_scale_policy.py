@@ -21,6 +21,8 @@ def test_warm_threshold_prices_a_cold_start_against_a_minute_of_pod():
 def test_load_sets_replicas_from_the_upper_quantile_and_bounds_clamp():
     assert desired_min_scale([f(1.0, upper=60 * 25)], S) == 3  # 25 req/s over 10 per pod
     assert desired_min_scale([f(1.0, upper=60 * 1000)], S) == 5  # max_scale
+    assert desired_min_scale([f(1.0, upper=float("inf"))], S) == 5  # never an overflow
+    assert desired_min_scale([f(1.0, upper=1e308)], S) == 5
     floor = PolicySettings(min_scale=2)
     assert desired_min_scale([f(0.0)], floor) == 2
 

@@ -73,6 +73,10 @@ class RateForecaster(BaseEstimator):
         # NaN: the trees cannot bin it, so it is held at 0 in fit and predict alike until it exists.
         self.unseen_features_ = np.isnan(Xf).all(axis=0)
         Xf[:, self.unseen_features_] = 0.0
+        # Poisson boosting predicts exp(raw): on a series unlike anything in training the raw
+        # score can overflow to inf, and one inf would make the whole forecast event invalid.
+        # No forecast may exceed twice the largest relative count the model was trained on.
+        self.max_relative_count_ = 2.0 * float(max(np.max(yc / sc), 1.0))
         common = dict(max_iter=self.max_iter, random_state=self.random_state, early_stopping=False)
         self.point_model_ = HistGradientBoostingRegressor(loss="poisson", **common).fit(Xf, yc / sc)
         self.upper_model_ = HistGradientBoostingRegressor(loss="quantile", quantile=self.quantile, **common).fit(Xf, yc / sc)
@@ -118,8 +122,12 @@ class RateForecaster(BaseEstimator):
     def _predict_rows(self, Xf: np.ndarray, scale: np.ndarray, shape: tuple[int, int]) -> Forecast:
         check_is_fitted(self, "point_model_")
         Xf[:, self.unseen_features_] = 0.0
-        point = np.maximum(self.point_model_.predict(Xf), 0) * scale
-        upper = np.maximum(np.maximum(self.upper_model_.predict(Xf), 0) * scale, point)
+        ceiling = self.max_relative_count_
+        with np.errstate(over="ignore"):
+            relative_point = self.point_model_.predict(Xf)
+        point = np.clip(np.nan_to_num(relative_point, nan=0.0, posinf=ceiling), 0, ceiling) * scale
+        relative_upper = np.clip(np.nan_to_num(self.upper_model_.predict(Xf), nan=0.0, posinf=ceiling), 0, ceiling)
+        upper = np.maximum(relative_upper * scale, point)
         if self.any_model_ is None:
             p_any = np.full(len(Xf), self.constant_p_any_)
         else:

@@ -83,8 +83,16 @@ def desired_min_scale(forecast: Sequence[MinuteForecast], settings: PolicySettin
     covered = list(forecast[: max(1, settings.lead_minutes)])
     if not covered or p_any_in(covered) < settings.warm_threshold:
         return _clamp(0, settings)
-    load = max(math.ceil(max(f.upper, 0.0) / 60.0 / settings.capacity_rps - 1e-9) for f in covered)
+    load = max(_pods_for(f.upper, settings) for f in covered)
     return _clamp(max(1, load), settings)
+
+
+def _pods_for(upper_per_minute: float, settings: PolicySettings) -> int:
+    """Pods for a forecast load, never more than max-scale (an absurd forecast cannot overflow)."""
+    if not math.isfinite(upper_per_minute):
+        return settings.max_scale
+    pods = max(upper_per_minute, 0.0) / 60.0 / settings.capacity_rps
+    return min(settings.max_scale, math.ceil(pods - 1e-9)) if pods < settings.max_scale else settings.max_scale
 
 
 def decide(
