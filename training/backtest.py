@@ -4,7 +4,8 @@
                                 [--format table|json] [--plots DIR] [--sweep]
 
 The forecaster never sees the future: the scored span is cut into blocks (a day, or a quarter of
-the span on short traces); the model used in a block was fitted only on minutes before it. The
+the span on short traces); the model used in a block was fitted only on minutes before it, with
+the synthetic fleet the published forecaster is trained on (one global model across services). The
 warm-up (the first two days, or a third of a short trace) is simulated but not scored.
 Policies: kpa (Knative alone), predictive (KPA + our min-scale policy; with and without the
 window lever), keepalive (fixed keep-alive), hybrid_histogram (Shahrad et al. 2020),
@@ -37,10 +38,13 @@ from training.controllers import (
     PolicyController,
     seasonal_naive_table,
 )
+from training.publish_forecaster import TRAIN_START_MINUTE
 from training.simulator import KpaOnly, SimConfig, SimResult, simulate, spread_minutes
+from training.synthetic_traces import fleet_on_calendar
 
 DAY = 1440
 DEFAULT_COST = 300.0
+IDLE_WINDOW_S = 6.0  # the window lever's setting when it is scored (IDLE_WINDOW=6s)
 
 
 @dataclass
@@ -78,8 +82,12 @@ def load_trace(path: Path) -> Trace:
     return Trace(path.name, int(start // 60), minutes, per_second if step == 1 else None, ~has_data)
 
 
-def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster: RateForecaster) -> tuple[ForecastTable, float]:
+def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster: RateForecaster,
+                 companions: np.ndarray | None = None) -> tuple[ForecastTable, float]:
+    """Refit before every block on the minutes before it; `companions` (other services' series,
+    on the trace's calendar) join the fit as they would in the global model of a fleet."""
     n = len(trace.minutes)
+    others = [] if companions is None else list(companions)
     point = np.zeros((n - warmup, horizon))
     upper = np.zeros_like(point)
     p_any = np.zeros_like(point)
@@ -87,7 +95,7 @@ def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster
     for start in range(warmup, n, block):
         end = min(n, start + block)
         began = time.perf_counter()
-        model = forecaster.fit(trace.minutes[:start][None, :], start_minute=trace.start_minute)
+        model = forecaster.fit(others + [trace.minutes[:start]], start_minute=trace.start_minute)
         fit_seconds = max(fit_seconds, time.perf_counter() - began)
         result = model.predict_origins(trace.minutes, np.arange(start, end), trace.start_minute)
         point[start - warmup:end - warmup] = result.point
@@ -138,29 +146,32 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
 
     forecaster = RateForecaster(horizon=horizon)
     began = time.perf_counter()
-    table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster)
+    # One global model, as the product ships it: the synthetic fleet the published forecaster
+    # is trained on, plus this trace's own past (never its future), refitted every block.
+    fleet = fleet_on_calendar(trace.start_minute, TRAIN_START_MINUTE)
+    table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet)
     naive = seasonal_naive_table(trace.minutes, warmup, n, horizon)
     info = {"trace": trace.name, "minutes": n, "warmup_minutes": warmup, "refit_every_minutes": block,
             "cold_start_s": cold_start_s, "capacity_rps": capacity_rps, "max_fit_seconds": round(fit_s, 2),
             "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes)}
 
-    base = PolicySettings(capacity_rps=capacity_rps, cold_start_cost_pod_s=DEFAULT_COST)
-    no_window = replace(base, idle_window_s=None)
+    base = PolicySettings(capacity_rps=capacity_rps, cold_start_cost_pod_s=DEFAULT_COST)  # window lever off
+    with_window = replace(base, idle_window_s=IDLE_WINDOW_S)
     runs: list[tuple[str, dict, object, bool]] = [
         ("kpa", {}, KpaOnly(), True),
-        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": True}, PolicyController(table, base), True),
-        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False}, PolicyController(table, no_window), False),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False}, PolicyController(table, base), True),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": True}, PolicyController(table, with_window), False),
         ("keepalive", {"minutes": 10}, KeepAlive(10), True),
         ("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, HybridHistogram(), True),
         ("always_on", {"min_scale": 1}, AlwaysOn(), True),
-        ("seasonal_naive", {"cold_start_cost_pod_s": DEFAULT_COST}, PolicyController(naive, no_window), True),
+        ("seasonal_naive", {"cold_start_cost_pod_s": DEFAULT_COST}, PolicyController(naive, base), True),
         ("oracle_minute", {"window_lever": False}, OracleMinute(arrivals, capacity_rps, sim.actuation_delay_s, cold_start_s, False), True),
         ("oracle_minute", {"window_lever": True}, OracleMinute(arrivals, capacity_rps, sim.actuation_delay_s, cold_start_s, True), False),
     ]
     if sweep:
         for cost in (60, 120, 600, 1200, 3000):
             for lever in (True, False):
-                s = replace(base, cold_start_cost_pod_s=float(cost), idle_window_s=6.0 if lever else None)
+                s = replace(base, cold_start_cost_pod_s=float(cost), idle_window_s=IDLE_WINDOW_S if lever else None)
                 runs.append(("predictive", {"cold_start_cost_pod_s": cost, "window_lever": lever}, PolicyController(table, s), False))
         for minutes in (1, 2, 5, 20, 30, 60):
             runs.append(("keepalive", {"minutes": minutes}, KeepAlive(minutes), False))

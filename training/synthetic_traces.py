@@ -66,3 +66,13 @@ def make_fleet(n_series: int, days: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     minutes = np.arange(days * DAY)
     return np.vstack([GENERATORS[i % len(GENERATORS)](rng, minutes) for i in range(n_series)])
+
+
+def fleet_on_calendar(start_minute: int, fleet_start_minute: int, n_series: int = 120, days: int = 15,
+                      seed: int = 0) -> np.ndarray:
+    """The fleet, generated as if it began at `fleet_start_minute`, cut so that its first column
+    falls on the same minute of the week as `start_minute`: its daily and weekly cycles then
+    line up with the time features of a series that starts at `start_minute`."""
+    fleet = make_fleet(n_series, days, seed)
+    offset = (start_minute - fleet_start_minute) % (7 * DAY)
+    return fleet[:, offset:]

@@ -41,9 +41,16 @@ def test_scale_up_before_a_forecast_burst_with_one_warmup(api_double, scale_fn, 
     assert_spec_never_written(api_double)
 
 
-def test_idle_forecast_shortens_the_window_and_traffic_restores_it(api_double, scale_fn):
+def test_by_default_the_window_is_never_touched(api_double, scale_fn):
     api_double.add_service("models", "wine", LABEL)
     fn = scale_fn(api_double, COOLDOWN_SECONDS="0")
+    d = by_service(decisions(send(fn, forecast(TICK0, {"models/wine": minutes(0.0, 0.001)}, "idle"))))["models/wine"]
+    assert WINDOW not in api_double.annotations("revisions", "models", "wine-00001") and d["window"] is None
+
+
+def test_idle_forecast_shortens_the_window_and_traffic_restores_it(api_double, scale_fn):
+    api_double.add_service("models", "wine", LABEL)
+    fn = scale_fn(api_double, COOLDOWN_SECONDS="0", IDLE_WINDOW="6s")
     decisions(send(fn, forecast(TICK0, {"models/wine": minutes(0.0, 0.001)}, "idle")))
     revision = api_double.annotations("revisions", "models", "wine-00001")
     assert revision[WINDOW] == "6s" and revision[MIN] == "0"
@@ -57,7 +64,7 @@ def test_a_window_the_user_set_is_left_alone_unless_opted_in(api_double, scale_f
     api_double.add_service("models", "mine", LABEL, template_annotations={WINDOW: "120s"})
     api_double.add_service("models", "managed", LABEL, template_annotations={WINDOW: "120s"})
     api_double.touch("serving.knative.dev", "services", "models", "managed", {"predictive-scaling.io/manage-window": "true"})
-    fn = scale_fn(api_double)
+    fn = scale_fn(api_double, IDLE_WINDOW="6s")
     decisions(send(fn, forecast(TICK0, {"models/mine": minutes(0, 0.0), "models/managed": minutes(0, 0.0)}, "i")))
     assert api_double.annotations("revisions", "models", "mine-00001")[WINDOW] == "120s"
     assert api_double.annotations("revisions", "models", "managed-00001")[WINDOW] == "6s"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scale.min_scale_policy import MinuteForecast, PolicySettings, decide, desired_min_scale
 
 S = PolicySettings(capacity_rps=10.0, cold_start_cost_pod_s=300.0, max_scale=5, cooldown_s=120)
@@ -43,11 +45,12 @@ def test_missing_or_stale_forecast_holds_and_never_lowers():
 
 
 def test_window_lever_only_when_idle_is_forecast():
-    idle = decide([f(0.01), f(0.02)], S, current=0, now_s=0, raised_at_s=None)
+    lever = replace(S, idle_window_s=6.0)
+    idle = decide([f(0.01), f(0.02)], lever, current=0, now_s=0, raised_at_s=None)
     assert idle.window_s == 6.0
-    maybe = decide([f(0.15), f(0.02)], S, current=0, now_s=0, raised_at_s=None)
+    maybe = decide([f(0.15), f(0.02)], lever, current=0, now_s=0, raised_at_s=None)
     assert maybe.min_scale == 0 and maybe.window_s is None  # not warm-worthy, not idle either
-    busy = decide([f(0.9)], S, current=0, now_s=0, raised_at_s=None)
+    busy = decide([f(0.9)], lever, current=0, now_s=0, raised_at_s=None)
     assert busy.window_s is None
-    off = PolicySettings(idle_window_s=None)
-    assert decide([f(0.0)], off, current=0, now_s=0, raised_at_s=None).window_s is None
+    # The lever is opt-in: by default the window is never touched.
+    assert decide([f(0.0)], PolicySettings(), current=0, now_s=0, raised_at_s=None).window_s is None

@@ -15,7 +15,7 @@ import numpy as np
 DAY = 1440
 WEEK = 7 * DAY
 LAGS = (1, 2, 3, 4, 5, 10)
-MIN_SCALE = 0.05
+MIN_SCALE = 1.0
 
 FEATURE_NAMES = (
     [f"lag_{k}" for k in LAGS]

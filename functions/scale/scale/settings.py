@@ -12,7 +12,7 @@
 | COLD_START_COST_POD_SECONDS | 300 | default price of one cold start, in pod-seconds |
 | MAX_SCALE | 10 | default upper bound of min-scale |
 | COOLDOWN_SECONDS | 60 | default wait before a raised min-scale may be lowered |
-| IDLE_WINDOW | 6s | stable window set while idle is forecast (`off` disables the lever) |
+| IDLE_WINDOW | off | stable window set while idle is forecast, e.g. `6s` (the second lever; `off`: never touch the window) |
 | WARMUP | true | send one request when raising a service from 0 |
 | WARMUP_PATH | / | path of that request |
 | WARMUP_GATEWAY | (none) | send it to this ingress URL with the Service's host as `Host:` |
@@ -64,7 +64,7 @@ class ScaleSettings:
         if version not in ("auto", "1.21", "1.20"):
             raise SettingsError(f"KNATIVE_VERSION={version!r} must be auto, 1.21 or 1.20")
         try:
-            window = parse_window(env.get("IDLE_WINDOW", "6s"))
+            window = parse_window(env.get("IDLE_WINDOW", "off"))
         except ValueError as exc:
             raise SettingsError(f"IDLE_WINDOW: {exc}") from None
         policy = PolicySettings(
