@@ -15,6 +15,7 @@ TRACE ?=
 FORMAT ?= table
 COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
+FIT_ON ?= fleet+trace
 
 .PHONY: help demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest apt venv clean
 
@@ -80,10 +81,11 @@ bench-scale: apt venv
 	$(PY) bench/bench_scale.py --sizes $(SIZES)
 
 # Walk-forward backtest of every policy; plots go to reports/. TRACE=<file> for any trace in the
-# common form, FORMAT=json for machine-readable scores, COLD_START_S / CAPACITY_RPS to change both.
+# common form, FORMAT=json for machine-readable scores, COLD_START_S / CAPACITY_RPS to change both,
+# FIT_ON=trace to fit the walk-forward forecaster on the trace alone (default: fleet+trace).
 backtest: venv
 	$(PY) -m training.backtest $(if $(TRACE),--trace $(TRACE),$(foreach t,$(SHARED_TRACES),--trace $(t))) \
-	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --plots reports --sweep
+	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --fit-on $(FIT_ON) --plots reports --sweep
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .hypothesis

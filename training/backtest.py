@@ -133,7 +133,7 @@ def score(policy: str, settings: dict, result: SimResult, default: bool) -> dict
 
 
 def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, seed: int = 0,
-        horizon: int = 5, plots: Path | None = None) -> tuple[list[dict], dict]:
+        horizon: int = 5, plots: Path | None = None, with_fleet: bool = True) -> tuple[list[dict], dict]:
     n = len(trace.minutes)
     warmup = 2 * DAY if n >= 6 * DAY else max(10, n // 3)
     block = DAY if n >= 6 * DAY else max(5, (n - warmup) // 4)
@@ -148,10 +148,10 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
     began = time.perf_counter()
     # One global model, as the product ships it: the synthetic fleet the published forecaster
     # is trained on, plus this trace's own past (never its future), refitted every block.
-    fleet = fleet_on_calendar(trace.start_minute, TRAIN_START_MINUTE)
+    fleet = fleet_on_calendar(trace.start_minute, TRAIN_START_MINUTE) if with_fleet else None
     table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet)
     naive = seasonal_naive_table(trace.minutes, warmup, n, horizon)
-    info = {"trace": trace.name, "minutes": n, "warmup_minutes": warmup, "refit_every_minutes": block,
+    info = {"trace": trace.name, "minutes": n, "fit_on": "fleet+trace" if with_fleet else "trace", "warmup_minutes": warmup, "refit_every_minutes": block,
             "cold_start_s": cold_start_s, "capacity_rps": capacity_rps, "max_fit_seconds": round(fit_s, 2),
             "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes)}
 
@@ -200,7 +200,7 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
 def print_table(scores: list[dict], info: dict) -> None:
     print(f"\n## {info['trace']}: {info['minutes']} min, warm-up {info['warmup_minutes']} min not scored, "
           f"refit every {info['refit_every_minutes']} min, cold start {info['cold_start_s']} s, "
-          f"{info['capacity_rps']} req/s per pod")
+          f"{info['capacity_rps']} req/s per pod, forecaster fitted on {info['fit_on']}")
     print(f"forecast (next minute): MASE vs seasonal naive {info['mase']:.3f} (MAE {info['mae']:.3f} vs {info['mae_seasonal_naive']:.3f}); "
           f"Brier P(any) {info['brier']:.4f} vs seasonal naive {info['brier_seasonal_naive']:.4f}; longest fit {info['max_fit_seconds']} s\n")
     print("| policy | settings | requests | cold | cold % | cold vs KPA | over capacity | over cap vs KPA | "
@@ -223,11 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots", type=Path, default=None)
     parser.add_argument("--sweep", action="store_true", help="also sweep our cost knob and the keep-alive")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit-on", choices=("fleet+trace", "trace"), default="fleet+trace",
+                        help="walk-forward training data: the synthetic fleet plus the trace's past (the "
+                             "global model, default), or the trace's past alone")
     args = parser.parse_args(argv)
     everything = []
     for path in args.trace:
         print(f"# {path.name} ...", file=sys.stderr, flush=True)
-        scores, info = run(load_trace(path), args.cold_start_s, args.capacity_rps, args.sweep, args.seed, plots=args.plots)
+        scores, info = run(load_trace(path), args.cold_start_s, args.capacity_rps, args.sweep, args.seed, plots=args.plots,
+                           with_fleet=args.fit_on == "fleet+trace")
         if args.format == "json":
             everything += [{**s, "trace": info["trace"]} for s in scores]
         else:

@@ -7,7 +7,7 @@
 | predictive-scaling.io/min | 0 | min-scale never set below this (nor below the Service's own min-scale) |
 | predictive-scaling.io/max | MAX_SCALE | min-scale never set above this (nor above the Service's max-scale) |
 | predictive-scaling.io/cooldown | COOLDOWN_SECONDS | seconds before a raised min-scale may be lowered |
-| predictive-scaling.io/idle-window | IDLE_WINDOW | stable window while idle is forecast, e.g. `6s`, or `off` |
+| predictive-scaling.io/idle-window | IDLE_WINDOW | stable window while idle is forecast, e.g. `6s`; `off` (the default) never touches it |
 | predictive-scaling.io/manage-window | false | allow the idle window even where the Service sets its own `window` |
 | predictive-scaling.io/dry-run | DRY_RUN | decide and report, patch nothing |
 

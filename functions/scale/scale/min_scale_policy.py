@@ -10,8 +10,9 @@ larger: the threshold on P(any request in the covered minutes) is 60 / cold_star
 forecast's upper quantile of load (ceil(upper req/s / per-pod capacity)), so that ramps are met
 with ready pods instead of KPA's reactive scale-out lag.
 
-The second lever: when every minute the decision covers is forecast idle (P(any) below
-`idle_probability`), the Revision's stable window is shortened (`idle_window_s`, 6 s) so that
+The second lever (opt-in: `idle_window_s` is None by default): when every minute the decision
+covers is forecast idle (P(any) below `idle_probability`), the Revision's stable window is
+shortened (e.g. `idle_window_s` = 6 s) so that
 KPA takes it to zero in seconds instead of ~60 s; when traffic is forecast the window goes back
 to the Service's own (None).
 """
