@@ -56,6 +56,12 @@ def pareto_plot(path: Path, name: str, scores: list[dict]) -> None:
             continue
         xs, ys = zip(*sorted((x, y) for x, y, _ in pts))
         ax.plot(xs, ys, marker=marker, ls="-" if len(xs) > 1 else "", label=policy)
+    for s in scores:
+        if s["policy"] == "predictive" and s["default"]:
+            ax.annotate("default", (s["pod_seconds_vs_kpa"], s["cold_start_pct"]), textcoords="offset points",
+                        xytext=(6, 6), fontsize=8)
+    # Log-like scale: the region that matters (a few % and below) would be a flat line otherwise.
+    ax.set_yscale("symlog", linthresh=0.5)
     ax.set_xlabel("pod-seconds / KPA's")
     ax.set_ylabel("cold-start requests, % of requests")
     ax.set_title(f"{name}: cold starts vs cost")
