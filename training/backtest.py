@@ -161,6 +161,8 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         ("kpa", {}, KpaOnly(), True),
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False}, PolicyController(table, base), True),
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": True}, PolicyController(table, with_window), False),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "burst_risk": "off"},
+         PolicyController(table, replace(base, burst_risk=None)), False),
         ("keepalive", {"minutes": 10}, KeepAlive(10), True),
         ("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, HybridHistogram(), True),
         ("always_on", {"min_scale": 1}, AlwaysOn(), True),

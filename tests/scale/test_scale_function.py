@@ -41,6 +41,19 @@ def test_scale_up_before_a_forecast_burst_with_one_warmup(api_double, scale_fn, 
     assert_spec_never_written(api_double)
 
 
+def test_burst_headroom_by_default(api_double, scale_fn):
+    # 5.4 req/s fits one 10 req/s pod on average, but its busiest second does not: by default
+    # (BURST_RISK 0.1) two pods; sized for the mean, one.
+    api_double.add_service("models", "wine", LABEL)
+    api_double.add_service("models", "iris", LABEL)
+    headroom = scale_fn(api_double, BURST_RISK="")
+    decisions(send(headroom, forecast(TICK0, {"models/wine": minutes(5.4, 0.99)}, "b1")))
+    mean_only = scale_fn(api_double)
+    decisions(send(mean_only, forecast(TICK0, {"models/iris": minutes(5.4, 0.99)}, "b2")))
+    assert api_double.annotations("revisions", "models", "wine-00001")[MIN] == "2"
+    assert api_double.annotations("revisions", "models", "iris-00001")[MIN] == "1"
+
+
 def test_by_default_the_window_is_never_touched(api_double, scale_fn):
     api_double.add_service("models", "wine", LABEL)
     fn = scale_fn(api_double, COOLDOWN_SECONDS="0")

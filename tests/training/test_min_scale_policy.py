@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
-from scale.min_scale_policy import MinuteForecast, PolicySettings, decide, desired_min_scale
+from scale.min_scale_policy import MinuteForecast, PolicySettings, decide, desired_min_scale, peak_second
 
 S = PolicySettings(capacity_rps=10.0, cold_start_cost_pod_s=300.0, max_scale=5, cooldown_s=120)
 
@@ -21,7 +22,8 @@ def test_warm_threshold_prices_a_cold_start_against_a_minute_of_pod():
 
 
 def test_load_sets_replicas_from_the_upper_quantile_and_bounds_clamp():
-    assert desired_min_scale([f(1.0, upper=60 * 25)], S) == 3  # 25 req/s over 10 per pod
+    mean_only = replace(S, burst_risk=None)
+    assert desired_min_scale([f(1.0, upper=60 * 25)], mean_only) == 3  # 25 req/s over 10 per pod
     assert desired_min_scale([f(1.0, upper=60 * 1000)], S) == 5  # max_scale
     assert desired_min_scale([f(1.0, upper=float("inf"))], S) == 5  # never an overflow
     assert desired_min_scale([f(1.0, upper=1e308)], S) == 5
@@ -54,3 +56,19 @@ def test_window_lever_only_when_idle_is_forecast():
     assert busy.window_s is None
     # The lever is opt-in: by default the window is never touched.
     assert decide([f(0.0)], PolicySettings(), current=0, now_s=0, raised_at_s=None).window_s is None
+
+
+def test_pods_cover_the_busiest_second_not_the_mean():
+    # 5.4 req/s on average (one pod at 10 req/s) has, Poisson within the minute, a second of
+    # 11 or more in most minutes: two pods. The peak is the smallest k with 60 * P(X > k) <= risk.
+    rate, risk = 5.4, 0.1
+    k = peak_second(rate, risk)
+    tail = lambda k: 1 - sum(math.exp(-rate) * rate ** i / math.factorial(i) for i in range(int(k) + 1))
+    assert 60 * tail(k) <= risk < 60 * tail(k - 1)
+    assert desired_min_scale([f(1.0, upper=60 * rate)], replace(S, burst_risk=risk)) == 2
+    assert desired_min_scale([f(1.0, upper=60 * rate)], replace(S, burst_risk=None)) == 1
+    # A sparse service stays at one pod; a very busy one uses the normal approximation.
+    assert desired_min_scale([f(1.0, upper=3.0)], S) == 1
+    big = peak_second(2000.0, risk)
+    assert 2000 + 2.5 * math.sqrt(2000) < big < 2000 + 3.5 * math.sqrt(2000)  # z(1 - 0.1/60) = 2.94
+    assert peak_second(1.0, 0.5) <= peak_second(1.0, 0.01)  # less risk, more headroom

@@ -12,6 +12,7 @@
 | COLD_START_COST_POD_SECONDS | 300 | default price of one cold start, in pod-seconds |
 | MAX_SCALE | 10 | default upper bound of min-scale |
 | COOLDOWN_SECONDS | 60 | default wait before a raised min-scale may be lowered |
+| BURST_RISK | 0.1 | accepted chance that a forecast minute has a second busier than its pods serve (Poisson within the minute); `off`: size pods for the mean rate |
 | IDLE_WINDOW | off | stable window set while idle is forecast, e.g. `6s` (the second lever; `off`: never touch the window) |
 | WARMUP | true | send one request when raising a service from 0 |
 | WARMUP_PATH | / | path of that request |
@@ -73,6 +74,7 @@ class ScaleSettings:
             max_scale=int(_number(env, "MAX_SCALE", 10, 1)),
             cooldown_s=_number(env, "COOLDOWN_SECONDS", 60.0, 0.0),
             idle_window_s=window,
+            burst_risk=_burst_risk(env),
         )
         return cls(
             redis_url=env.get("REDIS_URL", "redis://redis:6379/0"),
@@ -91,6 +93,15 @@ class ScaleSettings:
             decision_history=int(_number(env, "DECISION_HISTORY", 1440, 1)),
             event_source=env.get("EVENT_SOURCE", "/predictive-scaling/scale"),
         )
+
+
+def _burst_risk(env: Mapping[str, str]) -> float | None:
+    if env.get("BURST_RISK", "").strip().lower() == "off":
+        return None
+    risk = _number(env, "BURST_RISK", 0.1, 0.0)
+    if not 0.0 < risk < 1.0:
+        raise SettingsError(f"BURST_RISK={risk} must be between 0 and 1 (exclusive), or off")
+    return risk
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
