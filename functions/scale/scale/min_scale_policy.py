@@ -100,7 +100,7 @@ def _pods_for(upper_per_minute: float, settings: PolicySettings) -> int:
 
     Requests over ready capacity come from the busiest second, not from the minute's mean: a
     minute of 300 requests averages 5 req/s but, Poisson within the minute, has a second of 11
-    or more about one minute in six. So with `burst_risk` set, the pods cover the peak second
+    or more in about half of such minutes. So with `burst_risk` set, the pods cover the peak second
     that the minute exceeds with that probability at most."""
     if not math.isfinite(upper_per_minute):
         return settings.max_scale
