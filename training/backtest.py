@@ -175,6 +175,9 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
             for lever in (True, False):
                 s = replace(base, cold_start_cost_pod_s=float(cost), idle_window_s=IDLE_WINDOW_S if lever else None)
                 runs.append(("predictive", {"cold_start_cost_pod_s": cost, "window_lever": lever}, PolicyController(table, s), False))
+        for risk in (0.01, 0.001):
+            runs.append(("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "burst_risk": risk},
+                         PolicyController(table, replace(base, burst_risk=risk)), False))
         for minutes in (1, 2, 5, 20, 30, 60):
             runs.append(("keepalive", {"minutes": minutes}, KeepAlive(minutes), False))
     scores = []
