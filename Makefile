@@ -17,10 +17,10 @@ COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: help demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest apt venv clean
+.PHONY: help demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest readme-plot apt venv clean
 
 help:
-	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json]"
+	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json] | readme-plot"
 
 apt:
 	@bash scripts/ensure-apt.sh redis-server:redis-server prometheus:prometheus promtool:prometheus
@@ -86,6 +86,13 @@ bench-scale: apt venv
 backtest: venv
 	$(PY) -m training.backtest $(if $(TRACE),--trace $(TRACE),$(foreach t,$(SHARED_TRACES),--trace $(t))) \
 	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --fit-on $(FIT_ON) --plots reports --sweep
+
+# The plot the README shows (docs/ is git-ignored: it is generated, not committed).
+README_PLOT := docs/alibaba_sd_lora_2024_train_pareto.png
+readme-plot: $(README_PLOT)
+$(README_PLOT): venv
+	$(PY) -m training.backtest --trace ../shared/traces/alibaba_sd_lora_2024_train.csv --sweep --plots reports > /dev/null
+	mkdir -p docs && cp reports/alibaba_sd_lora_2024_train_pareto.png $@
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .hypothesis

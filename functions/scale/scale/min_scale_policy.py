@@ -20,8 +20,8 @@ to the Service's own (None).
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Sequence
 
 
@@ -108,7 +108,7 @@ def _pods_for(upper_per_minute: float, settings: PolicySettings) -> int:
     if settings.burst_risk is not None and rate > 0:
         rate = max(rate, peak_second(rate, settings.burst_risk))
     pods = rate / settings.capacity_rps
-    return min(settings.max_scale, math.ceil(pods - 1e-9)) if pods < settings.max_scale else settings.max_scale
+    return settings.max_scale if pods >= settings.max_scale else math.ceil(pods - 1e-9)
 
 
 def peak_second(rate: float, risk: float, seconds: int = 60) -> float:
