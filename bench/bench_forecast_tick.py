@@ -81,8 +81,8 @@ def run(n: int, days: int, base: Path) -> dict:
     shutil.move(str(base / "data"), str(base / "prom" / "data"))
     prometheus = start_prometheus(base / "prom")
     store = start_redis(base / "redis")
-    env = {"PROMETHEUS_URL": prometheus.url, "REDIS_URL": store.url, "PROMQL": PROMQL, "METRICS_PRESET": "infer",
-           "FORECASTER_ROOT": str(ROOT / "models" / "forecaster"), "PROMETHEUS_TIMEOUT_SECONDS": "120",
+    env = {"PROMETHEUS_URL": prometheus.url, "REDIS_URL": store.url, "PROMQL": PROMQL, "METRICS_PRESET": "infer", "ACCEPTED_SOURCES": "/bench",
+           "HEARTBEAT_SELECTOR": 'job="bench"', "FORECASTER_ROOT": str(ROOT / "models" / "forecaster"), "PROMETHEUS_TIMEOUT_SECONDS": "120",
            "LOG_LEVEL": "WARNING"}
     url, fn = start_function(ROOT / "functions" / "forecast", env, base / "fn.log", timeout=120)
     try:

@@ -123,7 +123,8 @@ class LocalLoop:
                                   self.start_minute - n_history, presets=["istio"], per_minute=4, minute_s=self.minute_s)
             create_blocks(self.base / "history.om", self.base / "prometheus" / "data")
         self.prometheus = start_prometheus(self.base / "prometheus", [self.standin.url.removeprefix("http://")],
-                                           port=prometheus_port, scrape_interval_s=self.minute_s / 4)
+                                           port=prometheus_port, scrape_interval_s=self.minute_s / 4,
+                                           job="istio-ingressgateway")  # the stand-in is the gateway
 
     def _annotations_of(self, plan: ServicePlan):
         revision = f"{plan.name}-00001"

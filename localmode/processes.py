@@ -84,9 +84,10 @@ def start_redis(base: Path) -> Server:
 
 
 def start_prometheus(base: Path, scrape_targets: list[str] | None = None, port: int | None = None,
-                     scrape_interval_s: float = 15) -> Server:
+                     scrape_interval_s: float = 15, job: str = "local") -> Server:
     """Prometheus on `base/data` (back-fill it before starting), logging every query it answers
-    to `base/queries.log` (the tests count range queries there), scraping `scrape_targets`."""
+    to `base/queries.log` (the tests count range queries there), scraping `scrape_targets` as
+    the scrape job `job` (the forecast function's heartbeat requires that job's `up`)."""
     port = port or free_port()
     base.mkdir(parents=True, exist_ok=True)
     config = base / "prometheus.yml"
@@ -94,7 +95,7 @@ def start_prometheus(base: Path, scrape_targets: list[str] | None = None, port: 
     lines = [f"global:\n  scrape_interval: {interval}\n  query_log_file: {base / 'queries.log'}\n",
              "scrape_configs:\n"]
     if scrape_targets:
-        lines.append(f"  - job_name: local\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n    static_configs:\n"
+        lines.append(f"  - job_name: {job}\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n    static_configs:\n"
                      f"      - targets: [{', '.join(repr(t) for t in scrape_targets)}]\n")
     else:
         lines[-1] = "scrape_configs: []\n"

@@ -5,8 +5,10 @@ week of realistic history before the first tick.
 
 Counters are sampled `per_minute` times a minute (2: the presets' `increase(...[1m])` needs two
 samples a minute) and jump by each minute's count at the minute's end, so `increase` over the
-minute ending at t gives that minute's count exactly. `up` is written beside them (the forecast
-function's heartbeat); gap minutes have no samples at all, `up` included.
+minute ending at t gives that minute's count exactly. `up` is written beside them with each
+target's own job and instance, as Prometheus records it (the forecast function's heartbeat);
+gap minutes have no samples at all, `up` included; `down` minutes have `up` 0 and no counters
+(every target failing its scrapes).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def _series(preset: str, namespace: str, name: str, index: int) -> list[tuple[st
 
 def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minute: int,
                       presets: Iterable[str] = PRESET_NAMES, per_minute: int = 2,
-                      gaps: Iterable[tuple[int, int]] = (), minute_s: int = 60) -> int:
+                      gaps: Iterable[tuple[int, int]] = (), minute_s: int = 60,
+                      down: Iterable[tuple[int, int]] = ()) -> int:
     """Write every service's counters (keys `namespace/name`, values per-minute counts from
     `start_minute`) and return the number of samples. `gaps` are [first, last) minutes;
     `minute_s` < 60 lays the minutes on an accelerated clock (the local demo's)."""
@@ -65,7 +68,13 @@ def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minut
     keep = np.ones(len(stamps), dtype=bool)
     for first, last in gaps:
         keep &= ~((stamps > first * minute_s) & (stamps < last * minute_s))
-    stamp_text = np.char.mod("%.3f", stamps[keep])
+    failing = np.zeros(len(stamps), dtype=bool)
+    for first, last in down:
+        failing |= (stamps > first * minute_s) & (stamps < last * minute_s)
+    scraped = keep & ~failing  # the samples the counters have
+    stamp_text = np.char.mod("%.3f", stamps[scraped])
+    up_stamps = np.char.mod("%.3f", stamps[keep])
+    up_values = np.where(failing[keep], "0", "1")
     written = 0
     families: dict[str, list[str]] = {}
     targets: set[tuple[str, str]] = set()
@@ -74,18 +83,19 @@ def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minut
             namespace, name = key.split("/", 1)
             cumulative = np.concatenate(([0.0], np.cumsum(np.nan_to_num(counts, nan=0.0))))
             # sample j at start + j*interval sees the minutes that ended at or before it
-            value = cumulative[np.minimum(np.arange(len(stamps)) // per_minute, n_minutes)][keep]
+            value = cumulative[np.minimum(np.arange(len(stamps)) // per_minute, n_minutes)][scraped]
             value_text = np.char.mod("%.0f", value)
             for k, (metric, labels) in enumerate(_series(preset, namespace, name, i)):
                 values = value_text if k == 0 else np.full(len(value_text), "1")
                 families.setdefault(metric, []).append(_lines(metric, labels, values, stamp_text))
                 written += len(values)
-            instance = _series(preset, namespace, name, i)[0][1].split('instance="')[1].split('"')[0]
-            if (preset, instance) not in targets:
-                targets.add((preset, instance))
+            counter_labels = _series(preset, namespace, name, i)[0][1]
+            job, instance = (counter_labels.split(f'{label}="')[1].split('"')[0] for label in ("job", "instance"))
+            if (job, instance) not in targets:
+                targets.add((job, instance))
                 families.setdefault("up", []).append(
-                    _lines("up", f'job="{preset}",instance="{instance}"', np.full(len(stamp_text), "1"), stamp_text))
-                written += len(stamp_text)
+                    _lines("up", f'job="{job}",instance="{instance}"', up_values, up_stamps))
+                written += len(up_stamps)
     for metric, blocks in families.items():
         out.write(f"# TYPE {metric} unknown\n")
         for block in blocks:

@@ -26,13 +26,26 @@ class RetryLater(RuntimeError):
     """A transient fault (Redis down): HTTP 503, the broker retries with backoff."""
 
 
-def tick_time(event: CloudEvent, now: datetime) -> datetime:
+def check_source(event: CloudEvent, accepted: tuple[str, ...]) -> None:
+    """Only the sources this function is meant for may drive it (ACCEPTED_SOURCES; `*` is any)."""
+    if "*" not in accepted and event.get_source() not in accepted:
+        raise BadEvent(f"event source {event.get_source()!r} is not accepted here (ACCEPTED_SOURCES)")
+
+
+def tick_time(event: CloudEvent, now: datetime, max_ahead_s: float = 60.0) -> datetime:
+    """The minute this ping is for. A ping dated ahead of the wall clock is refused: trusting it
+    would move the history's end past every real tick (each of them then reads as stale)."""
     if event.get_type() != PING_TYPE:
         raise BadEvent(f"event type {event.get_type()!r} is not handled here; expected {PING_TYPE!r}")
     when = event.get_time()
     if when is None:
         return now
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    ahead = (when - now).total_seconds()
+    if ahead > max_ahead_s:
+        raise BadEvent(f"event time {when.isoformat()} is {ahead:.0f} s ahead of this clock "
+                       f"(at most {max_ahead_s:g} s is accepted)")
+    return when
 
 
 def reply_id(source: str, event_id: str) -> str:

@@ -7,69 +7,130 @@ minutes, NaN = gap) aligned on a shared end minute, and each tick reads only the
 minutes (`topup`) in one range query. Redis keeps a durable copy, one ring buffer per service
 (a string of float32, minute m at byte (m mod width) * 4, written with SETRANGE), so that a
 restarted or scaled-from-zero function instance resumes without a week-long back-fill. Only a
-service seen for the first time, or a stretch the function missed, is read in day-sized chunks.
+service seen for the first time, or a stretch the function missed, is read in chunks.
+
+A cold fill (a week for every service) is saved as it goes: each chunk lands in the rings, and
+FILL_KEY records how far the fill got, so a pod killed mid-fill resumes where it stopped instead
+of starting over. Chunks are sized so that one answer holds at most `max_points` samples: the
+function's peak memory is bounded by that, not by the fleet's size. A service seen for the first
+time whose back-fill fails is left out of this tick (and tried again on the next one): it never
+fails the tick for the others. A service with no sample in the whole window (it has gone) is
+dropped from the matrix and its ring deleted.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import redis
 
-from .prometheus_source import PrometheusSource
+from .prometheus_source import PrometheusSource, PrometheusUnavailable
 
 RING_PREFIX = "forecast:ring:"
 END_KEY = "forecast:ring-end"
+FILL_KEY = "forecast:ring-fill"
+"""JSON {"end": E, "done": D} while a cold fill toward end E has stored the minutes before D."""
 
 
 class HistoryCache:
-    def __init__(self, client: redis.Redis, width: int, topup: int, chunk: int):
+    def __init__(self, client: redis.Redis, width: int, topup: int, chunk: int, max_points: int = 2_000_000):
         self.redis = client
         self.width = width
         self.topup = topup
         self.chunk = chunk
+        self.max_points = max_points
         self.services: list[str] = []
         self._row: dict[str, int] = {}
         self.matrix = np.full((0, width), np.nan, dtype=np.float32)
         self.end_minute: int | None = None
+        self.pending: list[str] = []
+        """Services seen this tick whose back-fill failed: not forecast yet, tried again next tick."""
+        self.evicted: list[str] = []
+        self._expected = 0
         self._loaded = False
-
-    # -- reading ---------------------------------------------------------------------------
-    def series(self, service: str) -> np.ndarray:
-        return self.matrix[self._row[service]].astype(float)
 
     def start_minute(self) -> int:
         assert self.end_minute is not None
         return self.end_minute - self.width
 
     # -- updating --------------------------------------------------------------------------
-    def update(self, source: PrometheusSource, end_minute: int) -> None:
-        """Bring every service up to `end_minute` (exclusive). All reads happen before any
-        change, so a failed read (PrometheusUnavailable) leaves the cache as it was."""
+    def update(self, source: PrometheusSource, end_minute: int, now_minute: int | None = None) -> None:
+        """Bring every service up to `end_minute` (exclusive); `now_minute` is the wall clock's.
+        A failed read (PrometheusUnavailable) leaves what is stored consistent: the cold fill
+        resumes from its last chunk, a top-up is simply read again next tick."""
         if not self._loaded:
-            self._load_from_redis()
+            self._load_from_redis(end_minute if now_minute is None else now_minute)
+        self.pending = []
         if self.end_minute is not None and end_minute < self.end_minute:
             return  # an older tick (a redelivery): history already covers it
+        fill = self._fill_progress()
+        if fill is not None and fill[0] == self.end_minute and end_minute - fill[0] < self.width:
+            self._cold_fill(source, fill[0], fill[1])  # a fill that was interrupted: finish it first
         if self.end_minute is None or end_minute - self.end_minute >= self.width:
-            readings = self._read_chunks(source, end_minute - self.width, end_minute, None)
-            self._advance(end_minute)
-            self._add(sorted({s for r in readings for s in r.counts} - set(self._row)))
-            for reading in readings:
-                self._store(reading, self.services)
-        else:
-            start = self.end_minute - self.topup  # the last few minutes again: late scrapes land
-            readings = self._read_chunks(source, start, end_minute, None)
-            new = sorted({s for r in readings for s in r.counts} - set(self._row))
-            earlier = self._read_chunks(source, end_minute - self.width, start, new) if new else []
-            self._advance(end_minute)
-            self._add(new)
-            for reading in readings:
-                self._store(reading, self.services)
-            for reading in earlier:
-                self._store(reading, new)
+            self._cold_fill(source, end_minute, end_minute - self.width)
+            return
+        start = self.end_minute - self.topup  # the last few minutes again: late scrapes land
+        readings = self._read_chunks(source, start, end_minute, None)
+        new = sorted({s for r in readings for s in r.counts} - set(self._row))
+        earlier = []
+        if new:
+            try:
+                earlier = self._read_chunks(source, end_minute - self.width, start, new)
+            except PrometheusUnavailable:
+                self.pending, new = new, []
+        self._advance(end_minute)
+        self._add(new)
+        for reading in readings:
+            self._store(reading, self.services)
+        for reading in earlier:
+            self._store(reading, new)
+        self._evict_vanished()
         self._persist_end()
 
+    def _cold_fill(self, source: PrometheusSource, end_minute: int, done: int) -> None:
+        """Read [done, end_minute) chunk by chunk, storing and recording progress after each."""
+        if self.end_minute != end_minute:
+            self._advance(end_minute)
+            self._persist_end()
+        self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": done}))
+        self._expected = max(len(self.services), source.count_services(end_minute, min(self.chunk, self.width)))
+        a = done
+        while a < end_minute:
+            b = min(a + self._chunk_minutes(), end_minute)
+            reading = source.read(a, b, None)
+            self._add(sorted(set(reading.counts) - set(self._row)))
+            self._store(reading, self.services)
+            a = b
+            self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": a}))
+        self.redis.delete(FILL_KEY)
+        self._expected = 0
+        self._evict_vanished()
+
+    def _chunk_minutes(self) -> int:
+        """Minutes per query so that an answer holds at most `max_points` samples (the fleet's
+        size counted before a cold fill, or known)."""
+        services = max(1, len(self.services), self._expected)
+        return max(10, min(self.chunk, self.max_points // services))
+
     def _read_chunks(self, source, start: int, end: int, services: list[str] | None):
-        return [source.read(a, min(a + self.chunk, end), services) for a in range(start, end, self.chunk)]
+        readings = []
+        a = start
+        while a < end:
+            b = min(a + self._chunk_minutes(), end)
+            readings.append(source.read(a, b, services))
+            a = b
+        return readings
+
+    def _fill_progress(self) -> tuple[int, int] | None:
+        raw = self.redis.get(FILL_KEY)
+        if raw is None:
+            return None
+        try:
+            fill = json.loads(raw)
+            return int(fill["end"]), int(fill["done"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def _advance(self, end_minute: int) -> None:
         if self.end_minute is None:
@@ -86,14 +147,33 @@ class HistoryCache:
         self.end_minute = end_minute
 
     def _add(self, services: list[str]) -> None:
+        """New rows: a minute any known service has a value in was scraped, so a service seen
+        only now had no series then, which is idle (0); elsewhere NaN until read."""
         if not services:
             return
+        scraped = (~np.isnan(self.matrix)).any(axis=0) if len(self.matrix) else np.zeros(self.width, dtype=bool)
         for name in services:
             self._row[name] = len(self.services)
             self.services.append(name)
         grown = np.full((len(self.services), self.width), np.nan, dtype=np.float32)
         grown[: len(self.matrix)] = self.matrix
+        grown[len(self.matrix):, scraped] = 0.0
         self.matrix = grown
+
+    def _evict_vanished(self) -> None:
+        """A service without one sample in the whole window is gone (or never served): drop it,
+        so Redis holds only what is forecast. Its row would forecast nothing anyway."""
+        if not len(self.matrix):
+            return
+        has = (np.nan_to_num(self.matrix, nan=0.0) > 0).any(axis=1)
+        if has.all():
+            self.evicted = []
+            return
+        self.evicted = [s for s, h in zip(self.services, has) if not h]
+        self.redis.delete(*[RING_PREFIX + s for s in self.evicted])
+        self.services = [s for s, h in zip(self.services, has) if h]
+        self.matrix = np.ascontiguousarray(self.matrix[has])
+        self._row = {s: i for i, s in enumerate(self.services)}
 
     def _store(self, reading, services: list[str]) -> None:
         """Write a reading's minutes for `services` into the matrix and the Redis rings."""
@@ -122,15 +202,19 @@ class HistoryCache:
         if self.end_minute is not None:
             self.redis.set(END_KEY, self.end_minute)
 
-    def _load_from_redis(self) -> None:
-        """Resume from the rings a previous instance left (all aligned on END_KEY)."""
+    def _load_from_redis(self, now_minute: int) -> None:
+        """Resume from the rings a previous instance left (all aligned on END_KEY). Rings that
+        claim to end after this tick (a clock from the future: a forged or skewed event of an
+        older version) are not trusted: the history is read again."""
         end = self.redis.get(END_KEY)
-        if end is not None:
+        if end is not None and int(end) <= now_minute:
             names = sorted(k.decode()[len(RING_PREFIX):] for k in self.redis.scan_iter(RING_PREFIX + "*", count=1000))
             rings = self.redis.mget([RING_PREFIX + n for n in names]) if names else []
             self.end_minute = int(end)
-            self.matrix = np.full((0, self.width), np.nan, dtype=np.float32)
-            self._add(names)
+            for name in names:
+                self._row[name] = len(self.services)
+                self.services.append(name)
+            self.matrix = np.full((len(names), self.width), np.nan, dtype=np.float32)
             order = (np.arange(self.start_minute(), self.end_minute) % self.width)
             for name, raw in zip(names, rings):
                 ring = np.full(self.width, np.nan, dtype=np.float32)
@@ -138,4 +222,9 @@ class HistoryCache:
                     data = np.frombuffer(raw[: self.width * 4], dtype="<f4")
                     ring[: len(data)] = data
                 self.matrix[self._row[name]] = ring[order]
+            fill = self._fill_progress()
+            if fill is not None and fill[0] == self.end_minute:
+                self.matrix[:, fill[1] - self.start_minute():] = np.nan  # not read yet
+        elif end is not None:
+            self.redis.delete(FILL_KEY)
         self._loaded = True

@@ -24,6 +24,17 @@ class MetricQuery:
     selector: str = ""
     revision_suffix: bool = False
     """The service label holds a Revision name (`<service>-00001`): strip the suffix."""
+    heartbeat: str = ""
+    """Label matchers of the scrape job(s) the counter comes from: a minute counts as observed
+    only if Prometheus scraped one of their targets successfully (`up == 1`) twice in it."""
+
+    def heartbeat_promql(self, window: str = "1m") -> str:
+        """1 at each step where a target of the preset's job answered two scrapes in the window.
+        `up` is 1 for a successful scrape and 0 for a failed one, so its sum over the window counts
+        successes: a broken scrape job or every target down leaves no heartbeat, which reads as a
+        gap (never as idle)."""
+        up = f"up{{{self.heartbeat}}}" if self.heartbeat else "up"
+        return f"count(sum_over_time({up}[{window}]) >= 2)"
 
     def render(self, extra: str = "", window: str = "1m") -> str:
         matchers = ",".join(m for m in (self.selector, extra) if m)
@@ -33,24 +44,29 @@ class MetricQuery:
         return self.promql.replace("{window}", window).replace("{selector}", matchers)
 
 
+# The queue-proxy job of serving/prometheus-config.yaml scrapes every Knative pod, including the
+# control-plane functions themselves (min-scale 1): it has live targets even when every model
+# Service is at zero, so "no series while the job is scraped" can honestly read as idle.
+_QUEUE_PROXY = 'job="queue-proxy"'
+
 PRESETS: dict[str, MetricQuery] = {
     # Knative <= 1.18 (OpenCensus): revision_app_request_count, labels on the series itself.
     "knative-1.18": MetricQuery(
         "knative-1.18",
         "sum by (namespace_name, service_name) (increase(revision_app_request_count{{selector}}[{window}]))",
-        service_label="service_name", namespace_label="namespace_name"),
+        service_label="service_name", namespace_label="namespace_name", heartbeat=_QUEUE_PROXY),
     # Knative 1.19-1.20 (OpenTelemetry): app duration histogram's count, labels on the series.
     "knative-1.19": MetricQuery(
         "knative-1.19",
         "sum by (k8s_namespace_name, kn_service_name) (increase(kn_queueproxy_app_duration_seconds_count{{selector}}[{window}]))",
-        service_label="kn_service_name", namespace_label="k8s_namespace_name"),
+        service_label="kn_service_name", namespace_label="k8s_namespace_name", heartbeat=_QUEUE_PROXY),
     # Knative >= 1.21: the service, revision and namespace live on target_info, joined on(job, instance).
     "knative-1.21": MetricQuery(
         "knative-1.21",
         "sum by (k8s_namespace_name, kn_service_name) ("
         "increase(kn_serving_invocation_duration_seconds_count[{window}])"
         " * on (job, instance) group_left (k8s_namespace_name, kn_service_name) target_info{{selector}})",
-        service_label="kn_service_name", namespace_label="k8s_namespace_name"),
+        service_label="kn_service_name", namespace_label="k8s_namespace_name", heartbeat=_QUEUE_PROXY),
     # Istio ingress gateway: also counts the requests the activator buffers while at zero.
     # destination_service_name is the Revision's Kubernetes Service; `-00001`-style suffixes
     # (and `-private`) are stripped to name the Knative Service.
@@ -59,11 +75,11 @@ PRESETS: dict[str, MetricQuery] = {
         "sum by (destination_service_namespace, destination_service_name) ("
         "increase(istio_requests_total{reporter=\"source\",source_workload=\"istio-ingressgateway\"{selector}}[{window}]))",
         service_label="destination_service_name", namespace_label="destination_service_namespace",
-        revision_suffix=True),
+        revision_suffix=True, heartbeat='job="istio-ingressgateway"'),
     # The infer function's own counter; serving/prometheus-scrape.yaml relabels the pod's
     # serving.knative.dev/service label to `service` and its namespace to `namespace`.
     "infer": MetricQuery(
         "infer",
         "sum by (namespace, service) (increase(infer_requests_total{{selector}}[{window}]))",
-        service_label="service", namespace_label="namespace"),
+        service_label="service", namespace_label="namespace", heartbeat='job="infer"'),
 }

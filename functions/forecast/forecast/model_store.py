@@ -1,7 +1,10 @@
 """The published forecaster: loaded only from FORECASTER_ROOT, only if its sha256 matches.
 
-A joblib file is code, so the manifest's digest is checked before unpickling, and the path it
-names must stay inside the root (no `..`, no symlink out). The manifest is re-checked every tick
+A joblib file is code, so the digest is checked before unpickling, on the very bytes that are
+then unpickled (read once: nothing can swap the file between the check and the load), and the
+path the manifest names must stay inside the root (no `..`, no symlink out). A manifest beside the
+artifact can be replaced together with it, so the digest can also be pinned where the artifact
+cannot change it (FORECASTER_SHA256 in the function's environment): then only that artifact loads. The manifest is re-checked every tick
 (one stat): when training publishes a new version, the next tick loads it, no restart. A new
 version that fails its check is refused and the verified one keeps serving; the refusal is
 reported in `problem` (and logged by the caller).
@@ -10,6 +13,7 @@ reported in `problem` (and logged by the caller).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +38,9 @@ class LoadedModel:
 
 
 class ModelStore:
-    def __init__(self, root: str):
+    def __init__(self, root: str, pinned_sha256: str | None = None):
         self.root = Path(root)
+        self.pinned = pinned_sha256
         self.model: LoadedModel | None = None
         self.problem: str | None = "not loaded yet"
         self._stamp: tuple[int, int, int] | None = None
@@ -67,10 +72,13 @@ class ModelStore:
         if entry.get("format", "joblib") != "joblib":
             raise ModelUnavailable(f"format {entry.get('format')!r} is not supported")
         expected = str(entry["sha256"]).lower()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if self.pinned is not None and expected != self.pinned:
+            raise ModelUnavailable(f"manifest names sha256 {expected[:12]}..., FORECASTER_SHA256 pins {self.pinned[:12]}...")
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         if digest != expected:
             raise ModelUnavailable(f"sha256 of {path.name} is {digest[:12]}..., manifest says {expected[:12]}...")
-        estimator = joblib.load(path)
+        estimator = joblib.load(io.BytesIO(data))
         for attribute in ("predict", "horizon", "quantile"):
             if not hasattr(estimator, attribute):
                 raise ModelUnavailable(f"{path.name} is not a forecaster (no {attribute})")

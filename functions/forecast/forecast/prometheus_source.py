@@ -1,9 +1,9 @@
 """Per-minute request counts for every managed service, from Prometheus, one range query a call.
 
-The preset's query is joined (`or`) with a heartbeat series, `count(count_over_time(up[1m]) >= 2)`,
-labelled `__scraped__`: it exists at a step iff Prometheus scraped some target at least twice in
-that minute (what `increase` needs to count it). That
-is what tells idle from unknown. A service with no series in a scraped minute had no pods
+The preset's query is joined (`or`) with a heartbeat series, labelled `__scraped__`: it exists at
+a step iff Prometheus scraped a target of the preset's own job successfully (`up == 1`) at least
+twice in that minute (what `increase` needs to count it; `MetricQuery.heartbeat_promql`). That
+is what tells idle from unknown: failed scrapes (`up == 0`) do not count. A service with no series in a scraped minute had no pods
 answering (scale-to-zero) and so no requests: 0. A minute without the heartbeat (Prometheus down,
 or a hole in its storage) is a gap for every service: NaN, never read as idle.
 """
@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .metric_presets import MetricQuery
@@ -52,24 +52,56 @@ class PrometheusSource:
         self.query = query
         self.minute_s = minute_s
         self.timeout_s = timeout_s
-        # POST: a back-fill selector naming many services would overflow a GET URL.
-        self._client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s, method="POST",
-                                         retry=Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504)))
+        self._api = url.rstrip("/") + "/api/v1"
+        # The query goes in a form-encoded POST body, never in the URL: a back-fill selector
+        # naming hundreds of services would overflow a proxy's URL limit (and it would be
+        # permanent: every tick would send it again).
+        self._session = requests.Session()
+        retry = Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504), allowed_methods=None)
+        self._session.mount("http://", HTTPAdapter(max_retries=retry))
+        self._session.mount("https://", HTTPAdapter(max_retries=retry))
         self.queries_sent = 0
+
+    def close(self) -> None:
+        self._session.close()
+
+    def count_services(self, end_minute: int, minutes: int) -> int:
+        """How many services have a series in the `minutes` before `end_minute`: one instant
+        query, so a cold fill can size its chunks before the first big answer arrives."""
+        promql = f"count({self.query.render('', f'{minutes * self.minute_s}s')})"
+        try:
+            result = self._post("query", {"query": promql, "time": f"{end_minute * self.minute_s:.3f}"})
+            return int(float(result[0]["value"][1])) if result else 0
+        except (requests.RequestException, KeyError, TypeError, IndexError, ValueError) as exc:
+            raise PrometheusUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def _query_range(self, promql: str, first: datetime, last: datetime) -> list[dict]:
+        return self._post("query_range", {"query": promql, "start": f"{first.timestamp():.3f}",
+                                          "end": f"{last.timestamp():.3f}", "step": str(self.minute_s)})
+
+    def _post(self, endpoint: str, form: dict[str, str]) -> list[dict]:
+        self.queries_sent += endpoint == "query_range"
+        response = self._session.post(f"{self._api}/{endpoint}", data=form, timeout=self.timeout_s)
+        try:
+            body = response.json()
+        except ValueError:
+            raise PrometheusUnavailable(f"HTTP {response.status_code}: not JSON: {response.text[:200]}") from None
+        if response.status_code != 200 or body.get("status") != "success":
+            raise PrometheusUnavailable(f"HTTP {response.status_code}: {body.get('errorType')}: {body.get('error')}"[:400])
+        return body["data"]["result"]
 
     def read(self, start_minute: int, end_minute: int, services: list[str] | None = None) -> Reading:
         """Counts for the minutes [start_minute, end_minute); `services` restricts the query."""
         n = end_minute - start_minute
         window = f"{self.minute_s}s"
         promql = f"({self.query.render(self._selector(services), window)}) or label_replace(" \
-                 f"count(count_over_time(up[{window}]) >= 2), \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
+                 f"{self.query.heartbeat_promql(window)}, \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
         # The value at step t counts the minute ending at t: minute m is read at (m + 1) * 60.
         first = datetime.fromtimestamp((start_minute + 1) * self.minute_s, timezone.utc)
         last = datetime.fromtimestamp(end_minute * self.minute_s, timezone.utc)
-        self.queries_sent += 1
         try:
-            result = self._client.custom_query_range(promql, start_time=first, end_time=last, step=str(self.minute_s))
-        except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
+            result = self._query_range(promql, first, last)
+        except (requests.RequestException, KeyError, TypeError) as exc:
             raise PrometheusUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         counts: dict[str, np.ndarray] = {}
         scraped = np.zeros(n, dtype=bool)

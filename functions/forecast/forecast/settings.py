@@ -7,11 +7,13 @@
 | PROMQL | (preset) | free-form override: per-minute request counts, `{window}` and `{selector}` placeholders |
 | SERVICE_LABEL / NAMESPACE_LABEL | (preset) | result labels naming the Knative Service and namespace |
 | SERVICE_SELECTOR | "" | extra label matchers, e.g. `namespace="models"` |
+| HEARTBEAT_SELECTOR | (preset) | matchers of the scrape job(s) whose successful scrapes (`up == 1`) make a minute observed; e.g. `job="queue-proxy"` |
 | REDIS_URL | redis://redis:6379/0 | dedupe keys, history cache, forecasts |
 | FORECASTER_ROOT | /models/forecaster | directory with manifest.json and the artifacts it names |
 | HISTORY_MINUTES | 10080 | per-service minute history kept (one week: the features look a week back) |
 | TOPUP_MINUTES | 5 | minutes re-read every tick (late scrapes correct the recent past) |
-| FILL_CHUNK_MINUTES | 1440 | range of one query when a service is first seen (Prometheus' sample limit) |
+| FILL_CHUNK_MINUTES | 1440 | largest range of one query when a service is first seen (Prometheus' sample limit) |
+| FILL_MAX_POINTS | 2000000 | samples one back-fill answer may hold: chunks shrink as the fleet grows, which bounds the function's peak memory |
 | INGEST_LAG_SECONDS | 0 | the minute ending this close to the tick is not read yet |
 | STALE_AFTER_MINUTES | 5 | a service whose last data is older than this gets no forecast |
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
@@ -19,6 +21,10 @@
 | PROMETHEUS_TIMEOUT_SECONDS | 10 | per query |
 | MINUTE_SECONDS | 60 | length of a forecast minute; shorter only for the accelerated local demo |
 | EVENT_SOURCE | /predictive-scaling/forecast | source attribute of the reply |
+| ACCEPTED_SOURCES | /apis/v1/namespaces/predictive-scaling/pingsources/every-minute | comma-separated event sources accepted (the PingSource of eventing/); `*`: any |
+| MAX_AHEAD_SECONDS | 60 | a ping dated further ahead of this clock is refused (400) |
+| CLAIM_TTL_SECONDS | 600 | how long a delivery being handled blocks a second delivery of it (503, retried) |
+| FORECASTER_SHA256 | (none) | the forecaster's sha256, pinned where the artifact cannot change it; when set, a manifest naming another digest is refused |
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class ForecastSettings:
     history_minutes: int
     topup_minutes: int
     fill_chunk_minutes: int
+    fill_max_points: int
     ingest_lag_s: int
     stale_after_minutes: int
     dedupe_ttl_s: int
@@ -49,6 +56,10 @@ class ForecastSettings:
     prometheus_timeout_s: float
     event_source: str
     minute_s: int
+    accepted_sources: tuple[str, ...]
+    max_ahead_s: float
+    claim_ttl_s: int
+    forecaster_sha256: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ForecastSettings":
@@ -63,6 +74,7 @@ class ForecastSettings:
             namespace_label=env.get("NAMESPACE_LABEL", preset.namespace_label),
             selector=env.get("SERVICE_SELECTOR", ""),
             revision_suffix=preset.revision_suffix,
+            heartbeat=env.get("HEARTBEAT_SELECTOR", preset.heartbeat),
         )
         if "{window}" not in query.promql:
             raise SettingsError("PROMQL must contain {window} (the counting window, one minute)")
@@ -74,6 +86,7 @@ class ForecastSettings:
             history_minutes=_int(env, "HISTORY_MINUTES", 10080, 60),
             topup_minutes=_int(env, "TOPUP_MINUTES", 5, 1),
             fill_chunk_minutes=_int(env, "FILL_CHUNK_MINUTES", 1440, 10),
+            fill_max_points=_int(env, "FILL_MAX_POINTS", 2_000_000, 10_000),
             ingest_lag_s=_int(env, "INGEST_LAG_SECONDS", 0, 0),
             stale_after_minutes=_int(env, "STALE_AFTER_MINUTES", 5, 1),
             dedupe_ttl_s=_int(env, "DEDUPE_TTL_SECONDS", 3600, 1),
@@ -81,6 +94,11 @@ class ForecastSettings:
             prometheus_timeout_s=float(_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, 1)),
             event_source=env.get("EVENT_SOURCE", "/predictive-scaling/forecast"),
             minute_s=_int(env, "MINUTE_SECONDS", 60, 1),
+            accepted_sources=tuple(s.strip() for s in env.get(
+                "ACCEPTED_SOURCES", "/apis/v1/namespaces/predictive-scaling/pingsources/every-minute").split(",") if s.strip()),
+            max_ahead_s=float(_int(env, "MAX_AHEAD_SECONDS", 60, 0)),
+            claim_ttl_s=_int(env, "CLAIM_TTL_SECONDS", 600, 1),
+            forecaster_sha256=(env.get("FORECASTER_SHA256") or "").strip().lower() or None,
         )
         return settings
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from .settings import ForecastSettings
 
 log = logging.getLogger("forecast.tick")
 SEEN_PREFIX = "forecast:seen:"
+PENDING, DONE = b"pending", b"done"
 LATEST_KEY = "forecast:latest"
 LOG_PREFIX = "forecast:log:"
 
@@ -43,8 +45,14 @@ class ForecastTick:
         self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.source = PrometheusSource(settings.prometheus_url, settings.query, settings.prometheus_timeout_s,
                                        settings.minute_s)
-        self.cache = HistoryCache(self.redis, settings.history_minutes, settings.topup_minutes, settings.fill_chunk_minutes)
-        self.models = ModelStore(settings.forecaster_root)
+        self.cache = HistoryCache(self.redis, settings.history_minutes, settings.topup_minutes,
+                                  settings.fill_chunk_minutes, settings.fill_max_points)
+        self.models = ModelStore(settings.forecaster_root, settings.forecaster_sha256)
+        self._lock = threading.Lock()  # one tick at a time: the history cache is not shared-safe
+
+    def close(self) -> None:
+        self.source.close()
+        self.redis.close()
 
     def ready(self) -> tuple[bool, str]:
         model = self.models.refresh()
@@ -53,20 +61,34 @@ class ForecastTick:
         return True, f"forecaster {model.version}"
 
     def handle(self, event: CloudEvent) -> Outcome:
+        """Blocking: the function shim runs it off the event loop, so health probes answer
+        during a long tick (a cold fill)."""
+        with self._lock:
+            return self._handle(event)
+
+    def _handle(self, event: CloudEvent) -> Outcome:
         started = time.perf_counter()
         fields = {"ce_id": event.get_id(), "ce_source": event.get_source(), "ce_type": event.get_type()}
         try:
-            tick = events.tick_time(event, datetime.now(timezone.utc))
+            tick = events.tick_time(event, datetime.now(timezone.utc), self.settings.max_ahead_s)
+            events.check_source(event, self.settings.accepted_sources)
             seen_key = f"{SEEN_PREFIX}{event.get_source()}|{event.get_id()}"
-            if self.redis.exists(seen_key):
+            if not self._claim(seen_key):
                 json_log.event(log, "duplicate event: already forecast", **fields, outcome="duplicate")
                 return Outcome(202, body={"duplicate": True})
-            data = self._forecast(tick)
-            self._record(data)
-            self.redis.set(seen_key, 1, ex=self.settings.dedupe_ttl_s)
+            try:
+                data = self._forecast(tick)
+                self._record(data)
+            except BaseException:
+                _release(self.redis, seen_key)
+                raise
+            self.redis.set(seen_key, DONE, ex=self.settings.dedupe_ttl_s)
         except events.BadEvent as exc:
             json_log.event(log, "rejected event", logging.WARNING, **fields, outcome="rejected", reason=str(exc))
             return Outcome(400, body={"error": str(exc)})
+        except events.RetryLater as exc:
+            json_log.event(log, "retry later", logging.WARNING, **fields, outcome="retry", reason=str(exc))
+            return Outcome(503, body={"error": str(exc)})
         except redis.RedisError as exc:
             reason = f"redis unavailable: {type(exc).__name__}: {exc}"
             json_log.event(log, "retry later", logging.ERROR, **fields, outcome="retry", reason=reason)
@@ -79,13 +101,24 @@ class ForecastTick:
                        model=data["model"].get("version"), seconds=round(time.perf_counter() - started, 3))
         return Outcome(200, reply=events.forecast_event(self.settings.event_source, event, tick, data))
 
+    def _claim(self, key: str) -> bool:
+        """Atomically take the event (SET NX): True to handle it, False for a duplicate of one
+        handled already. A delivery still in flight elsewhere is a RetryLater: answering it as a
+        duplicate would lose the event if the other delivery then fails."""
+        if self.redis.set(key, PENDING, nx=True, ex=self.settings.claim_ttl_s):
+            return True
+        if self.redis.get(key) == PENDING:
+            raise events.RetryLater("this event is being handled by another delivery")
+        return False
+
     def _forecast(self, tick: datetime) -> dict:
         end = int((tick.timestamp() - self.settings.ingest_lag_s) // self.settings.minute_s)
         model = self.models.refresh()
         sent_before = self.source.queries_sent
         problem: str | None = None
+        now_minute = int((time.time() - self.settings.ingest_lag_s) // self.settings.minute_s)
         try:
-            self.cache.update(self.source, end)
+            self.cache.update(self.source, end, now_minute)
         except PrometheusUnavailable as exc:
             problem = f"prometheus unavailable: {exc}"
         if model is None:
@@ -104,11 +137,13 @@ class ForecastTick:
         if problem:
             data["error"] = problem
         services = list(self.cache.services)
+        data["services"] = [{"service": name, "status": "no-data", "reason": "back-fill pending: Prometheus failed"
+                             " to answer for this new service; read again next tick"} for name in self.cache.pending]
         if not services:
             return data
         cache_end = self.cache.end_minute or end
         if problem:
-            data["services"] = [self._held(s, problem, cache_end) for s in services]
+            data["services"] += [self._held(s, problem, cache_end) for s in services]
             return data
         matrix = self.cache.matrix  # float32, services x minutes: rows are handed out as views
         last_data = _last_valid(matrix)  # column index, -1 when none
@@ -157,6 +192,13 @@ class ForecastTick:
             pipe.lpush(LOG_PREFIX + entry["service"], line)
             pipe.ltrim(LOG_PREFIX + entry["service"], 0, self.settings.forecast_history - 1)
         pipe.execute()
+
+
+def _release(client: redis.Redis, key: str) -> None:
+    try:
+        client.delete(key)
+    except redis.RedisError:
+        pass  # the claim expires by itself (claim_ttl_s)
 
 
 def _last_valid(matrix: np.ndarray) -> np.ndarray:

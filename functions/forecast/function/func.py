@@ -3,6 +3,7 @@ in package `forecast` (tick.py). Configuration is read once, in `start()`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -35,7 +36,9 @@ class ForecastFunction:
         if self._tick is None:
             await _json(send, 503, {"error": self._reason})
             return
-        outcome = self._tick.handle(scope["event"])
+        # Off the event loop: func-python answers /health/* on this loop, and kubelet's probes
+        # (1 s timeout) must keep answering while a long tick (a cold fill) runs.
+        outcome = await asyncio.to_thread(self._tick.handle, scope["event"])
         if outcome.reply is not None:
             await send.binary(outcome.reply, outcome.status)
         else:
@@ -48,6 +51,10 @@ class ForecastFunction:
 
     def alive(self) -> tuple[bool, str]:
         return True, "alive"
+
+    def stop(self) -> None:
+        if self._tick is not None:
+            self._tick.close()
 
 
 async def _json(send: Any, status: int, body: dict) -> None:
