@@ -57,10 +57,13 @@ def _series(preset: str, namespace: str, name: str, index: int) -> list[tuple[st
 def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minute: int,
                       presets: Iterable[str] = PRESET_NAMES, per_minute: int = 2,
                       gaps: Iterable[tuple[int, int]] = (), minute_s: int = 60,
-                      down: Iterable[tuple[int, int]] = ()) -> int:
+                      down: Iterable[tuple[int, int]] = (), born: dict[str, int] | None = None) -> int:
     """Write every service's counters (keys `namespace/name`, values per-minute counts from
     `start_minute`) and return the number of samples. `gaps` are [first, last) minutes;
-    `minute_s` < 60 lays the minutes on an accelerated clock (the local demo's)."""
+    `minute_s` < 60 lays the minutes on an accelerated clock (the local demo's). `born` gives a
+    service a pod that starts at that minute, from zero, serving the minute's requests before its
+    first scrape: its series (counters and target_info alike) begin at the minute's end, already
+    at that minute's count (the case plain `increase` misses), and earlier minutes are idle."""
     lengths = {len(v) for v in services.values()}
     (n_minutes,) = lengths
     interval = minute_s / per_minute
@@ -81,13 +84,19 @@ def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minut
     for preset in presets:
         for i, (key, counts) in enumerate(sorted(services.items())):
             namespace, name = key.split("/", 1)
-            cumulative = np.concatenate(([0.0], np.cumsum(np.nan_to_num(counts, nan=0.0))))
+            counts = np.nan_to_num(counts, nan=0.0)
+            alive = scraped
+            if born and key in born:
+                counts = np.where(np.arange(n_minutes) >= born[key] - start_minute, counts, 0.0)
+                alive = scraped & (stamps >= (born[key] + 1) * minute_s)
+            cumulative = np.concatenate(([0.0], np.cumsum(counts)))
             # sample j at start + j*interval sees the minutes that ended at or before it
-            value = cumulative[np.minimum(np.arange(len(stamps)) // per_minute, n_minutes)][scraped]
+            value = cumulative[np.minimum(np.arange(len(stamps)) // per_minute, n_minutes)][alive]
             value_text = np.char.mod("%.0f", value)
+            own_stamps = np.char.mod("%.3f", stamps[alive]) if alive is not scraped else stamp_text
             for k, (metric, labels) in enumerate(_series(preset, namespace, name, i)):
                 values = value_text if k == 0 else np.full(len(value_text), "1")
-                families.setdefault(metric, []).append(_lines(metric, labels, values, stamp_text))
+                families.setdefault(metric, []).append(_lines(metric, labels, values, own_stamps))
                 written += len(values)
             counter_labels = _series(preset, namespace, name, i)[0][1]
             job, instance = (counter_labels.split(f'{label}="')[1].split('"')[0] for label in ("job", "instance"))

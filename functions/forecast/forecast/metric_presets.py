@@ -6,6 +6,14 @@ samples in the window, so scrape at 30 s or faster). `{selector}` receives extra
 (SERVICE_SELECTOR, and the services being back-filled) inside a metric's braces, after any
 matchers the preset has of its own.
 
+A counter's first sample is not a change: `increase` reads 0 for a series that appears already
+at 1 (a pod started from zero by the request it then counts, the first scrape after that
+request). Those are the requests a scale-to-zero service lives on, so every preset counts a
+series that did not exist a moment ago (no sample in the `{lookback}` before the minute) by its
+value, which is what it counted since it was born (`counted`). The price: a pod whose scrapes
+fail for longer than the look-back has its whole count read once when they resume, an
+over-count, which can only scale up.
+
 Knative's queue-proxy request metrics are off by default (`request-metrics-protocol: none` in
 config-observability); serving/config-observability.yaml turns them on.
 """
@@ -36,12 +44,19 @@ class MetricQuery:
         up = f"up{{{self.heartbeat}}}" if self.heartbeat else "up"
         return f"count(sum_over_time({up}[{window}]) >= 2)"
 
-    def render(self, extra: str = "", window: str = "1m") -> str:
+    def render(self, extra: str = "", window: str = "1m", lookback: str = "10m") -> str:
         matchers = ",".join(m for m in (self.selector, extra) if m)
         at = self.promql.find("{selector}")
         if matchers and at > 0 and self.promql[at - 1] != "{":
             matchers = "," + matchers
-        return self.promql.replace("{window}", window).replace("{selector}", matchers)
+        return (self.promql.replace("{window}", window).replace("{lookback}", lookback)
+                .replace("{selector}", matchers))
+
+
+def counted(series: str) -> str:
+    """Requests in the minute ending at each step for the counter selector `series`: its increase,
+    or, for a series born within the minute, its whole value (see the module docstring)."""
+    return f"(({series} unless last_over_time({series}[{{lookback}}] offset {{window}})) or increase({series}[{{window}}]))"
 
 
 # The queue-proxy job of serving/prometheus-config.yaml scrapes every Knative pod, including the
@@ -53,18 +68,18 @@ PRESETS: dict[str, MetricQuery] = {
     # Knative <= 1.18 (OpenCensus): revision_app_request_count, labels on the series itself.
     "knative-1.18": MetricQuery(
         "knative-1.18",
-        "sum by (namespace_name, service_name) (increase(revision_app_request_count{{selector}}[{window}]))",
+        "sum by (namespace_name, service_name) (" + counted("revision_app_request_count{{selector}}") + ")",
         service_label="service_name", namespace_label="namespace_name", heartbeat=_QUEUE_PROXY),
     # Knative 1.19-1.20 (OpenTelemetry): app duration histogram's count, labels on the series.
     "knative-1.19": MetricQuery(
         "knative-1.19",
-        "sum by (k8s_namespace_name, kn_service_name) (increase(kn_queueproxy_app_duration_seconds_count{{selector}}[{window}]))",
+        "sum by (k8s_namespace_name, kn_service_name) (" + counted("kn_queueproxy_app_duration_seconds_count{{selector}}") + ")",
         service_label="kn_service_name", namespace_label="k8s_namespace_name", heartbeat=_QUEUE_PROXY),
     # Knative >= 1.21: the service, revision and namespace live on target_info, joined on(job, instance).
     "knative-1.21": MetricQuery(
         "knative-1.21",
         "sum by (k8s_namespace_name, kn_service_name) ("
-        "increase(kn_serving_invocation_duration_seconds_count[{window}])"
+        + counted("kn_serving_invocation_duration_seconds_count") +
         " * on (job, instance) group_left (k8s_namespace_name, kn_service_name) target_info{{selector}})",
         service_label="kn_service_name", namespace_label="k8s_namespace_name", heartbeat=_QUEUE_PROXY),
     # Istio ingress gateway: also counts the requests the activator buffers while at zero.
@@ -73,13 +88,13 @@ PRESETS: dict[str, MetricQuery] = {
     "istio": MetricQuery(
         "istio",
         "sum by (destination_service_namespace, destination_service_name) ("
-        "increase(istio_requests_total{reporter=\"source\",source_workload=\"istio-ingressgateway\"{selector}}[{window}]))",
+        + counted('istio_requests_total{reporter="source",source_workload="istio-ingressgateway"{selector}}') + ")",
         service_label="destination_service_name", namespace_label="destination_service_namespace",
         revision_suffix=True, heartbeat='job="istio-ingressgateway"'),
     # The infer function's own counter; serving/prometheus-scrape.yaml relabels the pod's
     # serving.knative.dev/service label to `service` and its namespace to `namespace`.
     "infer": MetricQuery(
         "infer",
-        "sum by (namespace, service) (increase(infer_requests_total{{selector}}[{window}]))",
+        "sum by (namespace, service) (" + counted("infer_requests_total{{selector}}") + ")",
         service_label="service", namespace_label="namespace", heartbeat='job="infer"'),
 }

@@ -94,7 +94,8 @@ class PrometheusSource:
         """Counts for the minutes [start_minute, end_minute); `services` restricts the query."""
         n = end_minute - start_minute
         window = f"{self.minute_s}s"
-        promql = f"({self.query.render(self._selector(services), window)}) or label_replace(" \
+        lookback = f"{10 * self.minute_s}s"
+        promql = f"({self.query.render(self._selector(services), window, lookback)}) or label_replace(" \
                  f"{self.query.heartbeat_promql(window)}, \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
         # The value at step t counts the minute ending at t: minute m is read at (m + 1) * 60.
         first = datetime.fromtimestamp((start_minute + 1) * self.minute_s, timezone.utc)
