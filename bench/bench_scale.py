@@ -21,8 +21,8 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from localmode.processes import start_redis, start_function, stop
-from tests.support.kube_api_double import KubeApiDouble, rules_from_manifests
-from tests.support.manifests import load_documents
+from localmode.kube_api_double import KubeApiDouble, rules_from_manifests
+from localmode.manifests import load_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK0 = 29_000_000

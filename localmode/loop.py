@@ -31,8 +31,8 @@ from localmode.ping_source import PingSource
 from localmode.processes import Server, free_port, start_function, start_prometheus, start_redis, stop
 from localmode.router import LocalBroker, load_triggers
 from localmode.serving_standin import ServiceRuntime, ServingStandIn
-from tests.support.kube_api_double import KubeApiDouble, rules_from_manifests
-from tests.support.manifests import load_documents
+from localmode.kube_api_double import KubeApiDouble, rules_from_manifests
+from localmode.manifests import load_documents
 from training.prometheus_backfill import create_blocks, write_openmetrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import requests
 
 from tests.scale.conftest import (LABEL, TICK0, assert_spec_never_written, by_service, decisions, forecast,
                                   minutes, rbac_rules, send)
-from tests.support.kube_api_double import KubeApiDouble
+from localmode.kube_api_double import KubeApiDouble
 
 MIN = "autoscaling.knative.dev/min-scale"
 WINDOW = "autoscaling.knative.dev/window"
@@ -170,14 +170,15 @@ def test_duplicates_and_out_of_order_events_change_nothing(api_double, scale_fn)
     assert "out-of-order forecast ignored" in log
 
 
-def test_unchanged_decisions_cost_one_list_call_and_no_write(api_double, scale_fn):
+def test_unchanged_decisions_cost_one_list_of_each_kind_and_no_write(api_double, scale_fn):
     api_double.add_service("models", "wine", LABEL)
     fn = scale_fn(api_double)
     decisions(send(fn, forecast(TICK0, {"models/wine": minutes(15, 0.99)}, "1")))
     before = len(api_double.requests)
     decisions(send(fn, forecast(TICK0 + 1, {"models/wine": minutes(15, 0.99)}, "2")))
     new = api_double.requests[before:]
-    assert [(c.method, c.verb, c.resource) for c in new] == [("GET", "list", "services")]
+    # the cluster is the truth: the namespace's Services and Revisions are listed, nothing else
+    assert [(c.method, c.verb, c.resource) for c in new] == [("GET", "list", "services"), ("GET", "list", "revisions")]
 
 
 def test_services_without_the_label_are_never_touched(api_double, scale_fn):
@@ -265,5 +266,6 @@ def test_state_survives_a_restart(api_double, scale_fn):
     fn = scale_fn(api_double)
     d = by_service(decisions(send(fn, forecast(TICK0 + 1, {"models/wine": minutes(15, 0.99)}, "after"))))["models/wine"]
     assert d["previous_min_scale"] == 2 and not d["applied"]
-    # a new process reads the Knative version once, then only lists the opted-in services
-    assert [(c.verb, c.resource) for c in api_double.requests[before:]] == [("get", "namespaces"), ("list", "services")]
+    # a new process reads the Knative version once, then only lists the opted-in services and revisions
+    assert [(c.verb, c.resource) for c in api_double.requests[before:]] == [
+        ("get", "namespaces"), ("list", "services"), ("list", "revisions")]

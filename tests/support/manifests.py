@@ -8,23 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import jsonschema
-import yaml
+from localmode.manifests import load_documents
 
 from tests.support.servers import SHARED
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """YAML as a Kubernetes or func client reads it into JSON: timestamps stay strings."""
-
-
-_PlainLoader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def load_documents(path: Path) -> list[dict]:
-    return [doc for doc in yaml.load_all(path.read_text(), Loader=_PlainLoader) if doc]
 
 
 @lru_cache(maxsize=None)

@@ -8,6 +8,7 @@ first, in the list DEADLETTER_KEY (capped at DEADLETTER_KEEP). Read them with
 | variable | default |
 |---|---|
 | REDIS_URL | redis://redis:6379/0 |
+| REDIS_PASSWORD | (none) |
 | DEADLETTER_KEY | deadletter:events |
 | DEADLETTER_KEEP | 10000 |
 """
@@ -31,19 +32,22 @@ class SinkSettings:
     redis_url: str
     key: str
     keep: int
+    redis_password: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SinkSettings":
         keep = env.get("DEADLETTER_KEEP", "10000")
         if not keep.isdigit() or int(keep) < 1:
             raise ValueError(f"DEADLETTER_KEEP={keep!r} must be a positive integer")
-        return cls(env.get("REDIS_URL", "redis://redis:6379/0"), env.get("DEADLETTER_KEY", "deadletter:events"), int(keep))
+        return cls(env.get("REDIS_URL", "redis://redis:6379/0"), env.get("DEADLETTER_KEY", "deadletter:events"), int(keep),
+                   env.get("REDIS_PASSWORD") or None)
 
 
 class DeadLetterSink:
     def __init__(self, settings: SinkSettings, client: redis.Redis | None = None):
         self.settings = settings
-        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.redis = client or redis.Redis.from_url(settings.redis_url, password=settings.redis_password,
+                                                   socket_timeout=5, socket_connect_timeout=2)
 
     def keep(self, event: CloudEvent) -> int:
         """Store the event; return the HTTP status to answer (202 kept, 503 retry)."""

@@ -9,6 +9,7 @@
 | SERVICE_SELECTOR | "" | extra label matchers, e.g. `namespace="models"` |
 | HEARTBEAT_SELECTOR | (preset) | matchers of the scrape job(s) whose successful scrapes (`up == 1`) make a minute observed; e.g. `job="queue-proxy"` |
 | REDIS_URL | redis://redis:6379/0 | dedupe keys, history cache, forecasts |
+| REDIS_PASSWORD | (none) | Redis password (from the Secret `redis-auth` in the cluster install) |
 | FORECASTER_ROOT | /models/forecaster | directory with manifest.json and the artifacts it names |
 | HISTORY_MINUTES | 10080 | per-service minute history kept (one week: the features look a week back) |
 | TOPUP_MINUTES | 5 | minutes re-read every tick (late scrapes correct the recent past) |
@@ -60,6 +61,7 @@ class ForecastSettings:
     max_ahead_s: float
     claim_ttl_s: int
     forecaster_sha256: str | None
+    redis_password: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ForecastSettings":
@@ -99,6 +101,7 @@ class ForecastSettings:
             max_ahead_s=float(_int(env, "MAX_AHEAD_SECONDS", 60, 0)),
             claim_ttl_s=_int(env, "CLAIM_TTL_SECONDS", 600, 1),
             forecaster_sha256=(env.get("FORECASTER_SHA256") or "").strip().lower() or None,
+            redis_password=env.get("REDIS_PASSWORD") or None,
         )
         return settings
 

@@ -42,7 +42,8 @@ class Outcome:
 class ForecastTick:
     def __init__(self, settings: ForecastSettings, client: redis.Redis | None = None):
         self.settings = settings
-        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.redis = client or redis.Redis.from_url(settings.redis_url, password=settings.redis_password,
+                                                   socket_timeout=5, socket_connect_timeout=2)
         self.source = PrometheusSource(settings.prometheus_url, settings.query, settings.prometheus_timeout_s,
                                        settings.minute_s)
         self.cache = HistoryCache(self.redis, settings.history_minutes, settings.topup_minutes,

@@ -3,6 +3,7 @@ in package `scale` (scaler.py). Configuration is read once, in `start()`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -36,7 +37,8 @@ class ScaleFunction:
         if self._scaler is None:
             await _json(send, 503, {"error": self._reason})
             return
-        outcome = self._scaler.handle(scope["event"])
+        # Off the event loop: func-python answers /health/* on this loop.
+        outcome = await asyncio.to_thread(self._scaler.handle, scope["event"])
         if outcome.reply is not None:
             await send.binary(outcome.reply, outcome.status)
         else:
@@ -47,6 +49,10 @@ class ScaleFunction:
 
     def alive(self) -> tuple[bool, str]:
         return True, "alive"
+
+    def stop(self) -> None:
+        if self._scaler is not None:
+            self._scaler.close()
 
 
 async def _json(send: Any, status: int, body: dict) -> None:

@@ -93,6 +93,17 @@ def _minutes(raw, i: int) -> list[MinuteForecast]:
     return minutes
 
 
+def check_trust(event: CloudEvent, forecast: ForecastTick, accepted: tuple[str, ...], max_ahead_s: float) -> None:
+    """Only the forecast function may drive this one (ACCEPTED_SOURCES), and never with a tick
+    ahead of this clock: a future tick would be "newer" than every real forecast after it."""
+    if "*" not in accepted and event.get_source() not in accepted:
+        raise BadEvent(f"event source {event.get_source()!r} is not accepted here (ACCEPTED_SOURCES)")
+    ahead = (forecast.tick - datetime.now(timezone.utc)).total_seconds()
+    if ahead > max_ahead_s:
+        raise BadEvent(f"data.tick {forecast.tick.isoformat()} is {ahead:.0f} s ahead of this clock "
+                       f"(at most {max_ahead_s:g} s is accepted)")
+
+
 def decision_event(source: str, forecast: CloudEvent, tick: datetime, data: dict) -> CloudEvent:
     return CloudEvent(attributes={
         "type": DECISION_TYPE, "source": source,

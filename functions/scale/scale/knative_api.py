@@ -1,8 +1,10 @@
 """The Kubernetes API calls of the scale function, through the official `kubernetes` client.
 
-Four calls, and RBAC grants exactly these (serving/rbac-scale.yaml):
+Five calls, and RBAC grants exactly these (serving/rbac-scale.yaml):
 - list Knative Services in a namespace, by the opt-in label (one call per namespace per event);
-- get a Revision (first sight of a routed Revision: its current annotations);
+- list the Revisions (PodAutoscalers on <= 1.20) of a namespace: what they carry now, the
+  cluster being the truth, not a copy (one call per namespace per event);
+- get a Revision (after a conflict: its fresh resourceVersion);
 - merge-patch a Revision's annotations (Knative >= 1.21), or a PodAutoscaler's (<= 1.20);
 - get the knative-serving Namespace (KNATIVE_VERSION=auto reads its version label).
 
@@ -69,15 +71,21 @@ class KnativeApi:
             *SERVING, namespace, "services", label_selector=f"{label[0]}={label[1]}"))
         return result.get("items", [])
 
+    def list_targets(self, namespace: str, legacy: bool) -> list[dict]:
+        group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
+        return self._call(lambda: self.custom.list_namespaced_custom_object(group, version, namespace, plural)).get("items", [])
+
     def get_target(self, namespace: str, revision: str, legacy: bool) -> dict:
         group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
         return self._call(lambda: self.custom.get_namespaced_custom_object(group, version, namespace, plural, revision))
 
     # -- the one write ---------------------------------------------------------------------
     def patch_annotations(self, namespace: str, revision: str, annotations: dict[str, str | None],
-                          resource_version: str | None, legacy: bool) -> dict:
+                          resource_version: str | None, legacy: bool,
+                          still_current: Callable[[], bool] = lambda: True) -> dict | None:
         """Merge-patch annotations on the Revision (or its PodAutoscaler when `legacy`); never
-        `spec`. On 409, re-read for the current resourceVersion and try again."""
+        `spec`. On 409, re-read for the current resourceVersion and try again, unless
+        `still_current()` says a newer decision was made meanwhile (another replica): then None."""
         group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
         rv = resource_version
         for attempt in range(self.retries + 1):
@@ -91,6 +99,8 @@ class KnativeApi:
                 if attempt == self.retries:
                     raise ApiTransient(f"{plural}/{revision}: still conflicting after {attempt + 1} attempts") from None
                 time.sleep(self.backoff_s * (2 ** attempt))
+                if not still_current():
+                    return None
                 rv = self.get_target(namespace, revision, legacy)["metadata"].get("resourceVersion")
         raise AssertionError("unreachable")
 

@@ -3,6 +3,11 @@
 | variable | default | meaning |
 |---|---|---|
 | REDIS_URL | redis://redis:6379/0 | dedupe keys, per-service state, decisions |
+| REDIS_PASSWORD | (none) | Redis password (from the Secret `redis-auth` in the cluster install) |
+| MANAGED_NAMESPACES | models | comma-separated namespaces this function may scale (its RoleBindings exist there); `*`: any |
+| ACCEPTED_SOURCES | /predictive-scaling/forecast | comma-separated event sources accepted (the forecast function's); `*`: any |
+| MAX_AHEAD_SECONDS | 60 | a forecast whose tick is further ahead of this clock is refused (400) |
+| STATE_TTL_SECONDS | 604800 | per-service state and decision logs expire this long after their last write |
 | KUBERNETES_API_URL | (in-cluster) | API server URL; set for local mode (the API double) |
 | KNATIVE_VERSION | auto | `auto` (label of the knative-serving namespace), `1.21` (patch Revisions) or `1.20` (patch PodAutoscalers) |
 | OPT_IN_LABEL | predictive-scaling.io/enabled=true | only Knative Services with this label are touched |
@@ -54,6 +59,14 @@ class ScaleSettings:
     dedupe_ttl_s: int
     decision_history: int
     event_source: str
+    redis_password: str | None
+    managed_namespaces: tuple[str, ...]
+    accepted_sources: tuple[str, ...]
+    max_ahead_s: float
+    state_ttl_s: int
+
+    def manages(self, namespace: str) -> bool:
+        return "*" in self.managed_namespaces or namespace in self.managed_namespaces
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ScaleSettings":
@@ -92,7 +105,19 @@ class ScaleSettings:
             dedupe_ttl_s=int(_number(env, "DEDUPE_TTL_SECONDS", 3600, 1)),
             decision_history=int(_number(env, "DECISION_HISTORY", 1440, 1)),
             event_source=env.get("EVENT_SOURCE", "/predictive-scaling/scale"),
+            redis_password=env.get("REDIS_PASSWORD") or None,
+            managed_namespaces=_list(env, "MANAGED_NAMESPACES", "models"),
+            accepted_sources=_list(env, "ACCEPTED_SOURCES", "/predictive-scaling/forecast"),
+            max_ahead_s=_number(env, "MAX_AHEAD_SECONDS", 60.0, 0.0),
+            state_ttl_s=int(_number(env, "STATE_TTL_SECONDS", 7 * 86400, 60)),
         )
+
+
+def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    items = tuple(i.strip() for i in env.get(name, default).split(",") if i.strip())
+    if not items:
+        raise SettingsError(f"{name} is empty")
+    return items
 
 
 def _burst_risk(env: Mapping[str, str]) -> float | None:

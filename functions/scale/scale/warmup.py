@@ -19,6 +19,9 @@ class WarmUp:
         self.gateway = gateway.rstrip("/") if gateway else None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="warmup")
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def send(self, service_url: str) -> Future:
         return self._pool.submit(self._get, service_url)
 

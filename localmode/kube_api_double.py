@@ -25,6 +25,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -59,9 +60,12 @@ class Rule:
     resources: list[str]
     verbs: list[str]
     resource_names: list[str] = field(default_factory=list)
+    namespace: str | None = None
+    """Set for a rule granted by a RoleBinding: it holds in that namespace only."""
 
-    def allows(self, group: str, resource: str, verb: str, name: str | None) -> bool:
-        return ((group in self.api_groups or "*" in self.api_groups)
+    def allows(self, group: str, resource: str, verb: str, name: str | None, namespace: str | None = None) -> bool:
+        return ((self.namespace is None or self.namespace == namespace)
+                and (group in self.api_groups or "*" in self.api_groups)
                 and (resource in self.resources or "*" in self.resources)
                 and (verb in self.verbs or "*" in self.verbs)
                 and (not self.resource_names or name in self.resource_names))
@@ -75,9 +79,10 @@ def rules_from_manifests(documents: list[dict], service_account: str) -> list[Ru
         if not any(s.get("kind") == "ServiceAccount" and s.get("name") == service_account for s in binding["subjects"]):
             continue
         role = roles.get((binding["roleRef"]["kind"], binding["roleRef"]["name"]))
+        scope = binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else None
         for rule in (role or {}).get("rules", []):
             rules.append(Rule(rule.get("apiGroups", []), rule.get("resources", []), rule.get("verbs", []),
-                              rule.get("resourceNames", [])))
+                              rule.get("resourceNames", []), scope))
     return rules
 
 
@@ -112,6 +117,7 @@ class KubeApiDouble:
         with self._lock:
             obj = copy.deepcopy(obj)
             obj.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+            obj["metadata"].setdefault("uid", str(uuid.uuid4()))  # a recreated object gets a new one
             self.objects[(group, plural, namespace, obj["metadata"]["name"])] = obj
             return obj
 
@@ -248,7 +254,7 @@ class KubeApiDouble:
                 left[0] -= 1
                 return status, _status(status, "InjectedFault", f"injected {status}")
         if self.rules is not None and not any(
-                r.allows(record.group, record.resource, record.verb, record.name) for r in self.rules):
+                r.allows(record.group, record.resource, record.verb, record.name, record.namespace) for r in self.rules):
             return 403, _status(403, "Forbidden",
                                 f'{record.resource}.{record.group} "{record.name}" is forbidden: cannot {record.verb}')
         if record.verb == "list":
