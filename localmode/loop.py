@@ -136,12 +136,13 @@ class LocalLoop:
     def _forecast_env(self) -> dict[str, str]:
         return {"REDIS_URL": self.redis.url, "PROMETHEUS_URL": self.prometheus_url, "METRICS_PRESET": "istio",
                 "FORECASTER_ROOT": str(self.forecaster_root), "MINUTE_SECONDS": str(self.minute_s),
-                "PROMETHEUS_TIMEOUT_SECONDS": "5"}
+                "PROMETHEUS_TIMEOUT_SECONDS": "5", "FORECAST_HISTORY": "1440"}  # the report reads the whole run
 
     def _scale_env(self) -> dict[str, str]:
         return {"REDIS_URL": self.redis.url, "KUBERNETES_API_URL": self.double.url,
                 "MAX_FORECAST_AGE_SECONDS": "0", "COOLDOWN_SECONDS": str(self.minute_s),
-                "WARMUP_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", **self.extra_scale_env}
+                "WARMUP_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", "DECISION_HISTORY": "1440",
+                **self.extra_scale_env}
 
     def start_function(self, name: str, env: dict[str, str], port: int | None = None) -> str:
         url, process = start_function(ROOT / "functions" / name, env, self.base / f"{name}.log", port)

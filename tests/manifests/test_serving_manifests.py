@@ -82,3 +82,27 @@ def test_invalid_manifest_is_rejected():
         validate_resource(svc)
     with pytest.raises(Exception):
         validate_resource({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": 5}})
+
+
+def test_the_scale_rolebindings_are_generated_from_the_one_namespace_list():
+    result = subprocess.run(["python3", str(ROOT / "scripts" / "rbac_bindings.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bindings = load_documents(ROOT / "serving" / "rbac-scale-bindings.yaml")
+    assert bindings and {b["kind"] for b in bindings} == {"RoleBinding"}
+    everything = [d for p in (ROOT / "serving").rglob("*.yaml") for d in load_documents(p)]
+    assert not [d for d in everything if d.get("kind") == "ClusterRoleBinding"
+                and d["roleRef"]["name"] in ("predictive-scale", "predictive-scale-legacy")]
+
+
+def test_the_control_plane_is_cluster_local_and_redis_needs_a_password():
+    for name in ("forecast", "scale", "deadletter"):
+        (func,) = load_documents(ROOT / "functions" / name / "func.yaml")
+        labels = {label["key"]: label["value"] for label in func["deploy"].get("labels", [])}
+        assert labels.get("networking.knative.dev/visibility") == "cluster-local", name
+        envs = {e["name"]: e["value"] for e in func["run"]["envs"]}
+        assert envs["REDIS_PASSWORD"] == "{{ secret:redis-auth:password }}", name
+    redis_deployment = [d for d in load_documents(ROOT / "serving" / "redis.yaml") if d["kind"] == "Deployment"][0]
+    args = redis_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru"

@@ -18,7 +18,7 @@
 | INGEST_LAG_SECONDS | 0 | the minute ending this close to the tick is not read yet |
 | STALE_AFTER_MINUTES | 5 | a service whose last data is older than this gets no forecast |
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
-| FORECAST_HISTORY | 1440 | forecasts kept per service in Redis for the report |
+| FORECAST_HISTORY | 60 | forecasts kept per service in Redis for the report (the log expires a day after its last write) |
 | PROMETHEUS_TIMEOUT_SECONDS | 10 | per query |
 | MINUTE_SECONDS | 60 | length of a forecast minute; shorter only for the accelerated local demo |
 | EVENT_SOURCE | /predictive-scaling/forecast | source attribute of the reply |
@@ -92,7 +92,7 @@ class ForecastSettings:
             ingest_lag_s=_int(env, "INGEST_LAG_SECONDS", 0, 0),
             stale_after_minutes=_int(env, "STALE_AFTER_MINUTES", 5, 1),
             dedupe_ttl_s=_int(env, "DEDUPE_TTL_SECONDS", 3600, 1),
-            forecast_history=_int(env, "FORECAST_HISTORY", 1440, 1),
+            forecast_history=_int(env, "FORECAST_HISTORY", 60, 1),
             prometheus_timeout_s=float(_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, 1)),
             event_source=env.get("EVENT_SOURCE", "/predictive-scaling/forecast"),
             minute_s=_int(env, "MINUTE_SECONDS", 60, 1),

@@ -28,6 +28,7 @@ from .settings import ForecastSettings
 log = logging.getLogger("forecast.tick")
 SEEN_PREFIX = "forecast:seen:"
 PENDING, DONE = b"pending", b"done"
+LOG_TTL_S = 86400
 LATEST_KEY = "forecast:latest"
 LOG_PREFIX = "forecast:log:"
 
@@ -192,6 +193,9 @@ class ForecastTick:
             pipe.hset(LATEST_KEY, entry["service"], line)
             pipe.lpush(LOG_PREFIX + entry["service"], line)
             pipe.ltrim(LOG_PREFIX + entry["service"], 0, self.settings.forecast_history - 1)
+            pipe.expire(LOG_PREFIX + entry["service"], LOG_TTL_S)
+        if self.cache.evicted:
+            pipe.hdel(LATEST_KEY, *self.cache.evicted)
         pipe.execute()
 
 

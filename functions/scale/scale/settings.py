@@ -25,7 +25,7 @@
 | WARMUP_TIMEOUT_SECONDS | 2 | the request is fire-and-forget: it only has to reach the activator |
 | API_RETRIES | 4 | retries on 409 (re-read first) and 5xx, with exponential backoff |
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
-| DECISION_HISTORY | 1440 | decisions kept per service in Redis |
+| DECISION_HISTORY | 60 | decisions kept per service in Redis (the log expires with the state) |
 | EVENT_SOURCE | /predictive-scaling/scale | source attribute of the reply |
 """
 
@@ -103,7 +103,7 @@ class ScaleSettings:
             warmup_timeout_s=_number(env, "WARMUP_TIMEOUT_SECONDS", 2.0, 0.1),
             api_retries=int(_number(env, "API_RETRIES", 4, 0)),
             dedupe_ttl_s=int(_number(env, "DEDUPE_TTL_SECONDS", 3600, 1)),
-            decision_history=int(_number(env, "DECISION_HISTORY", 1440, 1)),
+            decision_history=int(_number(env, "DECISION_HISTORY", 60, 1)),
             event_source=env.get("EVENT_SOURCE", "/predictive-scaling/scale"),
             redis_password=env.get("REDIS_PASSWORD") or None,
             managed_namespaces=_list(env, "MANAGED_NAMESPACES", "models"),
