@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-from forecast import json_log
+from forecast import http_guard, json_log
 from forecast.settings import ForecastSettings, SettingsError
 from forecast.tick import ForecastTick
 
@@ -23,6 +23,7 @@ class ForecastFunction:
     def start(self, cfg: dict[str, str]) -> None:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.
         json_log.configure(cfg.get("LOG_LEVEL", "INFO"))
+        http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
         try:
             self._tick = ForecastTick(ForecastSettings.from_env(cfg))
         except SettingsError as exc:
@@ -35,6 +36,11 @@ class ForecastFunction:
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         if self._tick is None:
             await _json(send, 503, {"error": self._reason})
+            return
+        refused = http_guard.reason_refused(scope["event"])
+        if refused is not None:
+            json_log.event(log, "rejected request", logging.WARNING, outcome="rejected", reason=refused)
+            await _json(send, 400, {"error": refused})
             return
         # Off the event loop: func-python answers /health/* on this loop, and kubelet's probes
         # (1 s timeout) must keep answering while a long tick (a cold fill) runs.

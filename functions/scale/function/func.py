@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-from scale import json_log
+from scale import http_guard, json_log
 from scale.settings import ScaleSettings
 
 log = logging.getLogger("scale.function")
@@ -22,6 +22,7 @@ class ScaleFunction:
     def start(self, cfg: dict[str, str]) -> None:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.
         json_log.configure(cfg.get("LOG_LEVEL", "INFO"))
+        http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
         try:
             settings = ScaleSettings.from_env(cfg)
             from scale.scaler import Scaler
@@ -36,6 +37,11 @@ class ScaleFunction:
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         if self._scaler is None:
             await _json(send, 503, {"error": self._reason})
+            return
+        refused = http_guard.reason_refused(scope["event"])
+        if refused is not None:
+            json_log.event(log, "rejected request", logging.WARNING, outcome="rejected", reason=refused)
+            await _json(send, 400, {"error": refused})
             return
         # Off the event loop: func-python answers /health/* on this loop.
         outcome = await asyncio.to_thread(self._scaler.handle, scope["event"])
