@@ -12,8 +12,9 @@ replicas above min-scale go once no request has been seen for the stable window 
 scale-to-zero with the activator in the path: about one window after the last request). Windows
 are in the loop's minutes: with `minute_s` < 60 (the accelerated demo) they shrink alike.
 
-The gateway exports `istio_requests_total` at /metrics, labelled as Istio's gateway does, so the
-forecast function reads it with its `istio` preset, as it would read a real gateway.
+The gateway exports `istio_requests_total` at /metrics, labelled as Istio's gateway does, and
+`kube_service_labels` for each Revision's Kubernetes Service, as kube-state-metrics does, so the
+forecast function reads it with its `istio` preset, as it would read a real cluster.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 import requests
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from localmode.processes import free_port, stop
 
@@ -219,6 +220,9 @@ class ServingStandIn:
             "istio_requests", "Requests through the ingress gateway", registry=self.registry,
             labelnames=["reporter", "source_workload", "destination_service_name",
                         "destination_service_namespace", "response_code"])
+        self.service_labels = Gauge(
+            "kube_service_labels", "Kubernetes Service labels (kube-state-metrics' family)", registry=self.registry,
+            labelnames=["namespace", "service", "label_serving_knative_dev_service"])
         self._stop = threading.Event()
         standin = self
 
@@ -262,6 +266,7 @@ class ServingStandIn:
 
     def add(self, runtime: ServiceRuntime) -> None:
         self.services[f"{runtime.name}.{runtime.namespace}.{self.domain}"] = runtime
+        self.service_labels.labels(runtime.namespace, f"{runtime.name}-00001", runtime.name).set(1)
         runtime._mark()
 
     def host(self, namespace: str, name: str) -> str:

@@ -22,10 +22,11 @@ import numpy as np
 PRESET_NAMES = ("knative-1.18", "knative-1.19", "knative-1.21", "istio", "infer")
 
 
-def _series(preset: str, namespace: str, name: str, index: int) -> list[tuple[str, str]]:
+def _series(preset: str, namespace: str, name: str, index: int, revision: str | None = None) -> list[tuple[str, str]]:
     """(metric name, label string) pairs written for one service under one preset; the counter
     first. Label sets follow what each source exports (pod-level counters, scraped per pod)."""
-    pod = f"{name}-00001-deployment-{index:05d}"
+    revision = revision or f"{name}-00001"
+    pod = f"{revision}-deployment-{index:05d}"
     instance = f"10.0.{index // 250}.{index % 250}:9091"
     if preset == "knative-1.18":
         return [("revision_app_request_count",
@@ -45,8 +46,11 @@ def _series(preset: str, namespace: str, name: str, index: int) -> list[tuple[st
     if preset == "istio":
         return [("istio_requests_total",
                  f'reporter="source",source_workload="istio-ingressgateway",source_workload_namespace="istio-system",'
-                 f'destination_service_name="{name}-00001",destination_service_namespace="{namespace}",'
-                 f'response_code="200",job="istio-ingressgateway",instance="10.1.0.1:15020"')]
+                 f'destination_service_name="{revision}",destination_service_namespace="{namespace}",'
+                 f'response_code="200",job="istio-ingressgateway",instance="10.1.0.1:15020"'),
+                ("kube_service_labels",
+                 f'namespace="{namespace}",service="{revision}",label_serving_knative_dev_service="{name}",'
+                 f'job="kube-state-metrics",instance="10.2.0.1:8080"')]
     if preset == "infer":
         return [("infer_requests_total",
                  f'model="{name}",protocol="v2",code="200",namespace="{namespace}",service="{name}",'
@@ -57,13 +61,15 @@ def _series(preset: str, namespace: str, name: str, index: int) -> list[tuple[st
 def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minute: int,
                       presets: Iterable[str] = PRESET_NAMES, per_minute: int = 2,
                       gaps: Iterable[tuple[int, int]] = (), minute_s: int = 60,
-                      down: Iterable[tuple[int, int]] = (), born: dict[str, int] | None = None) -> int:
+                      down: Iterable[tuple[int, int]] = (), born: dict[str, int] | None = None,
+                      revisions: dict[str, str] | None = None) -> int:
     """Write every service's counters (keys `namespace/name`, values per-minute counts from
     `start_minute`) and return the number of samples. `gaps` are [first, last) minutes;
     `minute_s` < 60 lays the minutes on an accelerated clock (the local demo's). `born` gives a
     service a pod that starts at that minute, from zero, serving the minute's requests before its
     first scrape: its series (counters and target_info alike) begin at the minute's end, already
-    at that minute's count (the case plain `increase` misses), and earlier minutes are idle."""
+    at that minute's count (the case plain `increase` misses), and earlier minutes are idle.
+    `revisions` names a service's Revision (default `<name>-00001`)."""
     lengths = {len(v) for v in services.values()}
     (n_minutes,) = lengths
     interval = minute_s / per_minute
@@ -94,17 +100,16 @@ def write_openmetrics(out: IO[str], services: dict[str, np.ndarray], start_minut
             value = cumulative[np.minimum(np.arange(len(stamps)) // per_minute, n_minutes)][alive]
             value_text = np.char.mod("%.0f", value)
             own_stamps = np.char.mod("%.3f", stamps[alive]) if alive is not scraped else stamp_text
-            for k, (metric, labels) in enumerate(_series(preset, namespace, name, i)):
+            for k, (metric, labels) in enumerate(_series(preset, namespace, name, i, (revisions or {}).get(key))):
                 values = value_text if k == 0 else np.full(len(value_text), "1")
                 families.setdefault(metric, []).append(_lines(metric, labels, values, own_stamps))
                 written += len(values)
-            counter_labels = _series(preset, namespace, name, i)[0][1]
-            job, instance = (counter_labels.split(f'{label}="')[1].split('"')[0] for label in ("job", "instance"))
-            if (job, instance) not in targets:
-                targets.add((job, instance))
-                families.setdefault("up", []).append(
-                    _lines("up", f'job="{job}",instance="{instance}"', up_values, up_stamps))
-                written += len(up_stamps)
+                job, instance = (labels.split(f'{label}="')[1].split('"')[0] for label in ("job", "instance"))
+                if (job, instance) not in targets:
+                    targets.add((job, instance))
+                    families.setdefault("up", []).append(
+                        _lines("up", f'job="{job}",instance="{instance}"', up_values, up_stamps))
+                    written += len(up_stamps)
     for metric, blocks in families.items():
         out.write(f"# TYPE {metric} unknown\n")
         for block in blocks:

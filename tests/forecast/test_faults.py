@@ -271,3 +271,18 @@ def test_requests_of_a_pod_started_from_zero_are_counted(preset, forecaster_root
     finally:
         fn.stop()
         prometheus.stop()
+
+
+def test_istio_maps_revisions_to_services_by_their_labels_not_by_a_suffix(forecaster_root, redis_db, tmp_path):
+    """A Revision named by the user (`infer-wine-blue`): its traffic belongs to `infer-wine`."""
+    start_minute = END_MINUTE - 1440
+    series = {"models/infer-wine": np.full(1440, 4.0), "models/nasa": np.full(1440, 2.0)}
+    prometheus = _prometheus(tmp_path, series, start_minute, "istio", revisions={"models/infer-wine": "infer-wine-blue"})
+    fn = start(tmp_path, prometheus.url, redis_db, forecaster_root, METRICS_PRESET="istio")
+    try:
+        data = reply_of(post(fn.url, ping(END_MINUTE, "named"))).get_data()
+        assert {s["service"]: s["status"] for s in data["services"]} == {"models/infer-wine": "ok", "models/nasa": "ok"}
+        assert _ring(redis_db, "models/infer-wine", END_MINUTE - 10) == 4
+    finally:
+        fn.stop()
+        prometheus.stop()

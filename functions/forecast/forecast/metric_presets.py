@@ -30,19 +30,18 @@ class MetricQuery:
     service_label: str
     namespace_label: str
     selector: str = ""
-    revision_suffix: bool = False
-    """The service label holds a Revision name (`<service>-00001`): strip the suffix."""
     heartbeat: str = ""
-    """Label matchers of the scrape job(s) the counter comes from: a minute counts as observed
-    only if Prometheus scraped one of their targets successfully (`up == 1`) twice in it."""
+    """Label matchers of the scrape job(s) the query reads, `;` between jobs that are all
+    needed: a minute counts as observed only if Prometheus scraped a target of each of them
+    successfully (`up == 1`) twice in it."""
 
     def heartbeat_promql(self, window: str = "1m") -> str:
-        """1 at each step where a target of the preset's job answered two scrapes in the window.
-        `up` is 1 for a successful scrape and 0 for a failed one, so its sum over the window counts
-        successes: a broken scrape job or every target down leaves no heartbeat, which reads as a
-        gap (never as idle)."""
-        up = f"up{{{self.heartbeat}}}" if self.heartbeat else "up"
-        return f"count(sum_over_time({up}[{window}]) >= 2)"
+        """1 at each step where a target of every job the preset reads answered two scrapes in the
+        window. `up` is 1 for a successful scrape and 0 for a failed one, so its sum over the
+        window counts successes: a broken scrape job or every target down leaves no heartbeat,
+        which reads as a gap (never as idle)."""
+        jobs = [h.strip() for h in self.heartbeat.split(";") if h.strip()] or [""]
+        return " and ".join(f"count(sum_over_time({f'up{{{h}}}' if h else 'up'}[{window}]) >= 2)" for h in jobs)
 
     def render(self, extra: str = "", window: str = "1m", lookback: str = "10m") -> str:
         matchers = ",".join(m for m in (self.selector, extra) if m)
@@ -82,15 +81,23 @@ PRESETS: dict[str, MetricQuery] = {
         + counted("kn_serving_invocation_duration_seconds_count") +
         " * on (job, instance) group_left (k8s_namespace_name, kn_service_name) target_info{{selector}})",
         service_label="kn_service_name", namespace_label="k8s_namespace_name", heartbeat=_QUEUE_PROXY),
-    # Istio ingress gateway: also counts the requests the activator buffers while at zero.
-    # destination_service_name is the Revision's Kubernetes Service; `-00001`-style suffixes
-    # (and `-private`) are stripped to name the Knative Service.
+    # Istio ingress gateway: also counts the requests the activator buffers while at zero. Its
+    # destination_service_name is a Revision's Kubernetes Service (`<revision>` or
+    # `<revision>-private`, whatever the Revision is named), so it is mapped to the Knative Service
+    # by that Kubernetes Service's own `serving.knative.dev/service` label, read from
+    # kube-state-metrics' kube_service_labels (run it with
+    # `--metric-labels-allowlist=services=[serving.knative.dev/service]`).
     "istio": MetricQuery(
         "istio",
-        "sum by (destination_service_namespace, destination_service_name) ("
-        + counted('istio_requests_total{reporter="source",source_workload="istio-ingressgateway"{selector}}') + ")",
-        service_label="destination_service_name", namespace_label="destination_service_namespace",
-        revision_suffix=True, heartbeat='job="istio-ingressgateway"'),
+        "sum by (destination_service_namespace, label_serving_knative_dev_service) ("
+        + counted('istio_requests_total{reporter="source",source_workload="istio-ingressgateway"}') +
+        " * on (destination_service_namespace, destination_service_name) group_left (label_serving_knative_dev_service)"
+        " label_replace(label_replace(max by (namespace, service, label_serving_knative_dev_service) ("
+        'kube_service_labels{label_serving_knative_dev_service!=""{selector}}),'
+        ' "destination_service_namespace", "$1", "namespace", "(.+)"),'
+        ' "destination_service_name", "$1", "service", "(.+)"))',
+        service_label="label_serving_knative_dev_service", namespace_label="destination_service_namespace",
+        heartbeat='job="istio-ingressgateway"; job="kube-state-metrics"'),
     # The infer function's own counter; serving/prometheus-scrape.yaml relabels the pod's
     # serving.knative.dev/service label to `service` and its namespace to `namespace`.
     "infer": MetricQuery(

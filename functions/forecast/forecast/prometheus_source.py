@@ -23,7 +23,6 @@ from .metric_presets import MetricQuery
 
 HEARTBEAT = "__scraped__"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_REVISION_SUFFIX = re.compile(r"(-\d{5})?(-private)?$")
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -116,8 +115,6 @@ class PrometheusSource:
             if name == HEARTBEAT:
                 scraped[index[inside]] = True
                 continue
-            if self.query.revision_suffix:
-                name = _REVISION_SUFFIX.sub("", name)
             key = f"{labels.get(self.query.namespace_label, '')}/{name}"
             row = counts.setdefault(key, np.full(n, np.nan))
             row[index[inside]] = np.nan_to_num(row[index[inside]], nan=0.0) + values[inside]
@@ -129,6 +126,4 @@ class PrometheusSource:
         # Knative Service names are DNS labels: nothing in them needs escaping in a regex.
         names = sorted({s.split("/", 1)[1] for s in services if _DNS_LABEL.match(s.split("/", 1)[1])})
         alternatives = "|".join(names)
-        if self.query.revision_suffix:
-            alternatives = f"({alternatives})(-[0-9]+)?(-private)?"
         return f'{self.query.service_label}=~"{alternatives}"'

@@ -7,7 +7,7 @@
 | PROMQL | (preset) | free-form override: per-minute request counts, `{window}` and `{selector}` placeholders |
 | SERVICE_LABEL / NAMESPACE_LABEL | (preset) | result labels naming the Knative Service and namespace |
 | SERVICE_SELECTOR | "" | extra label matchers, e.g. `namespace="models"` |
-| HEARTBEAT_SELECTOR | (preset) | matchers of the scrape job(s) whose successful scrapes (`up == 1`) make a minute observed; e.g. `job="queue-proxy"` |
+| HEARTBEAT_SELECTOR | (preset) | matchers of the scrape job(s) whose successful scrapes (`up == 1`) make a minute observed, `;` between jobs all needed; e.g. `job="queue-proxy"` |
 | REDIS_URL | redis://redis:6379/0 | dedupe keys, history cache, forecasts |
 | REDIS_PASSWORD | (none) | Redis password (from the Secret `redis-auth` in the cluster install) |
 | FORECASTER_ROOT | /models/forecaster | directory with manifest.json and the artifacts it names |
@@ -75,7 +75,6 @@ class ForecastSettings:
             service_label=env.get("SERVICE_LABEL", preset.service_label),
             namespace_label=env.get("NAMESPACE_LABEL", preset.namespace_label),
             selector=env.get("SERVICE_SELECTOR", ""),
-            revision_suffix=preset.revision_suffix,
             heartbeat=env.get("HEARTBEAT_SELECTOR", preset.heartbeat),
         )
         if "{window}" not in query.promql:
