@@ -21,8 +21,7 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from localmode.processes import start_redis, start_function, stop
-from localmode.kube_api_double import KubeApiDouble, rules_from_manifests
-from localmode.manifests import load_documents
+from localmode.kube_api_double import KubeApiDouble, scale_function_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK0 = 29_000_000
@@ -42,13 +41,14 @@ def event(n: int, tick: int, busy: set[int], event_id: str) -> CloudEvent:
 
 
 def run(n: int, base: Path) -> list[dict]:
-    rules = rules_from_manifests(load_documents(ROOT / "serving" / "rbac-scale.yaml"), "predictive-scale")
+    rules = scale_function_rules(ROOT, namespaces=[f"ns-{k}" for k in range(NAMESPACES)])
     double = KubeApiDouble(rules)
     for i in range(n):
         double.add_service(f"ns-{i % NAMESPACES}", f"svc-{i:05d}", {"predictive-scaling.io/enabled": "true"})
     store = start_redis(base / "redis")
     env = {"REDIS_URL": store.url, "KUBERNETES_API_URL": double.url, "MAX_FORECAST_AGE_SECONDS": "0",
-           "WARMUP": "false", "COOLDOWN_SECONDS": "0", "LOG_LEVEL": "WARNING"}
+           "WARMUP": "false", "COOLDOWN_SECONDS": "0", "LOG_LEVEL": "WARNING",
+           "ACCEPTED_SOURCES": "/bench", "MANAGED_NAMESPACES": ",".join(f"ns-{k}" for k in range(NAMESPACES))}
     url, fn = start_function(ROOT / "functions" / "scale", env, base / "fn.log")
     rows = []
     try:

@@ -86,6 +86,22 @@ def rules_from_manifests(documents: list[dict], service_account: str) -> list[Ru
     return rules
 
 
+def scale_function_rules(root, legacy: bool = False, namespaces: list[str] | None = None) -> list[Rule]:
+    """What serving/ grants the scale function: its (Cluster)Roles, bound in the managed
+    namespaces by the generated RoleBindings, or, given `namespaces`, by the same RoleBindings
+    laid in those namespaces instead (a benchmark's or a test's own)."""
+    from localmode.manifests import load_documents
+
+    documents = load_documents(root / "serving" / "rbac-scale.yaml")
+    bindings = load_documents(root / "serving" / "rbac-scale-bindings.yaml")
+    if legacy:
+        bindings += load_documents(root / "serving" / "knative-1.20" / "rbac-scale-legacy.yaml")
+    if namespaces is not None:
+        by_role = {b["roleRef"]["name"]: b for b in bindings}
+        bindings = [{**b, "metadata": {**b["metadata"], "namespace": ns}} for b in by_role.values() for ns in namespaces]
+    return rules_from_manifests(documents + bindings, "predictive-scale")
+
+
 class KubeApiDouble:
     def __init__(self, rules: list[Rule] | None = None, version: str = "1.21", domain: str = "example.com"):
         self.rules = rules

@@ -31,8 +31,7 @@ from localmode.ping_source import PingSource
 from localmode.processes import Server, free_port, start_function, start_prometheus, start_redis, stop
 from localmode.router import LocalBroker, load_triggers
 from localmode.serving_standin import ServiceRuntime, ServingStandIn
-from localmode.kube_api_double import KubeApiDouble, rules_from_manifests
-from localmode.manifests import load_documents
+from localmode.kube_api_double import KubeApiDouble, scale_function_rules
 from training.prometheus_backfill import create_blocks, write_openmetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +95,7 @@ class LocalLoop:
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         self.redis = start_redis(self.base / "redis")
-        rules = rules_from_manifests(load_documents(ROOT / "serving" / "rbac-scale.yaml"), "predictive-scale")
+        rules = scale_function_rules(ROOT)
         self.double = KubeApiDouble(rules, version="1.21")
         self.standin = ServingStandIn()
         for plan in self.plans:

@@ -17,19 +17,14 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event, to_bina
 from cloudevents.core.v1.event import CloudEvent
 
 from tests.support.functions import RunningFunction, start_function
-from localmode.kube_api_double import KubeApiDouble, rules_from_manifests
-from localmode.manifests import load_documents
+from localmode.kube_api_double import KubeApiDouble, scale_function_rules
 from tests.support.servers import ROOT
 
 TICK0 = 29_000_000  # an epoch minute (2025-02-19 09:20 UTC)
 
 
 def rbac_rules(legacy: bool = False):
-    documents = load_documents(ROOT / "serving" / "rbac-scale.yaml") + load_documents(
-        ROOT / "serving" / "rbac-scale-bindings.yaml")
-    if legacy:
-        documents += load_documents(ROOT / "serving" / "knative-1.20" / "rbac-scale-legacy.yaml")
-    return rules_from_manifests(documents, "predictive-scale")
+    return scale_function_rules(ROOT, legacy)
 
 
 @dataclass
