@@ -17,7 +17,7 @@ COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: help demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest readme-plot apt venv clean
+.PHONY: help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest readme-plot apt venv clean
 
 help:
 	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json] | readme-plot"
@@ -57,6 +57,11 @@ serve: models
 # The whole loop, predictive vs KPA-only, on real processes: ~5 minutes, report + reports/demo.png.
 demo: apt venv models
 	$(PY) scripts/demo.py
+
+# The whole local loop under faults (Redis wiped, targets down, forged, future, duplicate and
+# interleaved events): a table of decisions held, wrongly lowered, stuck warm and events lost.
+chaos: apt venv models
+	$(PY) scripts/chaos.py
 
 demo-infer: venv models
 	$(PY) scripts/demo_infer.py

@@ -65,8 +65,8 @@ class Server:
         stop(self.process)
 
 
-def start_redis(base: Path) -> Server:
-    port = free_port()
+def start_redis(base: Path, port: int | None = None) -> Server:
+    port = port or free_port()
     base.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -223,6 +223,8 @@ class ServingStandIn:
         self.service_labels = Gauge(
             "kube_service_labels", "Kubernetes Service labels (kube-state-metrics' family)", registry=self.registry,
             labelnames=["namespace", "service", "label_serving_knative_dev_service"])
+        self.metrics_down = False
+        """Fault injection: /metrics answers 503 (Prometheus' target down, `up` 0)."""
         self._stop = threading.Event()
         standin = self
 
@@ -235,7 +237,9 @@ class ServingStandIn:
             def _serve(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 host = (self.headers.get("Host") or "").split(":")[0]
-                if self.path == "/metrics" and host not in standin.services:
+                if self.path == "/metrics" and host not in standin.services and standin.metrics_down:
+                    payload, status, headers = b"scrape target down", 503, {"Content-Type": "text/plain"}
+                elif self.path == "/metrics" and host not in standin.services:
                     payload, status, headers = generate_latest(standin.registry), 200, {"Content-Type": "text/plain"}
                 elif host in standin.services:
                     runtime = standin.services[host]
