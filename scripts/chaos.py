@@ -44,6 +44,8 @@ HISTORY = 1440
 LIVE = 90
 PERIOD = 10
 FAULT_TICKS = 4
+BLIND_TICKS = 8
+"""Faults that blind the loop last longer than STALE_AFTER_MINUTES (5), so that holds happen."""
 RECOVERY_TICKS = 4
 MIN = "autoscaling.knative.dev/min-scale"
 FORECAST_SOURCE = "/predictive-scaling/forecast"
@@ -125,7 +127,7 @@ class Chaos:
 
     def _decisions(self) -> list[dict]:
         out = []
-        for raw in self.loop.store().lrange("scale:log:models/wine", 0, -1):
+        for raw in reversed(self.loop.store().lrange("scale:log:models/wine", 0, -1)):  # oldest first
             d = json.loads(raw)
             d["_at"] = datetime.strptime(d["tick"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
             out.append(d)
@@ -135,11 +137,11 @@ class Chaos:
         return self.window(0)["lost"]
 
     # -- one fault --------------------------------------------------------------------------
-    def run(self, name: str, on, off, extra=None) -> Row:
+    def run(self, name: str, on, off, extra=None, ticks: int = FAULT_TICKS) -> Row:
         lost_before = self.lost_so_far()
         since = self.minute * MINUTE_S
         on()
-        for _ in range(FAULT_TICKS):
+        for _ in range(ticks):
             self.tick(extra)
         off()
         window = self.window(since)
@@ -151,7 +153,9 @@ class Chaos:
 
 
 def forecast_event(tick_minute: int, services: dict[str, float], source: str, event_id: str) -> CloudEvent:
-    tick = datetime.fromtimestamp(tick_minute * MINUTE_S, timezone.utc)
+    """A hostile forecast: its tick is half a minute after the real one of that minute, so that
+    a decision it caused is told apart from the real forecast's (and would win the ordering)."""
+    tick = datetime.fromtimestamp(tick_minute * MINUTE_S + MINUTE_S // 2, timezone.utc)
     entries = [{"service": name, "status": "ok", "minutes": [
         {"start": "", "point_rps": rps / 2, "upper_rps": rps, "p_any": 0.99 if rps else 0.0}] * 5}
         for name, rps in services.items()]
@@ -209,7 +213,7 @@ def run_faults(loop: LocalLoop) -> list[Row]:
         time.sleep(0.5)
         loop.redis = start_redis(loop.base / "redis-again", port=port)  # empty: everything wiped
 
-    rows.append(chaos.run("Redis killed and wiped", wipe_redis, lambda: None))
+    rows.append(chaos.run("Redis killed and wiped", wipe_redis, lambda: None, ticks=BLIND_TICKS))
 
     def targets_down() -> None:
         loop.standin.metrics_down = True
@@ -217,7 +221,7 @@ def run_faults(loop: LocalLoop) -> list[Row]:
     def targets_up() -> None:
         loop.standin.metrics_down = False
 
-    rows.append(chaos.run("Prometheus targets down", targets_down, targets_up))
+    rows.append(chaos.run("Prometheus targets down", targets_down, targets_up, ticks=BLIND_TICKS))
 
     def forged(minute: int) -> None:
         loop.broker.publish(forecast_event(minute, {"models/wine": 0.0, "tenant-b/x": 50.0}, "/evil", f"evil-{minute}"))

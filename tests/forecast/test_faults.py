@@ -286,3 +286,19 @@ def test_istio_maps_revisions_to_services_by_their_labels_not_by_a_suffix(foreca
     finally:
         fn.stop()
         prometheus.stop()
+
+
+def test_a_service_gone_for_the_whole_window_is_dropped_and_its_keys_expire(forecaster_root, redis_db, tmp_path):
+    start_minute = END_MINUTE - 1440
+    series = {"models/busy": np.full(1440, 3.0), "models/gone": np.zeros(1440)}
+    prometheus = _prometheus(tmp_path, series, start_minute, "knative-1.21")
+    fn = start(tmp_path, prometheus.url, redis_db, forecaster_root)
+    client = redis.Redis.from_url(redis_db)
+    try:
+        data = reply_of(post(fn.url, ping(END_MINUTE, "evict"))).get_data()
+        assert [s["service"] for s in data["services"]] == ["models/busy"]
+        assert client.exists("forecast:ring:models/busy") and not client.exists("forecast:ring:models/gone")
+        assert 0 < client.ttl("forecast:log:models/busy") <= 86400
+    finally:
+        fn.stop()
+        prometheus.stop()

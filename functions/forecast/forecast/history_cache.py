@@ -47,6 +47,7 @@ class HistoryCache:
         self.pending: list[str] = []
         """Services seen this tick whose back-fill failed: not forecast yet, tried again next tick."""
         self.evicted: list[str] = []
+        self._evicted_hour: int | None = None
         self._expected = 0
         self._loaded = False
 
@@ -61,7 +62,7 @@ class HistoryCache:
         resumes from its last chunk, a top-up is simply read again next tick."""
         if not self._loaded:
             self._load_from_redis(end_minute if now_minute is None else now_minute)
-        self.pending = []
+        self.pending, self.evicted = [], []
         if self.end_minute is not None and end_minute < self.end_minute:
             return  # an older tick (a redelivery): history already covers it
         fill = self._fill_progress()
@@ -85,7 +86,8 @@ class HistoryCache:
             self._store(reading, self.services)
         for reading in earlier:
             self._store(reading, new)
-        self._evict_vanished()
+        if end_minute // 60 != self._evicted_hour:
+            self._evict_vanished()  # once an hour of the loop's clock: it scans the whole matrix
         self._persist_end()
 
     def _cold_fill(self, source: PrometheusSource, end_minute: int, done: int) -> None:
@@ -163,11 +165,13 @@ class HistoryCache:
     def _evict_vanished(self) -> None:
         """A service without one sample in the whole window is gone (or never served): drop it,
         so Redis holds only what is forecast. Its row would forecast nothing anyway."""
+        self.evicted = []
+        if self.end_minute is not None:
+            self._evicted_hour = self.end_minute // 60
         if not len(self.matrix):
             return
         has = (np.nan_to_num(self.matrix, nan=0.0) > 0).any(axis=1)
         if has.all():
-            self.evicted = []
             return
         self.evicted = [s for s, h in zip(self.services, has) if not h]
         self.redis.delete(*[RING_PREFIX + s for s in self.evicted])
