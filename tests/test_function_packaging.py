@@ -38,3 +38,13 @@ def test_wheel_contains_shim_and_logic_package(name, tmp_path):
 def test_func_yaml_is_valid_against_the_func_schema(name):
     doc = validate_func_yaml(ROOT / "functions" / name / "func.yaml")
     assert doc["runtime"] == "python" and doc["invoke"] == FUNCTIONS[name][0]
+
+
+CLOUDEVENT_FUNCTIONS = ("forecast", "scale", "deadletter")
+
+
+@pytest.mark.parametrize("module", ["http_guard.py", "cloudevent_io.py", "json_log.py"])
+def test_the_build_forced_copies_are_byte_identical(module):
+    """Each function is built from its own directory, so these shared modules are copies."""
+    copies = {name: (ROOT / "functions" / name / name / module).read_bytes() for name in CLOUDEVENT_FUNCTIONS}
+    assert len(set(copies.values())) == 1, f"functions/*/*/{module} drifted apart: make them identical"

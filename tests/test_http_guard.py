@@ -53,8 +53,3 @@ def test_deeply_nested_json_is_a_400(fn, depth):
     deep = structured.replace(b'{"a": 1}', b"[" * depth + b"]" * depth)
     r = requests.post(fn.url, data=deep, headers={"content-type": "application/cloudevents+json"}, timeout=30)
     assert r.status_code == 400 and "nested deeper" in r.json()["error"]
-
-
-def test_the_guard_is_one_file_copied_byte_for_byte():
-    copies = {name: (ROOT / "functions" / name / name / "http_guard.py").read_bytes() for name in FUNCTIONS}
-    assert len(set(copies.values())) == 1, "functions/*/*/http_guard.py drifted apart: make them identical"

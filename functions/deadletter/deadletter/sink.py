@@ -24,6 +24,8 @@ from typing import Mapping
 import redis
 from cloudevents.core.v1.event import CloudEvent
 
+from . import json_log
+
 log = logging.getLogger("deadletter")
 
 
@@ -63,9 +65,13 @@ class DeadLetterSink:
             pipe.ltrim(self.settings.key, 0, self.settings.keep - 1)
             pipe.execute()
         except redis.RedisError as exc:
-            log.error(json.dumps({"msg": "cannot keep dead letter", "ce_id": event.get_id(), "reason": str(exc)}))
+            json_log.event(log, "cannot keep dead letter", logging.ERROR, ce_id=event.get_id(), outcome="retry",
+                           reason=str(exc))
             return 503
-        log.warning(json.dumps({"msg": "dead letter kept", "ce_id": event.get_id(), "ce_type": event.get_type(),
-                                "ce_source": event.get_source(), "error_dest": attributes.get("knativeerrordest"),
-                                "error_code": attributes.get("knativeerrorcode")}))
+        json_log.event(log, "dead letter kept", logging.WARNING, ce_id=event.get_id(), ce_type=event.get_type(),
+                       ce_source=event.get_source(), outcome="kept", error_dest=attributes.get("knativeerrordest"),
+                       error_code=attributes.get("knativeerrorcode"))
         return 202
+
+    def close(self) -> None:
+        self.redis.close()

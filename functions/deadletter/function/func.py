@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 from typing import Any
 
-from deadletter import http_guard
+from deadletter import http_guard, json_log
+from deadletter.cloudevent_io import BadEvent, Outcome, RetryLater, respond
 from deadletter.sink import DeadLetterSink, SinkSettings
 
 
@@ -17,7 +15,7 @@ class DeadLetterFunction:
         self._reason = "not started"
 
     def start(self, cfg: dict[str, str]) -> None:
-        logging.getLogger("deadletter").addHandler(logging.StreamHandler(sys.stdout))
+        json_log.configure("deadletter", cfg.get("LOG_LEVEL", "INFO"))
         http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
         try:
             self._sink = DeadLetterSink(SinkSettings.from_env(cfg))
@@ -26,22 +24,24 @@ class DeadLetterFunction:
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         refused = http_guard.reason_refused(scope["event"])
-        body = b""
         if refused is not None:
-            status, body = 400, json.dumps({"error": refused}).encode()
+            await respond(send, Outcome.of(BadEvent(refused)))
+        elif self._sink is None:
+            await respond(send, Outcome.of(RetryLater(self._reason)))
+        elif self._sink.keep(scope["event"]) == 202:
+            await respond(send, Outcome(202))
         else:
-            status = self._sink.keep(scope["event"]) if self._sink else 503
-        headers = [(b"content-length", str(len(body)).encode())] + ([(b"retry-after", b"5")] if status == 503 else [])
-        if body:
-            headers.append((b"content-type", b"application/json"))
-        await send.http({"type": "http.response.start", "status": status, "headers": headers})
-        await send.http({"type": "http.response.body", "body": body})
+            await respond(send, Outcome.of(RetryLater("redis unavailable: the dead letter is not kept yet")))
 
     def ready(self) -> tuple[bool, str]:
         return (self._sink is not None), ("ready" if self._sink else self._reason)
 
     def alive(self) -> tuple[bool, str]:
         return True, "alive"
+
+    def stop(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
 
 
 def new() -> DeadLetterFunction:

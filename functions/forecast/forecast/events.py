@@ -13,17 +13,11 @@ from datetime import datetime, timezone
 
 from cloudevents.core.v1.event import CloudEvent
 
+from .cloudevent_io import BadEvent, RetryLater  # noqa: F401 - raised here, rendered by cloudevent_io
+
 PING_TYPE = "dev.knative.sources.ping"
 FORECAST_TYPE = "io.predictive-scaling.forecast.v1"
 _NAMESPACE = uuid.UUID("5b0d6c1e-8f0a-4a51-9a53-0c2f4f1d7e11")
-
-
-class BadEvent(ValueError):
-    """A malformed or unknown event: HTTP 400, dead-lettered by the broker, never retried."""
-
-
-class RetryLater(RuntimeError):
-    """A transient fault (Redis down): HTTP 503, the broker retries with backoff."""
 
 
 def check_source(event: CloudEvent, accepted: tuple[str, ...]) -> None:

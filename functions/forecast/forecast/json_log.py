@@ -1,4 +1,7 @@
-"""One JSON line per event handled, on stdout, where Knative's log collection expects it."""
+"""One JSON line per event handled, on stdout, where Knative's log collection expects it.
+
+This file is the same in every CloudEvents function (each is built from its own directory);
+tests/test_function_packaging.py fails if the copies drift."""
 
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(level: str = "INFO") -> None:
+def configure(package: str, level: str = "INFO") -> None:
+    """Every logger under `package` writes JSON lines to stdout, and only there."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_JsonFormatter())
-    root = logging.getLogger("forecast")
+    root = logging.getLogger(package)
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False

@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -20,6 +19,7 @@ import redis
 from cloudevents.core.v1.event import CloudEvent
 
 from . import events, json_log
+from .cloudevent_io import BadEvent, Outcome, RetryLater
 from .history_cache import HistoryCache
 from .model_store import ModelStore
 from .prometheus_source import PrometheusSource, PrometheusUnavailable
@@ -31,13 +31,6 @@ PENDING, DONE = b"pending", b"done"
 LOG_TTL_S = 86400
 LATEST_KEY = "forecast:latest"
 LOG_PREFIX = "forecast:log:"
-
-
-@dataclass
-class Outcome:
-    status: int
-    reply: CloudEvent | None = None
-    body: dict = field(default_factory=dict)
 
 
 class ForecastTick:
@@ -77,7 +70,7 @@ class ForecastTick:
             seen_key = f"{SEEN_PREFIX}{event.get_source()}|{event.get_id()}"
             if not self._claim(seen_key):
                 json_log.event(log, "duplicate event: already forecast", **fields, outcome="duplicate")
-                return Outcome(202, body={"duplicate": True})
+                return Outcome(202, headers={"X-Duplicate": "true"})
             try:
                 data = self._forecast(tick)
                 self._record(data)
@@ -85,16 +78,16 @@ class ForecastTick:
                 _release(self.redis, seen_key)
                 raise
             self.redis.set(seen_key, DONE, ex=self.settings.dedupe_ttl_s)
-        except events.BadEvent as exc:
+        except BadEvent as exc:
             json_log.event(log, "rejected event", logging.WARNING, **fields, outcome="rejected", reason=str(exc))
-            return Outcome(400, body={"error": str(exc)})
-        except events.RetryLater as exc:
+            return Outcome.of(exc)
+        except RetryLater as exc:
             json_log.event(log, "retry later", logging.WARNING, **fields, outcome="retry", reason=str(exc))
-            return Outcome(503, body={"error": str(exc)})
+            return Outcome.of(exc)
         except redis.RedisError as exc:
             reason = f"redis unavailable: {type(exc).__name__}: {exc}"
             json_log.event(log, "retry later", logging.ERROR, **fields, outcome="retry", reason=reason)
-            return Outcome(503, body={"error": reason})
+            return Outcome.of(RetryLater(reason))
         ok = [s["service"] for s in data["services"] if s["status"] == "ok"]
         held = {s["service"]: s["reason"] for s in data["services"] if s["status"] != "ok"}
         json_log.event(log, "forecast", **fields, outcome="forecast", tick=data["tick"],
@@ -110,7 +103,7 @@ class ForecastTick:
         if self.redis.set(key, PENDING, nx=True, ex=self.settings.claim_ttl_s):
             return True
         if self.redis.get(key) == PENDING:
-            raise events.RetryLater("this event is being handled by another delivery")
+            raise RetryLater("this event is being handled by another delivery")
         return False
 
     def _forecast(self, tick: datetime) -> dict:

@@ -4,11 +4,11 @@ in package `forecast` (tick.py). Configuration is read once, in `start()`."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from forecast import http_guard, json_log
+from forecast.cloudevent_io import BadEvent, Outcome, RetryLater, respond
 from forecast.settings import ForecastSettings, SettingsError
 from forecast.tick import ForecastTick
 
@@ -22,7 +22,7 @@ class ForecastFunction:
 
     def start(self, cfg: dict[str, str]) -> None:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.
-        json_log.configure(cfg.get("LOG_LEVEL", "INFO"))
+        json_log.configure("forecast", cfg.get("LOG_LEVEL", "INFO"))
         http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
         try:
             self._tick = ForecastTick(ForecastSettings.from_env(cfg))
@@ -35,20 +35,17 @@ class ForecastFunction:
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         if self._tick is None:
-            await _json(send, 503, {"error": self._reason})
+            await respond(send, Outcome.of(RetryLater(self._reason)))
             return
         refused = http_guard.reason_refused(scope["event"])
         if refused is not None:
             json_log.event(log, "rejected request", logging.WARNING, outcome="rejected", reason=refused)
-            await _json(send, 400, {"error": refused})
+            await respond(send, Outcome.of(BadEvent(refused)))
             return
         # Off the event loop: func-python answers /health/* on this loop, and kubelet's probes
         # (1 s timeout) must keep answering while a long tick (a cold fill) runs.
         outcome = await asyncio.to_thread(self._tick.handle, scope["event"])
-        if outcome.reply is not None:
-            await send.binary(outcome.reply, outcome.status)
-        else:
-            await _json(send, outcome.status, outcome.body)
+        await respond(send, outcome)
 
     def ready(self) -> tuple[bool, str]:
         if self._tick is None:
@@ -61,15 +58,6 @@ class ForecastFunction:
     def stop(self) -> None:
         if self._tick is not None:
             self._tick.close()
-
-
-async def _json(send: Any, status: int, body: dict) -> None:
-    payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if status == 503:
-        headers.append((b"retry-after", b"5"))
-    await send.http({"type": "http.response.start", "status": status, "headers": headers})
-    await send.http({"type": "http.response.body", "body": payload})
 
 
 def new() -> ForecastFunction:

@@ -15,19 +15,13 @@ from datetime import datetime, timezone
 
 from cloudevents.core.v1.event import CloudEvent
 
+from .cloudevent_io import BadEvent, RetryLater  # noqa: F401 - raised here, rendered by cloudevent_io
+
 from .min_scale_policy import MinuteForecast
 
 FORECAST_TYPE = "io.predictive-scaling.forecast.v1"
 DECISION_TYPE = "io.predictive-scaling.decision.v1"
 _NAMESPACE = uuid.UUID("a7f1c2d4-3b5e-4c6f-8d9a-1e2f3a4b5c6d")
-
-
-class BadEvent(ValueError):
-    """HTTP 400: dead-lettered by the broker, never retried."""
-
-
-class RetryLater(RuntimeError):
-    """HTTP 503: the broker retries with backoff."""
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import redis
 from cloudevents.core.v1.event import CloudEvent
 
 from . import events, json_log
+from .cloudevent_io import BadEvent, Outcome, RetryLater
 from .annotations import BadAnnotation, ServicePolicy, service_policy
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
 from .min_scale_policy import decide, p_any_in
@@ -37,13 +37,6 @@ WINDOW = "autoscaling.knative.dev/window"
 MANAGED = "predictive-scaling.io/min-scale"
 """Written beside every min-scale this function sets: marks the value as ours (to give back when
 the Revision leaves traffic, and to hold a cool-down if our Redis state is lost)."""
-
-
-@dataclass
-class Outcome:
-    status: int
-    reply: CloudEvent | None = None
-    body: dict = field(default_factory=dict)
 
 
 class Scaler:
@@ -76,24 +69,24 @@ class Scaler:
             events.check_trust(event, forecast, self.settings.accepted_sources, self.settings.max_ahead_s)
             claim = self.store.claim(event.get_source(), event.get_id())
             if claim is None:
-                raise events.RetryLater("this event is being handled by another delivery")
+                raise RetryLater("this event is being handled by another delivery")
             if not claim:
                 json_log.event(log, "duplicate event: already applied", **fields, outcome="duplicate")
-                return Outcome(202, body={"duplicate": True})
+                return Outcome(202, headers={"X-Duplicate": "true"})
             claimed = True
             data, transient = self._apply(forecast)
             if transient:
-                raise events.RetryLater("; ".join(sorted(set(transient)))[:500])
+                raise RetryLater("; ".join(sorted(set(transient)))[:500])
             self.store.done(event.get_source(), event.get_id())
-        except events.BadEvent as exc:
+        except BadEvent as exc:
             json_log.event(log, "rejected event", logging.WARNING, **fields, outcome="rejected", reason=str(exc))
-            return Outcome(400, body={"error": str(exc)})
-        except (redis.RedisError, events.RetryLater, ApiTransient) as exc:
+            return Outcome.of(exc)
+        except (redis.RedisError, RetryLater, ApiTransient) as exc:
             if claimed:
                 self.store.release(event.get_source(), event.get_id())
             reason = f"{type(exc).__name__}: {exc}"
             json_log.event(log, "retry later", logging.ERROR, **fields, outcome="retry", reason=reason)
-            return Outcome(503, body={"error": reason})
+            return Outcome.of(RetryLater(reason))
         changed = [d for d in data["decisions"] if d["applied"]]
         json_log.event(log, "decided", **fields, outcome="decided", tick=data["tick"],
                        services=len(data["decisions"]), applied=len(changed), skipped=len(data["skipped"]),

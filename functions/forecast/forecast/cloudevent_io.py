@@ -1,0 +1,60 @@
+"""The vocabulary every CloudEvents function of the loop speaks, and the one place it is rendered.
+
+Errors are types that carry their outcome: `BadEvent` is a 400 (the broker dead-letters it at
+once, no retry), `RetryLater` a 503 with Retry-After (the broker retries with backoff). A handler
+returns an `Outcome`; `respond` writes it: a reply event in binary mode, or a JSON error body, or,
+for any other 2xx, an empty body: the broker reads a 2xx body that is not a CloudEvent as a
+failed reply (502), so a 2xx never carries JSON. What a 2xx has to say travels in headers.
+
+This file is the same in every CloudEvents function (each is built from its own directory);
+tests/test_function_packaging.py fails if the copies drift.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+
+
+class BadEvent(ValueError):
+    """A malformed, unknown or untrusted event: never worth a retry."""
+
+    status = 400
+
+
+class RetryLater(RuntimeError):
+    """A transient fault (Redis down, a delivery in flight elsewhere): the broker retries."""
+
+    status = 503
+    retry_after_s = 5
+
+
+@dataclass
+class Outcome:
+    status: int
+    reply: CloudEvent | None = None
+    body: dict = field(default_factory=dict)
+    """The JSON error body of a 4xx/5xx (a 2xx never has one)."""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, error: BadEvent | RetryLater) -> "Outcome":
+        return cls(error.status, body={"error": str(error)})
+
+
+async def respond(send: Any, outcome: Outcome) -> None:
+    if outcome.reply is not None:
+        await send.binary(outcome.reply, outcome.status)
+        return
+    payload = b"" if 200 <= outcome.status < 300 else json.dumps(outcome.body).encode()
+    headers = [(k.lower().encode(), v.encode()) for k, v in outcome.headers.items()]
+    headers.append((b"content-length", str(len(payload)).encode()))
+    if payload:
+        headers.append((b"content-type", b"application/json"))
+    if outcome.status == RetryLater.status:
+        headers.append((b"retry-after", str(RetryLater.retry_after_s).encode()))
+    await send.http({"type": "http.response.start", "status": outcome.status, "headers": headers})
+    await send.http({"type": "http.response.body", "body": payload})
