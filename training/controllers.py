@@ -17,23 +17,30 @@
 from __future__ import annotations
 
 import numpy as np
-from scale.min_scale_policy import MinuteForecast, PolicySettings, decide
+from scale.annotations import ServicePolicy
+from scale.decision import MIN_SCALE, ServiceView, plan
+from scale.min_scale_policy import MinuteForecast, PolicySettings
 
 from training.simulator import Control
 
 
 class PolicyController:
+    """The scale function's whole decision (scale.decision.plan), fed what a simulated Service's
+    one routed Revision carries, exactly as the function reads it from the cluster."""
+
     def __init__(self, forecasts: "ForecastTable", settings: PolicySettings):
         self.forecasts = forecasts
-        self.settings = settings
+        self.policy = ServicePolicy(settings, dry_run=False, user_window=None, may_set_window=True)
         self.current = 0
         self.raised_at: float | None = None
 
     def control(self, minute: int, counts: np.ndarray) -> Control:
         forecast = self.forecasts.at(minute)
-        decision = decide(forecast, self.settings, self.current, minute * 60.0, self.raised_at)
-        self.current, self.raised_at = decision.min_scale, decision.raised_at_s
-        return Control(decision.min_scale, decision.window_s)
+        view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(self.current)}})
+        decided = plan(view, self.policy, forecast, minute * 60.0, self.raised_at,
+                       missing=None if forecast else "no forecast")
+        self.current, self.raised_at = decided.min_scale, decided.raised_at_s
+        return Control(decided.min_scale, decided.window_s)
 
 
 class ForecastTable:

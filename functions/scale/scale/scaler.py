@@ -26,17 +26,13 @@ from . import events, json_log
 from .cloudevent_io import BadEvent, Outcome, RetryLater
 from .annotations import BadAnnotation, ServicePolicy, service_policy
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
-from .min_scale_policy import decide, p_any_in
+from .decision import ServiceView, plan
+from .min_scale_policy import p_any_in
 from .settings import ScaleSettings
 from .state_store import ServiceState, StateStore
 from .warmup import WarmUp
 
 log = logging.getLogger("scale.scaler")
-MIN_SCALE = "autoscaling.knative.dev/min-scale"
-WINDOW = "autoscaling.knative.dev/window"
-MANAGED = "predictive-scaling.io/min-scale"
-"""Written beside every min-scale this function sets: marks the value as ours (to give back when
-the Revision leaves traffic, and to hold a cool-down if our Redis state is lost)."""
 
 
 class Scaler:
@@ -170,6 +166,7 @@ class Scaler:
     def _service(self, key: str, ksvc: dict, targets: dict[str, dict], entry: events.ServiceForecast | None,
                  policy: ServicePolicy, state: ServiceState | None, now_s: float, event_fresh: bool, legacy: bool,
                  age_s: float) -> tuple[dict, ServiceState | None]:
+        """Read what the cluster carries, let decision.plan decide, write what it says."""
         namespace, name = ksvc["metadata"]["namespace"], ksvc["metadata"]["name"]
         routed = [t["revisionName"] for t in (ksvc.get("status") or {}).get("traffic") or []
                   if t.get("percent", 0) > 0 and t.get("revisionName")]
@@ -178,53 +175,46 @@ class Scaler:
         missing = [r for r in routed if r not in targets]
         if missing:
             raise ApiSkip(404, f"routed Revision {missing[0]} is not in the namespace's list (yet)")
-        live = {r: targets[r]["metadata"].get("annotations") or {} for r in routed}
-        current = max((int(a[MIN_SCALE]) for a in live.values() if (a.get(MIN_SCALE) or "").isdigit()), default=0)
-        ours = any(MANAGED in a for a in live.values())
-        # The cool-down clock lives in Redis; if it is gone (evicted, expired) while a min-scale we
-        # set is on the Revision, hold as if it was raised just now: never lower on lost state.
-        raised_at = state.raised_at_s if state is not None else (now_s if ours and current > 0 else None)
-        minutes = entry.minutes if entry is not None else None
-        fresh = event_fresh and minutes is not None
-        decision = decide(minutes, policy.settings, current, now_s, raised_at, fresh)
-        reason = decision.reason
+        mine = {r: t for r, t in targets.items()
+                if r in routed or (t["metadata"].get("labels") or {}).get("serving.knative.dev/service") == name}
+        template = (((ksvc.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
+        view = ServiceView(routed, {r: t["metadata"].get("annotations") or {} for r, t in mine.items()}, template)
         if entry is None:
-            reason = f"hold at {current}: no forecast for this service in the event"
-        elif minutes is None:
-            reason = f"hold at {current}: forecast function had no data ({entry.reason})"
-        elif not event_fresh:
-            reason = f"hold at {current}: forecast is {age_s:.0f} s old"
-        window = _window_value(decision.window_s) if policy.may_set_window else None
-        if window is None and policy.user_window is not None:
-            window = policy.user_window  # restoring means the Service's own setting
-        desired = {MIN_SCALE: str(decision.min_scale), WINDOW: window}
-        held = decision.min_scale == current and (minutes is None or not fresh)
+            why = "no forecast for this service in the event"
+        elif entry.minutes is None:
+            why = f"forecast function had no data ({entry.reason})"
+        else:
+            why = None
+        decided = plan(view, policy, entry.minutes if entry is not None else None, now_s,
+                       state.raised_at_s if state is not None else None, state_lost=state is None, missing=why,
+                       stale_age_s=None if event_fresh else age_s)
         applied = False
-        still_current = self._still_current(_uid(ksvc), now_s)
-        for revision in routed:
-            have = live[revision]
-            patch = {k: v for k, v in desired.items() if v != have.get(k)}
-            if held:
-                patch.pop(MIN_SCALE, None)  # holding never rewrites what the cluster carries
-            if patch and not policy.dry_run:
-                patch[MANAGED] = desired[MIN_SCALE]
+        released: list[str] = []
+        if not policy.dry_run:
+            still_current = self._still_current(_uid(ksvc), now_s)
+            for revision, patch in decided.writes.items():
                 result = self.api.patch_annotations(namespace, revision, patch,
                                                     targets[revision]["metadata"].get("resourceVersion"), legacy,
                                                     still_current)
                 if result is None:
                     raise ApiSkip(409, "a newer forecast was applied by another replica meanwhile")
                 applied = True
-        released = [] if policy.dry_run else self._release_unrouted(namespace, name, routed, targets, ksvc, legacy)
+            for revision, patch in decided.releases.items():
+                self.api.patch_annotations(namespace, revision, patch,
+                                           targets[revision]["metadata"].get("resourceVersion"), legacy)
+                released.append(revision)
         warmed = False
-        if applied and current == 0 and decision.min_scale > 0 and self.settings.warmup:
+        if applied and decided.warm_up and self.settings.warmup:
             url = (ksvc.get("status") or {}).get("url")
             if url:
                 self.warmup.send(url)
                 warmed = True
+        minutes = entry.minutes if entry is not None else None
         covered = (minutes or [])[: max(1, policy.settings.lead_minutes)]
         record = {
-            "service": key, "revisions": routed, "previous_min_scale": current, "min_scale": decision.min_scale,
-            "window": window, "reason": reason, "applied": applied, "dry_run": policy.dry_run, "warmup": warmed,
+            "service": key, "revisions": routed, "previous_min_scale": decided.previous, "min_scale": decided.min_scale,
+            "window": decided.window, "reason": decided.reason, "applied": applied, "dry_run": policy.dry_run,
+            "warmup": warmed,
             "forecast": ({"p_any_covered": round(p_any_in(covered), 4),
                           "upper_rps_max": round(max(m.upper for m in covered) / 60, 4)} if covered else None),
         }
@@ -232,27 +222,8 @@ class Scaler:
             record["released"] = released
         if policy.dry_run:
             # nothing was written: remember the decision clock only
-            return record, ServiceState(now_s, current, state.raised_at_s if state else None)
-        return record, ServiceState(now_s, decision.min_scale, decision.raised_at_s)
-
-    def _release_unrouted(self, namespace: str, name: str, routed: list[str], targets: dict[str, dict],
-                          ksvc: dict, legacy: bool) -> list[str]:
-        """A Revision that left traffic (rolled out, or tagged at 0%) gives back what we set on
-        it: a tag keeps it reachable, so a min-scale left there would keep pods warm for nothing.
-        It gets the Service template's own values back (or none)."""
-        template = (((ksvc.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
-        released = []
-        for revision, target in sorted(targets.items()):
-            meta = target["metadata"]
-            if revision in routed or MANAGED not in (meta.get("annotations") or {}):
-                continue
-            if (meta.get("labels") or {}).get("serving.knative.dev/service") != name:
-                continue
-            self.api.patch_annotations(namespace, revision, {MIN_SCALE: template.get(MIN_SCALE),
-                                                             WINDOW: template.get(WINDOW), MANAGED: None},
-                                       meta.get("resourceVersion"), legacy)
-            released.append(revision)
-        return released
+            return record, ServiceState(now_s, decided.previous, state.raised_at_s if state else None)
+        return record, ServiceState(now_s, decided.min_scale, decided.raised_at_s)
 
     def _still_current(self, uid: str, tick_s: float):
         def check() -> bool:
@@ -273,9 +244,3 @@ class Scaler:
 def _uid(ksvc: dict) -> str:
     meta = ksvc["metadata"]
     return meta.get("uid") or f"{meta['namespace']}/{meta['name']}"
-
-
-def _window_value(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return f"{seconds:g}s"
