@@ -1,4 +1,4 @@
-"""Whatever a forecast event carries, parsing it ends in a ForecastTick or a BadEvent (a 400 with
+"""Whatever a forecast event carries, parsing it ends in a ParsedForecast or a BadEvent (a 400 with
 the reason), never in another exception (a 500): hypothesis generates the data."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from cloudevents.core.v1.event import CloudEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scale.events import BadEvent, ForecastTick, parse_forecast
+from scale.events import BadEvent, ParsedForecast, parse_forecast
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -38,6 +38,6 @@ def test_parsing_a_forecast_event_never_crashes(payload):
     except BadEvent as exc:
         assert str(exc)
         return
-    assert isinstance(result, ForecastTick)
+    assert isinstance(result, ParsedForecast)
     for entry in result.services:
         assert entry.minutes is None or all(0 <= m.p_any <= 1 and m.upper >= 0 for m in entry.minutes)

@@ -33,7 +33,7 @@ LATEST_KEY = "forecast:latest"
 LOG_PREFIX = "forecast:log:"
 
 
-class ForecastTick:
+class TickHandler:
     def __init__(self, settings: ForecastSettings, client: redis.Redis | None = None):
         self.settings = settings
         self.redis = client or redis.Redis.from_url(settings.redis_url, password=settings.redis_password,

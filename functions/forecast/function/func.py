@@ -10,14 +10,14 @@ from typing import Any
 from forecast import http_guard, json_log
 from forecast.cloudevent_io import BadEvent, Outcome, RetryLater, respond
 from forecast.settings import ForecastSettings, SettingsError
-from forecast.tick import ForecastTick
+from forecast.tick import TickHandler
 
 log = logging.getLogger("forecast.function")
 
 
 class ForecastFunction:
     def __init__(self) -> None:
-        self._tick: ForecastTick | None = None
+        self._tick: TickHandler | None = None
         self._reason = "not started"
 
     def start(self, cfg: dict[str, str]) -> None:
@@ -25,7 +25,7 @@ class ForecastFunction:
         json_log.configure("forecast", cfg.get("LOG_LEVEL", "INFO"))
         http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
         try:
-            self._tick = ForecastTick(ForecastSettings.from_env(cfg))
+            self._tick = TickHandler(ForecastSettings.from_env(cfg))
         except SettingsError as exc:
             self._reason = f"configuration error: {exc}"
             json_log.event(log, "configuration error", logging.ERROR, reason=str(exc))

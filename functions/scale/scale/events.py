@@ -38,13 +38,13 @@ class ServiceForecast:
 
 
 @dataclass(frozen=True)
-class ForecastTick:
+class ParsedForecast:
     tick: datetime
     services: list[ServiceForecast]
     model_version: str | None
 
 
-def parse_forecast(event: CloudEvent) -> ForecastTick:
+def parse_forecast(event: CloudEvent) -> ParsedForecast:
     if event.get_type() != FORECAST_TYPE:
         raise BadEvent(f"event type {event.get_type()!r} is not handled here; expected {FORECAST_TYPE!r}")
     data = event.get_data()
@@ -69,7 +69,7 @@ def parse_forecast(event: CloudEvent) -> ForecastTick:
         else:
             raise BadEvent(f"data.services[{i}].status must be 'ok' or 'no-data'")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    return ForecastTick(tick, services, model.get("version"))
+    return ParsedForecast(tick, services, model.get("version"))
 
 
 def _minutes(raw, i: int) -> list[MinuteForecast]:
@@ -87,7 +87,7 @@ def _minutes(raw, i: int) -> list[MinuteForecast]:
     return minutes
 
 
-def check_trust(event: CloudEvent, forecast: ForecastTick, accepted: tuple[str, ...], max_ahead_s: float) -> None:
+def check_trust(event: CloudEvent, forecast: ParsedForecast, accepted: tuple[str, ...], max_ahead_s: float) -> None:
     """Only the forecast function may drive this one (ACCEPTED_SOURCES), and never with a tick
     ahead of this clock: a future tick would be "newer" than every real forecast after it."""
     if "*" not in accepted and event.get_source() not in accepted:

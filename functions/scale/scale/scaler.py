@@ -90,7 +90,7 @@ class Scaler:
         return Outcome(200, reply=events.decision_event(self.settings.event_source, event, forecast.tick, data))
 
     # -- the decision ----------------------------------------------------------------------
-    def _apply(self, forecast: events.ForecastTick) -> tuple[dict, list[str]]:
+    def _apply(self, forecast: events.ParsedForecast) -> tuple[dict, list[str]]:
         now_s = forecast.tick.timestamp()
         wall_s = datetime.now(timezone.utc).timestamp()
         age = wall_s - now_s
