@@ -55,3 +55,24 @@ def test_window_parsing_follows_knatives_bounds():
     for bad in ("5s", "61m", "six"):
         with pytest.raises(ValueError):
             parse_window(bad)
+
+
+def test_the_one_knob_table_is_the_policy_s_defaults_and_the_readme_s_table():
+    from dataclasses import fields
+
+    from scale.policy_knobs import KNOBS, defaults_from_env, markdown_table
+    from tests.support.servers import ROOT
+
+    assert defaults_from_env({}) == PolicySettings()
+    assert {k.field for k in KNOBS} <= {f.name for f in fields(PolicySettings)}
+    assert markdown_table() in (ROOT / "README.md").read_text(), "README's knob table drifted: paste markdown_table()"
+
+
+def test_environment_knobs_parse_like_annotations():
+    from scale.settings import ScaleSettings, SettingsError
+
+    s = ScaleSettings.from_env({"POD_CAPACITY_RPS": "250", "IDLE_WINDOW": "6s", "BURST_RISK": "off"}).policy
+    assert (s.capacity_rps, s.idle_window_s, s.burst_risk) == (250, 6, None)
+    for bad in ({"POD_CAPACITY_RPS": "0"}, {"BURST_RISK": "1.5"}, {"IDLE_WINDOW": "2s"}, {"MAX_SCALE": "0"}):
+        with pytest.raises(SettingsError, match=next(iter(bad))):
+            ScaleSettings.from_env(bad)

@@ -13,12 +13,7 @@
 | OPT_IN_LABEL | predictive-scaling.io/enabled=true | only Knative Services with this label are touched |
 | DRY_RUN | false | decide and report, patch nothing (per service: annotation) |
 | MAX_FORECAST_AGE_SECONDS | 180 | older forecast events only hold (0: never by age, for replayed clocks) |
-| POD_CAPACITY_RPS | 10 | default requests/s one pod serves |
-| COLD_START_COST_POD_SECONDS | 300 | default price of one cold start, in pod-seconds |
-| MAX_SCALE | 10 | default upper bound of min-scale |
-| COOLDOWN_SECONDS | 60 | default wait before a raised min-scale may be lowered |
-| BURST_RISK | 0.1 | accepted chance that a forecast minute has a second busier than its pods serve (Poisson within the minute); `off`: size pods for the mean rate |
-| IDLE_WINDOW | off | stable window set while idle is forecast, e.g. `6s` (the second lever; `off`: never touch the window) |
+| (policy knobs) | | POD_CAPACITY_RPS, COLD_START_COST_POD_SECONDS, MAX_SCALE, COOLDOWN_SECONDS, IDLE_WINDOW, BURST_RISK: the one table in policy_knobs.py |
 | WARMUP | true | send one request when raising a service from 0 |
 | WARMUP_PATH | / | path of that request |
 | WARMUP_GATEWAY | (none) | send it to this ingress URL with the Service's host as `Host:` |
@@ -34,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .annotations import parse_window
 from .min_scale_policy import PolicySettings
+from .policy_knobs import defaults_from_env
 
 
 class SettingsError(ValueError):
@@ -78,17 +73,9 @@ class ScaleSettings:
         if version not in ("auto", "1.21", "1.20"):
             raise SettingsError(f"KNATIVE_VERSION={version!r} must be auto, 1.21 or 1.20")
         try:
-            window = parse_window(env.get("IDLE_WINDOW", "off"))
+            policy = defaults_from_env(env)
         except ValueError as exc:
-            raise SettingsError(f"IDLE_WINDOW: {exc}") from None
-        policy = PolicySettings(
-            capacity_rps=_number(env, "POD_CAPACITY_RPS", 10.0, 0.001),
-            cold_start_cost_pod_s=_number(env, "COLD_START_COST_POD_SECONDS", 300.0, 0.0),
-            max_scale=int(_number(env, "MAX_SCALE", 10, 1)),
-            cooldown_s=_number(env, "COOLDOWN_SECONDS", 60.0, 0.0),
-            idle_window_s=window,
-            burst_risk=_burst_risk(env),
-        )
+            raise SettingsError(str(exc)) from None
         return cls(
             redis_url=env.get("REDIS_URL", "redis://redis:6379/0"),
             api_url=env.get("KUBERNETES_API_URL") or None,
@@ -118,15 +105,6 @@ def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     if not items:
         raise SettingsError(f"{name} is empty")
     return items
-
-
-def _burst_risk(env: Mapping[str, str]) -> float | None:
-    if env.get("BURST_RISK", "").strip().lower() == "off":
-        return None
-    risk = _number(env, "BURST_RISK", 0.1, 0.0)
-    if not 0.0 < risk < 1.0:
-        raise SettingsError(f"BURST_RISK={risk} must be between 0 and 1 (exclusive), or off")
-    return risk
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
