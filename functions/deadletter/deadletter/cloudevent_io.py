@@ -12,11 +12,16 @@ tests/test_function_packaging.py fails if the copies drift.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from cloudevents.core.v1.event import CloudEvent
+
+from . import json_log
+from .http_guard import reason_refused
 
 
 class BadEvent(ValueError):
@@ -58,3 +63,19 @@ async def respond(send: Any, outcome: Outcome) -> None:
         headers.append((b"retry-after", str(RetryLater.retry_after_s).encode()))
     await send.http({"type": "http.response.start", "status": outcome.status, "headers": headers})
     await send.http({"type": "http.response.body", "body": payload})
+
+
+async def dispatch(scope: dict, send: Any, handle: Callable[[CloudEvent], Outcome] | None, unavailable: str,
+                   log: logging.Logger) -> None:
+    """What every function's ASGI `handle` does: a request the guard refused is a 400, a function
+    that could not start a 503, and an event runs `handle` off the event loop (func-python answers
+    /health/* on that loop, and kubelet's probes, 1 s timeout, must keep answering during a long
+    tick), its Outcome rendered by `respond`."""
+    refused = reason_refused(scope["event"])
+    if refused is not None:
+        json_log.event(log, "rejected request", logging.WARNING, outcome="rejected", reason=refused)
+        await respond(send, Outcome.of(BadEvent(refused)))
+    elif handle is None:
+        await respond(send, Outcome.of(RetryLater(unavailable)))
+    else:
+        await respond(send, await asyncio.to_thread(handle, scope["event"]))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from cloudevents.core.v1.event import CloudEvent
+
 from deadletter import http_guard, json_log
-from deadletter.cloudevent_io import BadEvent, Outcome, RetryLater, respond
+from deadletter.cloudevent_io import Outcome, RetryLater, dispatch
 from deadletter.sink import DeadLetterSink, SinkSettings
+
+log = logging.getLogger("deadletter.function")
 
 
 class DeadLetterFunction:
@@ -23,15 +28,12 @@ class DeadLetterFunction:
             self._reason = f"configuration error: {exc}"
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
-        refused = http_guard.reason_refused(scope["event"])
-        if refused is not None:
-            await respond(send, Outcome.of(BadEvent(refused)))
-        elif self._sink is None:
-            await respond(send, Outcome.of(RetryLater(self._reason)))
-        elif self._sink.keep(scope["event"]) == 202:
-            await respond(send, Outcome(202))
-        else:
-            await respond(send, Outcome.of(RetryLater("redis unavailable: the dead letter is not kept yet")))
+        await dispatch(scope, send, self._keep if self._sink else None, self._reason, log)
+
+    def _keep(self, event: CloudEvent) -> Outcome:
+        if self._sink is not None and self._sink.keep(event) == 202:
+            return Outcome(202)
+        return Outcome.of(RetryLater("redis unavailable: the dead letter is not kept yet"))
 
     def ready(self) -> tuple[bool, str]:
         return (self._sink is not None), ("ready" if self._sink else self._reason)

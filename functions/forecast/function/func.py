@@ -3,12 +3,11 @@ in package `forecast` (tick.py). Configuration is read once, in `start()`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from forecast import http_guard, json_log
-from forecast.cloudevent_io import BadEvent, Outcome, RetryLater, respond
+from forecast.cloudevent_io import dispatch
 from forecast.settings import ForecastSettings, SettingsError
 from forecast.tick import TickHandler
 
@@ -34,18 +33,7 @@ class ForecastFunction:
         json_log.event(log, "started", ready=ready, reason=why)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
-        if self._tick is None:
-            await respond(send, Outcome.of(RetryLater(self._reason)))
-            return
-        refused = http_guard.reason_refused(scope["event"])
-        if refused is not None:
-            json_log.event(log, "rejected request", logging.WARNING, outcome="rejected", reason=refused)
-            await respond(send, Outcome.of(BadEvent(refused)))
-            return
-        # Off the event loop: func-python answers /health/* on this loop, and kubelet's probes
-        # (1 s timeout) must keep answering while a long tick (a cold fill) runs.
-        outcome = await asyncio.to_thread(self._tick.handle, scope["event"])
-        await respond(send, outcome)
+        await dispatch(scope, send, self._tick.handle if self._tick else None, self._reason, log)
 
     def ready(self) -> tuple[bool, str]:
         if self._tick is None:

@@ -3,12 +3,11 @@ in package `scale` (scaler.py). Configuration is read once, in `start()`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from scale import http_guard, json_log
-from scale.cloudevent_io import BadEvent, Outcome, RetryLater, respond
+from scale.cloudevent_io import dispatch
 from scale.settings import ScaleSettings
 
 log = logging.getLogger("scale.function")
@@ -35,17 +34,7 @@ class ScaleFunction:
         json_log.event(log, "started", dry_run=settings.dry_run, knative_version=settings.knative_version)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
-        if self._scaler is None:
-            await respond(send, Outcome.of(RetryLater(self._reason)))
-            return
-        refused = http_guard.reason_refused(scope["event"])
-        if refused is not None:
-            json_log.event(log, "rejected request", logging.WARNING, outcome="rejected", reason=refused)
-            await respond(send, Outcome.of(BadEvent(refused)))
-            return
-        # Off the event loop: func-python answers /health/* on this loop.
-        outcome = await asyncio.to_thread(self._scaler.handle, scope["event"])
-        await respond(send, outcome)
+        await dispatch(scope, send, self._scaler.handle if self._scaler else None, self._reason, log)
 
     def ready(self) -> tuple[bool, str]:
         return (self._scaler is not None), ("ready" if self._scaler is not None else self._reason)
