@@ -126,7 +126,7 @@ def test_warm_up_uses_the_manifest_example(root):
 
 @pytest.mark.parametrize("env,words", [
     ({}, "MODEL_PATH"),
-    ({"MODEL_PATH": "x", "MODEL_FORMAT": "onnx"}, "MODEL_FORMAT"),
+    ({"MODEL_PATH": "x", "MODEL_FORMAT": "tensorflow"}, "MODEL_FORMAT"),
     ({"MODEL_PATH": "x", "MODEL_SHA256": "abc"}, "64 hex"),
     ({"MODEL_PATH": "x", "MAX_BODY_BYTES": "-1"}, "positive"),
 ])

@@ -114,7 +114,7 @@ def test_unexpected_fault_is_generic_500_with_logged_traceback(models_dir, caplo
         def predict(self, X):
             raise RuntimeError("secret internals")
 
-    object.__setattr__(model.artifact, "estimator", Exploding())
+    model.artifact.runtime.estimator = Exploding()
     r = app.test_client().post("/v1/models/wine:predict", json={"instances": [ROW]}, headers={"X-Request-Id": "rid-1"})
     assert r.status_code == 500
     assert "secret" not in r.get_data(as_text=True)

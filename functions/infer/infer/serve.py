@@ -2,7 +2,7 @@
 
     python -m infer.serve --model models/wine.joblib --port 8080
 
-gunicorn because it is the WSGI server Flask's own deployment docs put first, its pre-fork
+gunicorn (WSGI) because it is the WSGI server Flask's own deployment docs put first, its pre-fork
 model uses every core of a node, and `preload_app` loads and warms the model once in the
 master before forking: workers start with it in copy-on-write memory, so the cold start is one
 model load however many workers there are. Workers are sync (one request at a time, connection
@@ -27,9 +27,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", help="artifact to serve (sets MODEL_PATH, and MODEL_ROOT if unset)")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
-    )
+    from .settings import cpu_share
+
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(cpu_share()))))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "1")))
     return parser.parse_args(argv)
 
@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         artifact = Path(args.model).resolve()
         os.environ.setdefault("MODEL_ROOT", str(artifact.parent))
         os.environ["MODEL_PATH"] = str(artifact)
-    # Small per-request matrices: BLAS threads only contend with the other workers.
+    # Small per-request matrices: BLAS threads only contend with the other workers. And the
+    # model is loaded before gunicorn forks: a thread pool does not survive a fork, so each
+    # worker runs onnxruntime on one thread; the workers (the CPU share) use the cores.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    os.environ["MODEL_THREADS"] = "1"
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Must be set before prometheus_client is imported (by infer.app) to take effect.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="infer-metrics-")
