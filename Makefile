@@ -34,7 +34,7 @@ $(VENV)/.installed: requirements-dev.txt $(FUNCTION_PYPROJECTS) scripts/pyprojec
 
 venv: $(VENV)/.installed
 
-models/manifest.json: $(VENV)/.installed training/train_models.py
+models/manifest.json: $(VENV)/.installed training/train_models.py training/publish_model.py
 	$(PY) -m training.train_models --out models
 
 models/forecaster/manifest.json: $(VENV)/.installed training/publish_forecaster.py training/synthetic_traces.py functions/forecast/forecast/forecaster.py functions/forecast/forecast/features.py
