@@ -25,3 +25,10 @@ def wine_app(models_dir):
 @pytest.fixture()
 def client(wine_app):
     return wine_app.test_client()
+
+
+@pytest.fixture(scope="session")
+def onnx_client(models_dir):
+    app, model = make_app(models_dir, "wine.onnx", MAX_BODY_BYTES="65536")
+    assert model.ready, model.reason
+    return app.test_client()
