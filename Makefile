@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/infer:$(CURDIR)/functions/forecast:$(CURDIR)/functions/scale:$(CURDIR)/functions/deadletter:$(CURDIR)
 FUNCTION_PYPROJECTS := $(wildcard functions/*/pyproject.toml)
 
-MODEL ?= models/wine.joblib
+MODEL ?= models/wine.onnx
 PORT ?= 8080
 SHARED_TRACES := $(wildcard ../shared/traces/*.csv)
 TRACE ?=
