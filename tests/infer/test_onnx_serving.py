@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import time
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -192,3 +195,18 @@ def test_405_carries_an_allow_header(server):
     assert r.status_code == 405 and set(r.headers["Allow"].split(", ")) == {"GET", "HEAD"}
     r = requests.delete(f"{server.url}/invocations", timeout=5)
     assert r.status_code == 405 and r.headers["Allow"] == "POST" and r.json()["error_code"] == "BAD_REQUEST"
+
+
+def test_standalone_server_on_onnx_stops_promptly_with_its_workers(models_dir, infer_server_factory):
+    """Workers forked after onnxruntime loaded used to hang in interpreter exit until the
+    master's SIGKILL (10 s), and a master stopped sooner left them orphaned."""
+    server = infer_server_factory(models_dir / "wine.onnx", workers=2)
+    children = [int(c) for t in Path(f"/proc/{server.process.pid}/task").glob("*")
+                for c in (t / "children").read_text().split()]
+    assert len(children) == 2
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=8)
+    assert time.monotonic() - started < 5
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

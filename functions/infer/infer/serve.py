@@ -74,11 +74,21 @@ def main(argv: list[str] | None = None) -> None:
             self.cfg.set("keepalive", 75)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _child_exit)
+            self.cfg.set("worker_exit", _worker_exit)
 
         def load(self):
             return app
 
     Server().run()
+
+
+def _worker_exit(server, worker) -> None:
+    """Leave the worker at once: interpreter finalization in a child forked after onnxruntime
+    made its session can hang (measured: every worker stuck until the master's SIGKILL, 10 s),
+    and a pod that takes the whole grace period to stop holds its node for nothing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _child_exit(server, worker) -> None:
