@@ -201,9 +201,13 @@ def test_standalone_server_on_onnx_stops_promptly_with_its_workers(models_dir, i
     """Workers forked after onnxruntime loaded used to hang in interpreter exit until the
     master's SIGKILL (10 s), and a master stopped sooner left them orphaned."""
     server = infer_server_factory(models_dir / "wine.onnx", workers=2)
-    children = [int(c) for t in Path(f"/proc/{server.process.pid}/task").glob("*")
+
+    def workers() -> list[int]:
+        return [int(c) for t in Path(f"/proc/{server.process.pid}/task").glob("*")
                 for c in (t / "children").read_text().split()]
-    assert len(children) == 2
+
+    wait_until(lambda: len(workers()) == 2, 30, "two workers", server.process)
+    children = workers()
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     server.process.wait(timeout=8)
