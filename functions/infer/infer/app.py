@@ -4,7 +4,6 @@ between the two: each adapter only turns its server's request into a `Request` a
 
 from __future__ import annotations
 
-import asyncio
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
@@ -96,6 +95,8 @@ class AsgiApp:
         if len(request.raw_body) <= INLINE_BODY_BYTES:
             reply = self.plane.handle(request)
         else:
+            import asyncio  # here: the WSGI server never needs it (0.1 s of its cold start)
+
             reply = await asyncio.get_running_loop().run_in_executor(None, self.plane.handle, request)
         await send({
             "type": "http.response.start",
