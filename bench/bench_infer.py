@@ -13,8 +13,9 @@ Servers measured (ours twice: the ONNX file, the default, and the joblib file it
 
 MLServer is installed into its own venv (.venv-mlserver) with the same scikit-learn version, so
 it loads the same joblib file (MLServer's ONNX runtime is not maintained in 1.7). Cold start is process spawn -> first successful V2 infer
-(median of N, taken round-robin across the servers). Throughput and latency come from wrk (keep-alive connections) at concurrency 1,
-8 and 32 with 1-row and 100-row requests; every run is checked for non-2xx answers. Memory is
+(median of N, taken round-robin across the servers). Throughput and latency come from wrk (keep-alive
+connections) at concurrency 1, 8 and 32 with 1-row and 100-row requests, each level run on every
+server in turn; every run is checked for non-2xx answers. Memory is
 the sum over the server's process tree, RSS and PSS (PSS splits shared pages fairly between
 forked workers) after the model has loaded and answered.
 """
@@ -247,23 +248,27 @@ def main() -> None:
                 stop(proc)
             time.sleep(0.5)
     print(f"cold starts: {cold}", file=sys.stderr, flush=True)
-    for server in fleet:
-        print(f"# {server.name}", file=sys.stderr, flush=True)
-        proc = server.spawn()
-        try:
+    # All servers up at once (an idle one costs no CPU), and every load level run on each in
+    # turn: drifting machine load (other work on a shared machine) then hits all alike.
+    procs = {}
+    try:
+        for server in fleet:
+            procs[server.name] = proc = server.spawn()
             wait_first_infer(server, bodies[1], proc)
             check_predictions(server, model, X)
-            memory = memory_mib(proc.pid)
-            load = {}
-            for rows, body in bodies.items():
-                for c in levels:
-                    run_wrk(f"{server.url}/v2/models/wine/infer", body, c, 2)  # warm connections and caches
-                    load[(rows, c)] = run_wrk(f"{server.url}/v2/models/wine/infer", body, c, args.duration)
-                    print(f"  rows={rows} c={c}: {load[(rows, c)]}", file=sys.stderr, flush=True)
-            memory_after = memory_mib(proc.pid)
-        finally:
+            results[server.name] = {"cold": cold[server.name], "memory": memory_mib(proc.pid), "load": {}}
+        for rows, body in bodies.items():
+            for c in levels:
+                for server in fleet:
+                    url = f"{server.url}/v2/models/wine/infer"
+                    run_wrk(url, body, c, 2)  # warm connections and caches
+                    result = results[server.name]["load"][(rows, c)] = run_wrk(url, body, c, args.duration)
+                    print(f"  {server.name} rows={rows} c={c}: {result}", file=sys.stderr, flush=True)
+        for server in fleet:
+            results[server.name]["memory_after"] = memory_mib(procs[server.name].pid)
+    finally:
+        for proc in procs.values():
             stop(proc)
-        results[server.name] = {"cold": cold[server.name], "memory": memory, "memory_after": memory_after, "load": load}
 
     print_table(results, levels, list(bodies))
 

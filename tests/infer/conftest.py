@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from infer.app import build
 from infer.settings import InferSettings
@@ -32,3 +34,15 @@ def onnx_client(models_dir):
     app, model = make_app(models_dir, "wine.onnx", MAX_BODY_BYTES="65536")
     assert model.ready, model.reason
     return app.test_client()
+
+
+class HomeMade(ClassifierMixin, BaseEstimator):
+    """An estimator of the user's own: skops does not trust its type, skl2onnx has no converter."""
+
+    def fit(self, X, y):
+        self.n_features_in_ = np.asarray(X).shape[1]
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])

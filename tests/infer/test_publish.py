@@ -10,7 +10,6 @@ import joblib
 import numpy as np
 import onnx
 import pytest
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_wine
 from sklearn.linear_model import Ridge
 from sklearn.tree import DecisionTreeClassifier
@@ -19,18 +18,7 @@ from infer.artifacts import load_artifact, sha256_of
 from infer.settings import InferSettings
 from training import publish_model
 from training.publish_model import ATOL, RTOL, ConversionRefused, publish_onnx
-
-
-class HomeMade(ClassifierMixin, BaseEstimator):
-    """An estimator skl2onnx has no converter for."""
-
-    def fit(self, X, y):
-        self.n_features_in_ = np.asarray(X).shape[1]
-        self.classes_ = np.unique(y)
-        return self
-
-    def predict(self, X):
-        return np.full(len(X), self.classes_[0])
+from tests.infer.conftest import HomeMade
 
 
 def entries(models_dir) -> dict[tuple[str, str], dict]:

@@ -118,7 +118,8 @@ class DataPlane:
         if not traffic:
             return self._dispatch(request, compiled, allowed, protocol)
         label = self.models.label(request.params.get("name"))
-        in_flight = metrics.IN_FLIGHT.labels(label)
+        protocol_label = protocol.name if protocol else "other"
+        in_flight = metrics.in_flight_series(label)
         in_flight.inc()
         started = time.perf_counter()
         status = 500
@@ -127,8 +128,8 @@ class DataPlane:
             status = reply.status
             return reply
         finally:
-            metrics.LATENCY.labels(label, protocol.name if protocol else "other").observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels(label, protocol.name if protocol else "other", str(status)).inc()
+            metrics.latency_series(label, protocol_label).observe(time.perf_counter() - started)
+            metrics.request_series(label, protocol_label, str(status)).inc()
             in_flight.dec()
 
     def _dispatch(

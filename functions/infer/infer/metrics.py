@@ -9,6 +9,7 @@ workers, so a scrape sees the whole server and not whichever worker answered it.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -37,6 +38,23 @@ LOAD_SECONDS = Gauge(
     ["model"],
     multiprocess_mode="max",
 )
+
+
+@lru_cache(maxsize=1024)
+def request_series(model: str, protocol: str, code: str) -> Counter:
+    """The counter child for one label set, looked up once: `labels()` costs ~15 us a call,
+    which is measurable against a ~100 us prediction."""
+    return REQUESTS.labels(model, protocol, code)
+
+
+@lru_cache(maxsize=256)
+def latency_series(model: str, protocol: str) -> Histogram:
+    return LATENCY.labels(model, protocol)
+
+
+@lru_cache(maxsize=256)
+def in_flight_series(model: str) -> Gauge:
+    return IN_FLIGHT.labels(model)
 
 
 def render() -> tuple[bytes, str]:
