@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from werkzeug.test import Client
+from werkzeug.wrappers import Response
+
 from infer.app import build
 from infer.settings import InferSettings
+
+
+def client_for(app) -> Client:
+    """werkzeug's test client over the server's WSGI app (the same app gunicorn serves)."""
+    return Client(app, Response)
 
 
 def make_app(models_dir: Path, artifact: str = "wine.joblib", **env: str):
@@ -26,14 +34,14 @@ def wine_app(models_dir):
 
 @pytest.fixture()
 def client(wine_app):
-    return wine_app.test_client()
+    return client_for(wine_app)
 
 
 @pytest.fixture(scope="session")
 def onnx_client(models_dir):
     app, model = make_app(models_dir, "wine.onnx", MAX_BODY_BYTES="65536")
     assert model.ready, model.reason
-    return app.test_client()
+    return client_for(app)
 
 
 class HomeMade(ClassifierMixin, BaseEstimator):

@@ -5,7 +5,7 @@ between the two: each adapter only turns its server's request into a `Request` a
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from .dataplane import DataPlane
 from .http_io import Reply, Request
@@ -53,13 +53,6 @@ class WsgiApp:
         reply = self.plane.handle(request)
         start_response(f"{reply.status} {_reason(reply.status)}", _headers(reply))
         return [reply.body]
-
-    def test_client(self) -> Any:
-        """werkzeug's test client over this WSGI app (tests and the REPL)."""
-        from werkzeug.test import Client
-        from werkzeug.wrappers import Response
-
-        return Client(self, Response)
 
 
 def _headers(reply: Reply) -> list[tuple[str, str]]:
