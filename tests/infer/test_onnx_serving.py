@@ -214,3 +214,10 @@ def test_standalone_server_on_onnx_stops_promptly_with_its_workers(models_dir, i
     assert time.monotonic() - started < 5
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_head_is_get_without_a_body(server):
+    got = requests.get(f"{server.url}/v2/models/wine", timeout=5)
+    r = requests.head(f"{server.url}/v2/models/wine", timeout=5)
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["Content-Length"] == got.headers["Content-Length"] == str(len(got.content))

@@ -52,10 +52,11 @@ class WsgiApp:
                 request.raw_body = raw
         reply = self.plane.handle(request)
         start_response(f"{reply.status} {_reason(reply.status)}", _headers(reply))
-        return [reply.body]
+        return [b"" if request.method == "HEAD" else reply.body]
 
 
 def _headers(reply: Reply) -> list[tuple[str, str]]:
+    """Content-Length is the body's even for HEAD, which sends none (RFC 9110 9.3.2)."""
     return [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body))), *reply.headers]
 
 
@@ -96,7 +97,7 @@ class AsgiApp:
             "status": reply.status,
             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _headers(reply)],
         })
-        await send({"type": "http.response.body", "body": reply.body})
+        await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else reply.body})
 
 
 def build(settings: InferSettings) -> tuple[WsgiApp, ServedModel]:

@@ -140,10 +140,7 @@ class DataPlane:
                 if allowed:
                     raise MethodNotAllowed(f"method {request.method} is not allowed on {request.path!r}", allowed)
                 raise NotFound(f"no endpoint {request.path!r}")
-            reply = compiled.route.handler(self, request)
-            if request.method == "HEAD":
-                reply.body = b""
-            return reply
+            return compiled.route.handler(self, request)
         except InferError as exc:
             if type(exc) not in (NotFound, MethodNotAllowed):
                 log.info(
