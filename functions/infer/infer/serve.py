@@ -1,8 +1,8 @@
-"""Standalone server: the same Flask app under gunicorn, for local use and the benchmark.
+"""Standalone server: the data plane's WSGI app under gunicorn, for local use, images and the benchmark.
 
     python -m infer.serve --model models/wine.joblib --port 8080
 
-gunicorn (WSGI) because it is the WSGI server Flask's own deployment docs put first, its pre-fork
+gunicorn (WSGI) because it is the WSGI server Flask's deployment docs put first, its pre-fork
 model uses every core of a node, and `preload_app` loads and warms the model once in the
 master before forking: workers start with it in copy-on-write memory, so the cold start is one
 model load however many workers there are. Workers are sync (one request at a time, connection
