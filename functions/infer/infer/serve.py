@@ -1,6 +1,6 @@
 """Standalone server: the data plane's WSGI app under gunicorn, for local use, images and the benchmark.
 
-    python -m infer.serve --model models/wine.joblib --port 8080
+    python -m infer.serve --model models/wine.onnx --port 8080
 
 gunicorn (WSGI) because it is the WSGI server Flask's deployment docs put first, its pre-fork
 model uses every core of a node, and `preload_app` loads and warms the model once in the
