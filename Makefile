@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/infer:$(CURDIR)/functions/forecast:$(CURDIR)/functions/scale:$(CURDIR)/functions/deadletter:$(CURDIR)
 FUNCTION_PYPROJECTS := $(wildcard functions/*/pyproject.toml)
 
-MODEL ?= models/wine.joblib
+MODEL ?= models/wine.onnx
 PORT ?= 8080
 SHARED_TRACES := $(wildcard ../shared/traces/*.csv)
 TRACE ?=
@@ -34,7 +34,7 @@ $(VENV)/.installed: requirements-dev.txt $(FUNCTION_PYPROJECTS) scripts/pyprojec
 
 venv: $(VENV)/.installed
 
-models/manifest.json: $(VENV)/.installed training/train_models.py
+models/manifest.json: $(VENV)/.installed training/train_models.py training/publish_model.py
 	$(PY) -m training.train_models --out models
 
 models/forecaster/manifest.json: $(VENV)/.installed training/publish_forecaster.py training/synthetic_traces.py functions/forecast/forecast/forecaster.py functions/forecast/forecast/features.py

@@ -3,16 +3,19 @@ same load generator (wrk), in one run. Prints a Markdown table with ratios.
 
     make bench-infer            # or: .venv/bin/python bench/bench_infer.py [--duration 8]
 
-Servers measured:
-  ours (gunicorn)      python -m infer.serve, the standalone server (2 workers x 4 threads)
-  ours (func-python)   the same app as `func deploy` runs it: func-python's hypercorn + a2wsgi
-  MLServer             mlserver 1.7.1 + mlserver-sklearn, defaults except ports
+Servers measured (ours twice: the ONNX file, the default, and the joblib file it was converted from):
+  onnx gunicorn        python -m infer.serve --model wine.onnx, the standalone server (sync workers, one per CPU)
+  onnx func-python     the same data plane as `func deploy` runs it: func-python's hypercorn + our ASGI adapter
+  joblib gunicorn      the standalone server on wine.joblib (scikit-learn in the process)
+  joblib func-python   the function on wine.joblib
+  MLServer             mlserver 1.7.1 + mlserver-sklearn, defaults except ports, on wine.joblib
   MLServer pw=0        the same with parallel_workers: 0 (inference in the main process)
 
 MLServer is installed into its own venv (.venv-mlserver) with the same scikit-learn version, so
-both load the same joblib file. Cold start is process spawn -> first successful V2 infer
-(median of N, taken round-robin across the servers). Throughput and latency come from wrk (keep-alive connections) at concurrency 1,
-8 and 32 with 1-row and 100-row requests; every run is checked for non-2xx answers. Memory is
+it loads the same joblib file (MLServer's ONNX runtime is not maintained in 1.7). Cold start is process spawn -> first successful V2 infer
+(median of N, taken round-robin across the servers). Throughput and latency come from wrk (keep-alive
+connections) at concurrency 1, 8 and 32 with 1-row and 100-row requests, each level run on every
+server in turn; every run is checked for non-2xx answers. Memory is
 the sum over the server's process tree, RSS and PSS (PSS splits shared pages fairly between
 forked workers) after the model has loaded and answered.
 """
@@ -97,23 +100,26 @@ def mlserver_folder(parallel_workers: int | None, http_port: int) -> Path:
     return folder
 
 
-def servers() -> list[Server]:
+def servers(only: set[str] | None = None) -> list[Server]:
     py = str(ROOT / ".venv" / "bin" / "python")
     infer_path = str(ROOT / "functions" / "infer")
-    mlserver = str(ensure_mlserver())
     out = []
-    port = free_port()
-    out.append(Server("ours (gunicorn)", [py, "-m", "infer.serve", "--model", str(MODELS / "wine.joblib"), "--port", str(port)],
-                      port, {"PYTHONPATH": infer_path}))
-    port = free_port()
-    out.append(Server("ours (func-python)", [py, str(ROOT / "scripts" / "run_function.py"), infer_path], port,
-                      {"PYTHONPATH": infer_path, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "MODEL_ROOT": str(MODELS),
-                       "MODEL_PATH": "wine.joblib", "LOG_LEVEL": "WARNING"}))
+    for fmt in ("onnx", "joblib"):
+        port = free_port()
+        out.append(Server(f"{fmt} gunicorn", [py, "-m", "infer.serve", "--model", str(MODELS / f"wine.{fmt}"),
+                                              "--port", str(port)], port, {"PYTHONPATH": infer_path, "LOG_LEVEL": "WARNING"}))
+        port = free_port()
+        out.append(Server(f"{fmt} func-python", [py, str(ROOT / "scripts" / "run_function.py"), infer_path], port,
+                          {"PYTHONPATH": infer_path, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "MODEL_ROOT": str(MODELS),
+                           "MODEL_PATH": f"wine.{fmt}", "LOG_LEVEL": "WARNING"}))
     for label, workers in (("MLServer", None), ("MLServer pw=0", 0)):
+        if only is not None and label not in only:
+            continue
+        mlserver = str(ensure_mlserver())
         port = free_port()
         folder = mlserver_folder(workers, port)
         out.append(Server(label, [mlserver, "start", str(folder)], port, cwd=folder))
-    return out
+    return [server for server in out if only is None or server.name in only]
 
 
 def v2_body(rows: np.ndarray) -> bytes:
@@ -221,6 +227,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "8")))
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--only", help="comma-separated server names (default: all), e.g. 'onnx func-python,MLServer'")
     args = parser.parse_args()
     if not (MODELS / "wine.joblib").exists():
         sys.exit("models/wine.joblib is missing: run `make models`")
@@ -230,7 +237,7 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     results: dict[str, dict] = {}
 
-    fleet = servers()
+    fleet = servers(set(args.only.split(",")) if args.only else None)
     cold: dict[str, list[float]] = {server.name: [] for server in fleet}
     for _ in range(args.cold_starts):  # round-robin, so that drifting machine load hits all alike
         for server in fleet:
@@ -241,23 +248,27 @@ def main() -> None:
                 stop(proc)
             time.sleep(0.5)
     print(f"cold starts: {cold}", file=sys.stderr, flush=True)
-    for server in fleet:
-        print(f"# {server.name}", file=sys.stderr, flush=True)
-        proc = server.spawn()
-        try:
+    # All servers up at once (an idle one costs no CPU), and every load level run on each in
+    # turn: drifting machine load (other work on a shared machine) then hits all alike.
+    procs = {}
+    try:
+        for server in fleet:
+            procs[server.name] = proc = server.spawn()
             wait_first_infer(server, bodies[1], proc)
             check_predictions(server, model, X)
-            memory = memory_mib(proc.pid)
-            load = {}
-            for rows, body in bodies.items():
-                for c in levels:
-                    run_wrk(f"{server.url}/v2/models/wine/infer", body, c, 2)  # warm connections and caches
-                    load[(rows, c)] = run_wrk(f"{server.url}/v2/models/wine/infer", body, c, args.duration)
-                    print(f"  rows={rows} c={c}: {load[(rows, c)]}", file=sys.stderr, flush=True)
-            memory_after = memory_mib(proc.pid)
-        finally:
+            results[server.name] = {"cold": cold[server.name], "memory": memory_mib(proc.pid), "load": {}}
+        for rows, body in bodies.items():
+            for c in levels:
+                for server in fleet:
+                    url = f"{server.url}/v2/models/wine/infer"
+                    run_wrk(url, body, c, 2)  # warm connections and caches
+                    result = results[server.name]["load"][(rows, c)] = run_wrk(url, body, c, args.duration)
+                    print(f"  {server.name} rows={rows} c={c}: {result}", file=sys.stderr, flush=True)
+        for server in fleet:
+            results[server.name]["memory_after"] = memory_mib(procs[server.name].pid)
+    finally:
+        for proc in procs.values():
             stop(proc)
-        results[server.name] = {"cold": cold[server.name], "memory": memory, "memory_after": memory_after, "load": load}
 
     print_table(results, levels, list(bodies))
 
@@ -265,8 +276,8 @@ def main() -> None:
 def print_table(results: dict, levels: list[int], row_counts: list[int]) -> None:
     names = list(results)
     peers = [n for n in names if n.startswith("MLServer")]
-    ours = [n for n in names if n.startswith("ours")]
-    ref = peers[0]
+    ours = [n for n in names if not n.startswith("MLServer")]
+    ref = peers[0] if peers else names[0]
 
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}x" if b else "n/a"

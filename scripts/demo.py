@@ -1,6 +1,6 @@
 """`make demo`: the predictive loop against Knative's KPA alone, on one machine, in minutes.
 
-Two models (wine: joblib; diabetes: skops) are each deployed twice behind the Serving stand-in:
+Two models (wine and diabetes, both served from their ONNX files) are each deployed twice behind the Serving stand-in:
 `<model>` opted in to predictive scaling and `<model>-kpa` not (the control arm: KPA only). Both
 arms receive the same replayed requests: wine replays the Alibaba Stable-Diffusion trace (77%
 idle minutes), diabetes a 5% thinning of the NASA web trace (a daily cycle with quiet nights);
@@ -56,7 +56,7 @@ def plans(minutes: int) -> list[ServicePlan]:
     nasa = load_trace(SHARED / "nasa_http_1995.csv").minutes
     nasa = np.where(np.isnan(nasa), np.nan, rng.binomial(np.nan_to_num(nasa).astype(int), 0.05))
     out = []
-    for model, artifact, series in (("wine", "wine.joblib", alibaba), ("diabetes", "diabetes.skops", nasa)):
+    for model, artifact, series in (("wine", "wine.onnx", alibaba), ("diabetes", "diabetes.onnx", nasa)):
         start = pick_window(series, minutes)
         counts = np.nan_to_num(series[start - WEEK:start + minutes])
         row = examples[model]

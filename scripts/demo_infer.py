@@ -44,10 +44,10 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), "LOG_LEVEL": "WARNING"}
-    print(f"== starting the inference server: python -m infer.serve --model models/wine.joblib --port {port}")
+    print(f"== starting the inference server: python -m infer.serve --model models/wine.onnx --port {port}")
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infer.serve", "--model", str(ROOT / "models" / "wine.joblib"), "--port", str(port)],
+        [sys.executable, "-m", "infer.serve", "--model", str(ROOT / "models" / "wine.onnx"), "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -4,9 +4,11 @@
 
 The wine classifier is the seed article's (scikit-learn's bundled wine data: no download); the
 diabetes regressor is fitted on a DataFrame so that it carries feature names and exercises
-column matching. Each model is written as joblib, skops and an MLflow sklearn directory; the
+column matching. Each is fitted on three quarters of its data; the other quarter is held back
+to verify the ONNX conversion (`training.publish_model`). Each model is written as ONNX (the
+server's default, when verification passes), joblib, skops and an MLflow sklearn directory; the
 manifest lists every artifact's path, format, model name, version, sha256 and an example row
-(the server's warm-up input).
+(the server's warm-up input), and models whose ONNX conversion was refused, with the reason.
 """
 
 from __future__ import annotations
@@ -26,24 +28,29 @@ import skops.io as sio
 import yaml
 from sklearn.datasets import load_diabetes, load_wine
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from infer.artifacts import MANIFEST, sha256_of
+from training.publish_model import ConversionRefused, publish_onnx
 
 VERSION = "1"
 
 
 def train_wine():
+    """(model, example row, held-back rows)"""
     X, y = load_wine(return_X_y=True)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
-    return model, X[:1].tolist()
+    X_fit, X_held, y_fit, _ = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_fit, y_fit)
+    return model, X[:1].tolist(), X_held
 
 
 def train_diabetes():
     frame = load_diabetes(as_frame=True)
-    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(frame.data, frame.target)
-    return model, frame.data.iloc[:1].to_numpy().tolist()
+    X_fit, X_held, y_fit, _ = train_test_split(frame.data, frame.target, test_size=0.25, random_state=0)
+    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(X_fit, y_fit)
+    return model, frame.data.iloc[:1].to_numpy().tolist(), X_held.to_numpy()
 
 
 def write_mlflow_dir(model, directory: Path) -> Path:
@@ -79,8 +86,12 @@ def write_mlflow_dir(model, directory: Path) -> Path:
 
 def publish(out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, (model, example) in {"wine": train_wine(), "diabetes": train_diabetes()}.items():
+    entries, refused = [], []
+    for name, (model, example, held_back) in {"wine": train_wine(), "diabetes": train_diabetes()}.items():
+        try:
+            entries.append(publish_onnx(model, out, name, VERSION, held_back, example).entry)
+        except ConversionRefused as exc:  # the joblib/skops files below still serve it
+            refused.append({"name": name, "format": "onnx", "reason": str(exc)})
         joblib_path = out / f"{name}.joblib"
         joblib.dump(model, joblib_path)
         skops_path = out / f"{name}.skops"
@@ -103,7 +114,7 @@ def publish(out: Path) -> dict:
                     "example": np.asarray(example).tolist(),
                 }
             )
-    manifest = {"artifacts": entries}
+    manifest = {"artifacts": entries, "refused": refused}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

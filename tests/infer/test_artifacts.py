@@ -10,24 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from infer.artifacts import load_artifact, sha256_of
 from infer.errors import ModelRefused
 from infer.model import ServedModel
 from infer.settings import InferSettings, SettingsError
-
-
-class HomeMade(ClassifierMixin, BaseEstimator):
-    """A type skops does not trust by default."""
-
-    def fit(self, X, y):
-        self.n_features_in_ = np.asarray(X).shape[1]
-        self.classes_ = np.unique(y)
-        return self
-
-    def predict(self, X):
-        return np.full(len(X), self.classes_[0])
+from tests.infer.conftest import HomeMade
 
 
 def settings(root: Path, path: str, **env: str) -> InferSettings:
@@ -126,7 +114,7 @@ def test_warm_up_uses_the_manifest_example(root):
 
 @pytest.mark.parametrize("env,words", [
     ({}, "MODEL_PATH"),
-    ({"MODEL_PATH": "x", "MODEL_FORMAT": "onnx"}, "MODEL_FORMAT"),
+    ({"MODEL_PATH": "x", "MODEL_FORMAT": "tensorflow"}, "MODEL_FORMAT"),
     ({"MODEL_PATH": "x", "MODEL_SHA256": "abc"}, "64 hex"),
     ({"MODEL_PATH": "x", "MAX_BODY_BYTES": "-1"}, "positive"),
 ])

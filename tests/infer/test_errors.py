@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.infer.conftest import make_app
+from tests.infer.conftest import client_for, make_app
 
 ROW = [14.23, 1.71, 2.43, 15.6, 127.0, 2.8, 3.06, 0.28, 2.29, 5.64, 1.04, 3.92, 1065.0]
 V2 = "/v2/models/wine/infer"
@@ -94,7 +94,7 @@ def test_unknown_route_and_method_are_json(client):
 def test_not_ready_when_sha256_mismatches(models_dir):
     app, model = make_app(models_dir, MODEL_SHA256="0" * 64)
     assert not model.ready
-    client = app.test_client()
+    client = client_for(app)
     for path in ("/v2/health/ready", "/v2/models/wine/ready", "/ping", "/v1/models/wine"):
         r = client.get(path)
         assert r.status_code == 503, path
@@ -114,8 +114,8 @@ def test_unexpected_fault_is_generic_500_with_logged_traceback(models_dir, caplo
         def predict(self, X):
             raise RuntimeError("secret internals")
 
-    object.__setattr__(model.artifact, "estimator", Exploding())
-    r = app.test_client().post("/v1/models/wine:predict", json={"instances": [ROW]}, headers={"X-Request-Id": "rid-1"})
+    model.artifact.runtime.estimator = Exploding()
+    r = client_for(app).post("/v1/models/wine:predict", json={"instances": [ROW]}, headers={"X-Request-Id": "rid-1"})
     assert r.status_code == 500
     assert "secret" not in r.get_data(as_text=True)
     assert "rid-1" in r.get_json()["error"]

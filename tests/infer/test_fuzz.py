@@ -67,3 +67,9 @@ def test_no_request_gets_a_500(client, path, content_type, body):
         assert isinstance(doc["error"], str) and doc["error"]
     else:
         assert "outputs" in doc or "predictions" in doc
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(POST_PATHS), content_type=st.sampled_from(CONTENT_TYPES), body=bodies)
+def test_no_request_gets_a_500_from_the_onnx_runtime(onnx_client, path, content_type, body):
+    test_no_request_gets_a_500.hypothesis.inner_test(onnx_client, path, content_type, body)

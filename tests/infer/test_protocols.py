@@ -1,6 +1,7 @@
 """The three protocols against the real standalone server (gunicorn, 2 workers), called with the
 clients users have: tritonclient's HTTP client for V2, plain HTTP for V1 and MLflow. Every
-prediction is compared with the estimator's own predict on the same rows."""
+prediction, from the ONNX file and from the scikit-learn ones, is compared with the
+estimator's own predict on the same rows."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ def wine_rows() -> np.ndarray:
     return X[::7]  # 26 rows across the three classes
 
 
-@pytest.fixture(scope="module", params=["wine.joblib", "wine.skops", "wine-mlflow"])
+@pytest.fixture(scope="module", params=["wine.onnx", "wine.joblib", "wine.skops", "wine-mlflow"])
 def wine_server(request, models_dir: Path, infer_server_factory):
-    return infer_server_factory(models_dir / request.param)
+    server = infer_server_factory(models_dir / request.param)
+    server.artifact = request.param
+    return server
 
 
 def test_triton_client_health_and_metadata(wine_server, wine):
@@ -55,6 +58,8 @@ def test_triton_client_infer_matches_estimator(wine_server, wine, wine_rows, dat
     tensor.set_data_from_numpy(rows, binary_data=False)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=False) for n in ("predict", "predict_proba")]
     result = client.infer("wine", [tensor], outputs=outputs, request_id="req-42", model_version="1")
+    if wine_server.artifact.endswith(".onnx"):
+        rows = rows.astype(np.float64)  # the ONNX graph computes in float64 whatever it is sent
     np.testing.assert_array_equal(result.as_numpy("predict"), wine.predict(rows))
     np.testing.assert_allclose(result.as_numpy("predict_proba"), wine.predict_proba(rows), rtol=1e-12)
     response = result.get_response()
@@ -107,12 +112,13 @@ def test_mlflow_all_input_forms_match_estimator(wine_server, wine, wine_rows):
         assert requests.get(wine_server.url + path, timeout=5).status_code == 200
 
 
-def test_regressor_with_feature_names_matches_in_any_column_order(models_dir, infer_server_factory):
+@pytest.mark.parametrize("artifact", ["diabetes.onnx", "diabetes.joblib"])
+def test_regressor_with_feature_names_matches_in_any_column_order(models_dir, infer_server_factory, artifact):
     """A model fitted on a DataFrame: named columns are matched by name, whatever their order."""
     model = joblib.load(models_dir / "diabetes.joblib")
     frame = load_diabetes(as_frame=True).data.iloc[:20]
     expected = model.predict(frame)
-    server = infer_server_factory(models_dir / "diabetes.joblib")
+    server = infer_server_factory(models_dir / artifact)
     shuffled = list(reversed(frame.columns))
     records = [{c: row[c] for c in shuffled} for row in frame.to_dict("records")]
     r = requests.post(f"{server.url}/invocations", json={"dataframe_records": records}, timeout=10)

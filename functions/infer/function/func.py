@@ -1,7 +1,8 @@
 """Knative Function shim: func-python serves this object; the logic lives in package `infer`.
 
 func-python answers /health/liveness and /health/readiness itself from `alive()` and `ready()`;
-every other path goes to the Flask app through a2wsgi's WSGI-to-ASGI bridge.
+every other path goes to the ASGI adapter of the same data plane the standalone server runs
+(no WSGI bridge, no thread hop for small requests).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from typing import Any
 
 from infer import json_log
-from infer.app import build
+from infer.app import AsgiApp, build
 from infer.model import ServedModel
 from infer.settings import InferSettings, SettingsError
 
@@ -34,12 +35,10 @@ class InferFunction:
             self._reason = f"configuration error: {exc}"
             log.error("configuration error", extra={"reason": str(exc)})
             return
-        from a2wsgi import WSGIMiddleware
-
         app, model = build(settings)
         model.load()
         self._model = model
-        self._asgi = WSGIMiddleware(app)
+        self._asgi = AsgiApp(app.plane)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         if self._asgi is None:
@@ -57,6 +56,9 @@ class InferFunction:
 
     def alive(self) -> tuple[bool, str]:
         return True, "alive"
+
+    def stop(self) -> None:
+        """Nothing to release: the model is in memory, requests hold no connections."""
 
 
 def new() -> InferFunction:

@@ -1,81 +1,108 @@
-"""The Flask application: three protocols over one served model, errors rendered in one place."""
+"""The server's entry points: one data plane over the served model, carried by WSGI (the
+standalone gunicorn server) or ASGI (func-python, what `func deploy` builds), with no bridge
+between the two: each adapter only turns its server's request into a `Request` and back."""
 
 from __future__ import annotations
 
-import logging
-import uuid
+from http import HTTPStatus
+from typing import Callable, Iterable
 
-from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
-
-from . import metrics, protocol_mlflow, protocol_v1, protocol_v2
-from .errors import InferError, ModelNotReady
-from .http_io import json_response
-from .model import ServedModel
+from .dataplane import DataPlane
+from .http_io import Reply, Request
+from .model import ModelRegistry, ServedModel
 from .settings import InferSettings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-log = logging.getLogger("infer.app")
-
-
-def create_app(model: ServedModel) -> Flask:
-    """The WSGI app for `model`; loading the model is the caller's step (see `infer.serve` and
-    the function shim), so that the app can answer 503 while it loads."""
-    app = Flask("infer")
-    app.config["MAX_CONTENT_LENGTH"] = model.settings.max_body_bytes
-
-    protocol_v2.register(app, model, __version__)
-    protocol_v1.register(app, model)
-    protocol_mlflow.register(app, model, __version__)
-
-    @app.get("/metrics")
-    def scrape() -> Response:
-        body, content_type = metrics.render()
-        return Response(body, status=200, content_type=content_type)
-
-    @app.errorhandler(InferError)
-    def on_infer_error(exc: InferError) -> Response:
-        headers = {}
-        if isinstance(exc, ModelNotReady):
-            headers["Retry-After"] = str(exc.retry_after_s)
-        log.info(
-            "request refused",
-            extra={"status": exc.status, "path": request.path, "reason": exc.message, "request_id": _request_id()},
-        )
-        return error_response(exc.status, exc.message, headers)
-
-    @app.errorhandler(HTTPException)
-    def on_http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        message = {
-            404: f"no endpoint {request.path!r}",
-            405: f"method {request.method} is not allowed on {request.path!r}",
-            413: f"request body is over the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",
-        }.get(status, exc.description or exc.name)
-        return error_response(status, message)
-
-    @app.errorhandler(Exception)
-    def on_unexpected(exc: Exception) -> Response:
-        request_id = _request_id()
-        log.exception("unexpected error", extra={"path": request.path, "request_id": request_id})
-        return error_response(500, f"internal error (request id {request_id})")
-
-    app.wsgi_app = metrics.MetricsMiddleware(app.wsgi_app, lambda: model.name)  # type: ignore[method-assign]
-    return app
+# Below this size a request is answered on the event loop itself: decoding and predicting a
+# small batch takes less time than handing it to a thread and back (make bench-infer). Larger
+# bodies go to the default executor, so that one big batch does not stall every other request.
+INLINE_BODY_BYTES = 64 * 1024
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = protocol_mlflow.error_body(status, message) if request.path == "/invocations" else {"error": message}
-    if request.path == "/v2/health/ready" or request.path.endswith("/ready"):
-        body["ready"] = False
-    return json_response(body, status, headers)
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
-def _request_id() -> str:
-    return request.headers.get("X-Request-Id") or uuid.uuid4().hex
+class WsgiApp:
+    def __init__(self, plane: DataPlane):
+        self.plane = plane
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        if "CONTENT_TYPE" in environ:
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        limit = self.plane.max_body_bytes
+        request = Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "") or "/", headers)
+        length = environ.get("CONTENT_LENGTH") or ""
+        stream = environ["wsgi.input"]
+        if length.isdigit():
+            if int(length) > limit:
+                request.body_limit = limit
+            elif int(length):
+                request.raw_body = stream.read(int(length))
+        elif environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated"):
+            raw = stream.read(limit + 1)
+            if len(raw) > limit:
+                request.body_limit = limit
+            else:
+                request.raw_body = raw
+        reply = self.plane.handle(request)
+        start_response(f"{reply.status} {_reason(reply.status)}", _headers(reply))
+        return [b"" if request.method == "HEAD" else reply.body]
 
 
-def build(settings: InferSettings) -> tuple[Flask, ServedModel]:
+def _headers(reply: Reply) -> list[tuple[str, str]]:
+    """Content-Length is the body's even for HEAD, which sends none (RFC 9110 9.3.2)."""
+    return [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body))), *reply.headers]
+
+
+class AsgiApp:
+    def __init__(self, plane: DataPlane):
+        self.plane = plane
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        request = Request(scope["method"], scope["path"], headers)
+        limit = self.plane.max_body_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            request.body_limit = limit
+        else:
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    request.body_limit = limit
+                    break
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            if request.body_limit is None:
+                request.raw_body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(request.raw_body) <= INLINE_BODY_BYTES:
+            reply = self.plane.handle(request)
+        else:
+            import asyncio  # here: the WSGI server never needs it (0.1 s of its cold start)
+
+            reply = await asyncio.get_running_loop().run_in_executor(None, self.plane.handle, request)
+        await send({
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _headers(reply)],
+        })
+        await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else reply.body})
+
+
+def build(settings: InferSettings) -> tuple[WsgiApp, ServedModel]:
+    """The WSGI app for the configured model; loading the model is the caller's step (see
+    `infer.serve` and the function shim), so that the app can answer 503 while it loads."""
     model = ServedModel(settings)
-    return create_app(model), model
+    plane = DataPlane(ModelRegistry([model]), __version__, max_body_bytes=settings.max_body_bytes)
+    return WsgiApp(plane), model

@@ -19,8 +19,22 @@ class BadRequest(InferError):
     status = 400
 
 
-class ModelNotFound(InferError):
+class NotFound(InferError):
     status = 404
+
+
+class ModelNotFound(NotFound):
+    pass
+
+
+class MethodNotAllowed(InferError):
+    """RFC 9110 asks a 405 to list the methods the resource does allow (the Allow header)."""
+
+    status = 405
+
+    def __init__(self, message: str, allow: tuple[str, ...]):
+        super().__init__(message)
+        self.allow = allow
 
 
 class PayloadTooLarge(InferError):
@@ -39,6 +53,15 @@ class ModelNotReady(InferError):
     def __init__(self, message: str, retry_after_s: int = 1):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+def headers_of(exc: InferError) -> list[tuple[str, str]]:
+    """The headers an error's status needs, so that whoever renders it cannot forget them."""
+    if isinstance(exc, ModelNotReady):
+        return [("Retry-After", str(exc.retry_after_s))]
+    if isinstance(exc, MethodNotAllowed):
+        return [("Allow", ", ".join(exc.allow))]
+    return []
 
 
 class ModelRefused(Exception):

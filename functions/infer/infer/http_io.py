@@ -1,12 +1,12 @@
-"""Reading request bodies and writing JSON responses, shared by the three protocols."""
+"""Requests and replies as plain values, so that one protocol implementation serves both the
+WSGI server (gunicorn) and the ASGI one (func-python) without a bridge between them."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import orjson
-from flask import Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -15,22 +15,46 @@ JSON = "application/json"
 JSON_LIKE = frozenset({JSON, "", "application/x-www-form-urlencoded"})
 
 
-def media_type() -> str:
-    return (request.mimetype or "").lower()
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    """Lower-case names."""
+    raw_body: bytes = b""
+    body_limit: int | None = None
+    """Set when the body was over the limit and not read: reading it is then a 413."""
+    params: dict[str, str] = field(default_factory=dict)
+    """Filled by the router from the path."""
+
+    @property
+    def body(self) -> bytes:
+        if self.body_limit is not None:
+            raise PayloadTooLarge(f"request body is over the limit of {self.body_limit} bytes")
+        return self.raw_body
+
+    @property
+    def media_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get("x-request-id")
 
 
-def body_bytes() -> bytes:
-    try:
-        return request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise PayloadTooLarge(f"request body is over the limit of {request.max_content_length} bytes") from None
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-def body_json(allowed: frozenset[str] = JSON_LIKE) -> dict:
+def body_json(request: Request, allowed: frozenset[str] = JSON_LIKE) -> dict:
     """The request's JSON object, or a 4xx saying why there is none."""
-    if media_type() not in allowed:
-        raise UnsupportedMediaType(f"content type {request.mimetype!r} is not supported: send {JSON}")
-    return parse_json_object(body_bytes())
+    if request.media_type not in allowed:
+        raise UnsupportedMediaType(f"content type {request.headers.get('content-type')!r} is not supported: send {JSON}")
+    return parse_json_object(request.body)
 
 
 def parse_json_object(raw: bytes) -> dict:
@@ -45,8 +69,9 @@ def parse_json_object(raw: bytes) -> dict:
     return doc
 
 
-def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    response = Response(orjson.dumps(doc), status=status, mimetype=JSON)
-    if headers:
-        response.headers.update(headers)
-    return response
+def json_reply(doc: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:
+    return Reply(status, orjson.dumps(doc), JSON, headers or [])
+
+
+def text_reply(text: str, status: int = 200) -> Reply:
+    return Reply(status, text.encode(), "text/plain; charset=utf-8")

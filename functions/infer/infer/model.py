@@ -1,8 +1,9 @@
-"""The served model's lifecycle (load, warm up, ready, predict), independent of any protocol.
+"""A served model's lifecycle (load, warm up, ready, predict), independent of any protocol and
+of the runtime behind it, and the registry that finds served models by name.
 
-Protocols decode their requests into a 2-D array (plus optional column names), call
-`ServedModel.predict`, and encode what it returns; everything the estimator can tell about
-itself (feature count and names, classes, which outputs it has) comes from the estimator.
+Protocols decode their requests into a 2-D array (plus optional column names) and go through
+`DataPlane.predict`; the checks every runtime needs (feature count, known outputs, columns by
+name) live here once.
 """
 
 from __future__ import annotations
@@ -10,24 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .artifacts import LoadedArtifact, load_artifact
-from .errors import BadRequest, ModelNotReady, ModelRefused
+from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused
 from .metrics import LOAD_SECONDS
+from .runtime import ModelInfo, Runtime
 from .settings import InferSettings
 
 log = logging.getLogger("infer.model")
-
-OUTPUTS = ("predict", "predict_proba")
-
-# sklearn warns on every call when a model fitted on a DataFrame gets an array; the server
-# reorders columns by name itself, so the warning says nothing here and costs time per request.
-warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
 @dataclass(frozen=True)
@@ -58,7 +53,6 @@ class ServedModel:
             artifact = load_artifact(self.settings)
             self.artifact = artifact
             self.name, self.version = artifact.name, artifact.version
-            self._check_estimator()
             self._warm_up()
         except ModelRefused as exc:
             self.artifact = None
@@ -87,50 +81,25 @@ class ServedModel:
         )
         return True
 
-    def _check_estimator(self) -> None:
-        est = self.estimator_unchecked
-        if not callable(getattr(est, "predict", None)):
-            raise ModelRefused(f"{type(est).__name__} has no predict method")
-        if self.n_features is None:
-            raise ModelRefused(f"{type(est).__name__} is not fitted (no n_features_in_)")
-
     def _warm_up(self) -> None:
         """One real prediction before ready, so the first client does not pay for lazy setup."""
         example = self.artifact.example if self.artifact else None
-        rows = np.asarray(example) if example else np.zeros((1, self.n_features))
-        self.estimator_unchecked.predict(rows)
-        if self.has_proba:
-            self.estimator_unchecked.predict_proba(rows)
+        rows = np.asarray(example, dtype=np.float64) if example else np.zeros((1, self.info.n_features))
+        self.runtime.predict(rows, self.info.outputs)
 
-    # -- what the estimator says about itself ----------------------------------------------
+    # -- what the runtime says about the model ---------------------------------------------
     @property
-    def estimator_unchecked(self) -> Any:
+    def runtime(self) -> Runtime:
         assert self.artifact is not None
-        return self.artifact.estimator
+        return self.artifact.runtime
 
     @property
-    def n_features(self) -> int | None:
-        n = getattr(self.estimator_unchecked, "n_features_in_", None)
-        return int(n) if n is not None else None
-
-    @property
-    def feature_names(self) -> list[str] | None:
-        names = getattr(self.estimator_unchecked, "feature_names_in_", None)
-        return [str(n) for n in names] if names is not None else None
-
-    @property
-    def classes(self) -> list | None:
-        classes = getattr(self.estimator_unchecked, "classes_", None)
-        return classes.tolist() if classes is not None else None
-
-    @property
-    def has_proba(self) -> bool:
-        # Pipelines expose predict_proba only when their last step has it (available_if).
-        return hasattr(self.estimator_unchecked, "predict_proba")
+    def info(self) -> ModelInfo:
+        return self.runtime.info
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return OUTPUTS if self.has_proba else OUTPUTS[:1]
+        return self.info.outputs
 
     def require_ready(self) -> None:
         if not self.ready:
@@ -140,11 +109,11 @@ class ServedModel:
     def arrange_columns(self, columns: Sequence[str]) -> list[int] | None:
         """Positions that put named columns in the order the model was fitted on, or None when
         they already are in that order (or the model has no names and the count is right)."""
-        names = self.feature_names
+        names = self.info.feature_names
         columns = [str(c) for c in columns]
         if names is None:
-            if len(columns) != self.n_features:
-                raise BadRequest(f"model expects {self.n_features} features, got {len(columns)} columns")
+            if len(columns) != self.info.n_features:
+                raise BadRequest(f"model expects {self.info.n_features} features, got {len(columns)} columns")
             return None
         missing = [n for n in names if n not in columns]
         if missing:
@@ -163,20 +132,48 @@ class ServedModel:
             raise BadRequest(f"input must be a 2-D batch of rows, got {rows.ndim} dimension(s)")
         if rows.shape[0] == 0:
             raise BadRequest("input has no rows")
-        if rows.shape[1] != self.n_features:
-            raise BadRequest(f"model expects {self.n_features} features per row, got {rows.shape[1]}")
+        if rows.shape[1] != self.info.n_features:
+            raise BadRequest(f"model expects {self.info.n_features} features per row, got {rows.shape[1]}")
         for name in outputs:
             if name not in self.outputs:
                 raise BadRequest(f"unknown output {name!r}: this model has {', '.join(self.outputs)}")
-        est = self.estimator_unchecked
-        results = []
-        for name in outputs:
-            try:
-                values = getattr(est, name)(rows)
-            except ValueError as exc:  # sklearn's input validation: the client's data
-                raise BadRequest(f"model rejected the input: {exc}") from None
-            results.append(Prediction(name, np.asarray(values)))
-        return results
+        values = self.runtime.predict(rows, outputs)
+        return [Prediction(name, values[name]) for name in outputs]
+
+
+class ModelRegistry:
+    """Served models by name: one today (one model per Knative Service); the multi-model pool
+    adds models here and every protocol finds them the same way."""
+
+    def __init__(self, models: Sequence[ServedModel]):
+        self._models = list(models)
+
+    def __iter__(self):
+        return iter(self._models)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self._models]
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        for model in self._models:
+            if model.name == name:
+                if version is not None and version != model.version:
+                    have = f"version {model.version!r}" if model.version else "no versions"
+                    raise ModelNotFound(f"model {name!r} has no version {version!r} (it has {have})")
+                return model
+        served = ", ".join(repr(n) for n in self.names)
+        raise ModelNotFound(f"model {name!r} is not served here; this server serves {served}")
+
+    def label(self, name: str | None) -> str:
+        """The metrics label for a request's model: its own name when served, else the first
+        model's (so that a stray name cannot grow the label set)."""
+        names = self.names
+        return name if name in names else names[0]
+
+    def require_ready(self) -> None:
+        for model in self._models:
+            model.require_ready()
 
 
 def _default_name(model_path: str) -> str:

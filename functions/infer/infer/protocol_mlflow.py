@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from typing import TYPE_CHECKING
 
+from .dataplane import Protocol, Route
 from .errors import BadRequest, UnsupportedMediaType
-from .http_io import JSON, body_bytes, json_response, media_type, parse_json_object
-from .model import ServedModel
+from .http_io import JSON, Reply, Request, json_reply, parse_json_object, text_reply
 from .tabular import Table, from_columns, from_csv, from_records, from_rows, from_split
+
+if TYPE_CHECKING:
+    from .dataplane import DataPlane
 
 CSV = "text/csv"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -23,40 +26,34 @@ ERROR_CODES = {
 }
 
 
-def error_body(status: int, message: str) -> dict:
+def error_body(request: Request, status: int, message: str) -> dict:
     """MLflow clients read error_code and message; `error` keeps one key common to all paths."""
     return {"error_code": ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": message, "error": message}
 
 
-def register(app: Flask, model: ServedModel, server_version: str) -> None:
-    @app.get("/ping")
-    @app.get("/health")
-    def ping() -> Response:
-        model.require_ready()
-        return Response("\n", status=200, mimetype="text/plain")
+def ping(plane: DataPlane, request: Request) -> Reply:
+    plane.models.require_ready()
+    return Reply(200, b"\n", "text/plain; charset=utf-8")
 
-    @app.get("/version")
-    def version() -> Response:
-        return Response(server_version, status=200, mimetype="text/plain")
 
-    @app.post("/invocations")
-    def invocations() -> Response:
-        model.require_ready()
-        kind = media_type()
-        if kind == CSV:
-            rows, columns = from_csv(_text(body_bytes()))
-        elif kind == JSON:
-            rows, columns = parse_payload(parse_json_object(body_bytes()))
-        else:
-            raise UnsupportedMediaType(
-                f"content type {request.mimetype or 'none'!r} is not supported: send {JSON} or {CSV}"
-            )
-        if columns is not None:
-            order = model.arrange_columns(columns)
-            if order is not None:
-                rows = rows[:, order]
-        (prediction,) = model.predict(rows)
-        return json_response({"predictions": prediction.values.tolist()})
+def version(plane: DataPlane, request: Request) -> Reply:
+    return text_reply(plane.server_version)
+
+
+def invocations(plane: DataPlane, request: Request) -> Reply:
+    (model,) = plane.models  # MLflow's protocol names no model: it serves one
+    model.require_ready()
+    kind = request.media_type
+    if kind == CSV:
+        rows, columns = from_csv(_text(request.body))
+    elif kind == JSON:
+        rows, columns = parse_payload(parse_json_object(request.body))
+    else:
+        raise UnsupportedMediaType(
+            f"content type {request.media_type or 'none'!r} is not supported: send {JSON} or {CSV}"
+        )
+    (prediction,) = plane.predict(model, columns, rows, ("predict",))
+    return json_reply({"predictions": prediction.values.tolist()})
 
 
 def parse_payload(doc: dict) -> Table:
@@ -85,3 +82,16 @@ def _text(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("CSV body is not UTF-8 text") from None
+
+
+PROTOCOL = Protocol(
+    name="mlflow",
+    prefixes=("/invocations", "/version"),
+    error_body=error_body,
+    routes=[
+        Route("GET", "/ping", ping, traffic=False),
+        Route("GET", "/health", ping, traffic=False),
+        Route("GET", "/version", version),
+        Route("POST", "/invocations", invocations),
+    ],
+)

@@ -1,110 +1,149 @@
-"""Open Inference Protocol (KServe V2) REST endpoints over the served model."""
+"""Open Inference Protocol (KServe V2) REST endpoints, with Triton's binary tensor data
+extension in both directions (tritonclient sends and asks for binary data by default)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flask import Flask, Response
+import orjson
 
 from . import tensors
-from .errors import BadRequest, ModelNotFound
-from .http_io import body_json, json_response
+from .dataplane import Protocol, Route
+from .errors import BadRequest, UnsupportedMediaType
+from .http_io import JSON, JSON_LIKE, Reply, Request, json_reply, parse_json_object
 from .model import ServedModel
 
+if TYPE_CHECKING:
+    from .dataplane import DataPlane
+
 SERVER_NAME = "predictive-infer"
+EXTENSIONS = ["binary_tensor_data"]
+OCTET_STREAM = "application/octet-stream"
 
 
-def register(app: Flask, model: ServedModel, server_version: str) -> None:
-    def check_model(name: str, version: str | None) -> None:
-        if name != model.name:
-            raise ModelNotFound(f"model {name!r} is not served here; this server serves {model.name!r}")
-        if version is not None and version != model.version:
-            have = f"version {model.version!r}" if model.version else "no versions"
-            raise ModelNotFound(f"model {name!r} has no version {version!r} (it has {have})")
+def server_metadata(plane: DataPlane, request: Request) -> Reply:
+    return json_reply({"name": SERVER_NAME, "version": plane.server_version, "extensions": EXTENSIONS})
 
-    @app.get("/v2")
-    def server_metadata() -> Response:
-        return json_response({"name": SERVER_NAME, "version": server_version, "extensions": []})
 
-    @app.get("/v2/health/live")
-    def live() -> Response:
-        return json_response({"live": True})
+def live(plane: DataPlane, request: Request) -> Reply:
+    return json_reply({"live": True})
 
-    @app.get("/v2/health/ready")
-    def ready() -> Response:
-        model.require_ready()
-        return json_response({"ready": True})
 
-    @app.get("/v2/models/<name>")
-    @app.get("/v2/models/<name>/versions/<version>")
-    def model_metadata(name: str, version: str | None = None) -> Response:
-        check_model(name, version)
-        model.require_ready()
-        return json_response(metadata(model))
+def ready(plane: DataPlane, request: Request) -> Reply:
+    plane.models.require_ready()
+    return json_reply({"ready": True})
 
-    @app.get("/v2/models/<name>/ready")
-    @app.get("/v2/models/<name>/versions/<version>/ready")
-    def model_ready(name: str, version: str | None = None) -> Response:
-        check_model(name, version)
-        model.require_ready()
-        return json_response({"name": model.name, "ready": True})
 
-    @app.post("/v2/models/<name>/infer")
-    @app.post("/v2/models/<name>/versions/<version>/infer")
-    def infer(name: str, version: str | None = None) -> Response:
-        check_model(name, version)
-        model.require_ready()
-        doc = body_json()
-        rows, columns = decode_inputs(doc.get("inputs"))
-        if columns is not None:
-            order = model.arrange_columns(columns)
-            if order is not None:
-                rows = rows[:, order]
-        outputs = requested_outputs(doc.get("outputs"), model)
-        response: dict[str, Any] = {"model_name": model.name}
-        if model.version:
-            response["model_version"] = model.version
-        if "id" in doc:
-            if not isinstance(doc["id"], str):
-                raise BadRequest("id must be a string")
-            response["id"] = doc["id"]
-        if "parameters" in doc:
-            if not isinstance(doc["parameters"], dict):
-                raise BadRequest("parameters must be an object")
-            response["parameters"] = doc["parameters"]
-        response["outputs"] = [tensors.encode(p.name, p.values) for p in model.predict(rows, outputs)]
-        return json_response(response)
+def _model(plane: DataPlane, request: Request) -> ServedModel:
+    model = plane.models.get(request.params["name"], request.params.get("version"))
+    model.require_ready()
+    return model
+
+
+def model_metadata(plane: DataPlane, request: Request) -> Reply:
+    return json_reply(metadata(_model(plane, request)))
+
+
+def model_ready(plane: DataPlane, request: Request) -> Reply:
+    model = _model(plane, request)
+    return json_reply({"name": model.name, "ready": True})
+
+
+def infer(plane: DataPlane, request: Request) -> Reply:
+    model = _model(plane, request)
+    doc, binary = read_body(request)
+    rows, columns = decode_inputs(doc.get("inputs"), binary)
+    outputs, binary_outputs = requested_outputs(doc, model)
+    response: dict[str, Any] = {"model_name": model.name}
+    if model.version:
+        response["model_version"] = model.version
+    if "id" in doc:
+        if not isinstance(doc["id"], str):
+            raise BadRequest("id must be a string")
+        response["id"] = doc["id"]
+    if "parameters" in doc:
+        if not isinstance(doc["parameters"], dict):
+            raise BadRequest("parameters must be an object")
+        response["parameters"] = doc["parameters"]
+    predictions = plane.predict(model, columns, rows, outputs)
+    if not binary_outputs:
+        response["outputs"] = [tensors.encode(p.name, p.values) for p in predictions]
+        return json_reply(response)
+    blobs = []
+    response["outputs"] = []
+    for p in predictions:
+        if p.name in binary_outputs:
+            tensor, raw = tensors.encode_binary(p.name, p.values)
+            blobs.append(raw)
+        else:
+            tensor = tensors.encode(p.name, p.values)
+        response["outputs"].append(tensor)
+    header = orjson.dumps(response)
+    return Reply(200, header + b"".join(blobs), OCTET_STREAM, [("Inference-Header-Content-Length", str(len(header)))])
+
+
+def read_body(request: Request) -> tuple[dict, memoryview | None]:
+    """The JSON request and, with the binary extension, the bytes after it."""
+    header_length = request.headers.get(tensors.HEADER_LENGTH)
+    if header_length is None:
+        if request.media_type not in JSON_LIKE:
+            raise UnsupportedMediaType(f"content type {request.headers.get('content-type')!r} is not supported: send {JSON}")
+        return parse_json_object(request.body), None
+    if request.media_type not in JSON_LIKE | {OCTET_STREAM}:
+        raise UnsupportedMediaType(
+            f"content type {request.headers.get('content-type')!r} is not supported: send {JSON} or {OCTET_STREAM}"
+        )
+    header, binary = tensors.split_binary_body(request.body, header_length)
+    return parse_json_object(header), binary
 
 
 def metadata(model: ServedModel) -> dict:
-    inputs = [{"name": "input-0", "datatype": "FP64", "shape": [-1, model.n_features]}]
-    if model.feature_names:
-        inputs[0]["parameters"] = {"feature_names": model.feature_names}
-    classes = model.classes
+    info = model.info
+    inputs = [{"name": "input-0", "datatype": "FP64", "shape": [-1, info.n_features]}]
+    if info.feature_names:
+        inputs[0]["parameters"] = {"feature_names": info.feature_names}
     predict_type = "FP64"
-    if classes is not None:
-        predict_type = tensors.encode("", np.asarray(classes))["datatype"]
+    if info.classes is not None:
+        predict_type = tensors.encode("", np.asarray(info.classes))["datatype"]
     outputs = [{"name": "predict", "datatype": predict_type, "shape": [-1]}]
-    if model.has_proba:
-        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(classes or [])]})
+    if "predict_proba" in info.outputs:
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(info.classes or [])]})
     doc: dict[str, Any] = {
         "name": model.name,
         "versions": [model.version] if model.version else [],
-        "platform": "sklearn",
+        "platform": info.platform,
         "inputs": inputs,
         "outputs": outputs,
     }
-    if classes is not None:
-        doc["parameters"] = {"classes": classes}
+    if info.classes is not None:
+        doc["parameters"] = {"classes": info.classes}
     return doc
 
 
-def decode_inputs(inputs: Any) -> tuple[np.ndarray, list[str] | None]:
+def decode_inputs(inputs: Any, binary: memoryview | None = None) -> tuple[np.ndarray, list[str] | None]:
     """One [N, F] tensor is the batch; several [N] or [N, 1] tensors are named columns."""
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("inputs must be a non-empty list of tensors")
-    decoded = [tensors.decode(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    decoded = []
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        size = tensors.binary_size(tensor, f"inputs[{i}]") if isinstance(tensor, dict) else None
+        if size is None:
+            decoded.append(tensors.decode(tensor, f"inputs[{i}]"))
+            continue
+        if binary is None:
+            raise BadRequest(f"inputs[{i}] has binary_data_size but the request has no Inference-Header-Content-Length")
+        if offset + size > len(binary):
+            raise BadRequest(
+                f"inputs' binary_data_size add up to more than the {len(binary)} bytes after the JSON header"
+            )
+        decoded.append(tensors.decode(tensor, f"inputs[{i}]", binary[offset:offset + size]))
+        offset += size
+    if binary is not None and offset != len(binary):
+        raise BadRequest(
+            f"{len(binary)} bytes follow the JSON header but the inputs' binary_data_size add up to {offset}"
+        )
     if len(decoded) == 1:
         name, array = decoded[0]
         if array.ndim == 1:
@@ -132,19 +171,54 @@ def decode_inputs(inputs: Any) -> tuple[np.ndarray, list[str] | None]:
     return table, names
 
 
-def requested_outputs(outputs: Any, model: ServedModel) -> tuple[str, ...]:
-    """Exactly the outputs asked for; all of the model's when none are (as the protocol says)."""
+def requested_outputs(doc: dict, model: ServedModel) -> tuple[tuple[str, ...], frozenset[str]]:
+    """Exactly the outputs asked for (all of the model's when none are, as the protocol says),
+    and those to send as binary data: asked per output (`parameters.binary_data`) or for all
+    (`parameters.binary_data_output`, what tritonclient sends when no outputs are named)."""
+    parameters = doc.get("parameters")
+    all_binary = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    outputs = doc.get("outputs")
     if outputs is None:
-        return model.outputs
+        return model.outputs, frozenset(model.outputs if all_binary else ())
     if not isinstance(outputs, list) or not outputs:
         raise BadRequest("outputs must be a non-empty list of {\"name\": ...} objects")
     names = []
+    binary = set()
     for i, output in enumerate(outputs):
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise BadRequest(f"outputs[{i}] must be an object with a name")
         names.append(output["name"])
+        flag = (output.get("parameters") or {}).get("binary_data") if isinstance(output.get("parameters"), dict) else None
+        if flag is True or (flag is None and all_binary):
+            binary.add(output["name"])
     unknown = [n for n in names if n not in model.outputs]
     if unknown:
         raise BadRequest(f"unknown output {unknown[0]!r}: this model has {', '.join(model.outputs)}")
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(names)), frozenset(binary)
 
+
+def error_body(request: Request, status: int, message: str) -> dict:
+    body: dict[str, Any] = {"error": message}
+    if request.path == "/v2/health/ready" or request.path.endswith("/ready"):
+        body["ready"] = False
+    return body
+
+
+MODEL = "/v2/models/{name}"
+VERSION = "/v2/models/{name}/versions/{version}"
+PROTOCOL = Protocol(
+    name="v2",
+    prefixes=("/v2",),
+    error_body=error_body,
+    routes=[
+        Route("GET", "/v2", server_metadata),
+        Route("GET", "/v2/health/live", live, traffic=False),
+        Route("GET", "/v2/health/ready", ready, traffic=False),
+        Route("POST", f"{MODEL}/infer", infer),
+        Route("POST", f"{VERSION}/infer", infer),
+        Route("GET", f"{MODEL}/ready", model_ready),
+        Route("GET", f"{VERSION}/ready", model_ready),
+        Route("GET", MODEL, model_metadata),
+        Route("GET", VERSION, model_metadata),
+    ],
+)

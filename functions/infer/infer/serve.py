@@ -1,8 +1,8 @@
-"""Standalone server: the same Flask app under gunicorn, for local use and the benchmark.
+"""Standalone server: the data plane's WSGI app under gunicorn, for local use, images and the benchmark.
 
-    python -m infer.serve --model models/wine.joblib --port 8080
+    python -m infer.serve --model models/wine.onnx --port 8080
 
-gunicorn because it is the WSGI server Flask's own deployment docs put first, its pre-fork
+gunicorn (WSGI) because it is the WSGI server Flask's deployment docs put first, its pre-fork
 model uses every core of a node, and `preload_app` loads and warms the model once in the
 master before forking: workers start with it in copy-on-write memory, so the cold start is one
 model load however many workers there are. Workers are sync (one request at a time, connection
@@ -27,9 +27,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", help="artifact to serve (sets MODEL_PATH, and MODEL_ROOT if unset)")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
-    )
+    from .settings import cpu_share
+
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(cpu_share()))))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "1")))
     return parser.parse_args(argv)
 
@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         artifact = Path(args.model).resolve()
         os.environ.setdefault("MODEL_ROOT", str(artifact.parent))
         os.environ["MODEL_PATH"] = str(artifact)
-    # Small per-request matrices: BLAS threads only contend with the other workers.
+    # Small per-request matrices: BLAS threads only contend with the other workers. And the
+    # model is loaded before gunicorn forks: a thread pool does not survive a fork, so each
+    # worker runs onnxruntime on one thread; the workers (the CPU share) use the cores.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    os.environ["MODEL_THREADS"] = "1"
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Must be set before prometheus_client is imported (by infer.app) to take effect.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="infer-metrics-")
@@ -71,11 +74,21 @@ def main(argv: list[str] | None = None) -> None:
             self.cfg.set("keepalive", 75)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _child_exit)
+            self.cfg.set("worker_exit", _worker_exit)
 
         def load(self):
             return app
 
     Server().run()
+
+
+def _worker_exit(server, worker) -> None:
+    """Leave the worker at once: interpreter finalization in a child forked after onnxruntime
+    made its session can hang (measured: every worker stuck until the master's SIGKILL, 10 s),
+    and a pod that takes the whole grace period to stop holds its node for nothing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _child_exit(server, worker) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,13 @@ class InferSettings:
     pickle file is code, so anything outside it is refused, symlinks included."""
 
     model_path: str
-    """MODEL_PATH (required). The artifact, relative to MODEL_ROOT (or absolute inside it): a
-    `.joblib`/`.pkl` file, a `.skops` file, or an MLflow sklearn model directory."""
+    """MODEL_PATH (required). The artifact, relative to MODEL_ROOT (or absolute inside it): an
+    `.onnx` file (the fast path: no scikit-learn in the process), a `.joblib`/`.pkl` file, a
+    `.skops` file, or an MLflow sklearn model directory."""
 
     model_format: str
-    """MODEL_FORMAT (default auto): joblib, skops, mlflow, or auto (by suffix / MLmodel file)."""
+    """MODEL_FORMAT (default auto): onnx, joblib, skops, mlflow, or auto (by suffix / MLmodel
+    file)."""
 
     model_sha256: str | None
     """MODEL_SHA256 (default: the entry in manifest.json beside the artifact or in MODEL_ROOT).
@@ -47,15 +50,23 @@ class InferSettings:
     retry_after_s: int
     """RETRY_AFTER_SECONDS (default 1). Sent with 503 while the model is not ready."""
 
+    model_threads: int
+    """MODEL_THREADS (default: the CPU share of this container, from cgroup cpu.max, at most
+    the cores it may run on; the standalone server divides it among its workers). onnxruntime's
+    intra-op threads: more threads than the pod's CPU limit only queue on the CFS quota."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "InferSettings":
         env = os.environ if env is None else env
         path = env.get("MODEL_PATH", "").strip()
         if not path:
             raise SettingsError("MODEL_PATH is not set: name the model artifact to serve")
+        from .runtime import formats  # the runtime modules say which formats exist
+
         fmt = env.get("MODEL_FORMAT", "auto").strip().lower()
-        if fmt not in {"auto", "joblib", "skops", "mlflow"}:
-            raise SettingsError(f"MODEL_FORMAT must be auto, joblib, skops or mlflow, not {fmt!r}")
+        known = ["auto", *formats()]
+        if fmt not in known:
+            raise SettingsError(f"MODEL_FORMAT must be one of {', '.join(known)}, not {fmt!r}")
         sha = env.get("MODEL_SHA256", "").strip().lower() or None
         if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
             raise SettingsError("MODEL_SHA256 must be 64 hex digits")
@@ -69,7 +80,21 @@ class InferSettings:
             skops_trusted=tuple(t.strip() for t in env.get("SKOPS_TRUSTED", "").split(",") if t.strip()),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 10 * 1024 * 1024),
             retry_after_s=_positive_int(env, "RETRY_AFTER_SECONDS", 1),
+            model_threads=_positive_int(env, "MODEL_THREADS", cpu_share()),
         )
+
+
+def cpu_share(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Whole CPUs this container may use: its CFS quota (a pod's CPU limit) rounded up, and no
+    more than the cores it is allowed to run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            return max(1, min(cores, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:

@@ -37,8 +37,9 @@ _NUMPY_TO_DATATYPE = {
 }
 
 
-def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
-    """A request input tensor -> (name, array of its declared shape and datatype)."""
+def decode(tensor: Any, where: str, raw: memoryview | None = None) -> tuple[str, np.ndarray]:
+    """A request input tensor -> (name, array of its declared shape and datatype); `raw` is its
+    binary data when it was sent after the JSON header."""
     if not isinstance(tensor, dict):
         raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
     name = tensor.get("name")
@@ -55,6 +56,10 @@ def decode(tensor: Any, where: str) -> tuple[str, np.ndarray]:
     datatype = tensor.get("datatype")
     if datatype not in DATATYPES:
         raise BadRequest(f"{where}: datatype must be one of {', '.join(DATATYPES)}, not {datatype!r}")
+    if raw is not None:
+        if "data" in tensor:
+            raise BadRequest(f"{where}: has both data and binary_data_size: send one")
+        return name, decode_binary(name, datatype, shape, raw)
     if "data" not in tensor:
         raise BadRequest(f"{where}: data is missing")
     flat = flatten(tensor["data"], shape, where)
@@ -127,3 +132,90 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return f"{type(value).__name__} {value!r}"
+
+
+# -- Triton's binary tensor data extension (tritonclient's default, spoken by KServe too) ---------
+# The body is a JSON header of `Inference-Header-Content-Length` bytes followed by the raw data
+# of each tensor whose parameters carry `binary_data_size`, in the order the tensors are listed:
+# little-endian fixed-size elements, BOOL as one byte each, BYTES as a 4-byte little-endian
+# length before each element.
+HEADER_LENGTH = "inference-header-content-length"
+BINARY_SIZE = "binary_data_size"
+
+
+def split_binary_body(raw: bytes, header_length: str) -> tuple[bytes, memoryview]:
+    """(JSON header, the binary data after it), or a 400 when the length cannot be right."""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise BadRequest(f"Inference-Header-Content-Length must be an integer, not {header_length[:40]!r}") from None
+    if not 0 < length <= len(raw):
+        raise BadRequest(
+            f"Inference-Header-Content-Length is {length} but the body has {len(raw)} bytes: the JSON header "
+            "must be its first part"
+        )
+    return raw[:length], memoryview(raw)[length:]
+
+
+def binary_size(tensor: dict, where: str) -> int | None:
+    parameters = tensor.get("parameters")
+    if not isinstance(parameters, dict) or BINARY_SIZE not in parameters:
+        return None
+    size = parameters[BINARY_SIZE]
+    if type(size) is not int or size < 0:
+        raise BadRequest(f"{where}: parameters.binary_data_size must be a non-negative integer")
+    return size
+
+
+def decode_binary(name: str, datatype: str, shape: list[int], data: memoryview) -> np.ndarray:
+    """One tensor's binary data -> an array of its declared shape and datatype."""
+    where = f"input {name!r}"
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        items = _unpack_bytes(data, where)
+        if len(items) != count:
+            raise BadRequest(f"{where}: shape {shape} needs {count} BYTES elements, the binary data has {len(items)}")
+        array = np.empty(count, dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+    dtype = np.dtype(DATATYPES[datatype][0]).newbyteorder("<")
+    if len(data) != count * dtype.itemsize:
+        raise BadRequest(
+            f"{where}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes, binary_data_size is {len(data)}"
+        )
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    if datatype == "BOOL" and array.size and array.view(np.uint8).max() > 1:
+        raise BadRequest(f"{where}: BOOL binary data must be bytes 0 or 1")
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _unpack_bytes(data: memoryview, where: str) -> list[str]:
+    items, offset = [], 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise BadRequest(f"{where}: BYTES binary data ends inside an element's 4-byte length")
+        size = int.from_bytes(data[offset:offset + 4], "little")
+        offset += 4
+        if offset + size > len(data):
+            raise BadRequest(f"{where}: a BYTES element of {size} bytes runs past the end of the binary data")
+        try:
+            items.append(bytes(data[offset:offset + size]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"{where}: BYTES elements must be UTF-8 text") from None
+        offset += size
+    return items
+
+
+def encode_binary(name: str, values: np.ndarray) -> tuple[dict, bytes]:
+    """A response output tensor whose data follows the JSON header, and that data."""
+    datatype = _NUMPY_TO_DATATYPE.get(values.dtype, "BYTES")
+    if datatype == "BYTES":
+        parts = []
+        for v in values.ravel().tolist():
+            item = (v if isinstance(v, str) else str(v)).encode("utf-8")
+            parts.append(len(item).to_bytes(4, "little") + item)
+        raw = b"".join(parts)
+    else:
+        raw = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+    tensor = {"name": name, "datatype": datatype, "shape": list(values.shape), "parameters": {BINARY_SIZE: len(raw)}}
+    return tensor, raw

@@ -1,0 +1,186 @@
+"""The data plane: every request, whatever server carried it, goes through `DataPlane.handle`:
+route -> the protocol's handler (decode -> look the model up by name -> `predict` -> encode)
+-> a Reply; errors are rendered here, once, in the body shape of the protocol that owns the
+path, and every client request is counted here, once.
+
+A protocol is a module `protocol_<name>.py` with a `PROTOCOL` object (its name, which is also
+its metrics label, its routes and its error body); it is found by its file name, so adding a
+protocol touches that one file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import metrics
+from .errors import InferError, MethodNotAllowed, NotFound, headers_of
+from .http_io import Reply, Request, json_reply
+from .model import ModelRegistry, Prediction, ServedModel
+
+log = logging.getLogger("infer.app")
+
+Handler = Callable[["DataPlane", Request], Reply]
+
+
+def plain_error_body(request: Request, status: int, message: str) -> dict:
+    return {"error": message}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    """A path with {param} segments, e.g. /v2/models/{name}/infer."""
+    handler: Handler
+    traffic: bool = True
+    """False for probes and scrapes: the forecast function reads the request counter as the
+    Service's traffic, so they must not count."""
+
+    def compile(self) -> re.Pattern:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+?)", re.escape(self.pattern).replace(r"\{", "{").replace(r"\}", "}"))
+        return re.compile(f"^{regex}$")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    routes: Sequence[Route]
+    prefixes: tuple[str, ...] = ()
+    """Paths under these prefixes belong to this protocol even when no route matches (their
+    404s and 405s are counted under its label and rendered in its error body)."""
+    error_body: Callable[[Request, int, str], dict] = plain_error_body
+
+
+@dataclass
+class _Compiled:
+    route: Route
+    protocol: Protocol
+    regex: re.Pattern
+
+
+# Paths that are never traffic, matched or not: probes of every server kind and scrapes.
+NOT_TRAFFIC = frozenset({"/health/liveness", "/health/readiness", "/healthz"})
+
+
+def discover_protocols() -> list[Protocol]:
+    package = __name__.rsplit(".", 1)[0]
+    found = []
+    for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__), key=lambda i: i.name):
+        if info.name.startswith("protocol_"):
+            found.append(importlib.import_module(f"{package}.{info.name}").PROTOCOL)
+    return found
+
+
+@dataclass
+class DataPlane:
+    models: ModelRegistry
+    server_version: str
+    protocols: Sequence[Protocol] = field(default_factory=discover_protocols)
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        self._routes = [_Compiled(r, p, r.compile()) for p in self.protocols for r in p.routes]
+        # Exact paths first: the common routes cost one dict lookup, not a regex scan.
+        self._exact: dict[tuple[str, str], _Compiled] = {
+            (c.route.method, c.route.pattern): c for c in self._routes if "{" not in c.route.pattern
+        }
+        # A probe path is not traffic whatever the method (a POST to it is a 405, not a request).
+        self._not_traffic = NOT_TRAFFIC | {
+            c.route.pattern for c in self._routes if not c.route.traffic and "{" not in c.route.pattern
+        }
+
+    # -- the one predict every protocol calls ------------------------------------------------
+    def predict(
+        self, model: ServedModel, columns: Sequence[str] | None, rows: np.ndarray, outputs: Sequence[str]
+    ) -> list[Prediction]:
+        """Named columns are put in the order the model was fitted on, then the model predicts
+        exactly `outputs`."""
+        if columns is not None:
+            order = model.arrange_columns(columns)
+            if order is not None:
+                rows = rows[:, order]
+        return model.predict(rows, outputs)
+
+    # -- requests ----------------------------------------------------------------------------
+    def handle(self, request: Request) -> Reply:
+        compiled, allowed = self._match(request)
+        protocol = compiled.protocol if compiled else self._owner(request.path)
+        traffic = (compiled.route.traffic if compiled else True) and request.path not in self._not_traffic
+        if not traffic:
+            return self._dispatch(request, compiled, allowed, protocol)
+        label = self.models.label(request.params.get("name"))
+        protocol_label = protocol.name if protocol else "other"
+        in_flight = metrics.in_flight_series(label)
+        in_flight.inc()
+        started = time.perf_counter()
+        status = 500
+        try:
+            reply = self._dispatch(request, compiled, allowed, protocol)
+            status = reply.status
+            return reply
+        finally:
+            metrics.latency_series(label, protocol_label).observe(time.perf_counter() - started)
+            metrics.request_series(label, protocol_label, str(status)).inc()
+            in_flight.dec()
+
+    def _dispatch(
+        self, request: Request, compiled: _Compiled | None, allowed: tuple[str, ...], protocol: Protocol | None
+    ) -> Reply:
+        try:
+            if compiled is None:
+                if allowed:
+                    raise MethodNotAllowed(f"method {request.method} is not allowed on {request.path!r}", allowed)
+                raise NotFound(f"no endpoint {request.path!r}")
+            return compiled.route.handler(self, request)
+        except InferError as exc:
+            if type(exc) not in (NotFound, MethodNotAllowed):
+                log.info(
+                    "request refused",
+                    extra={"status": exc.status, "path": request.path, "reason": exc.message,
+                           "request_id": request.request_id or uuid.uuid4().hex},
+                )
+            return self.error(request, protocol, exc.status, exc.message, headers_of(exc))
+        except Exception:
+            request_id = request.request_id or uuid.uuid4().hex
+            log.exception("unexpected error", extra={"path": request.path, "request_id": request_id})
+            return self.error(request, protocol, 500, f"internal error (request id {request_id})")
+
+    def error(
+        self, request: Request, protocol: Protocol | None, status: int, message: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Reply:
+        body = (protocol.error_body if protocol else plain_error_body)(request, status, message)
+        return json_reply(body, status, headers)
+
+    def _match(self, request: Request) -> tuple[_Compiled | None, tuple[str, ...]]:
+        method = "GET" if request.method == "HEAD" else request.method
+        exact = self._exact.get((method, request.path))
+        if exact is not None:
+            return exact, ()
+        allowed: list[str] = []
+        for compiled in self._routes:
+            found = compiled.regex.match(request.path)
+            if found is None:
+                continue
+            if compiled.route.method == method:
+                request.params = found.groupdict()
+                return compiled, ()
+            allowed.append(compiled.route.method)
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        return None, tuple(dict.fromkeys(allowed))
+
+    def _owner(self, path: str) -> Protocol | None:
+        for protocol in self.protocols:
+            if any(path == p or path.startswith(p) for p in protocol.prefixes):
+                return protocol
+        return None
