@@ -52,7 +52,8 @@ run-scale: venv
 	LISTEN_ADDRESS=127.0.0.1:$(PORT) PYTHONPATH=functions/scale $(PY) scripts/run_function.py functions/scale
 
 serve: models
-	$(PY) -m infer.serve --model $(MODEL) --port $(PORT)
+	MODEL_SHA256=$${MODEL_SHA256:-$$($(PY) -c "from training.publish_model import pinned_env; print(pinned_env('$(MODEL)').get('MODEL_SHA256', ''))")} \
+	  $(PY) -m infer.serve --model $(MODEL) --port $(PORT)
 
 # The whole loop, predictive vs KPA-only, on real processes: ~5 minutes, report + reports/demo.png.
 demo: apt venv models

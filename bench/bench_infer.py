@@ -40,6 +40,8 @@ import joblib
 import numpy as np
 from sklearn.datasets import load_wine
 
+from training.publish_model import pinned_env
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 MLSERVER_VENV = ROOT / ".venv-mlserver"
@@ -107,11 +109,12 @@ def servers(only: set[str] | None = None) -> list[Server]:
     for fmt in ("onnx", "joblib"):
         port = free_port()
         out.append(Server(f"{fmt} gunicorn", [py, "-m", "infer.serve", "--model", str(MODELS / f"wine.{fmt}"),
-                                              "--port", str(port)], port, {"PYTHONPATH": infer_path, "LOG_LEVEL": "WARNING"}))
+                                              "--port", str(port)], port, {"PYTHONPATH": infer_path, "LOG_LEVEL": "WARNING",
+                                                                          **pinned_env(MODELS / f"wine.{fmt}")}))
         port = free_port()
         out.append(Server(f"{fmt} func-python", [py, str(ROOT / "scripts" / "run_function.py"), infer_path], port,
                           {"PYTHONPATH": infer_path, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "MODEL_ROOT": str(MODELS),
-                           "MODEL_PATH": f"wine.{fmt}", "LOG_LEVEL": "WARNING"}))
+                           "MODEL_PATH": f"wine.{fmt}", "LOG_LEVEL": "WARNING", **pinned_env(MODELS / f"wine.{fmt}")}))
     for label, workers in (("MLServer", None), ("MLServer pw=0", 0)):
         if only is not None and label not in only:
             continue

@@ -33,6 +33,8 @@ from typing import Callable
 import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from training.publish_model import pinned_env
+
 from localmode.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +136,9 @@ class ServiceRuntime:
     # -- replicas --------------------------------------------------------------------------
     def _spawn(self, by_request: bool = False) -> None:
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), "LOG_LEVEL": "WARNING"}
+        # the local publish step: the digest from the manifest, pinned in the replica's env
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), "LOG_LEVEL": "WARNING",
+               **pinned_env(self.model)}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         log = (self.log_dir / f"{self.name}-{port}.log").open("ab")
         process = subprocess.Popen([sys.executable, "-m", "infer.serve", "--model", str(self.model), "--port", str(port),

@@ -257,3 +257,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def pinned_env(artifact: Path) -> dict[str, str]:
+    """The environment that serves `artifact` with its digest pinned (MODEL_SHA256), read from
+    the manifest `make models` / publish wrote beside it: what a deployment puts in the Service's
+    env, where the artifact cannot change it. Empty when the manifest does not list it."""
+    from infer.artifacts import find_manifest_entry
+
+    artifact = Path(artifact).resolve()
+    entry = find_manifest_entry(artifact.parent, artifact) or {}
+    return {"MODEL_SHA256": str(entry["sha256"]).lower()} if "sha256" in entry else {}

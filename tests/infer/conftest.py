@@ -19,7 +19,10 @@ def client_for(app) -> Client:
 
 
 def make_app(models_dir: Path, artifact: str = "wine.joblib", **env: str):
-    settings = InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": artifact, **env})
+    from training.publish_model import pinned_env
+
+    settings = InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": artifact,
+                                       **pinned_env(models_dir / artifact), **env})
     app, model = build(settings)
     model.load()
     return app, model

@@ -12,6 +12,7 @@ import pytest
 import skops.io as sio
 
 from infer.artifacts import load_artifact, sha256_of
+from training.publish_model import pinned_env
 from infer.errors import ModelRefused
 from infer.model import ServedModel
 from infer.settings import InferSettings, SettingsError
@@ -31,14 +32,35 @@ def root(tmp_path, models_dir) -> Path:
 
 def test_each_format_loads_with_its_manifest_entry(root):
     for path, fmt in (("wine.joblib", "joblib"), ("wine.skops", "skops"), ("wine-mlflow", "mlflow")):
-        artifact = load_artifact(settings(root, path))
+        artifact = load_artifact(settings(root, path, **pinned_env(root / path)))
         assert artifact.format == fmt and artifact.name == "wine" and artifact.version == "1"
         assert artifact.estimator.predict(np.zeros((1, 13))).shape == (1,)
 
 
+def test_a_pickle_needs_its_digest_pinned_in_the_environment_not_only_beside_it(root):
+    """Replacing the file and the manifest beside it together must not load anything."""
+    import joblib
+
+    from sklearn.dummy import DummyClassifier
+
+    evil = DummyClassifier().fit(np.zeros((2, 13)), [0, 1])
+    joblib.dump(evil, root / "wine.joblib")
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in manifest["artifacts"]:
+        if entry["path"] == "wine.joblib":
+            entry["sha256"] = sha256_of(root / "wine.joblib")
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelRefused, match="no sha256 is pinned"):
+        load_artifact(settings(root, "wine.joblib"))
+    with pytest.raises(ModelRefused, match="sha256 of 'wine.joblib' is"):
+        load_artifact(settings(root, "wine.joblib", MODEL_SHA256="0" * 64))
+    # data-only formats keep loading with the manifest's digest (checked, not required)
+    assert load_artifact(settings(root, "wine.skops")).format == "skops"
+
+
 def test_joblib_without_any_sha256_is_refused(root):
     (root / "manifest.json").unlink()
-    with pytest.raises(ModelRefused, match="no sha256 is configured"):
+    with pytest.raises(ModelRefused, match="no sha256 is pinned"):
         load_artifact(settings(root, "wine.joblib"))
 
 
@@ -49,17 +71,19 @@ def test_joblib_with_configured_sha256_loads_without_manifest(root):
 
 
 def test_tampered_joblib_is_refused(root):
+    pin = pinned_env(root / "wine.joblib")
     with (root / "wine.joblib").open("ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelRefused, match="sha256 of 'wine.joblib' is"):
-        load_artifact(settings(root, "wine.joblib"))
+        load_artifact(settings(root, "wine.joblib", **pin))
 
 
 def test_tampered_mlflow_model_file_is_refused(root):
+    pin = pinned_env(root / "wine-mlflow")
     with (root / "wine-mlflow" / "model.pkl").open("ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelRefused, match="sha256 of 'model.pkl'"):
-        load_artifact(settings(root, "wine-mlflow"))
+        load_artifact(settings(root, "wine-mlflow", **pin))
 
 
 def test_paths_outside_the_root_are_refused(root, tmp_path):
@@ -108,7 +132,7 @@ def test_warm_up_uses_the_manifest_example(root):
     for entry in manifest["artifacts"]:
         entry["example"] = [[1.0, 2.0]]  # wrong width: the warm-up must fail and say so
     (root / "manifest.json").write_text(json.dumps(manifest))
-    model = ServedModel(settings(root, "wine.joblib"))
+    model = ServedModel(settings(root, "wine.joblib", **pinned_env(root / "wine.joblib")))
     assert model.load() is False and "warm-up" in model.reason
 
 

@@ -3,16 +3,21 @@ started the way `func run --builder=host` starts it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import requests
 import tritonclient.http as httpclient
 from sklearn.datasets import load_wine
 
 from tests.support.functions import start_function
+from training.publish_model import pinned_env
 from tests.support.servers import stop, wait_until
 
 
 def run_function(env: dict[str, str], tmp_path) -> tuple[str, object]:
+    if env.get("MODEL_ROOT") and env.get("MODEL_PATH"):
+        env = {**pinned_env(Path(env["MODEL_ROOT"]) / env["MODEL_PATH"]), **env}  # the publish step's pin
     fn = start_function("infer", env, tmp_path / "infer.log", wait_ready=False)
     return fn.url, fn.process
 

@@ -67,7 +67,10 @@ def infer_server_factory(tmp_path_factory) -> Iterator[Callable[..., InferServer
     def start(model: Path, env: dict[str, str] | None = None, workers: int = 2, wait_ready: bool = True) -> InferServer:
         port = free_port()
         log = tmp_path_factory.mktemp("infer") / "server.log"
-        full_env = {**os.environ, "PYTHONPATH": f"{ROOT / 'functions' / 'infer'}", **(env or {})}
+        from training.publish_model import pinned_env
+
+        # the publish step pins the digest in the server's environment (MODEL_SHA256)
+        full_env = {**os.environ, "PYTHONPATH": f"{ROOT / 'functions' / 'infer'}", **pinned_env(model), **(env or {})}
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         proc = subprocess.Popen(
             [sys.executable, "-m", "infer.serve", "--model", str(model), "--port", str(port),

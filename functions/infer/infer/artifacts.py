@@ -1,9 +1,12 @@
 """Finding and verifying model artifacts, then handing them to the runtime of their format.
 
-A file that runs code when loaded (joblib, pickle) is loaded only from inside the configured
-model root and only when its sha256 equals the one configured (MODEL_SHA256) or the one listed
-for it in a manifest.json beside it (or higher up, within the root). Data-only formats (ONNX,
-skops) need no sha256, but one that is listed or configured is checked all the same.
+A file that runs code when loaded (joblib, pickle, an MLflow model.pkl) is loaded only from
+inside the configured model root and only when its sha256 equals MODEL_SHA256, pinned in the
+Service's environment where the artifact cannot change it: a manifest.json beside the file could
+be replaced together with it, so for these formats its digest is not enough. Data-only formats
+(ONNX, skops) need no sha256, but one that is configured or listed in the manifest is checked all
+the same. The file is read once: the bytes hashed are the bytes loaded (nothing can swap the
+file between the check and the load).
 """
 
 from __future__ import annotations
@@ -94,19 +97,21 @@ def load_artifact(settings: InferSettings) -> LoadedArtifact:
     path = resolve_inside(settings.model_root, settings.model_path)
     fmt = detect_format(path, settings.model_format)
     entry = find_manifest_entry(settings.model_root, path) or {}
-    expected = settings.model_sha256 or (str(entry["sha256"]).lower() if "sha256" in entry else None)
+    listed = str(entry["sha256"]).lower() if "sha256" in entry else None
 
     module = modules()[fmt]
     file, file_format, runs_code = module.model_file(path, fmt, settings.model_root)
-    digest = sha256_of(file)
-    if expected is not None and digest != expected:
-        raise ModelRefused(f"sha256 of {file.name!r} is {digest}, expected {expected}")
-    if runs_code and expected is None:
+    if runs_code and settings.model_sha256 is None:
         raise ModelRefused(
             f"{file.name!r} is a pickle-based file (it runs code when loaded) and no sha256 "
-            "is configured for it: set MODEL_SHA256 or list it in manifest.json"
+            "is pinned for it: set MODEL_SHA256 (a manifest beside the file could be replaced with it)"
         )
-    runtime = module.load(file, file_format, entry, settings)
+    expected = settings.model_sha256 or listed
+    data = file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if expected is not None and digest != expected:
+        raise ModelRefused(f"sha256 of {file.name!r} is {digest}, expected {expected}")
+    runtime = module.load(data, file, file_format, entry, settings)
 
     name = settings.model_name or entry.get("name") or (path.stem if path.is_file() else path.name)
     version = settings.model_version or (str(entry["version"]) if entry.get("version") else None)

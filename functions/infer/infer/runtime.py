@@ -58,9 +58,10 @@ class RuntimeModule(Protocol):
         whether loading it runs code (then a sha256 is required)."""
         ...
 
-    def load(self, file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> Runtime:
-        """`file` and `fmt` as model_file returned them, after the sha256 gate; `entry` is the
-        artifact's manifest entry (or empty). Refusals raise ModelRefused."""
+    def load(self, data: bytes, file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> Runtime:
+        """`data`: the bytes of `file` that passed the sha256 gate (load these, never the file
+        again); `file` and `fmt` as model_file returned them; `entry` the artifact's manifest
+        entry (or empty). Refusals raise ModelRefused."""
         ...
 
 

@@ -73,7 +73,7 @@ def model_file(path: Path, fmt: str, root: Path) -> tuple[Path, str, bool]:
     return path, fmt, False
 
 
-def load(file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> OnnxRuntime:
+def load(data: bytes, file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> OnnxRuntime:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -84,7 +84,7 @@ def load(file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> OnnxR
     # (and a node shared with other scale-to-zero pods) should not pay for that.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # not an ONNX file, or ops this onnxruntime lacks
         raise ModelRefused(f"cannot load {file.name!r}: {type(exc).__name__}: {exc}") from None
     server = entry.get("server")

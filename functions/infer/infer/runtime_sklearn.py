@@ -68,40 +68,41 @@ def model_file(path: Path, fmt: str, root: Path) -> tuple[Path, str, bool]:
     return file, file_format, file_format in PICKLE_FORMATS
 
 
-def load(file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> SklearnRuntime:
+def load(data: bytes, file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> SklearnRuntime:
     if fmt in PICKLE_FORMATS:
-        estimator = _load_pickle(file, fmt)
+        estimator = _load_pickle(data, file, fmt)
     elif fmt == "skops":
-        estimator = _load_skops(file, settings.skops_trusted)
+        estimator = _load_skops(data, file, settings.skops_trusted)
     else:
         raise ModelRefused(f"unsupported model file format {fmt!r}")
     return SklearnRuntime(estimator)
 
 
-def _load_pickle(file: Path, file_format: str) -> Any:
+def _load_pickle(data: bytes, file: Path, file_format: str) -> Any:
     try:
         if file_format == "joblib":
+            import io
+
             import joblib
 
-            return joblib.load(file)
-        with file.open("rb") as f:
-            return pickle.load(f)
+            return joblib.load(io.BytesIO(data))
+        return pickle.loads(data)
     except Exception as exc:  # a corrupt or incompatible file: refuse, do not crash
         raise ModelRefused(f"cannot load {file.name!r}: {type(exc).__name__}: {exc}") from None
 
 
-def _load_skops(file: Path, extra_trusted: tuple[str, ...]) -> Any:
+def _load_skops(data: bytes, file: Path, extra_trusted: tuple[str, ...]) -> Any:
     import skops.io as sio
 
     try:
-        untrusted = sio.get_untrusted_types(file=file)
+        untrusted = sio.get_untrusted_types(data=data)
         refused = sorted(set(untrusted) - set(extra_trusted))
         if refused:
             raise ModelRefused(
                 f"{file.name!r} contains types that are not trusted: {', '.join(refused)} "
                 "(add them to SKOPS_TRUSTED only if you trust whoever made the file)"
             )
-        return sio.load(file, trusted=list(untrusted))
+        return sio.loads(data, trusted=list(untrusted))
     except ModelRefused:
         raise
     except Exception as exc:
