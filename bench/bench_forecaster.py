@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from forecast.forecaster import RateForecaster
 
-from training.backtest import load_trace
+from training.traces import load_trace
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 WEEK = 7 * 1440

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from localmode.loop import LocalLoop, ServicePlan
-from training.backtest import load_trace
+from training.traces import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "traces"

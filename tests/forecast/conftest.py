@@ -13,7 +13,7 @@ import pytest
 
 from localmode.processes import Server, start_prometheus
 from tests.support.servers import SHARED
-from training.backtest import load_trace
+from training.traces import load_trace
 from training.prometheus_backfill import create_blocks, write_openmetrics
 from training.publish_forecaster import publish
 
