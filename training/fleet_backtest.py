@@ -466,3 +466,26 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
               f"{s['cold_start_vs_kpa']:.3f} | {s['p75_service_cold_pct']:.1f} | {s['model_loads']} | {s['model_evictions']} | "
               f"{s['over_capacity_requests']} | {s['over_capacity_vs_kpa']:.3f} | {s['pod_seconds']} | {s['pod_seconds_vs_kpa']:.3f} | "
               f"{s['wasted_pod_seconds']} |")
+
+
+def main_fleets(args) -> None:
+    """The fleet half of `python -m training.backtest` (its parser holds the options)."""
+    import json
+
+    from training.fleet_trace import load_fleet
+
+    options = FleetOptions(cold_start_s=int(math.ceil(args.cold_start_s)), capacity_rps=args.capacity_rps,
+                           max_scale=args.max_scale, models_per_pod=args.models_per_pod, model_load_ms=args.model_load_ms,
+                           fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed,
+                           placement=PlacementSettings(capacity_rps=args.capacity_rps))
+    everything = []
+    for path in args.fleet:
+        scores, info = run_fleet(load_fleet(path, seed=args.seed), options, progress=True, plots=args.plots)
+        if args.format == "json":
+            everything += [{**s, "fleet": info["fleet"]} for s in scores]
+        else:
+            print_fleet_table(scores, info)
+            sys.stdout.flush()
+    if args.format == "json":
+        json.dump(everything, sys.stdout, indent=1, default=float)
+        print()
