@@ -24,6 +24,7 @@ Designs scored (ratios to per-model Knative, `kpa`, in the same run):
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -44,6 +45,7 @@ DAY = 1440
 DEFAULT_COST = 300.0
 PLACE_EVERY_MINUTES = 10
 PLACE_RATE_MINUTES = 60
+POOL_KEEPALIVE_MINUTES = (1, 2, 5, 10, 20, 60)
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,8 @@ def oracle_schedule(peaks: np.ndarray, capacity_rps: float) -> np.ndarray:
 def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, members_of,
                  bar) -> tuple[Forecasts, Forecasts, np.ndarray, float]:
     """Per-model forecasts, placement, the pool's series and its forecasts, block by block (a
-    day each). `members_of(block_start, block_end, forecasts)` decides placement for the block
-    from forecasts up to each minute and returns the pool's membership there."""
+    day each). `members_of(block_start, block_end, per_minute)` decides placement for the block
+    from what was known at each minute and returns the pool's membership there."""
     n_models, n = counts.shape
     h = options.horizon
     nan = np.full((n_models, n, h), np.nan, np.float32)
@@ -142,6 +144,10 @@ def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, m
     pool_counts = np.zeros(n)
     longest_fit = 0.0
     warmup = options.warmup_days * DAY
+    # Before the first forecast (the warm-up), placement goes by the counts already seen: the
+    # minute before, as a forecast of the next.
+    seen = np.concatenate((np.full((n_models, 1), np.nan), counts[:, :-1]), axis=1)
+    member[:, :warmup] = members_of(0, warmup, seen[:, :warmup])
     for start in range(warmup, n, DAY):
         end = min(n, start + DAY)
         pool_counts[:start] = (counts[:, :start] * member[:, :start]).sum(axis=0)
@@ -153,7 +159,7 @@ def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, m
         for i in range(n_models):
             f = model.predict_origins(counts[i], origins, fleet.start_minute)
             per_model.point[i, start:end], per_model.upper[i, start:end], per_model.p_any[i, start:end] = f.point, f.upper, f.p_any
-        member[:, start:end] = members_of(start, end, per_model)
+        member[:, start:end] = members_of(start, end, per_model.point[:, :end, 0])
         pool_counts[start:end] = (counts[:, start:end] * member[:, start:end]).sum(axis=0)
         f = model.predict_origins(pool_counts, origins, fleet.start_minute)
         pool.point[0, start:end], pool.upper[0, start:end], pool.p_any[0, start:end] = f.point, f.upper, f.p_any
@@ -170,9 +176,11 @@ class Placer:
         self.settings = settings
         self.moves = 0
 
-    def __call__(self, start: int, end: int, forecasts: Forecasts) -> np.ndarray:
-        point = np.nan_to_num(forecasts.point[:, :, 0].astype(float))
-        known = ~np.isnan(forecasts.point[:, :, 0])
+    def __call__(self, start: int, end: int, per_minute: np.ndarray) -> np.ndarray:
+        """Membership for minutes [start, end); `per_minute[:, m]` is each model's expected
+        requests in minute m as known at its start (NaN: unknown)."""
+        point = np.nan_to_num(per_minute.astype(float))
+        known = ~np.isnan(per_minute)
         member = np.zeros((len(self.state), end - start), bool)
         cs = np.concatenate((np.zeros((point.shape[0], 1)), np.cumsum(point, axis=1)), axis=1)
         ck = np.concatenate((np.zeros((point.shape[0], 1)), np.cumsum(known, axis=1)), axis=1)
@@ -281,39 +289,60 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
 
     ded_fc = Forecasts(per_model.point[ever_dedicated], per_model.upper[ever_dedicated], per_model.p_any[ever_dedicated])
     dedicated_now = ~member[ever_dedicated]
+    candidates: list[Group] = []
     for cost in (options.cost,) + costs:
         s = PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=float(cost), max_scale=options.max_scale)
-        pooled_group("predictive", {"cold_start_cost_pod_s": cost}, cost == options.cost,
-                     policy_rows(pool_fc, s)[0], policy_rows(ded_fc, s, dedicated_now))
+        candidates.append(pooled_group("pool_predictive", {"cold_start_cost_pod_s": cost}, cost == options.cost,
+                                       policy_rows(pool_fc, s)[0], policy_rows(ded_fc, s, dedicated_now)))
     pooled_group("pool_kpa", {}, True, zeros, np.zeros((n_ded, n), np.int64))
-    for k in keepalive_minutes:
-        pooled_group("pool_keepalive", {"minutes": k}, k == 10, keepalive_schedule(pool_counts[None, :], k)[0],
-                     keepalive_schedule(ded_counts, k) * dedicated_now)
+    for k in POOL_KEEPALIVE_MINUTES:
+        candidates.append(pooled_group("pool_keepalive", {"minutes": k}, k == 10, keepalive_schedule(pool_counts[None, :], k)[0],
+                                       keepalive_schedule(ded_counts, k) * dedicated_now))
     pooled_group("oracle_pooled", {}, True, oracle_schedule(peaks[POOL_S], options.capacity_rps),
                  oracle_schedule(peaks[DED0:DED0 + n_ded], options.capacity_rps))
     all_group = Group("pool_all_kpa", {}, True, [len(stream_of_lane)], len(stream_of_lane), [])
     stream_of_lane.append(ALL_S)
     rows.append(zeros)
     groups.append(all_group)
-
-    budget_group = None
+    ded_zeros = np.zeros((n_ded, n), np.int64)
+    default_group = pooled_group("predictive", {"cold_start_cost_pod_s": options.cost}, True, zeros, ded_zeros)
+    default_chooser = Chooser(default_group, candidates, every_hours=24, first_scored_minute=scored_from // 60)
+    budget_group = budget_chooser = None
     budget_trace: list[tuple[int, float]] = []
     if options.fleet_budget is not None:
-        budget_group = pooled_group("predictive", {"fleet_budget": options.fleet_budget}, False, zeros, np.zeros((n_ded, n), np.int64))
+        budget_group = pooled_group("predictive", {"fleet_budget": options.fleet_budget}, False, zeros, ded_zeros)
+        budget_chooser = Chooser(budget_group, candidates, every_hours=1, first_scored_minute=scored_from // 60)
     schedule = np.array(rows, dtype=np.int64)
-    lanes_of_kpa = np.array(groups[0].lanes)
+    kpa_lanes = np.array(groups[0].lanes)
+    snapshot: dict[str, LaneTotals] = {}
+    price = {"now": options.cost}
 
-    on_hour = None
-    if budget_group is not None:
-        on_hour = budget_controller(budget_group, schedule, lanes_of_kpa, pool_fc, ded_fc, dedicated_now, options,
-                                    scored_from, n, budget_trace)
-        on_hour(0, None)
+    def since_scored(totals: LaneTotals, field_name: str, lanes: np.ndarray) -> float:
+        total = float(getattr(totals, field_name)[lanes].sum())
+        return total - (float(getattr(snapshot["t"], field_name)[lanes].sum()) if "t" in snapshot else total)
 
+    def on_hour(hour: int, totals: LaneTotals | None) -> None:
+        if totals is not None and hour * 3600 == scored_from:
+            snapshot["t"] = copy.deepcopy(totals)
+        default_chooser(hour, totals, schedule, options.cost, n)
+        if budget_chooser is not None:
+            if totals is not None and "t" in snapshot and hour * 3600 > scored_from:
+                spent = since_scored(totals, "pod_seconds", np.array(budget_group.lanes))
+                target = options.fleet_budget * since_scored(totals, "pod_seconds", kpa_lanes)
+                price["now"] = tune_price(price["now"], spent, target, BudgetSettings())
+                budget_trace.append((hour, price["now"]))
+            budget_chooser(hour, totals, schedule, price["now"], n)
+
+    on_hour(0, None)
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     pool_lanes = tuple(g.pool_lane for g in groups if g.pool_lane is not None)
     began = time.perf_counter()
-    run = simulate_lanes(streams, np.array(stream_of_lane), schedule, config, fleet.seconds, scored_from,
-                         record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1))
+    run = simulate_lanes(streams, np.array(stream_of_lane), schedule, config, fleet.seconds, 0,
+                         record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1),
+                         distinct=frozenset(default_group.lanes + (budget_group.lanes if budget_group else [])))
+    if "t" in snapshot:  # every score counts the scored days only
+        for name in ("requests", "cold", "over", "pod_seconds", "wasted_pod_seconds"):
+            setattr(run.totals, name, getattr(run.totals, name) - getattr(snapshot["t"], name))
     sim_s = time.perf_counter() - began
 
     # The pool's per-model scores: cold requests of each member, model loads and evictions.
@@ -394,6 +423,7 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         "lanes": len(stream_of_lane), "forecast_seconds": round(forecast_s, 1), "longest_fit_seconds": round(longest_fit, 1),
         "simulate_seconds": round(sim_s, 1), "total_seconds": round(time.perf_counter() - began_all, 1),
         "budget_trace": budget_trace,
+        "default_choices": default_chooser.summary(["pool"] + [fleet.services[i] for i in ever_dedicated]),
     }
     if plots is not None:
         from training.plots import fleet_pareto_plot
@@ -422,32 +452,43 @@ def span_peaks(streams, days: int, n: int, options: FleetOptions) -> np.ndarray:
     return np.maximum(first, second[:, 1:n + 1])
 
 
-def budget_controller(group: Group, schedule: np.ndarray, kpa_lanes: np.ndarray, pool_fc: Forecasts, ded_fc: Forecasts,
-                      dedicated_now: np.ndarray, options: FleetOptions, scored_from: int, n: int, trace: list):
-    """The fleet budget: one price (the cold start's worth in pod-seconds) for the pool and every
-    dedicated Service, tuned once an hour so that the pooled design's pod-seconds so far meet
-    `fleet_budget` times what per-model Knative spent over the same hours (a replay of the same
-    requests). The schedule for the coming hour is written with the current price."""
-    lanes = np.array(group.lanes)
-    pool_policy = PolicySchedule(pool_fc.point[0], pool_fc.upper[0], pool_fc.p_any[0])
-    ded_policies = [PolicySchedule(ded_fc.point[i], ded_fc.upper[i], ded_fc.p_any[i]) for i in range(len(lanes) - 1)]
-    state = {"price": options.cost}
+class Chooser:
+    """The pooled design's pre-warming, chosen walk-forward per Service (the pool, and each
+    dedicated model): every `every_hours`, each Service takes, for the hours ahead, the schedule
+    of the candidate (our forecast policy at a swept price, or a fixed keep-alive) that cost it
+    least so far at the user's price: pod-seconds + price x cold-start requests, as simulated
+    on the same requests up to now (history only). Where the forecast does not pay for itself,
+    this falls back to a keep-alive; with the fleet budget the price is the tuned one."""
 
-    def on_hour(hour: int, totals: LaneTotals | None) -> None:
-        if totals is not None and hour * 3600 > scored_from:
-            spent = float(totals.pod_seconds[lanes].sum())
-            target = options.fleet_budget * float(totals.pod_seconds[kpa_lanes].sum())
-            state["price"] = tune_price(state["price"], spent, target, BudgetSettings())
-            trace.append((hour, state["price"]))
-        m0, m1 = hour * 60, min(n, (hour + 1) * 60)
+    def __init__(self, group: Group, candidates: list[Group], every_hours: int, first_scored_minute: int):
+        self.group, self.candidates, self.every = group, candidates, every_hours
+        self.first_scored = first_scored_minute
+        self.minutes_on = np.zeros((len(group.lanes), len(candidates)), np.int64)
+
+    def __call__(self, hour: int, totals: LaneTotals | None, schedule: np.ndarray, price: float, n: int) -> None:
+        if hour % self.every:
+            return
+        m0, m1 = hour * 60, min(n, (hour + self.every) * 60)
         if m0 >= n:
             return
-        s = PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=state["price"], max_scale=options.max_scale)
-        pool_policy.fill(schedule[lanes[0]], m0, m1, s)
-        for k, p in enumerate(ded_policies):
-            p.fill(schedule[lanes[1 + k]], m0, m1, s, dedicated_now[k])
+        for j, lane in enumerate(self.group.lanes):
+            best = 0
+            if totals is not None:
+                cost = [totals.pod_seconds[c.lanes[j]] + price * totals.cold[c.lanes[j]] for c in self.candidates]
+                best = int(np.argmin(cost))
+            schedule[lane, m0:m1] = schedule[self.candidates[best].lanes[j], m0:m1]
+            self.minutes_on[j, best] += max(0, m1 - max(m0, self.first_scored))
 
-    return on_hour
+    def summary(self, names: list[str]) -> list[dict]:
+        """Per Service, the share of scored minutes each candidate was in force."""
+        labels = [f"{c.policy} {','.join(f'{k}={v}' for k, v in c.settings.items())}" for c in self.candidates]
+        out = []
+        for j, name in enumerate(names):
+            total = self.minutes_on[j].sum()
+            if total:
+                out.append({"service": name, **{labels[c]: round(float(self.minutes_on[j, c] / total), 3)
+                                                for c in np.flatnonzero(self.minutes_on[j])}})
+        return out
 
 
 def print_fleet_table(scores: list[dict], info: dict) -> None:
@@ -466,6 +507,17 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
               f"{s['cold_start_vs_kpa']:.3f} | {s['p75_service_cold_pct']:.1f} | {s['model_loads']} | {s['model_evictions']} | "
               f"{s['over_capacity_requests']} | {s['over_capacity_vs_kpa']:.3f} | {s['pod_seconds']} | {s['pod_seconds_vs_kpa']:.3f} | "
               f"{s['wasted_pod_seconds']} |")
+    choices: dict[str, int] = {}
+    for c in info["default_choices"]:
+        main = max((k for k in c if k != "service"), key=lambda k: c[k])
+        choices[main] = choices.get(main, 0) + 1
+    pool = next((c for c in info["default_choices"] if c["service"] == "pool"), None)
+    print(f"\ndefault's pre-warming, chosen each day from the days before (pod-s + price x cold starts): pool "
+          f"{ {k: v for k, v in pool.items() if k != 'service'} if pool else '-' }; services by main choice {choices}")
+    if info["budget_trace"]:
+        prices = [p for _, p in info["budget_trace"]]
+        print(f"fleet budget: price (pod-s per cold start) tuned hourly, from {prices[0]:.0f} to {prices[-1]:.0f} "
+              f"(min {min(prices):.0f}, max {max(prices):.0f})")
 
 
 def main_fleets(args) -> None:

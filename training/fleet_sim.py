@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from training.kpa_model import KpaConfig, panic_window_s
+from training.kpa_model import KpaConfig, KpaState, kpa_tick, panic_window_s
 
 DAY_S = 86_400
 
@@ -78,41 +78,62 @@ def kpa_tick_lanes(state: LaneState, idx: np.ndarray, config: KpaConfig, now: fl
     over_panic = has & (desired_panic / np.maximum(ready, 1) >= config.panic_threshold)
 
     in_panic = state.in_panic[idx]
-    max_panic = state.max_panic_pods[idx]
-    since = state.panic_since[idx]
-    entering = over_panic & ~in_panic
-    max_panic = np.where(entering, ready, max_panic)
-    in_panic = in_panic | over_panic
-    since = np.where(over_panic, now, since)
-    leaving = ~over_panic & in_panic & (now - since >= window)
-    in_panic = in_panic & ~leaving
-    since = np.where(leaving, np.nan, since)
-    max_panic = np.where(leaving, 0, max_panic)
-
-    desired = np.where(in_panic, np.maximum(desired_panic, max_panic), desired_stable)
-    max_panic = np.where(in_panic, desired, max_panic)
+    if over_panic.any() or in_panic.any():
+        max_panic = state.max_panic_pods[idx]
+        since = state.panic_since[idx]
+        entering = over_panic & ~in_panic
+        max_panic = np.where(entering, ready, max_panic)
+        in_panic = in_panic | over_panic
+        since = np.where(over_panic, now, since)
+        leaving = ~over_panic & in_panic & (now - since >= window)
+        in_panic = in_panic & ~leaving
+        since = np.where(leaving, np.nan, since)
+        max_panic = np.where(leaving, 0, max_panic)
+        desired = np.where(in_panic, np.maximum(desired_panic, max_panic), desired_stable)
+        max_panic = np.where(in_panic, desired, max_panic)
+        state.in_panic[idx], state.panic_since[idx], state.max_panic_pods[idx] = in_panic, since, max_panic
+    else:  # nobody in or entering panic: the stable decision, and no panic state to update
+        desired = desired_stable
     desired = np.maximum(desired, min_scale)
     if max_scale > 0:
         desired = np.minimum(desired, max_scale)
 
     # handleScaleToZero: the activator is in the path (excess burst capacity < 0) -> zero at once.
-    zero_since = state.zero_wanted_since[idx]
-    if config.target_burst_capacity < 0:
-        activator = np.ones(len(idx), bool)
-    else:
-        excess = ready * config.container_concurrency_target - config.target_burst_capacity - panic_concurrency
-        activator = (ready == 0) | (excess < 0)
     to_zero = (desired == 0) & has
-    graced = to_zero & ~activator
-    zero_since = np.where(graced & np.isnan(zero_since), now, zero_since)
-    hold = graced & (now - zero_since < config.scale_to_zero_grace_s)
-    desired = np.where(hold, 1, desired)
-    zero_since = np.where(graced, zero_since, np.nan)
-
-    state.in_panic[idx], state.panic_since[idx], state.max_panic_pods[idx] = in_panic, since, max_panic
-    state.zero_wanted_since[idx] = zero_since
+    if to_zero.any() or not np.isnan(state.zero_wanted_since[idx]).all():
+        zero_since = state.zero_wanted_since[idx]
+        if config.target_burst_capacity < 0:
+            activator = np.ones(len(idx), bool)
+        else:
+            excess = ready * config.container_concurrency_target - config.target_burst_capacity - panic_concurrency
+            activator = (ready == 0) | (excess < 0)
+        graced = to_zero & ~activator
+        zero_since = np.where(graced & np.isnan(zero_since), now, zero_since)
+        hold = graced & (now - zero_since < config.scale_to_zero_grace_s)
+        desired = np.where(hold, 1, desired)
+        state.zero_wanted_since[idx] = np.where(graced, zero_since, np.nan)
     state.desired[idx] = desired
     return desired
+
+
+SCALAR_LANES = 8
+"""Up to this many lanes due at once, kpa_model.kpa_tick itself runs lane by lane: cheaper
+than numpy's per-call overhead on a handful of elements."""
+
+
+def _kpa_tick_few(state: LaneState, idx: np.ndarray, config: KpaConfig, now: float, stable: np.ndarray,
+                  panic: np.ndarray, ready: np.ndarray, cap: float, min_scale: np.ndarray, max_scale: int) -> np.ndarray:
+    out = np.empty(len(idx), np.int64)
+    for k, lane in enumerate(idx.tolist()):
+        since, zero = state.panic_since[lane], state.zero_wanted_since[lane]
+        one = KpaState(int(state.desired[lane]), bool(state.in_panic[lane]), None if since != since else float(since),
+                       int(state.max_panic_pods[lane]), None if zero != zero else float(zero))
+        out[k] = kpa_tick(one, config, now, float(stable[k]), float(panic[k]), int(ready[lane]), float(panic[k]) / cap,
+                          min_scale=int(min_scale[lane]), max_scale=max_scale)
+        state.desired[lane], state.in_panic[lane], state.max_panic_pods[lane] = one.desired, one.in_panic, one.max_panic_pods
+        state.panic_since[lane] = np.nan if one.panic_since is None else one.panic_since
+        state.zero_wanted_since[lane] = np.nan if one.zero_wanted_since is None else one.zero_wanted_since
+    return out
 
 
 @dataclass
@@ -145,11 +166,26 @@ def simulate_lanes(
     record: tuple[int, ...] = (),
     on_hour: Callable[[int, LaneTotals], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    distinct: frozenset[int] = frozenset(),
 ) -> FleetRun:
     """Run every lane over `seconds`. `streams(day)` gives that day's per-second arrivals of
     every stream, (streams, seconds of the day); lane i serves stream `stream_of_lane[i]` with
     min-scale `schedule[i, minute]` (the array may be rewritten ahead of time by `on_hour`,
-    called after every simulated hour with the totals so far)."""
+    called after every simulated hour with the totals so far). Lanes with the same stream and
+    the same schedule are the same Service under the same control: each is simulated once,
+    except the `distinct` lanes, whose schedule the callback rewrites."""
+    full_totals = LaneTotals.zeros(len(stream_of_lane))
+    rep, inverse = _unique_lanes(stream_of_lane, schedule, distinct)
+    full_schedule, schedule = schedule, None
+    stream_of_lane = np.asarray(stream_of_lane)[rep]
+    record_full = tuple(record)
+    record = tuple(sorted({int(inverse[lane]) for lane in record_full}))
+
+    def expanded(t: LaneTotals) -> LaneTotals:
+        for name in ("requests", "cold", "over", "pod_seconds", "wasted_pod_seconds"):
+            setattr(full_totals, name, getattr(t, name)[inverse])
+        return full_totals
+
     kpa = config.kpa_config()
     n = len(stream_of_lane)
     cs = int(config.cold_start_s)
@@ -190,14 +226,15 @@ def simulate_lanes(
     tick = int(round(kpa.tick_s))
     last_arrival = np.full(n, -10**9, np.int64)
     for day in range((seconds + DAY_S - 1) // DAY_S):
-        arrivals = streams(day)
+        arrivals = streams(day)[:, :max(0, seconds - day * DAY_S)]
         length = arrivals.shape[1]
         head = np.zeros((arrivals.shape[0], stable_w), np.int64) if carry is None else carry
-        prefix = np.concatenate((np.zeros((arrivals.shape[0], 1), np.int64),
-                                 np.cumsum(np.concatenate((head, arrivals), axis=1), axis=1)), axis=1)
-        carry = np.concatenate((head, arrivals), axis=1)[:, -stable_w:].astype(np.int64)
-        lane_arrivals = arrivals[stream_of_lane]
-        busy = lane_arrivals.any(axis=0)
+        joined = np.concatenate((head, arrivals), axis=1)
+        # Second-major layouts: each step reads one contiguous row, not a column of every lane.
+        prefix = np.concatenate((np.zeros((1, arrivals.shape[0]), np.int64), np.cumsum(joined.T, axis=0, dtype=np.int64)))
+        carry = joined[:, -stable_w:].astype(np.int64)
+        by_second = np.ascontiguousarray(arrivals.T)
+        busy = by_second.any(axis=1)
         next_busy = _next_true(busy)
         base = day * DAY_S
         off = 0
@@ -210,19 +247,20 @@ def simulate_lanes(
                 ring[slot] = 0
             minute, offset = divmod(s, 60)
             if offset == config.actuation_delay_s:
-                wanted = current_ms[:] = schedule[:, minute]
+                wanted = current_ms[:] = full_schedule[rep, minute]
                 raise_idx = np.flatnonzero(wanted > pods)
                 if len(raise_idx):
                     apply(raise_idx, np.maximum(wanted[raise_idx], state.desired[raise_idx]), s)
                     state.desired[raise_idx] = pods[raise_idx]
-            a = lane_arrivals[:, off] if busy[off] else None
-            live = (pods > 0) | (s - last_arrival < stable_w) | (current_ms > 0) | state.in_panic
+            a = by_second[off][stream_of_lane].astype(np.int64) if busy[off] else None
             if a is not None:
                 last_arrival[a > 0] = s
-                live |= a > 0
             # Knative's decider ticks every 2 s; the activator's poke decides at once for a
-            # Service with no pod. A lane with no pod, no recent request and no min-scale would
-            # decide 0 and change nothing: it is not evaluated.
+            # Service with no pod. A steady lane (no request in its stable window, as many pods
+            # as its min-scale, not in panic, no scale-to-zero grace running) would decide what
+            # it has: it is not evaluated.
+            live = ((s - last_arrival < stable_w) | (pods != current_ms) | state.in_panic
+                    | ~np.isnan(state.zero_wanted_since))
             due = live if s % tick == 0 else np.zeros(n, bool)
             if a is not None:
                 due |= (a > 0) & (pods == 0)
@@ -230,10 +268,14 @@ def simulate_lanes(
             if len(idx):
                 p = off + stable_w + 1  # prefix index just after second s
                 st = stream_of_lane[idx]
-                stable = (prefix[st, p] - prefix[st, p - stable_w]) / stable_w
-                panic = (prefix[st, p] - prefix[st, p - panic_w]) / panic_w
-                desired = kpa_tick_lanes(state, idx, kpa, float(s), stable, panic, ready[idx], panic / cap,
-                                         current_ms[idx], config.max_scale)
+                now_row = prefix[p]
+                stable = (now_row - prefix[p - stable_w])[st] / stable_w
+                panic = (now_row - prefix[p - panic_w])[st] / panic_w
+                if len(idx) <= SCALAR_LANES:
+                    desired = _kpa_tick_few(state, idx, kpa, float(s), stable, panic, ready, cap, current_ms, config.max_scale)
+                else:
+                    desired = kpa_tick_lanes(state, idx, kpa, float(s), stable, panic, ready[idx], panic / cap,
+                                             current_ms[idx], config.max_scale)
                 apply(idx, desired, s)
             scored = s >= scored_from
             has_backlog = backlog.any()
@@ -267,9 +309,9 @@ def simulate_lanes(
                 if ring.any():
                     horizon = off + 1
                 else:
-                    any_live = (pods.any() or current_ms.any() or state.in_panic.any()
-                                or bool((s - last_arrival < stable_w).any()))
-                    if any_live:
+                    live = ((s - last_arrival < stable_w) | (pods != current_ms) | state.in_panic
+                            | ~np.isnan(state.zero_wanted_since))
+                    if live.any():
                         horizon = min(horizon, off + (tick - s % tick))
                 step = max(1, horizon - off)
             hour_end = (s // 3600 + 1) * 3600
@@ -284,11 +326,25 @@ def simulate_lanes(
                 for k, lane in enumerate(record):
                     recorded[lane][s:s + step] = r[k]
             if on_hour is not None and s + step == hour_end:
-                on_hour(hour_end // 3600, totals)
+                on_hour(hour_end // 3600, expanded(totals))
             off += step
         if progress is not None:
             progress(day)
-    return FleetRun(totals, recorded)
+    return FleetRun(expanded(totals), {lane: recorded[int(inverse[lane])] for lane in record_full})
+
+
+def _unique_lanes(stream_of_lane: np.ndarray, schedule: np.ndarray, distinct: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(representative lane of each unique lane, unique index of every lane)."""
+    seen: dict = {}
+    rep: list[int] = []
+    inverse = np.empty(len(stream_of_lane), np.int64)
+    for lane, stream in enumerate(stream_of_lane):
+        key = ("distinct", lane) if lane in distinct else (int(stream), schedule[lane].tobytes())
+        if key not in seen:
+            seen[key] = len(rep)
+            rep.append(lane)
+        inverse[lane] = seen[key]
+    return np.array(rep, dtype=np.int64), inverse
 
 
 def _next_true(mask: np.ndarray) -> np.ndarray:
