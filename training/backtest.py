@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="fleet: spend this multiple of per-model Knative's pod-seconds, one price tuned online")
     parser.add_argument("--models-per-pod", type=int, default=64, help="fleet: a pool pod's memory budget in models")
     parser.add_argument("--model-load-ms", type=float, default=50.0, help="fleet: a model's load time in a pool pod")
+    parser.add_argument("--warmup-days", type=int, default=2, help="fleet: days simulated before scoring starts")
     parser.add_argument("--cold-start-s", type=float, default=5.0)
     parser.add_argument("--capacity-rps", type=float, default=10.0)
     parser.add_argument("--format", choices=("table", "json"), default="table")

@@ -528,7 +528,7 @@ def main_fleets(args) -> None:
 
     options = FleetOptions(cold_start_s=int(math.ceil(args.cold_start_s)), capacity_rps=args.capacity_rps,
                            max_scale=args.max_scale, models_per_pod=args.models_per_pod, model_load_ms=args.model_load_ms,
-                           fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed,
+                           fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed, warmup_days=args.warmup_days,
                            placement=PlacementSettings(capacity_rps=args.capacity_rps))
     everything = []
     for path in args.fleet:

@@ -201,7 +201,7 @@ def simulate_lanes(
     backlog = np.zeros(n, np.int64)
     next_tick = np.zeros(n)
     totals = LaneTotals.zeros(n)
-    recorded = {lane: np.zeros(seconds, np.int32) for lane in record}
+    recorded = np.zeros((len(record), seconds), np.int32)
     rec_lanes = np.array(record, dtype=np.int64)
     carry = None  # the last stable-window seconds of the previous day, per stream
     current_ms = np.zeros(n, np.int64)  # the min-scale in force (set `actuation_delay_s` into a minute)
@@ -308,11 +308,8 @@ def simulate_lanes(
                 horizon = min(horizon, off + to_actuation)
                 if ring.any():
                     horizon = off + 1
-                else:
-                    live = ((s - last_arrival < stable_w) | (pods != current_ms) | state.in_panic
-                            | ~np.isnan(state.zero_wanted_since))
-                    if live.any():
-                        horizon = min(horizon, off + (tick - s % tick))
+                elif live.any():  # computed before this second's tick: at worst it skips less
+                    horizon = min(horizon, off + (tick - s % tick))
                 step = max(1, horizon - off)
             hour_end = (s // 3600 + 1) * 3600
             if on_hour is not None and s + step > hour_end:
@@ -322,15 +319,14 @@ def simulate_lanes(
                 totals.wasted_pod_seconds += pods * scored_quiet
                 totals.pod_seconds += pods * scored_quiet
             if len(rec_lanes):
-                r = ready[rec_lanes]
-                for k, lane in enumerate(record):
-                    recorded[lane][s:s + step] = r[k]
+                recorded[:, s:s + step] = ready[rec_lanes][:, None]
             if on_hour is not None and s + step == hour_end:
                 on_hour(hour_end // 3600, expanded(totals))
             off += step
         if progress is not None:
             progress(day)
-    return FleetRun(expanded(totals), {lane: recorded[int(inverse[lane])] for lane in record_full})
+    row = {lane: k for k, lane in enumerate(record)}
+    return FleetRun(expanded(totals), {lane: recorded[row[int(inverse[lane])]] for lane in record_full})
 
 
 def _unique_lanes(stream_of_lane: np.ndarray, schedule: np.ndarray, distinct: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:

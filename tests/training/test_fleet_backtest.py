@@ -45,30 +45,32 @@ def synthetic_fleet(days: int = 2, models: int = 6, seed: int = 7, busy: bool = 
 
 
 def test_fleet_budget_price_converges_to_the_budget():
-    fleet = synthetic_fleet(days=3)
-    scores, info = run_fleet(fleet, FleetOptions(warmup_days=1, fleet_budget=0.4), progress=False)
-    budget = next(s for s in scores if "fleet_budget" in s["settings"])
+    fleet = synthetic_fleet(days=2)
+    budget = 1.2  # times per-model Knative's pod-seconds: pooled, this fleet can spend 1.0x-1.5x
+    scores, info = run_fleet(fleet, FleetOptions(warmup_days=1, fleet_budget=budget), progress=False)
     kpa = scores[0]
     assert kpa["policy"] == "kpa" and kpa["pod_seconds"] > 0
-    # spend within 5% of the budget (0.4 x per-model Knative's) over the scored day
-    assert abs(budget["pod_seconds"] / kpa["pod_seconds"] / 0.4 - 1.0) <= 0.05, budget
+    spend = {s["settings"].get("minutes"): s["pod_seconds_vs_kpa"] for s in scores if s["policy"] == "pool_keepalive"}
+    assert spend[1] < budget < spend[60]  # within what the candidates can spend: the price decides
+    tuned = next(s for s in scores if "fleet_budget" in s["settings"])
+    # spend within 5% of the budget over the scored day
+    assert abs(tuned["pod_seconds_vs_kpa"] / budget - 1.0) <= 0.05, tuned
     prices = [p for _, p in info["budget_trace"]]
-    assert len(prices) >= 40 and len(set(prices)) > 1  # tuned online, hour by hour
-    # a tighter budget must end at a lower price and spend less
-    tight_scores, tight_info = run_fleet(fleet, FleetOptions(warmup_days=1, fleet_budget=0.25), progress=False)
-    tight = next(s for s in tight_scores if "fleet_budget" in s["settings"])
-    assert tight["pod_seconds"] < budget["pod_seconds"]
+    assert len(prices) >= 23 and len(set(prices)) > 1  # tuned online, hour by hour
+    # and the spend bought cold starts: fewer than the candidate that spends least
+    cheapest = next(s for s in scores if s["policy"] == "pool_keepalive" and s["settings"]["minutes"] == 1)
+    assert tuned["cold_start_requests"] < cheapest["cold_start_requests"]
 
 
 def test_cli_json_has_every_policy_and_field(tmp_path, capsys):
-    fleet = synthetic_fleet(days=3, models=4)
+    fleet = synthetic_fleet(days=2, models=4, busy=True)
     path = tmp_path / "mine_fleet_1s.csv"
     rows = ["timestamp,service,requests"] + [f"{fleet.start + b},{fleet.services[w]},{c}"
                                               for b, w, c in zip(fleet.bins, fleet.service_index, fleet.counts)]
     path.write_text("\n".join(rows) + "\n")
     (tmp_path / "mine_fleet_1s.csv.json").write_text(json.dumps(
         {"bin_seconds": 1, "start": fleet.start, "end": fleet.end, "services": list(fleet.services) + ["idle"]}))
-    backtest.main(["--fleet", str(path), "--format", "json", "--capacity-rps", "5", "--max-scale", "50"])
+    backtest.main(["--fleet", str(path), "--format", "json", "--capacity-rps", "0.5", "--max-scale", "50", "--warmup-days", "1"])
     scores = json.loads(capsys.readouterr().out)
     policies = {s["policy"] for s in scores}
     assert {"kpa", "keepalive", "hybrid_histogram", "predictive_per_model", "oracle_per_model", "predictive",
@@ -87,3 +89,5 @@ def test_cli_json_has_every_policy_and_field(tmp_path, capsys):
     assert pooled["model_loads"] > 0  # the pool's pods load the models they serve
     per_model = next(s for s in scores if s["policy"] == "kpa")
     assert per_model["model_loads"] == 0
+    default = next(s for s in scores if s["policy"] == "predictive" and s["default"])
+    assert default["services_dedicated"] >= 1  # at 0.5 req/s per pod the busy model gets its own Service
