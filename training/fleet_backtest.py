@@ -329,7 +329,8 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
             if totals is not None and "t" in snapshot and hour * 3600 > scored_from:
                 spent = since_scored(totals, "pod_seconds", np.array(budget_group.lanes))
                 target = options.fleet_budget * since_scored(totals, "pod_seconds", kpa_lanes)
-                price["now"] = tune_price(price["now"], spent, target, BudgetSettings())
+                hours = (hour * 3600 - scored_from) / 3600
+                price["now"] = tune_price(price["now"], spent, target, target / hours, BudgetSettings())
                 budget_trace.append((hour, price["now"]))
             budget_chooser(hour, totals, schedule, price["now"], n)
 

@@ -56,13 +56,17 @@ def test_place_fleet_moves_only_models_with_a_forecast():
 
 
 def test_budget_price_moves_toward_the_budget_within_its_bounds():
-    b = BudgetSettings(gain=1.0, max_step=2.0, min_price=10.0, max_price=1000.0)
-    assert tune_price(300.0, spent=50.0, budget=100.0, settings=b) == 600.0  # under budget: pay more to avoid cold starts
-    assert tune_price(300.0, spent=200.0, budget=100.0, settings=b) == 150.0
-    assert tune_price(300.0, spent=1.0, budget=100.0, settings=b) == 600.0  # at most a doubling per step
-    assert tune_price(900.0, spent=10.0, budget=100.0, settings=b) == 1000.0
-    assert tune_price(300.0, spent=0.0, budget=100.0, settings=b) == 300.0  # nothing spent yet: hold
-    assert math.isclose(tune_price(300.0, 100.0, 100.0, b), 300.0)
+    b = BudgetSettings(gain=0.5, max_step=2.0, min_price=10.0, max_price=1000.0)
+    # under budget by one step's budget: pay more to avoid cold starts, by exp(0.5)
+    assert math.isclose(tune_price(300.0, spent=90.0, budget=100.0, step_budget=10.0, settings=b), 300.0 * math.exp(0.5))
+    assert math.isclose(tune_price(300.0, spent=110.0, budget=100.0, step_budget=10.0, settings=b), 300.0 * math.exp(-0.5))
+    # the same gap moves the price the same, early or late: it is measured in steps of budget
+    assert math.isclose(tune_price(300.0, 990.0, 1000.0, 10.0, b), tune_price(300.0, 90.0, 100.0, 10.0, b))
+    assert tune_price(300.0, spent=0.0, budget=100.0, step_budget=10.0, settings=b) == 600.0  # at most a doubling
+    assert tune_price(300.0, spent=500.0, budget=100.0, step_budget=10.0, settings=b) == 150.0
+    assert tune_price(900.0, spent=0.0, budget=100.0, step_budget=10.0, settings=b) == 1000.0
+    assert tune_price(300.0, spent=0.0, budget=0.0, step_budget=0.0, settings=b) == 300.0  # nothing to compare: hold
+    assert math.isclose(tune_price(300.0, 100.0, 100.0, 10.0, b), 300.0)
 
 
 def test_preload_takes_the_likeliest_models_up_to_what_a_pod_holds():

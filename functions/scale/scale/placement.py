@@ -99,21 +99,25 @@ def models_per_pod(pool_memory_mb: float, model_mb: float) -> int:
 
 @dataclass(frozen=True)
 class BudgetSettings:
-    gain: float = 1.0
-    """Exponent of the correction: price *= (budget / spend) ** gain, per step."""
+    gain: float = 0.5
+    """Price factor per step = exp(gain x (budget - spent) / one step's budget): an integral
+    controller on the spend gap measured in steps of budget, so that a gap of one hour's budget
+    moves the price as much on the last day as on the first (a ratio of totals would not)."""
     max_step: float = 2.0
     """No step changes the price by more than this factor either way."""
     min_price: float = 10.0
     max_price: float = 100_000.0
 
 
-def tune_price(price: float, spent: float, budget: float, settings: BudgetSettings = BudgetSettings()) -> float:
+def tune_price(price: float, spent: float, budget: float, step_budget: float,
+               settings: BudgetSettings = BudgetSettings()) -> float:
     """One step of the fleet budget's price (a cold start's worth in pod-seconds, shared by
-    every Service): raise it while the fleet spends less than its budget so far, lower it
-    while it spends more. `spent` and `budget` are totals over the same elapsed time; with
-    nothing to compare yet the price holds."""
-    if spent <= 0 or budget <= 0 or not math.isfinite(spent) or not math.isfinite(budget):
+    every Service): raise it while the fleet has spent less than its budget so far, lower it
+    while it has spent more. `spent` and `budget` are totals over the same elapsed time,
+    `step_budget` the budget of one step; with nothing to compare yet the price holds."""
+    values = (spent, budget, step_budget)
+    if step_budget <= 0 or budget <= 0 or not all(math.isfinite(v) for v in values):
         return price
-    factor = (budget / spent) ** settings.gain
-    factor = min(settings.max_step, max(1.0 / settings.max_step, factor))
+    exponent = settings.gain * (budget - spent) / step_budget
+    factor = math.exp(min(math.log(settings.max_step), max(-math.log(settings.max_step), exponent)))
     return min(settings.max_price, max(settings.min_price, price * factor))
