@@ -100,8 +100,12 @@ def brier_gain(counts: np.ndarray, start_minute: int, warmup_days: int = 2, samp
         test = [np.arange(start, end)] * n_series
         Tb, Tf, ty = rows(test)
         for name, X, T in (("base", Xb, Tb), ("fleet", np.hstack([Xb, Xf]), np.hstack([Tb, Tf]))):
+            unseen = np.isnan(X).all(axis=0)  # last week's minute, in the first week: held at 0
+            X, T = X.copy(), T.copy()
+            X[:, unseen], T[:, unseen] = 0.0, 0.0
             model = HistGradientBoostingClassifier(max_iter=80, random_state=seed, early_stopping=False).fit(X, y)
             scores[name].append(model.predict_proba(T)[:, 1])
+        scores.setdefault("constant", []).append(np.full(len(ty), y.mean()))  # the training base rate
         targets_all.append(ty)
     y = np.concatenate(targets_all)
     out = {name: float(np.mean((np.concatenate(p) - y) ** 2)) for name, p in scores.items()}
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         fleet = load_fleet(path)
         result = brier_gain(fleet.minute_counts(), fleet.start_minute)
         print(f"{fleet.name}: Brier P(any, next minute) walk-forward: forecaster features {result['base']:.5f}, "
-              f"with fleet features {result['fleet']:.5f} ({result['fleet'] / result['base']:.3f}x); "
+              f"with fleet features {result['fleet']:.5f} ({result['fleet'] / result['base']:.3f}x), "
+              f"the training base rate {result['constant']:.5f}; "
               f"{result['rows_scored']} service-minutes, {result['base_rate']:.3f} active")
 
 
