@@ -77,9 +77,9 @@ def fleet_pareto_plot(path: Path, name: str, scores: list[dict]) -> None:
     to per-model Knative; per-model designs hollow, pooled designs filled."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     markers = {"kpa": "s", "keepalive": "^", "hybrid_histogram": "D", "predictive_per_model": "o",
-               "oracle_per_model": "*", "pool_kpa": "s", "pool_keepalive": "^", "predictive": "o",
-               "oracle_pooled": "*", "pool_all_kpa": "X"}
-    pooled = {"pool_kpa", "pool_keepalive", "predictive", "oracle_pooled", "pool_all_kpa"}
+               "oracle_per_model": "*", "pool_kpa": "s", "pool_keepalive": "^", "pool_predictive": "v",
+               "predictive": "o", "oracle_pooled": "*", "pool_all_kpa": "X"}
+    pooled = {"pool_kpa", "pool_keepalive", "pool_predictive", "predictive", "oracle_pooled", "pool_all_kpa"}
     floor = 1e-4  # the log axis cannot show 0: a policy with no cold start sits on the floor
     for policy, marker in markers.items():
         pts = sorted((s["pod_seconds_vs_kpa"], max(floor, s["cold_start_vs_kpa"])) for s in scores
