@@ -10,14 +10,14 @@ FUNCTION_PYPROJECTS := $(wildcard functions/*/pyproject.toml)
 
 MODEL ?= models/wine.onnx
 PORT ?= 8080
-SHARED_TRACES := $(wildcard ../shared/traces/*.csv)
+SHARED_TRACES := $(filter-out $(wildcard ../shared/traces/*fleet*.csv),$(wildcard ../shared/traces/*.csv))
 TRACE ?=
 FORMAT ?= table
 COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest readme-plot apt venv clean
+.PHONY: help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
 
 help:
 	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json] | readme-plot"
@@ -92,6 +92,21 @@ bench-scale: apt venv
 backtest: venv
 	$(PY) -m training.backtest $(if $(TRACE),--trace $(TRACE),$(foreach t,$(SHARED_TRACES),--trace $(t))) \
 	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --fit-on $(FIT_ON) --plots reports --sweep
+
+# Walk-forward fleet backtest (per-model Knative vs the pool + placement + pre-warming) on both
+# shared fleets, or FLEET=<file> (timestamp,service,requests + <file>.json); tables (FORMAT=json:
+# one object per policy and setting) on stdout, a progress bar on stderr, plots in reports/.
+SHARED_FLEETS := $(wildcard ../shared/traces/*_fleet_*.csv)
+FLEET ?=
+MAX_SCALE ?= 1000
+FLEET_BUDGET ?= 1.0
+MODELS_PER_POD ?= 64
+MODEL_LOAD_MS ?= 50
+backtest-fleet: venv
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m training.backtest $(if $(FLEET),--fleet $(FLEET),$(foreach f,$(SHARED_FLEETS),--fleet $(f))) \
+	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --max-scale $(MAX_SCALE) \
+	  $(if $(FLEET_BUDGET),--fleet-budget $(FLEET_BUDGET)) --models-per-pod $(MODELS_PER_POD) --model-load-ms $(MODEL_LOAD_MS) \
+	  --plots reports --sweep
 
 # The plot the README shows (docs/ is git-ignored: it is generated, not committed).
 README_PLOT := docs/alibaba_sd_lora_2024_train_pareto.png

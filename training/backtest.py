@@ -2,6 +2,7 @@
 
     python -m training.backtest --trace FILE.csv [--cold-start-s 5] [--capacity-rps 10]
                                 [--format table|json] [--plots DIR] [--sweep]
+    python -m training.backtest --fleet FILE.csv ...   (a fleet: training/fleet_backtest.py)
 
 The forecaster never sees the future: the scored span is cut into blocks (a day, or a quarter of
 the span on short traces); the model used in a block was fitted only on minutes before it, with
@@ -185,7 +186,15 @@ def print_table(scores: list[dict], info: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trace", type=Path, action="append", required=True)
+    parser.add_argument("--trace", type=Path, action="append", default=[])
+    parser.add_argument("--fleet", type=Path, action="append", default=[],
+                        help="a fleet file (timestamp,service,requests + sidecar): training/fleet_backtest.py")
+    parser.add_argument("--max-scale", type=int, default=1000, help="fleet: max-scale of every Service")
+    parser.add_argument("--fleet-budget", type=float, default=None,
+                        help="fleet: spend this multiple of per-model Knative's pod-seconds, one price tuned online")
+    parser.add_argument("--models-per-pod", type=int, default=64, help="fleet: a pool pod's memory budget in models")
+    parser.add_argument("--model-load-ms", type=float, default=50.0, help="fleet: a model's load time in a pool pod")
+    parser.add_argument("--warmup-days", type=int, default=2, help="fleet: days simulated before scoring starts")
     parser.add_argument("--cold-start-s", type=float, default=5.0)
     parser.add_argument("--capacity-rps", type=float, default=10.0)
     parser.add_argument("--format", choices=("table", "json"), default="table")
@@ -196,6 +205,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="walk-forward training data: the synthetic fleet plus the trace's past (the "
                              "global model, default), or the trace's past alone")
     args = parser.parse_args(argv)
+    if not args.trace and not args.fleet:
+        parser.error("give --trace and/or --fleet")
+    if args.fleet:
+        from training.fleet_backtest import main_fleets
+
+        main_fleets(args)
+    if not args.trace:
+        return
     everything = []
     for path in args.trace:
         print(f"# {path.name} ...", file=sys.stderr, flush=True)

@@ -103,10 +103,11 @@ class HybridHistogram:
         self.out_of_bounds = 0
         self.last_active: int | None = None
         self.seen_until = 0
+        self._windows: tuple[float, tuple[int, int]] | None = None  # (histogram total, windows)
 
     def _observe(self, counts: np.ndarray, minute: int) -> None:
         for m in range(self.seen_until, minute):
-            if np.nan_to_num(counts[m]) > 0:
+            if counts[m] > 0:  # NaN (a gap) compares False: no request, as nan_to_num made it
                 if self.last_active is not None and m - self.last_active > 1:
                     idle = m - self.last_active - 1
                     if idle <= self.RANGE_MIN:
@@ -118,6 +119,12 @@ class HybridHistogram:
 
     def windows(self) -> tuple[int, int]:
         """(pre-warm, keep-alive) in minutes."""
+        total = float(self.histogram.sum())  # counts only grow: the total says when it changed
+        if self._windows is None or self._windows[0] != total:
+            self._windows = (total, self._compute_windows())
+        return self._windows[1]
+
+    def _compute_windows(self) -> tuple[int, int]:
         total = self.histogram.sum()
         # CV over all bins: one prominent bin (a predictable idle time) has a high CV.
         cv = self.histogram.std() / self.histogram.mean() if total else 0.0

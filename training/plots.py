@@ -70,3 +70,41 @@ def pareto_plot(path: Path, name: str, scores: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def fleet_pareto_plot(path: Path, name: str, scores: list[dict]) -> None:
+    """Every fleet policy and setting: cold-start requests against pod-seconds, both as ratios
+    to per-model Knative; per-model designs hollow, pooled designs filled."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    markers = {"kpa": "s", "keepalive": "^", "hybrid_histogram": "D", "predictive_per_model": "o",
+               "oracle_per_model": "*", "pool_kpa": "s", "pool_keepalive": "^", "pool_predictive": "v",
+               "predictive": "o", "oracle_pooled": "*", "pool_all_kpa": "X"}
+    pooled = {"pool_kpa", "pool_keepalive", "pool_predictive", "predictive", "oracle_pooled", "pool_all_kpa"}
+    floor = 1e-4  # the log axis cannot show 0: a policy with no cold start sits on the floor
+    for policy, marker in markers.items():
+        pts = sorted((s["pod_seconds_vs_kpa"], max(floor, s["cold_start_vs_kpa"])) for s in scores
+                     if s["policy"] == policy and "fleet_budget" not in s["settings"])
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        filled = policy in pooled
+        ax.plot(xs, ys, marker=marker, ls="-" if len(xs) > 1 else "", mfc=None if filled else "none",
+                label=f"{policy} ({'pooled' if filled else 'per model'})")
+    for s in scores:
+        label = "default" if s["policy"] == "predictive" and s["default"] else (
+            f"budget {s['settings']['fleet_budget']}" if "fleet_budget" in s["settings"] else None)
+        if label:
+            point = (s["pod_seconds_vs_kpa"], max(floor, s["cold_start_vs_kpa"]))
+            if "fleet_budget" in s["settings"]:
+                ax.plot(*point, marker="P", ls="", color="k", label="predictive within the fleet budget")
+            ax.annotate(label, point, textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("pod-seconds / per-model Knative's")
+    ax.set_ylabel("cold-start requests / per-model Knative's")
+    ax.set_title(f"{name}: cold starts vs cost, walk-forward")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,123 @@
+"""Where each model lives (the shared pool or its own Service), how many models a pool pod
+pre-loads, and the one price that keeps a fleet within its budget. Pure functions, no I/O.
+
+Imported by the scale function (which will actuate it: issue 14) and by the fleet backtest
+(which scores it), so that the backtest's numbers describe what the function decides.
+
+Why a pool: a sparse model alone keeps a pod for one request now and then, and pays a cold
+start for most of them; many sparse models in one scale-to-zero Service share warm pods (a model
+loads in a pod in milliseconds, a pod starts in seconds). A model that keeps a pod busy on its
+own gains nothing from sharing one and would crowd the pool's memory: it gets a dedicated
+Service, pre-scaled by the min-scale policy as before.
+
+Hysteresis, so that models do not flap between tiers (every move is a routing change): a model
+is dedicated once its forecast rate has stayed at or above `dedicate_rps` for `hold_minutes`,
+and returns to the pool once it has stayed below `pool_rps` (lower) for as long.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from scale.min_scale_policy import MinuteForecast, p_any_in
+
+POOL = "pool"
+DEDICATED = "dedicated"
+
+
+@dataclass(frozen=True)
+class PlacementSettings:
+    capacity_rps: float = 10.0
+    """Requests per second one pod serves."""
+    dedicate_share: float = 0.7
+    """A model is dedicated at this share of one pod's capacity (0.7: Knative's default target
+    utilization, the rate at which it already keeps a pod of its own busy)."""
+    pool_share: float = 0.35
+    """...and returns to the pool below this share (half of the above: the hysteresis band)."""
+    hold_minutes: int = 60
+    """How long the forecast must favour the other tier before a model moves."""
+
+    @property
+    def dedicate_rps(self) -> float:
+        return self.dedicate_share * self.capacity_rps
+
+    @property
+    def pool_rps(self) -> float:
+        return self.pool_share * self.capacity_rps
+
+
+@dataclass(frozen=True)
+class Placement:
+    tier: str = POOL
+    """POOL or DEDICATED; a model nobody has placed yet starts in the pool."""
+    leaning_since: float | None = None
+    """Since when (seconds) the forecast has favoured the other tier without a break."""
+
+
+def place(forecast_rps: float, current: Placement, now_s: float, settings: PlacementSettings) -> Placement:
+    """The model's next placement from its forecast rate (req/s, the coming hour's expected
+    mean). A missing or non-finite forecast holds: no move on no data."""
+    if forecast_rps is None or not math.isfinite(forecast_rps):
+        return Placement(current.tier, None)
+    if current.tier == POOL:
+        leaning = forecast_rps >= settings.dedicate_rps
+    else:
+        leaning = forecast_rps < settings.pool_rps
+    if not leaning:
+        return Placement(current.tier, None)
+    since = current.leaning_since if current.leaning_since is not None else now_s
+    if now_s - since >= settings.hold_minutes * 60:
+        return Placement(DEDICATED if current.tier == POOL else POOL, None)
+    return Placement(current.tier, since)
+
+
+def place_fleet(forecast_rps: Mapping[str, float], current: Mapping[str, Placement], now_s: float,
+                settings: PlacementSettings) -> dict[str, Placement]:
+    """`place` for every model with a forecast; models without one keep where they are."""
+    out = dict(current)
+    for model, rate in forecast_rps.items():
+        out[model] = place(rate, current.get(model, Placement()), now_s, settings)
+    return out
+
+
+def preload(forecasts: Mapping[str, Sequence[MinuteForecast]], models_per_pod: int, threshold: float) -> list[str]:
+    """Pool models worth loading in every pool pod before their requests come: those whose
+    P(a request in the covered minutes) reaches `threshold`, likeliest first, at most what a
+    pod holds."""
+    ranked = sorted(((p_any_in(f), m) for m, f in forecasts.items() if f), reverse=True)
+    return [m for p, m in ranked if p >= threshold][:max(0, models_per_pod)]
+
+
+def models_per_pod(pool_memory_mb: float, model_mb: float) -> int:
+    """How many models a pool pod keeps loaded within its memory budget (at least one)."""
+    if model_mb <= 0:
+        raise ValueError("model_mb must be positive")
+    return max(1, int(pool_memory_mb // model_mb))
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    gain: float = 0.5
+    """Price factor per step = exp(gain x (budget - spent) / one step's budget): an integral
+    controller on the spend gap measured in steps of budget, so that a gap of one hour's budget
+    moves the price as much on the last day as on the first (a ratio of totals would not)."""
+    max_step: float = 2.0
+    """No step changes the price by more than this factor either way."""
+    min_price: float = 10.0
+    max_price: float = 100_000.0
+
+
+def tune_price(price: float, spent: float, budget: float, step_budget: float,
+               settings: BudgetSettings = BudgetSettings()) -> float:
+    """One step of the fleet budget's price (a cold start's worth in pod-seconds, shared by
+    every Service): raise it while the fleet has spent less than its budget so far, lower it
+    while it has spent more. `spent` and `budget` are totals over the same elapsed time,
+    `step_budget` the budget of one step; with nothing to compare yet the price holds."""
+    values = (spent, budget, step_budget)
+    if step_budget <= 0 or budget <= 0 or not all(math.isfinite(v) for v in values):
+        return price
+    exponent = settings.gain * (budget - spent) / step_budget
+    factor = math.exp(min(math.log(settings.max_step), max(-math.log(settings.max_step), exponent)))
+    return min(settings.max_price, max(settings.min_price, price * factor))

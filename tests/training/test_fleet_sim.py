@@ -1,0 +1,131 @@
+"""The fleet simulator on fleets small enough to score by hand, and against the single-trace
+simulator and the KPA rules it vectorises."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.controllers import KeepAlive
+from training.fleet_sim import FleetSimConfig, LaneState, PoolModelCache, kpa_tick_lanes, simulate_lanes
+from training.kpa_model import KpaConfig, KpaState, kpa_tick
+from training.simulator import KpaOnly, SimConfig, simulate, spread_minutes
+
+CONFIG = FleetSimConfig(capacity_rps=10.0, cold_start_s=5)
+
+
+def run(arrivals: np.ndarray, stream_of_lane, schedule, record=()):
+    seconds = arrivals.shape[1]
+    return simulate_lanes(lambda day: arrivals[:, day * 86400:(day + 1) * 86400], np.array(stream_of_lane),
+                          np.asarray(schedule, dtype=np.int64), CONFIG, seconds, record=record)
+
+
+def hand_fleet():
+    """Model a: one request at 100 s and one at 150 s; model b: one at 130 s. 10 minutes."""
+    a = np.zeros((3, 600), np.int32)
+    a[0, 100] = a[0, 150] = 1
+    a[1, 130] = 1
+    a[2] = a[0] + a[1]  # the pool: both models in one Service
+    return a
+
+
+def test_per_model_and_pooled_scores_known_by_hand():
+    arrivals = hand_fleet()
+    result = run(arrivals, [0, 1, 2], np.zeros((3, 10)), record=(2,))
+    t = result.totals
+    # a: cold at 100 (pod ready at 105), warm at 150; its pod goes once the 60 s window since
+    # 150 is empty, at the 2 s tick at 210: it existed 100..209 = 110 s.
+    # b alone: cold at 130, pod 130..189 = 60 s. The pool: cold at 100 only, pod 100..209 = 110 s.
+    assert t.requests.tolist() == [2, 1, 3]
+    assert t.cold.tolist() == [1, 1, 1]
+    assert t.pod_seconds.tolist() == [110, 60, 110]
+    assert t.over.tolist() == [0, 0, 0]
+    # wasted: every pod-second that served nothing; a cold request is served when the pod is
+    # ready (a at 105, b alone at 135), a warm one in its second
+    assert t.wasted_pod_seconds.tolist() == [110 - 2, 60 - 1, 110 - 3]
+    ready = result.ready[2]
+    assert ready[104] == 0 and ready[105] == 1 and ready[209] == 1 and ready[210] == 0
+
+
+def test_pool_model_loads_and_lru_evictions_known_by_hand():
+    arrivals = hand_fleet()
+    result = run(arrivals, [2], np.zeros((1, 10)), record=(0,))
+    ready = result.ready[0]
+    members = arrivals[:2]
+
+    def replay(models_per_pod):
+        cache = PoolModelCache(models_per_pod)
+        for m in range(10):
+            r = ready[m * 60:(m + 1) * 60]
+            counts = members[:, m * 60:(m + 1) * 60].sum(axis=1)
+            cache.minute(int(r.min()), int(r.max()), {i: int(c) for i, c in enumerate(counts) if c})
+        return cache.scores
+
+    # Room for both: a loads (minute 1), b loads (minute 2), a at 150 is a hit.
+    roomy = replay(2)
+    assert (roomy.model_loads, roomy.evictions) == (2, 0)
+    # One model per pod: minute 2 brings a (hit) and b (load, evicts a): 2 loads, 1 eviction.
+    tight = replay(1)
+    assert (tight.model_loads, tight.evictions) == (2, 1)
+    # A new pod starts empty: after the pool went to zero every model loads again.
+    cache = PoolModelCache(4)
+    cache.minute(1, 1, {0: 1, 1: 1})
+    cache.minute(0, 0, {})
+    cache.minute(0, 1, {0: 3})
+    assert cache.scores.model_loads == 3
+    # Round robin: 3 requests of one model over 2 pods load it on both, once each.
+    cache = PoolModelCache(4)
+    cache.minute(2, 2, {5: 3})
+    assert cache.scores.model_loads == 2
+
+
+def test_min_scale_prewarms_and_capacity_is_per_pod():
+    arrivals = np.zeros((1, 300), np.int32)
+    arrivals[0, 100] = 1
+    arrivals[0, 200] = 25  # one pod serves 10 in its second: 15 wait, over capacity
+    schedule = np.array([[0, 1, 1, 1, 1]])  # min-scale 1 from minute 1, applied at 62 s
+    t = run(arrivals, [0], schedule).totals
+    assert t.cold.tolist() == [0]  # the pod was ready at 67 s
+    assert t.over.tolist() == [15]
+    kpa = run(arrivals, [0], np.zeros((1, 5))).totals
+    # Knative alone: the pod of 100 s left at 160 s, so all 25 of 200 s are cold, not over capacity
+    assert kpa.cold.tolist() == [26] and kpa.over.tolist() == [0]
+
+
+def test_agrees_with_the_single_trace_simulator():
+    rng = np.random.default_rng(3)
+    counts = np.zeros(1440)
+    for start in rng.choice(np.arange(10, 1430), size=40, replace=False):
+        counts[start:start + rng.integers(1, 5)] = rng.integers(1, 200)
+    arrivals = spread_minutes(counts, 0)
+    keepalive = KeepAlive(5)
+    schedule = np.array([np.zeros(1440, int), [keepalive.control(m, counts[:m]).min_scale for m in range(1440)]])
+    fleet = run(arrivals[None, :].astype(np.int32), [0, 0], schedule).totals
+    for lane, controller in enumerate((KpaOnly(), KeepAlive(5))):
+        single = simulate(arrivals, controller, SimConfig(), counts)
+        assert fleet.requests[lane] == single.requests
+        assert fleet.cold[lane] == single.cold_start_requests
+        assert abs(fleet.over[lane] - single.over_capacity_requests) <= max(2, 0.05 * single.over_capacity_requests)
+        # the fleet simulator ticks every lane at a fixed 2 s phase, as Knative's decider does;
+        # the single-trace one restarts its tick at each arrival after idle: pod-seconds within 1%
+        assert abs(fleet.pod_seconds[lane] - single.pod_seconds) <= 0.01 * single.pod_seconds
+
+
+def test_vectorised_kpa_tick_follows_kpa_tick_rule_by_rule():
+    rng = np.random.default_rng(0)
+    cfg = KpaConfig(target_rps=10.0)
+    lanes = 40
+    scalar = [KpaState() for _ in range(lanes)]
+    vector = LaneState.zeros(lanes)
+    ready = rng.integers(0, 6, lanes)
+    for step in range(300):
+        now = 2.0 * step
+        stable = rng.choice([0.0, 0.5, 3.0, 7.0, 20.0, 70.0], lanes)
+        panic = stable * rng.choice([0.0, 1.0, 3.0], lanes)
+        min_scale = rng.choice([0, 0, 1, 3], lanes)
+        idx = np.flatnonzero(rng.random(lanes) < 0.7)
+        got = kpa_tick_lanes(vector, idx, cfg, now, stable[idx], panic[idx], ready[idx], panic[idx] / 10.0, min_scale[idx], 8)
+        want = [kpa_tick(scalar[i], cfg, now, stable[i], panic[i], int(ready[i]), panic[i] / 10.0,
+                         min_scale=int(min_scale[i]), max_scale=8) for i in idx]
+        assert got.tolist() == want
+        assert vector.in_panic[idx].tolist() == [scalar[i].in_panic for i in idx]
+        ready[idx] = np.maximum(0, got - rng.integers(0, 2, len(idx)))  # some pods still pending

@@ -1,0 +1,544 @@
+"""Walk-forward backtest of a fleet: per-model Knative against the pooled design, same arrivals.
+
+    python -m training.backtest --fleet FILE.csv [--cold-start-s 5] [--capacity-rps 10]
+        [--max-scale 1000] [--fleet-budget 1.0] [--format table|json] [--plots DIR] [--sweep]
+
+Walk-forward: the first two days are warm-up (simulated, not scored); before every later day the
+forecaster (one global model, training/backtest.py's) is refitted on every series' minutes
+before that day, and only then forecasts that day's minutes; placement, the pool's series and
+every schedule follow from those forecasts and from counts already seen.
+
+Designs scored (ratios to per-model Knative, `kpa`, in the same run):
+- per model, one Knative Service each: `kpa`, `keepalive` (min-scale 1 until k idle minutes:
+  Knative's scale-to-zero-pod-retention-period at minute grain), `hybrid_histogram` (Shahrad et
+  al. 2020), `predictive_per_model` (today's policy on each model's forecast), `oracle_per_model`;
+- pooled: the models placement puts in the pool (scale.placement: busy ones get their own
+  Service, with hysteresis) share one Knative Service over the sum of their arrivals, whose pods
+  load models on demand (`model_loads`, LRU within `models_per_pod`); `predictive` (the default:
+  the pool and the dedicated Services pre-warmed by our policy), `pool_kpa` (Knative alone),
+  `pool_keepalive` (the fixed keep-alive on the same pool), `oracle_pooled`, and with
+  `--fleet-budget` the same design with one price tuned online to spend the budget
+  (1.0 = what per-model Knative spends over the same elapsed time); `pool_all_kpa`: every model
+  in one pool under Knative alone (no placement).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from forecast.forecaster import RateForecaster
+from scale.min_scale_policy import MinuteForecast, PolicySettings, decide
+from scale.placement import BudgetSettings, Placement, PlacementSettings, place, tune_price
+from tqdm import tqdm
+
+from training.controllers import HybridHistogram
+from training.fleet_sim import DAY_S, FleetSimConfig, LaneTotals, PoolModelCache, simulate_lanes
+from training.fleet_trace import FleetTrace
+
+DAY = 1440
+DEFAULT_COST = 300.0
+PLACE_EVERY_MINUTES = 10
+PLACE_RATE_MINUTES = 60
+POOL_KEEPALIVE_MINUTES = (1, 2, 5, 10, 20, 60)
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    cold_start_s: int = 5
+    capacity_rps: float = 10.0
+    max_scale: int = 1000
+    """Knative max-scale of every Service and the policy's upper bound."""
+    cost: float = DEFAULT_COST
+    models_per_pod: int = 64
+    """A pool pod's memory budget in models (POOL_MEMORY_MB / model size)."""
+    model_load_ms: float = 50.0
+    fleet_budget: float | None = None
+    sweep: bool = False
+    horizon: int = 2
+    warmup_days: int = 2
+    seed: int = 0
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+
+
+@dataclass
+class Forecasts:
+    """Walk-forward forecasts of a set of series: arrays (series, minutes, horizon); row m is
+    what was known at the start of minute m (NaN before the first scored day)."""
+
+    point: np.ndarray
+    upper: np.ndarray
+    p_any: np.ndarray
+
+
+class PolicySchedule:
+    """Our min-scale policy (scale.min_scale_policy.decide, the scale function's code) over
+    one series' forecast rows, minute by minute, with its cool-down state carried along.
+    Minutes where P(any) of the covered minutes is under the warm threshold while min-scale is
+    0 skip the call: decide would keep 0 there (no window lever in the fleet backtest)."""
+
+    def __init__(self, point: np.ndarray, upper: np.ndarray, p_any: np.ndarray):
+        self.point, self.upper, self.p_any = point, upper, p_any
+        p = np.clip(np.nan_to_num(p_any, nan=0.0), 0, 1)
+        self.covered = 1.0 - np.prod(1.0 - p, axis=1)
+        self.known = ~np.isnan(point[:, 0])
+        self.current = 0
+        self.raised_at: float | None = None
+
+    def fill(self, out: np.ndarray, m0: int, m1: int, settings: PolicySettings, active: np.ndarray | None = None) -> None:
+        threshold = settings.warm_threshold
+        lead = max(1, settings.lead_minutes)
+        for m in range(m0, m1):
+            if active is not None and not active[m]:
+                self.current, self.raised_at = 0, None
+                out[m] = 0
+                continue
+            if not self.known[m] or (self.current == 0 and self.covered[m] < threshold):
+                out[m] = self.current
+                continue
+            forecast = [MinuteForecast(float(self.point[m, h]), float(self.upper[m, h]), float(self.p_any[m, h]))
+                        for h in range(min(lead, self.point.shape[1]))]
+            decision = decide(forecast, settings, self.current, m * 60.0, self.raised_at)
+            self.current, self.raised_at = decision.min_scale, decision.raised_at_s
+            out[m] = decision.min_scale
+
+
+def keepalive_schedule(counts: np.ndarray, minutes: int) -> np.ndarray:
+    """controllers.KeepAlive for many series at once: 1 while any of the last k minutes had a request."""
+    c = np.concatenate((np.zeros((counts.shape[0], 1)), np.cumsum(np.nan_to_num(counts) > 0, axis=1)), axis=1)
+    m = np.arange(counts.shape[1])
+    recent = c[:, m] - c[:, np.maximum(0, m - minutes)]
+    return (recent > 0).astype(np.int64)
+
+
+def hybrid_schedule(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(counts.shape, np.int64)
+    for i, row in enumerate(counts):
+        policy = HybridHistogram()
+        for m in range(len(row)):
+            out[i, m] = policy.control(m, row).min_scale
+    return out
+
+
+def oracle_schedule(peaks: np.ndarray, capacity_rps: float) -> np.ndarray:
+    """controllers.OracleMinute from each minute's busiest second of the span it covers."""
+    return np.where(peaks > 0, np.maximum(1, np.ceil(peaks / capacity_rps)), 0).astype(np.int64)
+
+
+def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, members_of,
+                 bar) -> tuple[Forecasts, Forecasts, np.ndarray, float]:
+    """Per-model forecasts, placement, the pool's series and its forecasts, block by block (a
+    day each). `members_of(block_start, block_end, per_minute)` decides placement for the block
+    from what was known at each minute and returns the pool's membership there."""
+    n_models, n = counts.shape
+    h = options.horizon
+    nan = np.full((n_models, n, h), np.nan, np.float32)
+    per_model = Forecasts(nan.copy(), nan.copy(), nan.copy())
+    pool = Forecasts(*(np.full((1, n, h), np.nan, np.float32) for _ in range(3)))
+    member = np.ones((n_models, n), bool)
+    pool_counts = np.zeros(n)
+    longest_fit = 0.0
+    warmup = options.warmup_days * DAY
+    # Before the first forecast (the warm-up), placement goes by the counts already seen: the
+    # minute before, as a forecast of the next.
+    seen = np.concatenate((np.full((n_models, 1), np.nan), counts[:, :-1]), axis=1)
+    member[:, :warmup] = members_of(0, warmup, seen[:, :warmup])
+    for start in range(warmup, n, DAY):
+        end = min(n, start + DAY)
+        pool_counts[:start] = (counts[:, :start] * member[:, :start]).sum(axis=0)
+        began = time.perf_counter()
+        model = RateForecaster(horizon=h, random_state=options.seed).fit(
+            list(counts[:, :start]) + [pool_counts[:start]], start_minute=fleet.start_minute)
+        longest_fit = max(longest_fit, time.perf_counter() - began)
+        origins = np.arange(start, end)
+        for i in range(n_models):
+            f = model.predict_origins(counts[i], origins, fleet.start_minute)
+            per_model.point[i, start:end], per_model.upper[i, start:end], per_model.p_any[i, start:end] = f.point, f.upper, f.p_any
+        member[:, start:end] = members_of(start, end, per_model.point[:, :end, 0])
+        pool_counts[start:end] = (counts[:, start:end] * member[:, start:end]).sum(axis=0)
+        f = model.predict_origins(pool_counts, origins, fleet.start_minute)
+        pool.point[0, start:end], pool.upper[0, start:end], pool.p_any[0, start:end] = f.point, f.upper, f.p_any
+        bar.update(1)
+    return per_model, pool, member, longest_fit
+
+
+class Placer:
+    """scale.placement over the fleet every PLACE_EVERY_MINUTES, fed each model's expected rate:
+    the mean of its next-minute forecasts over the last hour, in req/s."""
+
+    def __init__(self, n_models: int, settings: PlacementSettings):
+        self.state = [Placement() for _ in range(n_models)]
+        self.settings = settings
+        self.moves = 0
+
+    def __call__(self, start: int, end: int, per_minute: np.ndarray) -> np.ndarray:
+        """Membership for minutes [start, end); `per_minute[:, m]` is each model's expected
+        requests in minute m as known at its start (NaN: unknown)."""
+        point = np.nan_to_num(per_minute.astype(float))
+        known = ~np.isnan(per_minute)
+        member = np.zeros((len(self.state), end - start), bool)
+        cs = np.concatenate((np.zeros((point.shape[0], 1)), np.cumsum(point, axis=1)), axis=1)
+        ck = np.concatenate((np.zeros((point.shape[0], 1)), np.cumsum(known, axis=1)), axis=1)
+        for m in range(start, end):
+            if (m - start) % PLACE_EVERY_MINUTES == 0:
+                lo = max(0, m + 1 - PLACE_RATE_MINUTES)
+                seen = ck[:, m + 1] - ck[:, lo]
+                rate = np.where(seen > 0, (cs[:, m + 1] - cs[:, lo]) / np.maximum(seen, 1) / 60.0, np.nan)
+                for i, r in enumerate(rate):
+                    new = place(float(r), self.state[i], m * 60.0, self.settings)
+                    self.moves += new.tier != self.state[i].tier
+                    self.state[i] = new
+            member[:, m - start] = [p.tier == "pool" for p in self.state]
+        return member
+
+
+@dataclass
+class Group:
+    """One policy and setting: its lanes (per model, or the pool plus the dedicated models)."""
+
+    policy: str
+    settings: dict
+    default: bool
+    lanes: list[int]
+    pool_lane: int | None = None
+    dedicated: list[int] = field(default_factory=list)
+    """Model of each lane after the pool lane (pooled groups), or of every lane (per-model)."""
+
+
+def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progress: bool = True,
+              plots: Path | None = None) -> tuple[list[dict], dict]:
+    began_all = time.perf_counter()
+    counts = fleet.minute_counts()
+    n_models, n = counts.shape
+    if n < (options.warmup_days + 1) * DAY:
+        raise ValueError(f"{fleet.name}: {n} minutes; the walk-forward needs more than {options.warmup_days} warm-up days")
+    scored_from = options.warmup_days * DAY_S
+    days = fleet.days
+    bar = tqdm(total=(days - options.warmup_days) + 2 * days, desc=fleet.name, disable=not progress, file=sys.stderr)
+
+    placer = Placer(n_models, options.placement)
+    per_model, pool_fc, member, longest_fit = walk_forward(counts, fleet, options, placer, bar)
+    forecast_s = time.perf_counter() - began_all
+    ever_dedicated = np.flatnonzero((~member).any(axis=1))
+    n_ded = len(ever_dedicated)
+
+    # Streams: each model as it is; the pool's sum; each ever-dedicated model while dedicated;
+    # every model summed (one pool with no placement).
+    POOL_S, DED0, ALL_S = n_models, n_models + 1, n_models + 1 + n_ded
+
+    def streams(day: int) -> np.ndarray:
+        raw = fleet.day_arrivals(day)
+        m0 = day * DAY
+        length = raw.shape[1]
+        in_pool = np.repeat(member[:, m0:m0 + length // 60], 60, axis=1)
+        out = np.empty((n_models + 2 + n_ded, length), np.int32)
+        out[:n_models] = raw
+        out[POOL_S] = (raw * in_pool).sum(axis=0)
+        out[DED0:DED0 + n_ded] = raw[ever_dedicated] * ~in_pool[ever_dedicated]
+        out[ALL_S] = raw.sum(axis=0)
+        return out
+
+    peaks = span_peaks(streams, days, n, options)
+    ded_counts = counts[ever_dedicated] * ~member[ever_dedicated]
+    pool_counts = (counts * member).sum(axis=0)
+
+    groups: list[Group] = []
+    stream_of_lane: list[int] = []
+    rows: list[np.ndarray] = []
+
+    def per_model_group(policy: str, settings: dict, default: bool, schedule: np.ndarray) -> Group:
+        lanes = list(range(len(stream_of_lane), len(stream_of_lane) + n_models))
+        stream_of_lane.extend(range(n_models))
+        rows.extend(schedule)
+        g = Group(policy, settings, default, lanes, None, list(range(n_models)))
+        groups.append(g)
+        return g
+
+    def pooled_group(policy: str, settings: dict, default: bool, pool_row: np.ndarray, ded_rows: np.ndarray) -> Group:
+        first = len(stream_of_lane)
+        stream_of_lane.append(POOL_S)
+        rows.append(pool_row)
+        stream_of_lane.extend(range(DED0, DED0 + n_ded))
+        rows.extend(ded_rows)
+        g = Group(policy, settings, default, list(range(first, first + 1 + n_ded)), first, list(ever_dedicated))
+        groups.append(g)
+        return g
+
+    zeros = np.zeros(n, np.int64)
+    base = PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=options.cost, max_scale=options.max_scale)
+    per_model_group("kpa", {}, True, np.zeros((n_models, n), np.int64))
+    keepalive_minutes = (1, 2, 5, 10, 20, 60) if options.sweep else (1, 5, 10)
+    for k in keepalive_minutes:
+        per_model_group("keepalive", {"minutes": k}, k == 10, keepalive_schedule(counts, k))
+    per_model_group("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, True, hybrid_schedule(counts))
+    costs = (60, 120, 600, 1200, 3000) if options.sweep else ()
+
+    def policy_rows(fc: Forecasts, settings: PolicySettings, active: np.ndarray | None = None) -> np.ndarray:
+        out = np.zeros(fc.point.shape[:2], np.int64)
+        for i in range(fc.point.shape[0]):
+            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i]).fill(out[i], 0, n, settings, None if active is None else active[i])
+        return out
+
+    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True, policy_rows(per_model, base))
+    per_model_group("oracle_per_model", {}, True, oracle_schedule(peaks[:n_models], options.capacity_rps))
+
+    ded_fc = Forecasts(per_model.point[ever_dedicated], per_model.upper[ever_dedicated], per_model.p_any[ever_dedicated])
+    dedicated_now = ~member[ever_dedicated]
+    candidates: list[Group] = []
+    for cost in (options.cost,) + costs:
+        s = PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=float(cost), max_scale=options.max_scale)
+        candidates.append(pooled_group("pool_predictive", {"cold_start_cost_pod_s": cost}, cost == options.cost,
+                                       policy_rows(pool_fc, s)[0], policy_rows(ded_fc, s, dedicated_now)))
+    pooled_group("pool_kpa", {}, True, zeros, np.zeros((n_ded, n), np.int64))
+    for k in POOL_KEEPALIVE_MINUTES:
+        candidates.append(pooled_group("pool_keepalive", {"minutes": k}, k == 10, keepalive_schedule(pool_counts[None, :], k)[0],
+                                       keepalive_schedule(ded_counts, k) * dedicated_now))
+    pooled_group("oracle_pooled", {}, True, oracle_schedule(peaks[POOL_S], options.capacity_rps),
+                 oracle_schedule(peaks[DED0:DED0 + n_ded], options.capacity_rps))
+    all_group = Group("pool_all_kpa", {}, True, [len(stream_of_lane)], len(stream_of_lane), [])
+    stream_of_lane.append(ALL_S)
+    rows.append(zeros)
+    groups.append(all_group)
+    ded_zeros = np.zeros((n_ded, n), np.int64)
+    default_group = pooled_group("predictive", {"cold_start_cost_pod_s": options.cost}, True, zeros, ded_zeros)
+    default_chooser = Chooser(default_group, candidates, every_hours=24, first_scored_minute=scored_from // 60)
+    budget_group = budget_chooser = None
+    budget_trace: list[tuple[int, float]] = []
+    if options.fleet_budget is not None:
+        budget_group = pooled_group("predictive", {"fleet_budget": options.fleet_budget}, False, zeros, ded_zeros)
+        budget_chooser = Chooser(budget_group, candidates, every_hours=1, first_scored_minute=scored_from // 60)
+    schedule = np.array(rows, dtype=np.int64)
+    kpa_lanes = np.array(groups[0].lanes)
+    snapshot: dict[str, LaneTotals] = {}
+    price = {"now": options.cost}
+
+    def since_scored(totals: LaneTotals, field_name: str, lanes: np.ndarray) -> float:
+        total = float(getattr(totals, field_name)[lanes].sum())
+        return total - (float(getattr(snapshot["t"], field_name)[lanes].sum()) if "t" in snapshot else total)
+
+    def on_hour(hour: int, totals: LaneTotals | None) -> None:
+        if totals is not None and hour * 3600 == scored_from:
+            snapshot["t"] = copy.deepcopy(totals)
+        default_chooser(hour, totals, schedule, options.cost, n)
+        if budget_chooser is not None:
+            if totals is not None and "t" in snapshot and hour * 3600 > scored_from:
+                spent = since_scored(totals, "pod_seconds", np.array(budget_group.lanes))
+                target = options.fleet_budget * since_scored(totals, "pod_seconds", kpa_lanes)
+                hours = (hour * 3600 - scored_from) / 3600
+                price["now"] = tune_price(price["now"], spent, target, target / hours, BudgetSettings())
+                budget_trace.append((hour, price["now"]))
+            budget_chooser(hour, totals, schedule, price["now"], n)
+
+    on_hour(0, None)
+    config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
+    pool_lanes = tuple(g.pool_lane for g in groups if g.pool_lane is not None)
+    began = time.perf_counter()
+    run = simulate_lanes(streams, np.array(stream_of_lane), schedule, config, fleet.seconds, 0,
+                         record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1),
+                         distinct=frozenset(default_group.lanes + (budget_group.lanes if budget_group else [])))
+    if "t" in snapshot:  # every score counts the scored days only
+        for name in ("requests", "cold", "over", "pod_seconds", "wasted_pod_seconds"):
+            setattr(run.totals, name, getattr(run.totals, name) - getattr(snapshot["t"], name))
+    sim_s = time.perf_counter() - began
+
+    # The pool's per-model scores: cold requests of each member, model loads and evictions.
+    caches = {lane: PoolModelCache(options.models_per_pod) for lane in pool_lanes}
+    pool_cold = {lane: np.zeros(n_models, np.int64) for lane in pool_lanes}
+    requests_of = np.zeros(n_models, np.int64)
+    for day in range(days):
+        raw = fleet.day_arrivals(day)
+        length = raw.shape[1] - raw.shape[1] % 60
+        base_s, m0 = day * DAY_S, day * DAY
+        scored = np.arange(base_s, base_s + raw.shape[1]) >= scored_from
+        requests_of += raw[:, scored].sum(axis=1)
+        for g in groups:
+            if g.pool_lane is None:
+                continue
+            lane = g.pool_lane
+            in_pool = np.ones((n_models, raw.shape[1]), bool) if g is all_group else \
+                np.repeat(member[:, m0:m0 + raw.shape[1] // 60], 60, axis=1)
+            ready = run.ready[lane][base_s:base_s + raw.shape[1]]
+            pooled = raw * in_pool
+            pool_cold[lane] += (pooled[:, (ready == 0) & scored]).sum(axis=1)
+            per_minute = pooled[:, :length].reshape(n_models, -1, 60).sum(axis=2)
+            r = ready[:length].reshape(-1, 60)
+            fewest, most = r.min(axis=1), r.max(axis=1)
+            cache = caches[lane]
+            for j in range(per_minute.shape[1]):
+                active = np.flatnonzero(per_minute[:, j])
+                cache.minute(int(fewest[j]), int(most[j]), {int(i): int(per_minute[i, j]) for i in active},
+                             scored=(m0 + j) * 60 >= scored_from)
+        bar.update(1)
+    bar.close()
+
+    scores = []
+    t = run.totals
+    for g in groups:
+        lanes = np.array(g.lanes)
+        cold_of = np.zeros(n_models, np.int64)
+        if g.pool_lane is None:
+            cold_of[np.array(g.dedicated)] = t.cold[lanes]
+        else:
+            cold_of += pool_cold[g.pool_lane]
+            if g.dedicated:
+                np.add.at(cold_of, np.array(g.dedicated), t.cold[lanes[1:]])
+        has = requests_of > 0
+        pct = 100.0 * cold_of[has] / requests_of[has]
+        cache = caches.get(g.pool_lane) if g.pool_lane is not None else None
+        loads = cache.scores.model_loads if cache else 0
+        total_requests = int(t.requests[lanes].sum())
+        scores.append({
+            "policy": g.policy, "settings": g.settings, "default": g.default,
+            "requests": total_requests,
+            "cold_start_requests": int(t.cold[lanes].sum()),
+            "cold_start_pct": 100.0 * t.cold[lanes].sum() / max(1, total_requests),
+            "model_loads": loads,
+            "model_evictions": cache.scores.evictions if cache else 0,
+            # A request waits model_load_ms when it brings its model into a pod, else nothing.
+            "model_load_wait_p99_ms": options.model_load_ms if loads > 0.01 * max(1, total_requests) else 0.0,
+            "pod_seconds": int(t.pod_seconds[lanes].sum()),
+            "wasted_pod_seconds": int(t.wasted_pod_seconds[lanes].sum()),
+            "p75_service_cold_pct": float(np.percentile(pct, 75)) if len(pct) else 0.0,
+            "over_capacity_requests": int(t.over[lanes].sum()),
+            "services_dedicated": n_ded if g.pool_lane is not None and g is not all_group else 0,
+        })
+    kpa = scores[0]
+    for s in scores:
+        for key, ref in (("cold_start_vs_kpa", "cold_start_requests"), ("pod_seconds_vs_kpa", "pod_seconds"),
+                         ("over_capacity_vs_kpa", "over_capacity_requests")):
+            s[key] = s[ref] / kpa[ref] if kpa[ref] else float("nan")
+    if budget_group is not None:
+        s = next(x for x in scores if x["settings"].get("fleet_budget") is not None)
+        s["settings"] = {**s["settings"], "final_price": round(budget_trace[-1][1], 1) if budget_trace else options.cost}
+    info = {
+        "fleet": fleet.name, "services": n_models, "minutes": n, "warmup_minutes": options.warmup_days * DAY,
+        "cold_start_s": options.cold_start_s, "capacity_rps": options.capacity_rps, "max_scale": options.max_scale,
+        "models_per_pod": options.models_per_pod, "model_load_ms": options.model_load_ms,
+        "dedicated_services": [fleet.services[i] for i in ever_dedicated], "placement_moves": placer.moves,
+        "dedicated_share_of_requests": float(ded_counts[:, options.warmup_days * DAY:].sum() / max(1, counts[:, options.warmup_days * DAY:].sum())),
+        "lanes": len(stream_of_lane), "forecast_seconds": round(forecast_s, 1), "longest_fit_seconds": round(longest_fit, 1),
+        "simulate_seconds": round(sim_s, 1), "total_seconds": round(time.perf_counter() - began_all, 1),
+        "budget_trace": budget_trace,
+        "default_choices": default_chooser.summary(["pool"] + [fleet.services[i] for i in ever_dedicated]),
+    }
+    if plots is not None:
+        from training.plots import fleet_pareto_plot
+
+        plots.mkdir(parents=True, exist_ok=True)
+        fleet_pareto_plot(plots / f"{fleet.name.split('.')[0]}_pareto.png", fleet.name, scores)
+    return scores, info
+
+
+def span_peaks(streams, days: int, n: int, options: FleetOptions) -> np.ndarray:
+    """For every stream and minute m, the busiest second from the moment a decision at m applies
+    until the next decision's pods can be ready (controllers.OracleMinute's span)."""
+    delay = FleetSimConfig().actuation_delay_s
+    lag = delay + int(math.ceil(options.cold_start_s))
+    first = second = None
+    for day in range(days):
+        s = streams(day)
+        usable = s.shape[1] - s.shape[1] % 60
+        per_min = s[:, :usable].reshape(s.shape[0], -1, 60)
+        if first is None:
+            first = np.zeros((s.shape[0], n), np.int64)
+            second = np.zeros((s.shape[0], n + 1), np.int64)
+        m0 = day * DAY
+        first[:, m0:m0 + per_min.shape[1]] = per_min[:, :, delay:].max(axis=2)
+        second[:, m0:m0 + per_min.shape[1]] = per_min[:, :, :lag].max(axis=2)
+    return np.maximum(first, second[:, 1:n + 1])
+
+
+class Chooser:
+    """The pooled design's pre-warming, chosen walk-forward per Service (the pool, and each
+    dedicated model): every `every_hours`, each Service takes, for the hours ahead, the schedule
+    of the candidate (our forecast policy at a swept price, or a fixed keep-alive) that cost it
+    least so far at the user's price: pod-seconds + price x cold-start requests, as simulated
+    on the same requests up to now (history only). Where the forecast does not pay for itself,
+    this falls back to a keep-alive; with the fleet budget the price is the tuned one."""
+
+    def __init__(self, group: Group, candidates: list[Group], every_hours: int, first_scored_minute: int):
+        self.group, self.candidates, self.every = group, candidates, every_hours
+        self.first_scored = first_scored_minute
+        self.minutes_on = np.zeros((len(group.lanes), len(candidates)), np.int64)
+
+    def __call__(self, hour: int, totals: LaneTotals | None, schedule: np.ndarray, price: float, n: int) -> None:
+        if hour % self.every:
+            return
+        m0, m1 = hour * 60, min(n, (hour + self.every) * 60)
+        if m0 >= n:
+            return
+        for j, lane in enumerate(self.group.lanes):
+            best = 0
+            if totals is not None:
+                cost = [totals.pod_seconds[c.lanes[j]] + price * totals.cold[c.lanes[j]] for c in self.candidates]
+                best = int(np.argmin(cost))
+            schedule[lane, m0:m1] = schedule[self.candidates[best].lanes[j], m0:m1]
+            self.minutes_on[j, best] += max(0, m1 - max(m0, self.first_scored))
+
+    def summary(self, names: list[str]) -> list[dict]:
+        """Per Service, the share of scored minutes each candidate was in force."""
+        labels = [f"{c.policy} {','.join(f'{k}={v}' for k, v in c.settings.items())}" for c in self.candidates]
+        out = []
+        for j, name in enumerate(names):
+            total = self.minutes_on[j].sum()
+            if total:
+                out.append({"service": name, **{labels[c]: round(float(self.minutes_on[j, c] / total), 3)
+                                                for c in np.flatnonzero(self.minutes_on[j])}})
+        return out
+
+
+def print_fleet_table(scores: list[dict], info: dict) -> None:
+    print(f"\n## {info['fleet']}: {info['services']} services, {info['minutes']} min, warm-up {info['warmup_minutes']} min not scored, "
+          f"refit daily; cold start {info['cold_start_s']} s, {info['capacity_rps']} req/s per pod, max-scale {info['max_scale']}, "
+          f"{info['models_per_pod']} models per pool pod, model load {info['model_load_ms']:.0f} ms")
+    print(f"placement: {len(info['dedicated_services'])} services ever dedicated ({info['dedicated_share_of_requests']:.1%} of scored requests), "
+          f"{info['placement_moves']} moves; forecasts {info['forecast_seconds']} s (longest fit {info['longest_fit_seconds']} s), "
+          f"simulation {info['simulate_seconds']} s over {info['lanes']} lanes, total {info['total_seconds']} s\n")
+    print("| policy | settings | requests | cold | cold % | cold vs KPA | p75 service cold % | model loads | evictions | "
+          "over capacity | over cap vs KPA | pod-s | pod-s vs KPA | wasted pod-s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in scores:
+        settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items()) + (" (default)" if s["default"] and s["policy"] == "predictive" else "")
+        print(f"| {s['policy']} | {settings} | {s['requests']} | {s['cold_start_requests']} | {s['cold_start_pct']:.2f} | "
+              f"{s['cold_start_vs_kpa']:.3f} | {s['p75_service_cold_pct']:.1f} | {s['model_loads']} | {s['model_evictions']} | "
+              f"{s['over_capacity_requests']} | {s['over_capacity_vs_kpa']:.3f} | {s['pod_seconds']} | {s['pod_seconds_vs_kpa']:.3f} | "
+              f"{s['wasted_pod_seconds']} |")
+    choices: dict[str, int] = {}
+    for c in info["default_choices"]:
+        main = max((k for k in c if k != "service"), key=lambda k: c[k])
+        choices[main] = choices.get(main, 0) + 1
+    pool = next((c for c in info["default_choices"] if c["service"] == "pool"), None)
+    print(f"\ndefault's pre-warming, chosen each day from the days before (pod-s + price x cold starts): pool "
+          f"{ {k: v for k, v in pool.items() if k != 'service'} if pool else '-' }; services by main choice {choices}")
+    if info["budget_trace"]:
+        prices = [p for _, p in info["budget_trace"]]
+        print(f"fleet budget: price (pod-s per cold start) tuned hourly, from {prices[0]:.0f} to {prices[-1]:.0f} "
+              f"(min {min(prices):.0f}, max {max(prices):.0f})")
+
+
+def main_fleets(args) -> None:
+    """The fleet half of `python -m training.backtest` (its parser holds the options)."""
+    import json
+
+    from training.fleet_trace import load_fleet
+
+    options = FleetOptions(cold_start_s=int(math.ceil(args.cold_start_s)), capacity_rps=args.capacity_rps,
+                           max_scale=args.max_scale, models_per_pod=args.models_per_pod, model_load_ms=args.model_load_ms,
+                           fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed, warmup_days=args.warmup_days,
+                           placement=PlacementSettings(capacity_rps=args.capacity_rps))
+    everything = []
+    for path in args.fleet:
+        scores, info = run_fleet(load_fleet(path, seed=args.seed), options, progress=True, plots=args.plots)
+        if args.format == "json":
+            everything += [{**s, "fleet": info["fleet"]} for s in scores]
+        else:
+            print_fleet_table(scores, info)
+            sys.stdout.flush()
+    if args.format == "json":
+        json.dump(everything, sys.stdout, indent=1, default=float)
+        print()
