@@ -54,7 +54,8 @@ class ForecastTable:
         i = minute - self.first_minute
         if i < 0 or i >= len(self.point):
             return None
-        return [MinuteForecast(float(p), float(u), float(q)) for p, u, q in zip(self.point[i], self.upper[i], self.p_any[i])]
+        return [MinuteForecast(float(p) / 60.0, float(u) / 60.0, float(q))  # counts per minute -> req/s
+                for p, u, q in zip(self.point[i], self.upper[i], self.p_any[i])]
 
 
 def seasonal_naive_table(counts: np.ndarray, first: int, last: int, horizon: int, recent: int = 5) -> ForecastTable:

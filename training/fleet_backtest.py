@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 from forecast.forecaster import RateForecaster
-from scale.min_scale_policy import MinuteForecast, PolicySettings, decide
+from scale.annotations import ServicePolicy
+from scale.decision import MIN_SCALE, ServiceView, plan
+from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings
 from scale.placement import BudgetSettings, Placement, PlacementSettings, place, tune_price
 from tqdm import tqdm
 
@@ -77,10 +79,11 @@ class Forecasts:
 
 
 class PolicySchedule:
-    """Our min-scale policy (scale.min_scale_policy.decide, the scale function's code) over
-    one series' forecast rows, minute by minute, with its cool-down state carried along.
-    Minutes where P(any) of the covered minutes is under the warm threshold while min-scale is
-    0 skip the call: decide would keep 0 there (no window lever in the fleet backtest)."""
+    """The scale function's whole decision (scale.decision.plan, as training.controllers
+    .PolicyController calls it) over one series' forecast rows, minute by minute, with its
+    cool-down state carried along. Minutes where P(any) of the covered minutes is under the
+    warm threshold while min-scale is 0 skip the call: plan would keep 0 there (no window lever
+    in the fleet backtest)."""
 
     def __init__(self, point: np.ndarray, upper: np.ndarray, p_any: np.ndarray):
         self.point, self.upper, self.p_any = point, upper, p_any
@@ -92,7 +95,8 @@ class PolicySchedule:
 
     def fill(self, out: np.ndarray, m0: int, m1: int, settings: PolicySettings, active: np.ndarray | None = None) -> None:
         threshold = settings.warm_threshold
-        lead = max(1, settings.lead_minutes)
+        lead = LEAD_MINUTES
+        policy = ServicePolicy(settings, dry_run=False, user_window=None, may_set_window=False)
         for m in range(m0, m1):
             if active is not None and not active[m]:
                 self.current, self.raised_at = 0, None
@@ -101,11 +105,12 @@ class PolicySchedule:
             if not self.known[m] or (self.current == 0 and self.covered[m] < threshold):
                 out[m] = self.current
                 continue
-            forecast = [MinuteForecast(float(self.point[m, h]), float(self.upper[m, h]), float(self.p_any[m, h]))
+            forecast = [MinuteForecast(float(self.point[m, h]) / 60.0, float(self.upper[m, h]) / 60.0, float(self.p_any[m, h]))
                         for h in range(min(lead, self.point.shape[1]))]
-            decision = decide(forecast, settings, self.current, m * 60.0, self.raised_at)
-            self.current, self.raised_at = decision.min_scale, decision.raised_at_s
-            out[m] = decision.min_scale
+            view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(self.current)}})
+            decided = plan(view, policy, forecast, m * 60.0, self.raised_at)
+            self.current, self.raised_at = decided.min_scale, decided.raised_at_s
+            out[m] = decided.min_scale
 
 
 def keepalive_schedule(counts: np.ndarray, minutes: int) -> np.ndarray:

@@ -16,7 +16,7 @@ POLICY = ServicePolicy(S, dry_run=False, user_window=None, may_set_window=True)
 
 
 def f(p_any: float, upper_rps: float = 1.0) -> MinuteForecast:
-    return MinuteForecast(point=upper_rps * 30, upper=upper_rps * 60, p_any=p_any)
+    return MinuteForecast(point_rps=upper_rps / 2, upper_rps=upper_rps, p_any=p_any)
 
 
 def test_current_is_what_the_routed_revisions_carry_and_only_differences_are_written():
@@ -61,7 +61,7 @@ def test_the_backtest_scores_exactly_what_decide_alone_would(steps, lever):
     controller = PolicyController(ForecastTable(0, upper / 2, upper, p_any), settings_)
     current, raised = 0, None
     for minute in range(n):
-        forecast = [MinuteForecast(point=upper[minute, h] / 2, upper=upper[minute, h], p_any=p_any[minute, h])
+        forecast = [MinuteForecast(point_rps=upper[minute, h] / 120, upper_rps=upper[minute, h] / 60, p_any=p_any[minute, h])
                     for h in range(5)]
         expected = decide(forecast, settings_, current, minute * 60.0, raised)
         got = controller.control(minute, np.zeros(n))

@@ -40,4 +40,4 @@ def test_parsing_a_forecast_event_never_crashes(payload):
         return
     assert isinstance(result, ParsedForecast)
     for entry in result.services:
-        assert entry.minutes is None or all(0 <= m.p_any <= 1 and m.upper >= 0 for m in entry.minutes)
+        assert entry.minutes is None or all(0 <= m.p_any <= 1 and m.upper_rps >= 0 for m in entry.minutes)

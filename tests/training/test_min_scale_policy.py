@@ -11,7 +11,7 @@ S = PolicySettings(capacity_rps=10.0, cold_start_cost_pod_s=300.0, max_scale=5, 
 
 
 def f(p_any: float, upper: float = 1.0) -> MinuteForecast:
-    return MinuteForecast(point=upper / 2, upper=upper, p_any=p_any)
+    return MinuteForecast(point_rps=upper / 120, upper_rps=upper / 60, p_any=p_any)  # upper: requests in the minute
 
 
 def test_warm_threshold_prices_a_cold_start_against_a_minute_of_pod():

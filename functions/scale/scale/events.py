@@ -83,7 +83,7 @@ def _minutes(raw, i: int) -> list[MinuteForecast]:
             raise BadEvent(f"data.services[{i}].minutes[{j}] needs numeric point_rps, upper_rps, p_any") from None
         if not all(math.isfinite(v) and v >= 0 for v in (point, upper, p_any)) or p_any > 1:
             raise BadEvent(f"data.services[{i}].minutes[{j}]: rates must be finite and >= 0, p_any in [0, 1]")
-        minutes.append(MinuteForecast(point=point * 60, upper=upper * 60, p_any=p_any))
+        minutes.append(MinuteForecast(point_rps=point, upper_rps=upper, p_any=p_any))
     return minutes
 
 

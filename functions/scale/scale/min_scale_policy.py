@@ -11,7 +11,7 @@ forecast's upper quantile of load (ceil(upper req/s / per-pod capacity)), so tha
 with ready pods instead of KPA's reactive scale-out lag.
 
 The second lever (opt-in: `idle_window_s` is None by default): when every minute the decision
-covers is forecast idle (P(any) below `idle_probability`), the Revision's stable window is
+covers is forecast idle (P(any) below half the warm threshold), the Revision's stable window is
 shortened (e.g. `idle_window_s` = 6 s) so that
 KPA takes it to zero in seconds instead of ~60 s; when traffic is forecast the window goes back
 to the Service's own (None).
@@ -27,12 +27,22 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class MinuteForecast:
-    point: float
-    """Expected requests in the minute."""
-    upper: float
-    """Upper quantile of requests in the minute."""
+    """One forecast minute. Rates are requests per second, the unit of the forecast event
+    (`point_rps`, `upper_rps`), of pod capacity and of every rate after it: the forecaster's
+    per-minute counts are divided by the minute once, where the forecast is made."""
+
+    point_rps: float
+    """Expected request rate over the minute."""
+    upper_rps: float
+    """Upper quantile of the request rate over the minute."""
     p_any: float
     """Probability of at least one request in the minute."""
+
+
+LEAD_MINUTES = 2
+"""Forecast minutes a decision covers: the current one and the next (pods take a cold start to
+become ready, and the next decision comes a minute later). A property of the loop's cadence,
+not a knob: the forecast event carries more minutes, and placement reads further ahead."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +57,10 @@ class PolicySettings:
     """Upper bound the policy never goes above (annotation predictive-scaling.io/max)."""
     cooldown_s: float = 60.0
     """A raised min-scale is not lowered before this many seconds have passed."""
-    lead_minutes: int = 2
-    """Forecast minutes a decision covers: the current one and the next (pods take a cold
-    start to become ready, and the next decision comes a minute later)."""
     idle_window_s: float | None = None
     """Stable window while idle is forecast (second lever, e.g. 6 s); None, the default, leaves
     the window alone: in the backtests the lever turned forecast errors into more cold starts
     than the pod-seconds it saved were worth at the default price (README)."""
-    idle_probability: float | None = None
-    """P(any) under which a minute counts as idle; default: the warm threshold / 2."""
     burst_risk: float | None = 0.1
     """Accepted chance that some second of a forecast minute brings more requests than the
     min-scale pods serve, with arrivals within the minute taken as Poisson at the upper-quantile
@@ -67,7 +72,9 @@ class PolicySettings:
 
     @property
     def idle_threshold(self) -> float:
-        return self.idle_probability if self.idle_probability is not None else self.warm_threshold / 2
+        """P(any) under which a minute counts as idle (the window lever): half the warm threshold,
+        so that a minute is not both worth keeping warm and idle."""
+        return self.warm_threshold / 2
 
 
 @dataclass(frozen=True)
@@ -88,23 +95,23 @@ def p_any_in(covered: Sequence[MinuteForecast]) -> float:
 
 
 def desired_min_scale(forecast: Sequence[MinuteForecast], settings: PolicySettings) -> int:
-    covered = list(forecast[: max(1, settings.lead_minutes)])
+    covered = list(forecast[:LEAD_MINUTES])
     if not covered or p_any_in(covered) < settings.warm_threshold:
         return _clamp(0, settings)
-    load = _pods_for(max(f.upper for f in covered), settings)  # pods grow with the load
+    load = _pods_for(max(f.upper_rps for f in covered), settings)  # pods grow with the load
     return _clamp(max(1, load), settings)
 
 
-def _pods_for(upper_per_minute: float, settings: PolicySettings) -> int:
+def _pods_for(upper_rps: float, settings: PolicySettings) -> int:
     """Pods for a forecast load, never more than max-scale (an absurd forecast cannot overflow).
 
     Requests over ready capacity come from the busiest second, not from the minute's mean: a
     minute of 300 requests averages 5 req/s but, Poisson within the minute, has a second of 11
     or more in about half of such minutes. So with `burst_risk` set, the pods cover the peak second
     that the minute exceeds with that probability at most."""
-    if not math.isfinite(upper_per_minute):
+    if not math.isfinite(upper_rps):
         return settings.max_scale
-    rate = max(upper_per_minute, 0.0) / 60.0
+    rate = max(upper_rps, 0.0)
     if settings.burst_risk is not None and rate > 0:
         rate = max(rate, peak_second(rate, settings.burst_risk))
     pods = rate / settings.capacity_rps
@@ -139,7 +146,7 @@ def decide(
         why = "no forecast" if not forecast else "forecast is stale"
         return Decision(current, None, f"hold at {current}: {why}", raised_at_s)
     desired = desired_min_scale(forecast, settings)
-    covered = forecast[: max(1, settings.lead_minutes)]
+    covered = forecast[:LEAD_MINUTES]
     idle = all(f.p_any < settings.idle_threshold for f in covered)
     window = settings.idle_window_s if idle and desired == 0 and settings.idle_window_s else None
     peak = p_any_in(covered)

@@ -27,7 +27,7 @@ from .cloudevent_io import BadEvent, Outcome, RetryLater
 from .annotations import BadAnnotation, ServicePolicy, service_policy
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
 from .decision import ServiceView, plan
-from .min_scale_policy import p_any_in
+from .min_scale_policy import LEAD_MINUTES, p_any_in
 from .settings import ScaleSettings
 from .state_store import ServiceState, StateStore
 from .warmup import WarmUp
@@ -210,13 +210,13 @@ class Scaler:
                 self.warmup.send(url)
                 warmed = True
         minutes = entry.minutes if entry is not None else None
-        covered = (minutes or [])[: max(1, policy.settings.lead_minutes)]
+        covered = (minutes or [])[:LEAD_MINUTES]
         record = {
             "service": key, "revisions": routed, "previous_min_scale": decided.previous, "min_scale": decided.min_scale,
             "window": decided.window, "reason": decided.reason, "applied": applied, "dry_run": policy.dry_run,
             "warmup": warmed,
             "forecast": ({"p_any_covered": round(p_any_in(covered), 4),
-                          "upper_rps_max": round(max(m.upper for m in covered) / 60, 4)} if covered else None),
+                          "upper_rps_max": round(max(m.upper_rps for m in covered), 4)} if covered else None),
         }
         if released:
             record["released"] = released
