@@ -22,7 +22,6 @@ The per-second ready count of chosen lanes is kept for the pool's per-model scor
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -365,21 +364,43 @@ class PoolModelCache:
     models), so a model with n requests in a minute reaches min(n, pods) pods. Resolution is
     the minute: pods above the minute's fewest ready left during it (newest first, as in the
     simulator) and come back empty; the minute's requests reach up to its most ready pods;
-    requests of a minute with no ready pod reach the first pods that become ready."""
+    requests of a minute with no ready pod reach the first pods that become ready.
+
+    Held as a (pod, model) matrix of last-touch clocks (0: not held), so that a minute in which
+    every model finds every pod it reaches already holding it (the common case) is one vectorised
+    write; from the first model that misses on some pod, models go one at a time in request order
+    (a load may evict a model that a later model of the same minute then loads again)."""
 
     def __init__(self, models_per_pod: int):
         if models_per_pod < 1:
             raise ValueError("a pool pod must hold at least one model")
         self.models_per_pod = models_per_pod
-        self.pods: list[OrderedDict] = []
+        self.last = np.zeros((0, 0), np.int64)
+        self.sizes = np.zeros(0, np.int64)
+        self.n_pods = 0
+        self.clock = 0
         self.pointer = 0
         self.waiting: dict[int, int] = {}
         self.scores = CacheScores()
 
+    def _reserve(self, pods: int, models: int) -> None:
+        have_pods, have_models = self.last.shape
+        if pods <= have_pods and models <= have_models:
+            return
+        grown = np.zeros((max(pods, 2 * have_pods) if pods > have_pods else have_pods,
+                          max(models, 2 * have_models) if models > have_models else have_models), np.int64)
+        grown[:have_pods, :have_models] = self.last
+        sizes = np.zeros(grown.shape[0], np.int64)
+        sizes[:have_pods] = self.sizes
+        self.last, self.sizes = grown, sizes
+
     def minute(self, fewest_ready: int, most_ready: int, requests: dict[int, int], scored: bool = True) -> None:
-        del self.pods[fewest_ready:]
-        while len(self.pods) < most_ready:
-            self.pods.append(OrderedDict())
+        keep = min(self.n_pods, fewest_ready)
+        if keep < self.n_pods:
+            self.last[keep:self.n_pods] = 0
+            self.sizes[keep:self.n_pods] = 0
+        self.n_pods = most_ready
+        self._reserve(most_ready, 0)
         if most_ready == 0:
             for model, count in requests.items():
                 self.waiting[model] = self.waiting.get(model, 0) + count
@@ -389,19 +410,38 @@ class PoolModelCache:
             for model, count in requests.items():
                 merged[model] = merged.get(model, 0) + count
             requests, self.waiting = merged, {}
-        for model, count in requests.items():
-            reach = min(count, most_ready)
-            for _ in range(reach):
-                pod = self.pods[self.pointer % most_ready]
-                self.pointer += 1
-                if model in pod:
-                    pod.move_to_end(model)
-                    continue
-                pod[model] = True
-                if scored:
-                    self.scores.model_loads += 1
-                    self.scores.load_wait_requests += 1
-                if len(pod) > self.models_per_pod:
-                    pod.popitem(last=False)
-                    if scored:
-                        self.scores.evictions += 1
+        if not requests:
+            return
+        models = np.fromiter(requests.keys(), np.int64, len(requests))
+        reach = np.minimum(np.fromiter(requests.values(), np.int64, len(requests)), most_ready)
+        self._reserve(most_ready, int(models.max()) + 1)
+        ends = np.cumsum(reach)
+        firsts = ends - reach
+        model_of_pair = np.repeat(models, reach)
+        pod_of_pair = (self.pointer + np.arange(int(ends[-1]))) % most_ready
+        clocks = self.clock + 1 + np.arange(len(models))
+        held = self.last[pod_of_pair, model_of_pair] > 0
+        first_miss = len(models) if held.all() else int(np.searchsorted(ends, int(np.argmin(held)), side="right"))
+        hits = int(firsts[first_miss]) if first_miss < len(models) else len(pod_of_pair)
+        self.last[pod_of_pair[:hits], model_of_pair[:hits]] = np.repeat(clocks[:first_miss], reach[:first_miss])
+        for k in range(first_miss, len(models)):
+            self._touch(pod_of_pair[firsts[k]:ends[k]], int(models[k]), int(clocks[k]), scored)
+        self.pointer += int(ends[-1])
+        self.clock += len(models)
+
+    def _touch(self, pods: np.ndarray, model: int, clock: int, scored: bool) -> None:
+        new = pods[self.last[pods, model] == 0]
+        self.last[pods, model] = clock
+        if not len(new):
+            return
+        self.sizes[new] += 1
+        over = new[self.sizes[new] > self.models_per_pod]
+        if len(over):
+            rows = self.last[over]
+            victims = np.where(rows > 0, rows, np.iinfo(np.int64).max).argmin(axis=1)
+            self.last[over, victims] = 0
+            self.sizes[over] -= 1
+        if scored:
+            self.scores.model_loads += len(new)
+            self.scores.load_wait_requests += len(new)
+            self.scores.evictions += len(over)

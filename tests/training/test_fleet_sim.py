@@ -4,6 +4,8 @@ simulator and the KPA rules it vectorises."""
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.controllers import KeepAlive
 from training.fleet_sim import FleetSimConfig, LaneState, PoolModelCache, kpa_tick_lanes, simulate_lanes
@@ -129,3 +131,54 @@ def test_vectorised_kpa_tick_follows_kpa_tick_rule_by_rule():
         assert got.tolist() == want
         assert vector.in_panic[idx].tolist() == [scalar[i].in_panic for i in idx]
         ready[idx] = np.maximum(0, got - rng.integers(0, 2, len(idx)))  # some pods still pending
+
+
+class _ReferenceCache:
+    """PoolModelCache's rule spelled out one request at a time (an OrderedDict per pod, the most
+    recently used last): the readable specification the vectorised cache must equal."""
+
+    def __init__(self, models_per_pod: int):
+        self.cap, self.pods, self.pointer, self.waiting = models_per_pod, [], 0, {}
+        self.loads = self.evictions = 0
+
+    def minute(self, fewest: int, most: int, requests: dict[int, int], scored: bool) -> None:
+        from collections import OrderedDict
+
+        del self.pods[fewest:]
+        while len(self.pods) < most:
+            self.pods.append(OrderedDict())
+        if most == 0:
+            for m, c in requests.items():
+                self.waiting[m] = self.waiting.get(m, 0) + c
+            return
+        merged = dict(self.waiting)
+        for m, c in requests.items():
+            merged[m] = merged.get(m, 0) + c
+        self.waiting = {}
+        for m, c in merged.items():
+            for _ in range(min(c, most)):
+                pod = self.pods[self.pointer % most]
+                self.pointer += 1
+                if m in pod:
+                    pod.move_to_end(m)
+                    continue
+                pod[m] = True
+                self.loads += scored
+                if len(pod) > self.cap:
+                    pod.popitem(last=False)
+                    self.evictions += scored
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4), st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5),
+                                             st.dictionaries(st.integers(0, 7), st.integers(1, 9), max_size=6),
+                                             st.booleans()), max_size=25))
+def test_the_vectorised_pool_cache_equals_the_request_by_request_rule(cap, minutes):
+    fast, spec = PoolModelCache(cap), _ReferenceCache(cap)
+    for a, b, requests, scored in minutes:
+        fewest, most = min(a, b), max(a, b)
+        fast.minute(fewest, most, dict(requests), scored)
+        spec.minute(fewest, most, dict(requests), scored)
+        assert (fast.scores.model_loads, fast.scores.evictions) == (spec.loads, spec.evictions)
+        held = [{m for m in range(fast.last.shape[1]) if fast.last[p, m]} for p in range(fast.n_pods)]
+        assert held == [set(pod) for pod in spec.pods[:fast.n_pods]]
