@@ -43,8 +43,17 @@ def test_func_yaml_is_valid_against_the_func_schema(name):
 CLOUDEVENT_FUNCTIONS = ("forecast", "scale", "deadletter")
 
 
-@pytest.mark.parametrize("module", ["http_guard.py", "cloudevent_io.py", "json_log.py"])
+ALL_FUNCTIONS = CLOUDEVENT_FUNCTIONS + ("infer",)
+BUILD_FORCED_COPIES = {
+    "http_guard.py": CLOUDEVENT_FUNCTIONS,
+    "cloudevent_io.py": CLOUDEVENT_FUNCTIONS,
+    "json_log.py": CLOUDEVENT_FUNCTIONS,
+    "env_settings.py": ALL_FUNCTIONS,  # the one way configuration is read
+}
+
+
+@pytest.mark.parametrize("module", sorted(BUILD_FORCED_COPIES))
 def test_the_build_forced_copies_are_byte_identical(module):
     """Each function is built from its own directory, so these shared modules are copies."""
-    copies = {name: (ROOT / "functions" / name / name / module).read_bytes() for name in CLOUDEVENT_FUNCTIONS}
+    copies = {name: (ROOT / "functions" / name / name / module).read_bytes() for name in BUILD_FORCED_COPIES[module]}
     assert len(set(copies.values())) == 1, f"functions/*/*/{module} drifted apart: make them identical"

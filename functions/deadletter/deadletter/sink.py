@@ -25,6 +25,7 @@ import redis
 from cloudevents.core.v1.event import CloudEvent
 
 from . import json_log
+from .env_settings import optional, text, whole
 
 log = logging.getLogger("deadletter")
 
@@ -38,11 +39,8 @@ class SinkSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SinkSettings":
-        keep = env.get("DEADLETTER_KEEP", "10000")
-        if not keep.isdigit() or int(keep) < 1:
-            raise ValueError(f"DEADLETTER_KEEP={keep!r} must be a positive integer")
-        return cls(env.get("REDIS_URL", "redis://redis:6379/0"), env.get("DEADLETTER_KEY", "deadletter:events"), int(keep),
-                   env.get("REDIS_PASSWORD") or None)
+        return cls(text(env, "REDIS_URL", "redis://redis:6379/0"), text(env, "DEADLETTER_KEY", "deadletter:events"),
+                   whole(env, "DEADLETTER_KEEP", 10000, positive=True), optional(env, "REDIS_PASSWORD"))
 
 
 class DeadLetterSink:

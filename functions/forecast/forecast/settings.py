@@ -33,11 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from .env_settings import SettingsError, names, optional, sha256, text, whole
 from .metric_presets import PRESETS, MetricQuery
-
-
-class SettingsError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -82,37 +79,23 @@ class ForecastSettings:
         settings = cls(
             prometheus_url=env.get("PROMETHEUS_URL", "http://prometheus.monitoring.svc:9090").rstrip("/"),
             query=query,
-            redis_url=env.get("REDIS_URL", "redis://redis:6379/0"),
-            forecaster_root=env.get("FORECASTER_ROOT", "/models/forecaster"),
-            history_minutes=_int(env, "HISTORY_MINUTES", 10080, 60),
-            topup_minutes=_int(env, "TOPUP_MINUTES", 5, 1),
-            fill_chunk_minutes=_int(env, "FILL_CHUNK_MINUTES", 1440, 10),
-            fill_max_points=_int(env, "FILL_MAX_POINTS", 2_000_000, 10_000),
-            ingest_lag_s=_int(env, "INGEST_LAG_SECONDS", 0, 0),
-            stale_after_minutes=_int(env, "STALE_AFTER_MINUTES", 5, 1),
-            dedupe_ttl_s=_int(env, "DEDUPE_TTL_SECONDS", 3600, 1),
-            forecast_history=_int(env, "FORECAST_HISTORY", 60, 1),
-            prometheus_timeout_s=float(_int(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, 1)),
-            event_source=env.get("EVENT_SOURCE", "/predictive-scaling/forecast"),
-            minute_s=_int(env, "MINUTE_SECONDS", 60, 1),
-            accepted_sources=tuple(s.strip() for s in env.get(
-                "ACCEPTED_SOURCES", "/apis/v1/namespaces/predictive-scaling/pingsources/every-minute").split(",") if s.strip()),
-            max_ahead_s=float(_int(env, "MAX_AHEAD_SECONDS", 60, 0)),
-            claim_ttl_s=_int(env, "CLAIM_TTL_SECONDS", 600, 1),
-            forecaster_sha256=(env.get("FORECASTER_SHA256") or "").strip().lower() or None,
-            redis_password=env.get("REDIS_PASSWORD") or None,
+            redis_url=text(env, "REDIS_URL", "redis://redis:6379/0"),
+            forecaster_root=text(env, "FORECASTER_ROOT", "/models/forecaster"),
+            history_minutes=whole(env, "HISTORY_MINUTES", 10080, 60),
+            topup_minutes=whole(env, "TOPUP_MINUTES", 5, 1),
+            fill_chunk_minutes=whole(env, "FILL_CHUNK_MINUTES", 1440, 10),
+            fill_max_points=whole(env, "FILL_MAX_POINTS", 2_000_000, 10_000),
+            ingest_lag_s=whole(env, "INGEST_LAG_SECONDS", 0, 0),
+            stale_after_minutes=whole(env, "STALE_AFTER_MINUTES", 5, 1),
+            dedupe_ttl_s=whole(env, "DEDUPE_TTL_SECONDS", 3600, 1),
+            forecast_history=whole(env, "FORECAST_HISTORY", 60, 1),
+            prometheus_timeout_s=float(whole(env, "PROMETHEUS_TIMEOUT_SECONDS", 10, 1)),
+            event_source=text(env, "EVENT_SOURCE", "/predictive-scaling/forecast"),
+            minute_s=whole(env, "MINUTE_SECONDS", 60, 1),
+            accepted_sources=names(env, "ACCEPTED_SOURCES", "/apis/v1/namespaces/predictive-scaling/pingsources/every-minute"),
+            max_ahead_s=float(whole(env, "MAX_AHEAD_SECONDS", 60, 0)),
+            claim_ttl_s=whole(env, "CLAIM_TTL_SECONDS", 600, 1),
+            forecaster_sha256=sha256(env, "FORECASTER_SHA256"),
+            redis_password=optional(env, "REDIS_PASSWORD"),
         )
         return settings
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} is below its minimum {minimum}")
-    return value

@@ -29,12 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from .env_settings import SettingsError, flag, names, number, optional, text, whole
 from .min_scale_policy import PolicySettings
 from .policy_knobs import defaults_from_env
-
-
-class SettingsError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -65,11 +62,11 @@ class ScaleSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ScaleSettings":
-        label = env.get("OPT_IN_LABEL", "predictive-scaling.io/enabled=true")
+        label = text(env, "OPT_IN_LABEL", "predictive-scaling.io/enabled=true")
         if "=" not in label:
             raise SettingsError(f"OPT_IN_LABEL={label!r} must be key=value")
         key, value = label.split("=", 1)
-        version = env.get("KNATIVE_VERSION", "auto")
+        version = text(env, "KNATIVE_VERSION", "auto")
         if version not in ("auto", "1.21", "1.20"):
             raise SettingsError(f"KNATIVE_VERSION={version!r} must be auto, 1.21 or 1.20")
         try:
@@ -77,55 +74,24 @@ class ScaleSettings:
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         return cls(
-            redis_url=env.get("REDIS_URL", "redis://redis:6379/0"),
-            api_url=env.get("KUBERNETES_API_URL") or None,
+            redis_url=text(env, "REDIS_URL", "redis://redis:6379/0"),
+            api_url=optional(env, "KUBERNETES_API_URL"),
             knative_version=version,
             opt_in_label=(key, value),
-            dry_run=_bool(env, "DRY_RUN", False),
-            max_forecast_age_s=_number(env, "MAX_FORECAST_AGE_SECONDS", 180.0, 0.0),
+            dry_run=flag(env, "DRY_RUN", False),
+            max_forecast_age_s=number(env, "MAX_FORECAST_AGE_SECONDS", 180.0, 0.0),
             policy=policy,
-            warmup=_bool(env, "WARMUP", True),
-            warmup_path=env.get("WARMUP_PATH", "/"),
-            warmup_gateway=env.get("WARMUP_GATEWAY") or None,
-            warmup_timeout_s=_number(env, "WARMUP_TIMEOUT_SECONDS", 2.0, 0.1),
-            api_retries=int(_number(env, "API_RETRIES", 4, 0)),
-            dedupe_ttl_s=int(_number(env, "DEDUPE_TTL_SECONDS", 3600, 1)),
-            decision_history=int(_number(env, "DECISION_HISTORY", 60, 1)),
-            event_source=env.get("EVENT_SOURCE", "/predictive-scaling/scale"),
-            redis_password=env.get("REDIS_PASSWORD") or None,
-            managed_namespaces=_list(env, "MANAGED_NAMESPACES", "models"),
-            accepted_sources=_list(env, "ACCEPTED_SOURCES", "/predictive-scaling/forecast"),
-            max_ahead_s=_number(env, "MAX_AHEAD_SECONDS", 60.0, 0.0),
-            state_ttl_s=int(_number(env, "STATE_TTL_SECONDS", 7 * 86400, 60)),
+            warmup=flag(env, "WARMUP", True),
+            warmup_path=text(env, "WARMUP_PATH", "/"),
+            warmup_gateway=optional(env, "WARMUP_GATEWAY"),
+            warmup_timeout_s=number(env, "WARMUP_TIMEOUT_SECONDS", 2.0, 0.1),
+            api_retries=whole(env, "API_RETRIES", 4, 0),
+            dedupe_ttl_s=whole(env, "DEDUPE_TTL_SECONDS", 3600, 1),
+            decision_history=whole(env, "DECISION_HISTORY", 60, 1),
+            event_source=text(env, "EVENT_SOURCE", "/predictive-scaling/scale"),
+            redis_password=optional(env, "REDIS_PASSWORD"),
+            managed_namespaces=names(env, "MANAGED_NAMESPACES", "models"),
+            accepted_sources=names(env, "ACCEPTED_SOURCES", "/predictive-scaling/forecast"),
+            max_ahead_s=number(env, "MAX_AHEAD_SECONDS", 60.0, 0.0),
+            state_ttl_s=whole(env, "STATE_TTL_SECONDS", 7 * 86400, 60),
         )
-
-
-def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
-    items = tuple(i.strip() for i in env.get(name, default).split(",") if i.strip())
-    if not items:
-        raise SettingsError(f"{name} is empty")
-    return items
-
-
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} is below its minimum {minimum}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean")
