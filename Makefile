@@ -17,10 +17,10 @@ COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: help chaos demo demo-infer test models run-forecast run-scale serve serve-pool bench-infer bench-pool bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
+.PHONY: help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
 
 help:
-	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | readme-plot"
+	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json] | readme-plot"
 
 apt:
 	@bash scripts/ensure-apt.sh redis-server:redis-server prometheus:prometheus promtool:prometheus
@@ -57,6 +57,7 @@ serve: models
 
 # The model pool in the foreground: every model `make models` wrote (models/ is its repository),
 # each loaded on its first request; POOL_MEMORY_MB and the other settings from the environment.
+.PHONY: serve-pool bench-pool
 serve-pool: models
 	$(PY) -m infer.serve --repository models --port $(PORT)
 
