@@ -41,19 +41,20 @@ from .settings import InferSettings
 
 log = logging.getLogger("infer.pool")
 
-# Per-model overhead and bytes-in-memory per byte of file, by format. ONNX: an onnxruntime
-# session holds the graph and an optimized copy of its initializers plus per-session state
-# (measured: 60-370 KB per session of the example models, a ~1-2 KB file each). scikit-learn:
-# unpickled objects are a few times their pickle's size plus Python object overhead.
-OVERHEAD_BYTES = {"onnx": 512 * 1024, "skops": 256 * 1024, "joblib": 256 * 1024, "mlflow": 256 * 1024}
-BYTES_PER_FILE_BYTE = {"onnx": 3.0, "skops": 2.0, "joblib": 3.0, "mlflow": 3.0}
+# Per-model overhead and bytes in memory per byte of file, by format, set a little above what
+# `make bench-pool` measured as the RSS per loaded model (100 copies of the example models in
+# one pool): ONNX ~156 KiB per session of a 1-2 KB file (the graph, its optimized copy, the
+# session's allocator and kernel state); joblib ~14 KiB per scikit-learn pipeline of a 2 KB
+# pickle. skops files are zips of a JSON schema, larger than the objects they hold.
+OVERHEAD_BYTES = {"onnx": 192 * 1024, "skops": 32 * 1024, "joblib": 32 * 1024, "mlflow": 32 * 1024}
+BYTES_PER_FILE_BYTE = {"onnx": 3.0, "skops": 1.0, "joblib": 3.0, "mlflow": 3.0}
 NOT_LOADED = "not loaded (loads on its first request, or POST /v2/repository/models/{name}/load)"
 NO_MODEL_LABEL = "none"
 """The metrics label of a request that names no model of the repository (bounded label set)."""
 
 
 def footprint_bytes(entry: RepositoryEntry) -> int:
-    return int(OVERHEAD_BYTES.get(entry.format, 256 * 1024) + BYTES_PER_FILE_BYTE.get(entry.format, 3.0) * entry.size_bytes)
+    return int(OVERHEAD_BYTES.get(entry.format, 192 * 1024) + BYTES_PER_FILE_BYTE.get(entry.format, 3.0) * entry.size_bytes)
 
 
 @dataclass
