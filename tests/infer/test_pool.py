@@ -439,3 +439,29 @@ def test_function_shim_serves_the_pool(models_dir, tmp_path):
         assert any(line["msg"] == "model repository verified" and isinstance(line["ts"], float) for line in lines)
     finally:
         fn.stop()
+
+
+def test_routing_reads_the_model_from_the_header_then_the_host_the_client_called():
+    from infer.routing import host_label, listing, model_name
+
+    served = {"wine": 1, "Diabetes": 1}
+    labels = {"wine": "wine", "diabetes": "Diabetes"}
+    assert host_label("wine.models.example.com:8080") == "wine"
+    assert host_label("WINE.models.example.com, proxy.internal") == "wine"
+    assert host_label("[::1]:8080") is None and host_label("") is None
+    assert model_name({"host": "diabetes.models.example.com"}, served, labels) == "Diabetes"
+    assert model_name({"host": "pool.models.example.com", "x-forwarded-host": "wine.models.example.com"}, served, labels) == "wine"
+    assert model_name({"host": "wine.models.example.com", "x-model-name": "Diabetes"}, served, labels) == "Diabetes"
+    assert model_name({"host": "wine.models.example.com", "x-model-name": "vino"}, served, labels) is None
+    assert model_name({"host": "127.0.0.1:8080"}, served, labels) is None
+    assert listing([f"m{i}" for i in range(25)]).endswith("'m19' and 5 more")
+
+
+def test_one_model_server_has_no_repository_extension(client):
+    r = client.post("/v2/repository/index")
+    assert r.status_code == 404 and "MODEL_REPOSITORY" in r.get_json()["error"]
+    r = client.post("/v2/repository/models/wine/load")
+    assert r.status_code == 404
+    assert "model_repository" not in client.get("/v2").get_json()["extensions"]
+    # /invocations still needs no model name: it serves its one model
+    assert client.post("/invocations", json={"instances": [WINE[0].tolist()]}).status_code == 200

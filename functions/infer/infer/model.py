@@ -148,6 +148,8 @@ class ModelRegistry:
 
     extensions: tuple[str, ...] = ()
     """V2 server extensions this registry adds (the pool: model_repository)."""
+    loads_on_demand = False
+    """True when `get` may load a model (and so wait): the pool."""
 
     def __init__(self, models: Sequence[ServedModel]):
         self._models = list(models)
@@ -161,6 +163,9 @@ class ModelRegistry:
     def route_name(self, request: Any) -> str | None:
         """The model a request names outside its path: none here, one model serves them all."""
         return None
+
+    def may_block(self, name: str | None) -> bool:
+        return False
 
     def choose(self, request: Any) -> ServedModel:
         (model,) = self._models  # MLflow's protocol names no model: this server serves one

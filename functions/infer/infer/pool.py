@@ -72,6 +72,7 @@ class _Slot:
 
 class ModelPool:
     extensions = ("model_repository",)
+    loads_on_demand = True
 
     def __init__(self, settings: InferSettings):
         self.settings = settings
@@ -81,6 +82,7 @@ class ModelPool:
         self._slots: dict[tuple[str, str | None], _Slot] = {}
         self._lru: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._used = 0
+        self._by_label: dict[str, str] = {}
         self._lock = threading.Lock()
         metrics.POOL_MEMORY_BUDGET.set(self.budget)
 
@@ -99,6 +101,7 @@ class ModelPool:
             module.warm()
         self._slots = {key: _Slot(entry, self._placeholder(entry, entry.refused), refused=entry.refused)
                        for key, entry in repository.models.items()}
+        self._by_label = {name.lower(): name for name in repository.names}
         self.repository = repository
         self.reason = "ready"
         json_log.event(log, "model repository verified", root=str(repository.root), models=len(repository.models),
@@ -131,19 +134,27 @@ class ModelPool:
         return iter([s.model for s in self._slots.values() if s.state == "READY"])
 
     def label(self, name: str | None) -> str:
-        return name if self.repository is not None and name in self.names else NO_MODEL_LABEL
+        return name if self.repository is not None and name in self.repository.by_name else NO_MODEL_LABEL
 
     def route_name(self, request: Any) -> str | None:
-        return routing.model_name(request.headers, self.names) if self.repository is not None else None
+        if self.repository is None:
+            return None
+        return routing.model_name(request.headers, self.repository.by_name, self._by_label)
+
+    def may_block(self, name: str | None) -> bool:
+        """A request for a model of the repository that is not loaded now may wait for its load."""
+        if self.repository is None or name is None:
+            return False
+        return any(self._slots[(name, v)].state != "READY" for v in self.repository.versions(name))
 
     def choose(self, request: Any) -> ServedModel:
         self.require_ready()
-        name = routing.model_name(request.headers, self.names)
+        name = self.route_name(request)
         if name is None:
             given = routing.explicit_name(request.headers)
             if given is not None:
                 raise ModelNotFound(f"model {given!r} (X-Model-Name) is not in this repository; it serves "
-                                    f"{', '.join(repr(n) for n in self.names)}")
+                                    f"{routing.listing(self.names)}")
             raise BadRequest(routing.how_to_choose(request.headers, self.names))
         return self.get(name)
 
@@ -193,8 +204,7 @@ class ModelPool:
         assert self.repository is not None
         versions = self.repository.versions(name)
         if not versions:
-            raise ModelNotFound(f"model {name!r} is not in this repository; it serves "
-                                f"{', '.join(repr(n) for n in self.names)}")
+            raise ModelNotFound(f"model {name!r} is not in this repository; it serves {routing.listing(self.names)}")
         if version is None:
             version = versions[-1]
         elif version not in versions:

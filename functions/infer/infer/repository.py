@@ -54,13 +54,22 @@ class Repository:
     models: dict[tuple[str, str | None], RepositoryEntry]
     """(name, version) -> the one entry served for it (the preferred format)."""
 
+    by_name: dict[str, list[str | None]] = field(init=False, repr=False, compare=False)
+    """name -> its versions, oldest first (looked up per request: not a scan of every model)."""
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, list[str | None]] = {}
+        for name, version in self.models:
+            by_name.setdefault(name, []).append(version)
+        object.__setattr__(self, "by_name", {n: sorted(v, key=_version_order) for n, v in sorted(by_name.items())})
+
     @property
     def names(self) -> list[str]:
-        return sorted({name for name, _ in self.models})
+        return list(self.by_name)
 
     def versions(self, name: str) -> list[str | None]:
         """Oldest first; the last is what an unversioned request gets (Triton's `latest`)."""
-        return sorted((v for n, v in self.models if n == name), key=_version_order)
+        return self.by_name.get(name, [])
 
 
 def read_repository(root: Path, formats: tuple[str, ...], pinned_sha256: str | None) -> Repository:
