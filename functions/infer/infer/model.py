@@ -49,8 +49,9 @@ class ServedModel:
         return self._ready.is_set()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def load(self) -> bool:
-        """Load and warm up once; on refusal stay not ready and keep the reason for clients."""
+    def load(self, log_loaded: bool = True) -> bool:
+        """Load and warm up once; on refusal stay not ready and keep the reason for clients.
+        `log_loaded=False`: the caller logs the load as its own event (the pool, with more)."""
         started = time.perf_counter()
         try:
             artifact = load_artifact(self.settings, self.entry)
@@ -71,10 +72,11 @@ class ServedModel:
         LOAD_SECONDS.labels(self.name).set(self.load_seconds)
         self.reason = "ready"
         self._ready.set()
-        json_log.event(
-            log, "model loaded", model=self.name, version=self.version, format=artifact.format,
-            path=str(artifact.path), sha256=artifact.sha256, load_seconds=round(self.load_seconds, 4),
-        )
+        if log_loaded:
+            json_log.event(
+                log, "model loaded", model=self.name, version=self.version, format=artifact.format,
+                path=str(artifact.path), sha256=artifact.sha256, load_seconds=round(self.load_seconds, 4),
+            )
         return True
 
     def _warm_up(self) -> None:

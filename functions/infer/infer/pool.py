@@ -286,7 +286,7 @@ class ModelPool:
         started = time.perf_counter()
         ok = False
         try:
-            ok = model.load()
+            ok = model.load(log_loaded=False)
         finally:
             elapsed = time.perf_counter() - started
             with self._lock:
@@ -297,7 +297,7 @@ class ModelPool:
                 else:
                     self._used -= slot.footprint
                     slot.footprint = 0
-                    self._refuse(slot, model.reason.removeprefix("model refused: "))
+                    self._refuse(slot, model.reason.removeprefix("model refused: "), logged=True)
                 metrics.POOL_LOADS.labels(entry.name, "loaded" if ok else "refused").inc()
                 metrics.POOL_LOAD_DURATION.labels(entry.name).observe(elapsed)
                 self._publish_memory()
@@ -306,14 +306,17 @@ class ModelPool:
                 done.set()
         if ok:
             json_log.event(log, "pool model loaded", model=entry.name, version=entry.version, format=entry.format,
+                           path=str(model.artifact.path) if model.artifact else entry.path, sha256=entry.sha256,
                            load_seconds=round(elapsed, 4), footprint_bytes=slot.footprint,
                            memory_used_bytes=self._used)
 
-    def _refuse(self, slot: _Slot, reason: str) -> None:
+    def _refuse(self, slot: _Slot, reason: str, logged: bool = False) -> None:
+        """`logged`: the load already logged the refusal (ServedModel.load): one line per event."""
         slot.refused, slot.state = reason, "UNAVAILABLE"
         slot.model = self._placeholder(slot.entry, reason)
-        json_log.event(log, "pool model refused", logging.ERROR, model=slot.entry.name, version=slot.entry.version,
-                       reason=reason)
+        if not logged:
+            json_log.event(log, "pool model refused", logging.ERROR, model=slot.entry.name,
+                           version=slot.entry.version, reason=reason)
 
     def _evict(self, slot: _Slot, reason: str) -> None:
         """Drop the pool's reference (lock held); requests already holding the model finish on it."""
