@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "functions" / "infer"))
 
-from bench_infer import free_port, memory_mib, post, stop  # noqa: E402  (same helpers as bench-infer)
+from bench_infer import Server, free_port, memory_mib, post, stop  # noqa: E402  (same helpers as bench-infer)
 
 from infer.pool import footprint_bytes  # noqa: E402
 from infer.repository import read_repository  # noqa: E402
@@ -58,22 +57,10 @@ ROWS = {"wine": load_wine().data[:1], "diabetes": load_diabetes().data[:1]}
 LOAD_TARGET_P99_MS = 50.0
 
 
-@dataclass
-class Server:
-    name: str
-    command: list[str]
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    log: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def spawn(self) -> subprocess.Popen:
-        out = self.log.open("ab") if self.log else subprocess.DEVNULL
-        return subprocess.Popen(self.command, cwd=ROOT, env={**os.environ, **self.env}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+def spawn_logged(server: Server, log: Path) -> subprocess.Popen:
+    """As Server.spawn, with the server's output kept (its JSON log lines are read back)."""
+    return subprocess.Popen(server.command, cwd=server.cwd, env={**os.environ, **server.env}, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def v2_body(rows: np.ndarray) -> bytes:
@@ -87,10 +74,10 @@ def call(url: str, body: bytes = b"") -> None:
         r.read()
 
 
-def pool_server(repository: Path, name: str = "pool gunicorn", log: Path | None = None) -> Server:
+def pool_server(repository: Path, name: str = "pool gunicorn", log_level: str = "WARNING") -> Server:
     port = free_port()
     return Server(name, [PY, "-m", "infer.serve", "--repository", str(repository), "--port", str(port)], port,
-                  {"PYTHONPATH": INFER_PATH, "LOG_LEVEL": "INFO" if log else "WARNING"}, log)
+                  {"PYTHONPATH": INFER_PATH, "LOG_LEVEL": log_level})
 
 
 def cold_start_servers() -> list[Server]:
@@ -141,8 +128,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure_loads(repository: Path, loads: int, work: Path) -> dict[str, dict[str, list[float]]]:
     log = work / "pool-loads.log"
-    server = pool_server(repository, log=log)
-    proc = server.spawn()
+    server = pool_server(repository, log_level="INFO")
+    proc = spawn_logged(server, log)
     results: dict[str, dict[str, list[float]]] = {}
     try:
         wait_ready(server, proc)
