@@ -465,3 +465,27 @@ def test_one_model_server_has_no_repository_extension(client):
     assert "model_repository" not in client.get("/v2").get_json()["extensions"]
     # /invocations still needs no model name: it serves its one model
     assert client.post("/invocations", json={"instances": [WINE[0].tolist()]}).status_code == 200
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"MODEL_PATH": "wine.onnx", "MODEL_REPOSITORY": "models"}, "not both"),
+    ({"MODEL_REPOSITORY": "models", "POOL_MEMORY_MB": "lots"}, "POOL_MEMORY_MB must be a number"),
+    ({"MODEL_REPOSITORY": "models", "POOL_MEMORY_MB": "-1"}, "POOL_MEMORY_MB must be positive"),
+    ({"MODEL_REPOSITORY": "models", "POOL_LOAD_WAIT_SECONDS": "nan"}, "POOL_LOAD_WAIT_SECONDS must be positive"),
+    ({"MODEL_REPOSITORY": "models", "POOL_FORMATS": "onnx,tensorflow"}, "tensorflow"),
+    ({"MODEL_REPOSITORY": "models", "MODEL_REPOSITORY_SHA256": "abc"}, "64 hex digits"),
+])
+def test_pool_settings_refuse_what_cannot_be_used(env, said):
+    from infer.settings import InferSettings, SettingsError
+
+    with pytest.raises(SettingsError, match=said):
+        InferSettings.from_env(env)
+
+
+def test_pool_settings_defaults():
+    from infer.settings import InferSettings
+
+    s = InferSettings.from_env({"MODEL_REPOSITORY": "models"})
+    assert s.model_repository == s.model_root == Path("models").resolve()
+    assert (s.pool_memory_mb, s.pool_load_wait_s, s.pool_formats) == (256.0, 10.0, ("onnx", "skops", "joblib", "mlflow"))
+    assert s.repository_sha256 is None

@@ -139,6 +139,10 @@ class ServedModel:
         return [Prediction(name, values[name]) for name in outputs]
 
 
+def _no_repository() -> NotFound:
+    return NotFound("the model repository extension is served by the model pool (MODEL_REPOSITORY)")
+
+
 class ModelRegistry:
     """Served models by name: the seam between protocols and models. This implementation holds
     the one model a one-model server (MODEL_PATH) serves; `infer.pool.ModelPool` is the other,
@@ -173,14 +177,15 @@ class ModelRegistry:
         (model,) = self._models  # MLflow's protocol names no model: this server serves one
         return model
 
+    # The model repository extension is the pool's: here its paths stay the 404s they were.
     def index(self, ready_only: bool = False) -> list[dict]:
-        raise NotFound("the model repository extension is served by the model pool (MODEL_REPOSITORY)")
+        raise _no_repository()
 
     def load(self, name: str) -> ServedModel:
-        return self.index()  # type: ignore[return-value]
+        raise _no_repository()
 
     def unload(self, name: str) -> None:
-        self.index()
+        raise _no_repository()
 
     @property
     def names(self) -> list[str]:
