@@ -160,7 +160,10 @@ class ModelPool:
 
     def peek(self, name: str, version: str | None = None) -> ServedModel:
         self.require_ready()
-        return self._slot(name, version).model
+        slot = self._slot(name, version)
+        if slot.state == "LOADING":
+            raise ModelNotReady(f"model {name!r} is loading", self.settings.retry_after_s)
+        return slot.model
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
         """The loaded model, loading it first when it is not (single flight, bounded wait)."""
