@@ -47,7 +47,7 @@ ALL_FUNCTIONS = CLOUDEVENT_FUNCTIONS + ("infer",)
 BUILD_FORCED_COPIES = {
     "http_guard.py": CLOUDEVENT_FUNCTIONS,
     "cloudevent_io.py": CLOUDEVENT_FUNCTIONS,
-    "json_log.py": CLOUDEVENT_FUNCTIONS,
+    "json_log.py": ALL_FUNCTIONS,  # the one log format of all four functions, the infer server included
     "env_settings.py": ALL_FUNCTIONS,  # the one way configuration is read
 }
 

@@ -5,18 +5,22 @@ between the two: each adapter only turns its server's request into a `Request` a
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .dataplane import DataPlane
 from .http_io import Reply, Request
 from .model import ModelRegistry, ServedModel
 from .settings import InferSettings
 
+if TYPE_CHECKING:
+    from .pool import ModelPool
+
 __version__ = "0.2.0"
 
 # Below this size a request is answered on the event loop itself: decoding and predicting a
 # small batch takes less time than handing it to a thread and back (make bench-infer). Larger
-# bodies go to the default executor, so that one big batch does not stall every other request.
+# bodies go to the default executor, so that one big batch does not stall every other request;
+# so does a request that may wait for its model to load (the pool), so that no load stalls them.
 INLINE_BODY_BYTES = 64 * 1024
 
 
@@ -86,7 +90,7 @@ class AsgiApp:
                 more = message.get("more_body", False)
             if request.body_limit is None:
                 request.raw_body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if len(request.raw_body) <= INLINE_BODY_BYTES:
+        if len(request.raw_body) <= INLINE_BODY_BYTES and not self.plane.may_block(request):
             reply = self.plane.handle(request)
         else:
             import asyncio  # here: the WSGI server never needs it (0.1 s of its cold start)
@@ -98,6 +102,31 @@ class AsgiApp:
             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _headers(reply)],
         })
         await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else reply.body})
+
+
+def build_pool(settings: InferSettings) -> tuple[WsgiApp, "ModelPool"]:
+    """The WSGI app over the model pool (MODEL_REPOSITORY); verifying the repository is the
+    caller's step, as loading is for one model."""
+    from .pool import ModelPool
+
+    pool = ModelPool(settings)
+    return WsgiApp(DataPlane(pool, __version__, max_body_bytes=settings.max_body_bytes)), pool
+
+
+def start(settings: InferSettings) -> tuple[WsgiApp, ServedModel | "ModelPool"]:
+    """Build for the configured mode and make it ready: load and warm the one model, or verify
+    the pool's repository. A refusal keeps the server up, not ready, saying why (503)."""
+    from . import lifecycle
+
+    if settings.model_repository is not None:
+        app, pool = build_pool(settings)
+        if pool.verify():
+            lifecycle.mark_ready()
+        return app, pool
+    app, model = build(settings)
+    if model.load():
+        lifecycle.mark_ready()
+    return app, model
 
 
 def build(settings: InferSettings) -> tuple[WsgiApp, ServedModel]:
