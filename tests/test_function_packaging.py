@@ -49,6 +49,7 @@ BUILD_FORCED_COPIES = {
     "cloudevent_io.py": CLOUDEVENT_FUNCTIONS,
     "json_log.py": ALL_FUNCTIONS,  # the one log format of all four functions, the infer server included
     "env_settings.py": ALL_FUNCTIONS,  # the one way configuration is read
+    "verified_file.py": ("forecast", "infer"),  # the one gate before an artifact loads
 }
 
 

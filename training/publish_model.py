@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from infer.artifacts import MANIFEST, sha256_of
+from infer.artifacts import MANIFEST
+from infer.verified_file import sha256_of
 
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
 

@@ -32,7 +32,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from infer.artifacts import MANIFEST, sha256_of
+from infer.artifacts import MANIFEST
+from infer.verified_file import sha256_of
 from training.publish_model import ConversionRefused, publish_onnx
 
 VERSION = "1"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from infer.artifacts import load_artifact, sha256_of
+from infer.artifacts import load_artifact
+from infer.verified_file import sha256_of
 from training.publish_model import pinned_env
 from infer.errors import ModelRefused
 from infer.model import ServedModel

@@ -14,7 +14,8 @@ from sklearn.datasets import load_wine
 from sklearn.linear_model import Ridge
 from sklearn.tree import DecisionTreeClassifier
 
-from infer.artifacts import load_artifact, sha256_of
+from infer.artifacts import load_artifact
+from infer.verified_file import sha256_of
 from infer.settings import InferSettings
 from training import publish_model
 from training.publish_model import ATOL, RTOL, ConversionRefused, publish_onnx

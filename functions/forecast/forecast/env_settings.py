@@ -39,10 +39,10 @@ def number(env: Mapping[str, str], name: str, default: float, minimum: float | N
         value = int(raw) if integer else float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be {kind}, not {raw!r}") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name} must be {kind}, not {raw!r}")
-    if positive and not value > 0:
+    if positive and not value > 0:  # NaN included
         raise SettingsError(f"{name} must be positive, not {value}")
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, not {raw!r}")
     if minimum is not None and value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, not {value}")
     return value

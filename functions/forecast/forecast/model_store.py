@@ -12,7 +12,6 @@ reported in `problem` (and logged by the caller).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+
+from .verified_file import inside, read_verified
 
 MANIFEST = "manifest.json"
 
@@ -60,24 +61,18 @@ class ModelStore:
         try:
             self.model = self._load(json.loads(manifest.read_text())["current"])
             self.problem = None
-        except (ModelUnavailable, OSError, ValueError, KeyError, TypeError) as exc:
+        except (ModelUnavailable, OSError, ValueError, KeyError, TypeError) as exc:  # verified_file.Refused is a ValueError
             self.problem = f"forecaster refused: {exc}"
         return self.model
 
     def _load(self, entry: dict) -> LoadedModel:
-        root = self.root.resolve()
-        path = (root / entry["path"]).resolve()
-        if root not in path.parents:
-            raise ModelUnavailable(f"{entry['path']!r} is outside {root}")
+        path = inside(self.root, str(entry["path"]), "FORECASTER_ROOT")
         if entry.get("format", "joblib") != "joblib":
             raise ModelUnavailable(f"format {entry.get('format')!r} is not supported")
         expected = str(entry["sha256"]).lower()
         if self.pinned is not None and expected != self.pinned:
             raise ModelUnavailable(f"manifest names sha256 {expected[:12]}..., FORECASTER_SHA256 pins {self.pinned[:12]}...")
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != expected:
-            raise ModelUnavailable(f"sha256 of {path.name} is {digest[:12]}..., manifest says {expected[:12]}...")
+        data, digest = read_verified(path, expected)
         estimator = joblib.load(io.BytesIO(data))
         for attribute in ("predict", "horizon", "quantile"):
             if not hasattr(estimator, attribute):

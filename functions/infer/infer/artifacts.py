@@ -11,7 +11,6 @@ file between the check and the load).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ModelRefused
 from .runtime import Runtime, formats, modules
+from .verified_file import Refused, inside, read_verified
 
 if TYPE_CHECKING:
     from .settings import InferSettings
@@ -42,22 +42,12 @@ class LoadedArtifact:
         return getattr(self.runtime, "estimator", None)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_inside(root: Path, relative: str) -> Path:
     """The artifact's real path, refused when it (or a symlink on the way) leaves the root."""
-    candidate = (root / relative).resolve()
-    if candidate != root and root not in candidate.parents:
-        raise ModelRefused(f"{relative!r} is outside the model root {str(root)!r}")
-    if not candidate.exists():
-        raise ModelRefused(f"{str(candidate)!r} does not exist")
-    return candidate
+    try:
+        return inside(root, relative)
+    except Refused as exc:
+        raise ModelRefused(str(exc)) from None
 
 
 def find_manifest_entry(root: Path, artifact: Path) -> dict | None:
@@ -110,10 +100,10 @@ def load_artifact(settings: InferSettings, entry: dict | None = None) -> LoadedA
             "is pinned for it: set MODEL_SHA256 (a manifest beside the file could be replaced with it)"
         )
     expected = settings.model_sha256 or listed
-    data = file.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if expected is not None and digest != expected:
-        raise ModelRefused(f"sha256 of {file.name!r} is {digest}, expected {expected}")
+    try:
+        data, digest = read_verified(file, expected, "MODEL_SHA256" if settings.model_sha256 else "its manifest entry")
+    except Refused as exc:
+        raise ModelRefused(str(exc)) from None
     runtime = module.load(data, file, file_format, entry, settings)
 
     name = settings.model_name or entry.get("name") or (path.stem if path.is_file() else path.name)

@@ -6,11 +6,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
-
-class SettingsError(ValueError):
-    """A configuration value that cannot be used; the server refuses to start serving."""
+from .env_settings import SettingsError, names, number, optional, sha256, text, whole
 
 
 @dataclass(frozen=True)
@@ -87,43 +85,39 @@ class InferSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "InferSettings":
         env = os.environ if env is None else env
-        path = env.get("MODEL_PATH", "").strip()
-        repository = env.get("MODEL_REPOSITORY", "").strip()
+        path = text(env, "MODEL_PATH", "")
+        repository = text(env, "MODEL_REPOSITORY", "")
         if repository and path:
             raise SettingsError("set MODEL_PATH (one model) or MODEL_REPOSITORY (the model pool), not both")
         if not path and not repository:
             raise SettingsError("MODEL_PATH is not set: name the model artifact to serve (or MODEL_REPOSITORY)")
         from .runtime import formats  # the runtime modules say which formats exist
 
-        fmt = env.get("MODEL_FORMAT", "auto").strip().lower()
+        fmt = text(env, "MODEL_FORMAT", "auto").lower()
         known = ["auto", *formats()]
         if fmt not in known:
             raise SettingsError(f"MODEL_FORMAT must be one of {', '.join(known)}, not {fmt!r}")
-        sha = env.get("MODEL_SHA256", "").strip().lower() or None
-        if sha is not None and not _is_sha256(sha):
-            raise SettingsError("MODEL_SHA256 must be 64 hex digits")
-        pool_formats = tuple(f.strip().lower() for f in env.get("POOL_FORMATS", "").split(",") if f.strip())
+        sha = sha256(env, "MODEL_SHA256")
+        pool_formats = tuple(f.lower() for f in names(env, "POOL_FORMATS", "", allow_empty=True))
         unknown = [f for f in pool_formats if f not in known[1:]]
         if unknown:
             raise SettingsError(f"POOL_FORMATS names unknown formats {', '.join(unknown)}: use {', '.join(known[1:])}")
-        repository_sha = env.get("MODEL_REPOSITORY_SHA256", "").strip().lower() or None
-        if repository_sha is not None and not _is_sha256(repository_sha):
-            raise SettingsError("MODEL_REPOSITORY_SHA256 must be 64 hex digits")
+        repository_sha = sha256(env, "MODEL_REPOSITORY_SHA256")
         repository_path = Path(repository).resolve() if repository else None
         return cls(
-            model_root=repository_path or Path(env.get("MODEL_ROOT", "models")).resolve(),
+            model_root=repository_path or Path(text(env, "MODEL_ROOT", "models")).resolve(),
             model_path=path,
             model_format=fmt,
             model_sha256=sha,
-            model_name=env.get("MODEL_NAME", "").strip() or None,
-            model_version=env.get("MODEL_VERSION", "").strip() or None,
-            skops_trusted=tuple(t.strip() for t in env.get("SKOPS_TRUSTED", "").split(",") if t.strip()),
-            max_body_bytes=_positive(env, "MAX_BODY_BYTES", 10 * 1024 * 1024, int),
-            retry_after_s=_positive(env, "RETRY_AFTER_SECONDS", 1, int),
-            model_threads=_positive(env, "MODEL_THREADS", cpu_share(), int),
+            model_name=optional(env, "MODEL_NAME"),
+            model_version=optional(env, "MODEL_VERSION"),
+            skops_trusted=names(env, "SKOPS_TRUSTED", "", allow_empty=True),
+            max_body_bytes=whole(env, "MAX_BODY_BYTES", 10 * 1024 * 1024, positive=True),
+            retry_after_s=whole(env, "RETRY_AFTER_SECONDS", 1, positive=True),
+            model_threads=whole(env, "MODEL_THREADS", cpu_share(), positive=True),
             model_repository=repository_path,
-            pool_memory_mb=_positive(env, "POOL_MEMORY_MB", 256.0, float),
-            pool_load_wait_s=_positive(env, "POOL_LOAD_WAIT_SECONDS", 10.0, float),
+            pool_memory_mb=number(env, "POOL_MEMORY_MB", 256.0, positive=True),
+            pool_load_wait_s=number(env, "POOL_LOAD_WAIT_SECONDS", 10.0, positive=True),
             pool_formats=pool_formats or cls.pool_formats,
             repository_sha256=repository_sha,
         )
@@ -148,24 +142,3 @@ def cpu_share(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     except (OSError, ValueError):
         pass
     return max(1, cores)
-
-
-def _positive(env: Mapping[str, str], key: str, default: float, parse: type) -> Any:
-    """A positive number (`parse`: int or float) from the environment, or `default` when unset."""
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = parse(raw)
-    except ValueError:
-        kind = "an integer" if parse is int else "a number"
-        raise SettingsError(f"{key} must be {kind}, not {raw!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise SettingsError(f"{key} must be positive, not {value}")
-    return value
-
-
-def _is_sha256(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
