@@ -22,6 +22,7 @@
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
 | DECISION_HISTORY | 60 | decisions kept per service in Redis (the log expires with the state) |
 | EVENT_SOURCE | /predictive-scaling/scale | source attribute of the reply |
+| (model pool) | | PLACEMENT_EVERY_MINUTES, PLACEMENT_HOLD_MINUTES, PLACEMENT_DEDICATE_SHARE, PLACEMENT_POOL_SHARE, POOL_MODELS_PER_POD, PRELOAD_TIMEOUT_SECONDS, PRELOAD_GATEWAY: pool_settings.py |
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Mapping
 
 from .min_scale_policy import PolicySettings
 from .policy_knobs import defaults_from_env
+from .pool_settings import PoolSettings
 
 
 class SettingsError(ValueError):
@@ -59,6 +61,8 @@ class ScaleSettings:
     accepted_sources: tuple[str, ...]
     max_ahead_s: float
     state_ttl_s: int
+    pool: PoolSettings = PoolSettings()
+    """The model pool's placement (namespaces without a pool Service never use it)."""
 
     def manages(self, namespace: str) -> bool:
         return "*" in self.managed_namespaces or namespace in self.managed_namespaces
@@ -97,7 +101,15 @@ class ScaleSettings:
             accepted_sources=_list(env, "ACCEPTED_SOURCES", "/predictive-scaling/forecast"),
             max_ahead_s=_number(env, "MAX_AHEAD_SECONDS", 60.0, 0.0),
             state_ttl_s=int(_number(env, "STATE_TTL_SECONDS", 7 * 86400, 60)),
+            pool=_pool(env),
         )
+
+
+def _pool(env: Mapping[str, str]) -> PoolSettings:
+    try:
+        return PoolSettings.from_env(env, env.get("WARMUP_GATEWAY") or None)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _list(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
