@@ -55,6 +55,12 @@ serve: models
 	MODEL_SHA256=$${MODEL_SHA256:-$$($(PY) -c "from training.publish_model import pinned_env; print(pinned_env('$(MODEL)').get('MODEL_SHA256', ''))")} \
 	  $(PY) -m infer.serve --model $(MODEL) --port $(PORT)
 
+# The model pool in the foreground: every model `make models` wrote (models/ is its repository),
+# each loaded on its first request; POOL_MEMORY_MB and the other settings from the environment.
+.PHONY: serve-pool bench-pool
+serve-pool: models
+	$(PY) -m infer.serve --repository models --port $(PORT)
+
 # The whole loop, predictive vs KPA-only, on real processes: ~5 minutes, report + reports/demo.png.
 demo: apt venv models
 	$(PY) scripts/demo.py
@@ -73,6 +79,11 @@ test: apt venv
 bench-infer: venv models
 	@bash scripts/ensure-apt.sh wrk:wrk
 	$(PY) bench/bench_infer.py
+
+# Pool model load p50/p99 (ONNX wine, diabetes) in a warm pod, and the pool's cold start against
+# the one-model server's, in one run: a table of ratios.
+bench-pool: venv models
+	$(PY) bench/bench_pool.py
 
 bench-forecaster: venv
 	$(PY) bench/bench_forecaster.py

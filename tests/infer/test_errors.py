@@ -119,4 +119,6 @@ def test_unexpected_fault_is_generic_500_with_logged_traceback(models_dir, caplo
     assert r.status_code == 500
     assert "secret" not in r.get_data(as_text=True)
     assert "rid-1" in r.get_json()["error"]
-    assert any(getattr(rec, "request_id", None) == "rid-1" and rec.exc_info for rec in caplog.records)
+    # one JSON line per event (json_log, the format of every function): the id and the traceback are its fields
+    assert any(getattr(rec, "fields", {}).get("request_id") == "rid-1" and "secret internals" in rec.fields["traceback"]
+               for rec in caplog.records)

@@ -12,8 +12,7 @@ import logging
 from typing import Any
 
 from infer import json_log
-from infer.app import AsgiApp, build
-from infer.model import ServedModel
+from infer.app import AsgiApp, start
 from infer.settings import InferSettings, SettingsError
 
 log = logging.getLogger("infer.function")
@@ -22,22 +21,23 @@ log = logging.getLogger("infer.function")
 class InferFunction:
     def __init__(self) -> None:
         self._asgi: Any = None
-        self._model: ServedModel | None = None
+        self._model: Any = None
+        """The one ServedModel (MODEL_PATH) or the ModelPool (MODEL_REPOSITORY): both say
+        `ready` and `reason`."""
         self._reason = "not started"
 
     def start(self, cfg: dict[str, str]) -> None:
-        """Load and warm the model before the first request; func-python reports ready only
-        through `ready()`, so a refusal here must not raise (a raise would still show ready)."""
-        json_log.configure(cfg.get("LOG_LEVEL", "INFO"))
+        """Load and warm the model (or verify the pool's repository) before the first request;
+        func-python reports ready only through `ready()`, so a refusal here must not raise (a
+        raise would still show ready)."""
+        json_log.configure("infer", cfg.get("LOG_LEVEL", "INFO"))
         try:
             settings = InferSettings.from_env(cfg)
         except SettingsError as exc:
             self._reason = f"configuration error: {exc}"
-            log.error("configuration error", extra={"reason": str(exc)})
+            json_log.event(log, "configuration error", logging.ERROR, reason=str(exc))
             return
-        app, model = build(settings)
-        model.load()
-        self._model = model
+        app, self._model = start(settings)
         self._asgi = AsgiApp(app.plane)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
@@ -58,7 +58,7 @@ class InferFunction:
         return True, "alive"
 
     def stop(self) -> None:
-        """Nothing to release: the model is in memory, requests hold no connections."""
+        """Nothing to release: models are in memory, requests hold no connections."""
 
 
 def new() -> InferFunction:

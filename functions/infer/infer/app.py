@@ -5,12 +5,15 @@ between the two: each adapter only turns its server's request into a `Request` a
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .dataplane import DataPlane
 from .http_io import Reply, Request
 from .model import ModelRegistry, ServedModel
 from .settings import InferSettings
+
+if TYPE_CHECKING:
+    from .pool import ModelPool
 
 __version__ = "0.2.0"
 
@@ -98,6 +101,31 @@ class AsgiApp:
             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _headers(reply)],
         })
         await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else reply.body})
+
+
+def build_pool(settings: InferSettings) -> tuple[WsgiApp, "ModelPool"]:
+    """The WSGI app over the model pool (MODEL_REPOSITORY); verifying the repository is the
+    caller's step, as loading is for one model."""
+    from .pool import ModelPool
+
+    pool = ModelPool(settings)
+    return WsgiApp(DataPlane(pool, __version__, max_body_bytes=settings.max_body_bytes)), pool
+
+
+def start(settings: InferSettings) -> tuple[WsgiApp, ServedModel | "ModelPool"]:
+    """Build for the configured mode and make it ready: load and warm the one model, or verify
+    the pool's repository. A refusal keeps the server up, not ready, saying why (503)."""
+    from . import lifecycle
+
+    if settings.model_repository is not None:
+        app, pool = build_pool(settings)
+        if pool.verify():
+            lifecycle.mark_ready()
+        return app, pool
+    app, model = build(settings)
+    if model.load():
+        lifecycle.mark_ready()
+    return app, model
 
 
 def build(settings: InferSettings) -> tuple[WsgiApp, ServedModel]:

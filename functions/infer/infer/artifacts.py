@@ -93,10 +93,13 @@ def detect_format(path: Path, configured: str) -> str:
     raise ModelRefused(f"cannot tell the format of {path.name!r}: set MODEL_FORMAT")
 
 
-def load_artifact(settings: InferSettings) -> LoadedArtifact:
+def load_artifact(settings: InferSettings, entry: dict | None = None) -> LoadedArtifact:
+    """`entry`: the artifact's manifest entry when the caller already read it (the pool, from
+    its verified repository manifest); else the nearest manifest.json is searched."""
     path = resolve_inside(settings.model_root, settings.model_path)
     fmt = detect_format(path, settings.model_format)
-    entry = find_manifest_entry(settings.model_root, path) or {}
+    if entry is None:
+        entry = find_manifest_entry(settings.model_root, path) or {}
     listed = str(entry["sha256"]).lower() if "sha256" in entry else None
 
     module = modules()[fmt]

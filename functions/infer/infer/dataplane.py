@@ -15,13 +15,14 @@ import logging
 import pkgutil
 import re
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from . import metrics
+from . import json_log, lifecycle, metrics
 from .errors import InferError, MethodNotAllowed, NotFound, headers_of
 from .http_io import Reply, Request, json_reply
 from .model import ModelRegistry, Prediction, ServedModel
@@ -117,7 +118,8 @@ class DataPlane:
         traffic = (compiled.route.traffic if compiled else True) and request.path not in self._not_traffic
         if not traffic:
             return self._dispatch(request, compiled, allowed, protocol)
-        label = self.models.label(request.params.get("name"))
+        label = self.models.label(request.params.get("name") or self.models.route_name(request))
+        lifecycle.observe_cold_start(request.headers)
         protocol_label = protocol.name if protocol else "other"
         in_flight = metrics.in_flight_series(label)
         in_flight.inc()
@@ -143,15 +145,13 @@ class DataPlane:
             return compiled.route.handler(self, request)
         except InferError as exc:
             if type(exc) not in (NotFound, MethodNotAllowed):
-                log.info(
-                    "request refused",
-                    extra={"status": exc.status, "path": request.path, "reason": exc.message,
-                           "request_id": request.request_id or uuid.uuid4().hex},
-                )
+                json_log.event(log, "request refused", status=exc.status, path=request.path, reason=exc.message,
+                               request_id=request.request_id or uuid.uuid4().hex)
             return self.error(request, protocol, exc.status, exc.message, headers_of(exc))
         except Exception:
             request_id = request.request_id or uuid.uuid4().hex
-            log.exception("unexpected error", extra={"path": request.path, "request_id": request_id})
+            json_log.event(log, "unexpected error", logging.ERROR, path=request.path, request_id=request_id,
+                           traceback=traceback.format_exc())
             return self.error(request, protocol, 500, f"internal error (request id {request_id})")
 
     def error(

@@ -55,6 +55,11 @@ class ModelNotReady(InferError):
         self.retry_after_s = retry_after_s
 
 
+class ModelUnavailable(ModelNotReady):
+    """A pooled model whose load was refused (sha256, budget, unreadable): 503 to its clients,
+    as one refused model is; the repository API's load answers it as a failed load (400)."""
+
+
 def headers_of(exc: InferError) -> list[tuple[str, str]]:
     """The headers an error's status needs, so that whoever renders it cannot forget them."""
     if isinstance(exc, ModelNotReady):

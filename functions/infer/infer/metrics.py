@@ -39,6 +39,64 @@ LOAD_SECONDS = Gauge(
     multiprocess_mode="max",
 )
 
+# -- cold start (issue 13): how long a process took to become ready, and who waited for it ------
+COLD_START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
+START_TO_READY = Gauge(
+    "infer_start_to_ready_seconds",
+    "Seconds from this process's start (the kernel's record of it) to ready: the model loaded "
+    "and warmed up, or in the pool the repository manifest verified.",
+    multiprocess_mode="max",
+)
+COLD_START_WAIT = Histogram(
+    "infer_cold_start_wait_seconds",
+    "For client requests that arrived before this process was ready (arrival stamped by the "
+    "proxy that held them, X-Request-Start), how long they waited for ready; the _count is the "
+    "number of cold-start requests.",
+    buckets=COLD_START_BUCKETS,
+)
+
+# -- the model pool (MODEL_REPOSITORY) ----------------------------------------------------------
+POOL_LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+POOL_LOADS = Counter(
+    "infer_pool_model_loads",
+    "Model loads in the pool (on a request or through the repository API), by outcome: "
+    "loaded, or refused (sha256, budget, unreadable, warm-up failed).",
+    ["model", "outcome"],
+)
+POOL_LOAD_DURATION = Histogram(
+    "infer_pool_model_load_duration_seconds",
+    "Time to read, verify (sha256), load and warm up one model in the pool.",
+    ["model"],
+    buckets=POOL_LOAD_BUCKETS,
+)
+POOL_LOAD_WAIT = Histogram(
+    "infer_pool_model_load_wait_seconds",
+    "For client requests that found their model not loaded, how long they waited for its load "
+    "(their own or a concurrent one); the _count is the number of model-load waits.",
+    ["model"],
+    buckets=POOL_LOAD_BUCKETS,
+)
+POOL_EVICTIONS = Counter(
+    "infer_pool_model_evictions",
+    "Models taken out of memory, by reason: lru (to make room within POOL_MEMORY_MB) or "
+    "unload (the repository API).",
+    ["model", "reason"],
+)
+POOL_MODELS_LOADED = Gauge("infer_pool_models_loaded", "Models loaded in the pool now.", multiprocess_mode="livesum")
+POOL_MODEL_MEMORY = Gauge(
+    "infer_pool_model_memory_bytes",
+    "Estimated memory of each loaded model (see README: file size x a per-format factor + a "
+    "per-model overhead); 0 when not loaded.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+POOL_MEMORY_USED = Gauge(
+    "infer_pool_memory_used_bytes", "Estimated memory of all loaded models.", multiprocess_mode="livesum"
+)
+POOL_MEMORY_BUDGET = Gauge(
+    "infer_pool_memory_budget_bytes", "POOL_MEMORY_MB, in bytes.", multiprocess_mode="max"
+)
+
 
 @lru_cache(maxsize=1024)
 def request_series(model: str, protocol: str, code: str) -> Counter:

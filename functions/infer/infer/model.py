@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from . import json_log
 from .artifacts import LoadedArtifact, load_artifact
-from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused
+from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused, NotFound
 from .metrics import LOAD_SECONDS
 from .runtime import ModelInfo, Runtime
 from .settings import InferSettings
@@ -32,13 +34,14 @@ class Prediction:
 
 
 class ServedModel:
-    def __init__(self, settings: InferSettings):
+    def __init__(self, settings: InferSettings, entry: dict | None = None, reason: str = "model is loading"):
         self.settings = settings
+        self.entry = entry
         self.name = settings.model_name or _default_name(settings.model_path)
         self.version = settings.model_version
         self.artifact: LoadedArtifact | None = None
         self.load_seconds: float | None = None
-        self.reason = "model is loading"
+        self.reason = reason
         self._ready = threading.Event()
 
     @property
@@ -50,34 +53,27 @@ class ServedModel:
         """Load and warm up once; on refusal stay not ready and keep the reason for clients."""
         started = time.perf_counter()
         try:
-            artifact = load_artifact(self.settings)
+            artifact = load_artifact(self.settings, self.entry)
             self.artifact = artifact
             self.name, self.version = artifact.name, artifact.version
             self._warm_up()
         except ModelRefused as exc:
             self.artifact = None
             self.reason = f"model refused: {exc}"
-            log.error("model refused", extra={"model": self.name, "reason": str(exc)})
+            json_log.event(log, "model refused", logging.ERROR, model=self.name, reason=str(exc))
             return False
         except Exception as exc:  # warm-up failed: the model cannot serve
             self.artifact = None
             self.reason = f"model failed its warm-up prediction: {type(exc).__name__}: {exc}"
-            log.exception("model warm-up failed", extra={"model": self.name})
+            json_log.event(log, "model warm-up failed", logging.ERROR, model=self.name, traceback=traceback.format_exc())
             return False
         self.load_seconds = time.perf_counter() - started
         LOAD_SECONDS.labels(self.name).set(self.load_seconds)
         self.reason = "ready"
         self._ready.set()
-        log.info(
-            "model loaded",
-            extra={
-                "model": self.name,
-                "version": self.version,
-                "format": artifact.format,
-                "path": str(artifact.path),
-                "sha256": artifact.sha256,
-                "load_seconds": round(self.load_seconds, 4),
-            },
+        json_log.event(
+            log, "model loaded", model=self.name, version=self.version, format=artifact.format,
+            path=str(artifact.path), sha256=artifact.sha256, load_seconds=round(self.load_seconds, 4),
         )
         return True
 
@@ -142,14 +138,42 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """Served models by name: one today (one model per Knative Service); the multi-model pool
-    adds models here and every protocol finds them the same way."""
+    """Served models by name: the seam between protocols and models. This implementation holds
+    the one model a one-model server (MODEL_PATH) serves; `infer.pool.ModelPool` is the other,
+    the model pool (MODEL_REPOSITORY), with the same methods, so protocols never know which.
+
+    `get` is what serving a request calls (the pool loads the model on demand); `peek` is what
+    readiness calls (it never loads); `choose` picks the model of a protocol that names none
+    (MLflow's /invocations)."""
+
+    extensions: tuple[str, ...] = ()
+    """V2 server extensions this registry adds (the pool: model_repository)."""
 
     def __init__(self, models: Sequence[ServedModel]):
         self._models = list(models)
 
     def __iter__(self):
         return iter(self._models)
+
+    def peek(self, name: str, version: str | None = None) -> ServedModel:
+        return self.get(name, version)
+
+    def route_name(self, request: Any) -> str | None:
+        """The model a request names outside its path: none here, one model serves them all."""
+        return None
+
+    def choose(self, request: Any) -> ServedModel:
+        (model,) = self._models  # MLflow's protocol names no model: this server serves one
+        return model
+
+    def index(self, ready_only: bool = False) -> list[dict]:
+        raise NotFound("the model repository extension is served by the model pool (MODEL_REPOSITORY)")
+
+    def load(self, name: str) -> ServedModel:
+        return self.index()  # type: ignore[return-value]
+
+    def unload(self, name: str) -> None:
+        self.index()
 
     @property
     def names(self) -> list[str]:

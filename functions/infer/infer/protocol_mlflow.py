@@ -41,7 +41,7 @@ def version(plane: DataPlane, request: Request) -> Reply:
 
 
 def invocations(plane: DataPlane, request: Request) -> Reply:
-    (model,) = plane.models  # MLflow's protocol names no model: it serves one
+    model = plane.models.choose(request)  # MLflow's protocol names no model: the registry picks it
     model.require_ready()
     kind = request.media_type
     if kind == CSV:

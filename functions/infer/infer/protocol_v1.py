@@ -18,7 +18,7 @@ def list_models(plane: DataPlane, request: Request) -> Reply:
 
 
 def model_status(plane: DataPlane, request: Request) -> Reply:
-    model = plane.models.get(request.params["name"])
+    model = plane.models.peek(request.params["name"])  # never loads: says whether it is loaded
     model.require_ready()
     return json_reply({"name": model.name, "ready": True})
 

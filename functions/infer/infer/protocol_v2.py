@@ -10,7 +10,7 @@ import orjson
 
 from . import tensors
 from .dataplane import Protocol, Route
-from .errors import BadRequest, UnsupportedMediaType
+from .errors import BadRequest, ModelUnavailable, UnsupportedMediaType
 from .http_io import JSON, JSON_LIKE, Reply, Request, json_reply, parse_json_object
 from .model import ServedModel
 
@@ -23,7 +23,8 @@ OCTET_STREAM = "application/octet-stream"
 
 
 def server_metadata(plane: DataPlane, request: Request) -> Reply:
-    return json_reply({"name": SERVER_NAME, "version": plane.server_version, "extensions": EXTENSIONS})
+    extensions = EXTENSIONS + list(plane.models.extensions)
+    return json_reply({"name": SERVER_NAME, "version": plane.server_version, "extensions": extensions})
 
 
 def live(plane: DataPlane, request: Request) -> Reply:
@@ -46,8 +47,48 @@ def model_metadata(plane: DataPlane, request: Request) -> Reply:
 
 
 def model_ready(plane: DataPlane, request: Request) -> Reply:
-    model = _model(plane, request)
+    """Whether the model is loaded: never loads it (in the pool, 503 until it is)."""
+    model = plane.models.peek(request.params["name"], request.params.get("version"))
+    model.require_ready()
     return json_reply({"name": model.name, "ready": True})
+
+
+# -- the model repository extension (Triton's protocol/extension_model_repository.md, as KServe
+# serves it too): the pool's index, and load/unload by name, so that a controller can pre-load
+# the models it forecasts. Bodies are optional (tritonclient sends "" to index, {} to load).
+def repository_index(plane: DataPlane, request: Request) -> Reply:
+    doc = _optional_object(request)
+    ready_only = doc.get("ready", False)
+    if not isinstance(ready_only, bool):
+        raise BadRequest("ready must be a boolean")
+    return json_reply(plane.models.index(ready_only))
+
+
+def repository_load(plane: DataPlane, request: Request) -> Reply:
+    doc = _optional_object(request)
+    parameters = doc.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequest("parameters must be an object")
+    if parameters:
+        raise BadRequest(f"load parameters are not supported here ({', '.join(sorted(parameters))}): "
+                         "models load from the repository manifest as listed")
+    try:
+        plane.models.load(request.params["name"])
+    except ModelUnavailable as exc:
+        raise BadRequest(exc.message) from None  # Triton: a failed load is a 400
+    return json_reply({"name": request.params["name"], "load": True})
+
+
+def repository_unload(plane: DataPlane, request: Request) -> Reply:
+    doc = _optional_object(request)
+    if not isinstance(doc.get("parameters", {}), dict):
+        raise BadRequest("parameters must be an object")
+    plane.models.unload(request.params["name"])
+    return json_reply({"name": request.params["name"], "unload": True})
+
+
+def _optional_object(request: Request) -> dict:
+    return parse_json_object(request.body) if request.body.strip() else {}
 
 
 def infer(plane: DataPlane, request: Request) -> Reply:
@@ -220,5 +261,9 @@ PROTOCOL = Protocol(
         Route("GET", f"{VERSION}/ready", model_ready),
         Route("GET", MODEL, model_metadata),
         Route("GET", VERSION, model_metadata),
+        # control, not traffic: a pre-load by the scale function is no user's request
+        Route("POST", "/v2/repository/index", repository_index, traffic=False),
+        Route("POST", "/v2/repository/models/{name}/load", repository_load, traffic=False),
+        Route("POST", "/v2/repository/models/{name}/unload", repository_unload, traffic=False),
     ],
 )

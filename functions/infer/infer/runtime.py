@@ -58,6 +58,11 @@ class RuntimeModule(Protocol):
         whether loading it runs code (then a sha256 is required)."""
         ...
 
+    def warm(self) -> None:
+        """Import the runtime's libraries ahead of any load (the pool does, before ready, for
+        the formats it serves: model loads are then milliseconds)."""
+        ...
+
     def load(self, data: bytes, file: Path, fmt: str, entry: Mapping[str, Any], settings: Any) -> Runtime:
         """`data`: the bytes of `file` that passed the sha256 gate (load these, never the file
         again); `file` and `fmt` as model_file returned them; `entry` the artifact's manifest

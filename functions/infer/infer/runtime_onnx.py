@@ -69,6 +69,11 @@ class OnnxRuntime:
         return results
 
 
+def warm() -> None:
+    """Import onnxruntime now (~0.2 s), so that a model load later costs milliseconds."""
+    import onnxruntime  # noqa: F401
+
+
 def model_file(path: Path, fmt: str, root: Path) -> tuple[Path, str, bool]:
     return path, fmt, False
 

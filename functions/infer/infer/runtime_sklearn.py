@@ -60,6 +60,12 @@ class SklearnRuntime:
         return results
 
 
+def warm() -> None:
+    """Import scikit-learn now (~1 s with scipy), so that a model load later does not."""
+    import joblib  # noqa: F401
+    import sklearn.base  # noqa: F401
+
+
 def model_file(path: Path, fmt: str, root: Path) -> tuple[Path, str, bool]:
     if fmt == "mlflow":
         file, file_format = _mlflow_model_file(path, root)

@@ -1,6 +1,7 @@
 """Standalone server: the data plane's WSGI app under gunicorn, for local use, images and the benchmark.
 
     python -m infer.serve --model models/wine.onnx --port 8080
+    python -m infer.serve --repository models --port 8080     # the model pool
 
 gunicorn (WSGI) because it is the WSGI server Flask's deployment docs put first, its pre-fork
 model uses every core of a node, and `preload_app` loads and warms the model once in the
@@ -25,6 +26,7 @@ from pathlib import Path
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m infer.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="artifact to serve (sets MODEL_PATH, and MODEL_ROOT if unset)")
+    parser.add_argument("--repository", help="model repository to serve as the pool (sets MODEL_REPOSITORY)")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     from .settings import cpu_share
@@ -40,6 +42,15 @@ def main(argv: list[str] | None = None) -> None:
         artifact = Path(args.model).resolve()
         os.environ.setdefault("MODEL_ROOT", str(artifact.parent))
         os.environ["MODEL_PATH"] = str(artifact)
+    if args.repository:
+        os.environ["MODEL_REPOSITORY"] = str(Path(args.repository).resolve())
+    pooled = bool(os.environ.get("MODEL_REPOSITORY", "").strip())
+    if pooled:
+        # One process holds the pool: its loaded models, its LRU and the repository API must be
+        # one state (a load through one worker would not be loaded in another). Threads serve
+        # requests concurrently; onnxruntime releases the GIL while it predicts.
+        args.threads = args.threads if args.threads > 1 else 4 * max(1, args.workers)
+        args.workers = 1
     # Small per-request matrices: BLAS threads only contend with the other workers. And the
     # model is loaded before gunicorn forks: a thread pool does not survive a fork, so each
     # worker runs onnxruntime on one thread; the workers (the CPU share) use the cores.
@@ -53,16 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     from gunicorn.app.base import BaseApplication
 
     from . import json_log
-    from .app import build
+    from .app import start
     from .settings import InferSettings, SettingsError
 
-    json_log.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    json_log.configure("infer", os.environ.get("LOG_LEVEL", "INFO"))
     try:
         settings = InferSettings.from_env()
     except SettingsError as exc:
         sys.exit(f"infer: {exc}")
-    app, model = build(settings)
-    model.load()  # refusal keeps the server up, not ready, answering 503 with the reason
+    app, _ = start(settings)  # a refusal keeps the server up, not ready, answering 503 with the reason
 
     class Server(BaseApplication):
         def load_config(self) -> None:

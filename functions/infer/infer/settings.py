@@ -20,7 +20,7 @@ class InferSettings:
     pickle file is code, so anything outside it is refused, symlinks included."""
 
     model_path: str
-    """MODEL_PATH (required). The artifact, relative to MODEL_ROOT (or absolute inside it): an
+    """MODEL_PATH (required unless MODEL_REPOSITORY is set). The artifact, relative to MODEL_ROOT (or absolute inside it): an
     `.onnx` file (the fast path: no scikit-learn in the process), a `.joblib`/`.pkl` file, a
     `.skops` file, or an MLflow sklearn model directory."""
 
@@ -55,12 +55,44 @@ class InferSettings:
     the cores it may run on; the standalone server divides it among its workers). onnxruntime's
     intra-op threads: more threads than the pod's CPU limit only queue on the CFS quota."""
 
+    model_repository: Path | None = None
+    """MODEL_REPOSITORY (default unset: one model, MODEL_PATH). A directory whose manifest.json
+    lists the models to serve (name, version, format, path, sha256: the shape `make models`
+    writes), mounted from a volume: the server becomes the model pool, serving every listed
+    model by name, loading each on its first request. Replaces MODEL_PATH and MODEL_ROOT (the
+    repository is the root: no path may leave it)."""
+
+    pool_memory_mb: float = 256.0
+    """POOL_MEMORY_MB (default 256). The memory the pool may give loaded models (their estimated
+    footprint, see `infer.pool.footprint_bytes`; the runtime libraries are not counted); the
+    least recently used model is evicted to make room."""
+
+    pool_load_wait_s: float = 10.0
+    """POOL_LOAD_WAIT_SECONDS (default 10). How long a request waits for its model's load (its
+    own or another request's) before a 503 with Retry-After: bounded, so that a slow load cannot
+    hold every request thread."""
+
+    pool_formats: tuple[str, ...] = ("onnx", "skops", "joblib", "mlflow")
+    """POOL_FORMATS (default onnx,skops,joblib,mlflow). When the manifest lists a model in
+    several formats (as `make models` does), the pool serves the first format here that it
+    lists: ONNX first, the fast path without scikit-learn. Formats not named are not served."""
+
+    repository_sha256: str | None = None
+    """MODEL_REPOSITORY_SHA256 (default unset). The manifest's own sha256, pinned in the
+    Service's environment where the volume cannot change it. Only then are pickle-based models
+    (joblib, MLflow) served from the pool: their digests in a manifest that could be replaced
+    along with them prove nothing (the same rule as MODEL_SHA256 for one model). ONNX and skops
+    files are data, and load against the manifest's digests either way."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "InferSettings":
         env = os.environ if env is None else env
         path = env.get("MODEL_PATH", "").strip()
-        if not path:
-            raise SettingsError("MODEL_PATH is not set: name the model artifact to serve")
+        repository = env.get("MODEL_REPOSITORY", "").strip()
+        if repository and path:
+            raise SettingsError("set MODEL_PATH (one model) or MODEL_REPOSITORY (the model pool), not both")
+        if not path and not repository:
+            raise SettingsError("MODEL_PATH is not set: name the model artifact to serve (or MODEL_REPOSITORY)")
         from .runtime import formats  # the runtime modules say which formats exist
 
         fmt = env.get("MODEL_FORMAT", "auto").strip().lower()
@@ -68,10 +100,18 @@ class InferSettings:
         if fmt not in known:
             raise SettingsError(f"MODEL_FORMAT must be one of {', '.join(known)}, not {fmt!r}")
         sha = env.get("MODEL_SHA256", "").strip().lower() or None
-        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        if sha is not None and not _is_sha256(sha):
             raise SettingsError("MODEL_SHA256 must be 64 hex digits")
+        pool_formats = tuple(f.strip().lower() for f in env.get("POOL_FORMATS", "").split(",") if f.strip())
+        unknown = [f for f in pool_formats if f not in known[1:]]
+        if unknown:
+            raise SettingsError(f"POOL_FORMATS names unknown formats {', '.join(unknown)}: use {', '.join(known[1:])}")
+        repository_sha = env.get("MODEL_REPOSITORY_SHA256", "").strip().lower() or None
+        if repository_sha is not None and not _is_sha256(repository_sha):
+            raise SettingsError("MODEL_REPOSITORY_SHA256 must be 64 hex digits")
+        repository_path = Path(repository).resolve() if repository else None
         return cls(
-            model_root=Path(env.get("MODEL_ROOT", "models")).resolve(),
+            model_root=repository_path or Path(env.get("MODEL_ROOT", "models")).resolve(),
             model_path=path,
             model_format=fmt,
             model_sha256=sha,
@@ -81,7 +121,20 @@ class InferSettings:
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 10 * 1024 * 1024),
             retry_after_s=_positive_int(env, "RETRY_AFTER_SECONDS", 1),
             model_threads=_positive_int(env, "MODEL_THREADS", cpu_share()),
+            model_repository=repository_path,
+            pool_memory_mb=_positive_float(env, "POOL_MEMORY_MB", 256.0),
+            pool_load_wait_s=_positive_float(env, "POOL_LOAD_WAIT_SECONDS", 10.0),
+            pool_formats=pool_formats or cls.pool_formats,
+            repository_sha256=repository_sha,
         )
+
+    def for_entry(self, path: str, fmt: str, sha256: str | None, name: str, version: str | None) -> "InferSettings":
+        """The settings that load one repository entry exactly as the one-model server loads
+        its MODEL_PATH (same root rule, same gate): the pool is many of those."""
+        from dataclasses import replace
+
+        return replace(self, model_path=path, model_format=fmt, model_sha256=sha256, model_name=name,
+                       model_version=version, model_repository=None)
 
 
 def cpu_share(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -107,4 +160,21 @@ def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
         raise SettingsError(f"{key} must be an integer, not {raw!r}") from None
     if value <= 0:
         raise SettingsError(f"{key} must be positive, not {value}")
+    return value
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, not {raw!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise SettingsError(f"{key} must be positive, not {raw}")
     return value

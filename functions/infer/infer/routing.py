@@ -1,0 +1,51 @@
+"""Which model a request is for when its path names none (MLflow's /invocations in the pool).
+
+In order: the `X-Model-Name` header; else the first DNS label of `X-Forwarded-Host` (the host
+the client called, when a proxy rewrote Host on the way) or of `Host`, when it is the name of a
+served model: users reach each model at `<model>.<namespace>.<domain>` whichever Service serves
+it, so the host name the client called says the model. Pure: headers in, a name out.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+HEADER = "x-model-name"
+
+
+def explicit_name(headers: Mapping[str, str]) -> str | None:
+    name = headers.get(HEADER, "").strip()
+    return name or None
+
+
+def host_label(host: str) -> str | None:
+    """`wine.models.example.com:8080` -> `wine`; the first host of a list (the client's)."""
+    host = host.split(",", 1)[0].strip()
+    if host.startswith("["):  # an IPv6 literal names no model
+        return None
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    label = host.split(".", 1)[0].strip().lower()
+    return label or None
+
+
+def model_name(headers: Mapping[str, str], served: Iterable[str]) -> str | None:
+    """The served model the request names, or None (X-Model-Name naming an unknown model
+    included: the caller tells that apart with `explicit_name`)."""
+    served = list(served)
+    given = explicit_name(headers)
+    if given is not None:
+        return given if given in served else None
+    by_label = {name.lower(): name for name in served}
+    for header in ("x-forwarded-host", "host"):
+        label = host_label(headers.get(header, ""))
+        if label is not None and label in by_label:
+            return by_label[label]
+    return None
+
+
+def how_to_choose(headers: Mapping[str, str], served: Iterable[str]) -> str:
+    host = headers.get("x-forwarded-host") or headers.get("host") or "none"
+    names = ", ".join(repr(n) for n in served)
+    return (f"this server serves several models ({names}) and the request names none: call the model's own "
+            f"host (<model>.<namespace>.<domain>; this request's host {host!r} names no model), send the "
+            f"header X-Model-Name: <model>, or use /v2/models/<model>/infer or /v1/models/<model>:predict")
