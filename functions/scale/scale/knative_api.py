@@ -109,6 +109,23 @@ class KnativeApi:
                 rv = self.get_target(namespace, revision, legacy)["metadata"].get("resourceVersion")
         raise AssertionError("unreachable")
 
+    def _call(self, request: Callable[[], T], conflict_is_error: bool = False) -> T:
+        for attempt in range(self.retries + 1):
+            self.calls += 1
+            try:
+                return request()
+            except ApiException as exc:
+                if exc.status == 409 and conflict_is_error:
+                    raise _Conflict() from None
+                if exc.status in (400, 403, 404, 409, 422):
+                    raise ApiSkip(exc.status, _message(exc)) from None
+                failure = f"{exc.status}: {_message(exc)}"
+            except (HTTPError, OSError) as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            if attempt < self.retries:
+                time.sleep(self.backoff_s * (2 ** attempt))
+        raise ApiTransient(f"API server failing after {self.retries + 1} attempts: {failure}")
+
     # -- the model pool's routing ----------------------------------------------------------
     def list_mappings(self, namespace: str) -> list[dict]:
         return self._call(lambda: self.custom.list_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2])).get("items", [])
@@ -138,23 +155,6 @@ class KnativeApi:
                     raise ApiSkip(409, f"domainmappings/{host} was re-pointed to {ref!r} by someone else meanwhile")
                 rv = fresh["metadata"].get("resourceVersion")
         raise AssertionError("unreachable")
-
-    def _call(self, request: Callable[[], T], conflict_is_error: bool = False) -> T:
-        for attempt in range(self.retries + 1):
-            self.calls += 1
-            try:
-                return request()
-            except ApiException as exc:
-                if exc.status == 409 and conflict_is_error:
-                    raise _Conflict() from None
-                if exc.status in (400, 403, 404, 409, 422):
-                    raise ApiSkip(exc.status, _message(exc)) from None
-                failure = f"{exc.status}: {_message(exc)}"
-            except (HTTPError, OSError) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-            if attempt < self.retries:
-                time.sleep(self.backoff_s * (2 ** attempt))
-        raise ApiTransient(f"API server failing after {self.retries + 1} attempts: {failure}")
 
 
 class _Conflict(Exception):

@@ -45,10 +45,10 @@ class Scaler:
                                 settings.dedupe_ttl_s, settings.decision_history, settings.state_ttl_s)
         self.warmup = WarmUp(settings.warmup_path, settings.warmup_timeout_s, settings.warmup_gateway)
         self._legacy: bool | None = {"1.21": False, "1.20": True}.get(settings.knative_version)
+        self._lock = threading.Lock()
         # -- model pool placement (pool_placement.py): only namespaces with a pool Service use it
         self.placement = PoolPlacement(settings.pool, self.api, self.store.redis, settings.state_ttl_s,
                                        settings.opt_in_label)
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.placement.close()

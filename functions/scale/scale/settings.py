@@ -19,10 +19,10 @@
 | WARMUP_GATEWAY | (none) | send it to this ingress URL with the Service's host as `Host:` |
 | WARMUP_TIMEOUT_SECONDS | 2 | the request is fire-and-forget: it only has to reach the activator |
 | API_RETRIES | 4 | retries on 409 (re-read first) and 5xx, with exponential backoff |
+| (model pool) | | PLACEMENT_EVERY_MINUTES, PLACEMENT_HOLD_MINUTES, PLACEMENT_DEDICATE_SHARE, PLACEMENT_POOL_SHARE, POOL_MODELS_PER_POD, PRELOAD_TIMEOUT_SECONDS, PRELOAD_GATEWAY: pool_settings.py |
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
 | DECISION_HISTORY | 60 | decisions kept per service in Redis (the log expires with the state) |
 | EVENT_SOURCE | /predictive-scaling/scale | source attribute of the reply |
-| (model pool) | | PLACEMENT_EVERY_MINUTES, PLACEMENT_HOLD_MINUTES, PLACEMENT_DEDICATE_SHARE, PLACEMENT_POOL_SHARE, POOL_MODELS_PER_POD, PRELOAD_TIMEOUT_SECONDS, PRELOAD_GATEWAY: pool_settings.py |
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class ScaleSettings:
     warmup_path: str
     warmup_gateway: str | None
     warmup_timeout_s: float
+    pool: PoolSettings
+    """The model pool's placement (namespaces without a pool Service never use it)."""
     api_retries: int
     dedupe_ttl_s: int
     decision_history: int
@@ -61,8 +63,6 @@ class ScaleSettings:
     accepted_sources: tuple[str, ...]
     max_ahead_s: float
     state_ttl_s: int
-    pool: PoolSettings = PoolSettings()
-    """The model pool's placement (namespaces without a pool Service never use it)."""
 
     def manages(self, namespace: str) -> bool:
         return "*" in self.managed_namespaces or namespace in self.managed_namespaces
@@ -92,6 +92,7 @@ class ScaleSettings:
             warmup_path=env.get("WARMUP_PATH", "/"),
             warmup_gateway=env.get("WARMUP_GATEWAY") or None,
             warmup_timeout_s=_number(env, "WARMUP_TIMEOUT_SECONDS", 2.0, 0.1),
+            pool=_pool(env),
             api_retries=int(_number(env, "API_RETRIES", 4, 0)),
             dedupe_ttl_s=int(_number(env, "DEDUPE_TTL_SECONDS", 3600, 1)),
             decision_history=int(_number(env, "DECISION_HISTORY", 60, 1)),
@@ -101,7 +102,6 @@ class ScaleSettings:
             accepted_sources=_list(env, "ACCEPTED_SOURCES", "/predictive-scaling/forecast"),
             max_ahead_s=_number(env, "MAX_AHEAD_SECONDS", 60.0, 0.0),
             state_ttl_s=int(_number(env, "STATE_TTL_SECONDS", 7 * 86400, 60)),
-            pool=_pool(env),
         )
 
 
