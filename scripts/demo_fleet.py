@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -278,6 +278,7 @@ def summarize(fleet: Fleet, sent: list[dict], decisions: list[dict]) -> list[dic
         mine = [s for s in sent if s["arm"] == arm]
         latency = np.array([s["latency_s"] for s in mine]) if mine else np.zeros(1)
         row = {"arm": arm, "requests": len(mine), "errors": sum(s["status"] != 200 for s in mine),
+               "error_statuses": dict(Counter(str(s["status"]) for s in mine if s["status"] != 200)),
                "cold_requests": sum(s["waited_s"] > 0 for s in mine),
                "cold_starts": sum(x.started_by_request for r in fleet.runtimes[arm] for x in r.replicas + r.retired),
                "replica_minutes": sum(r.replica_seconds() for r in fleet.runtimes[arm]) / fleet.minute_s,
@@ -307,6 +308,9 @@ def print_report(rows: list[dict]) -> None:
         print(f"| {r['arm']} | {r['requests']} | {r['errors']} | {r['cold_requests']} | {r['cold_starts']} | {loads} | "
               f"{waits} | {r['replica_minutes']:.0f} | {r['p99_latency_ms']:.0f} | "
               f"{ratio(r['cold_requests'], kpa['cold_requests'])} | {ratio(r['replica_minutes'], kpa['replica_minutes'])} |")
+    errors = {r["arm"]: r["error_statuses"] for r in rows if r["error_statuses"]}
+    if errors:
+        print(f"\nnon-200 answers by arm: {errors}")
     pool = rows[-1]
     print(f"\npool: {pool['moves']} moves, {pool['preloads']} pre-loads, dedicated at the end: "
           f"{pool['dedicated_at_end'] or 'none'}; scale-function ticks failed: {pool['tick_errors']}; "
