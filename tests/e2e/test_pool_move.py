@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from localmode.kube_api_double import KubeApiDouble, scale_function_rules
+from localmode.processes import wait_until
 from localmode.serving_standin import ServiceRuntime, ServingStandIn
 from tests.scale.conftest import LABEL, TICK0, decisions, forecast, minutes, send
 from tests.support.functions import start_function
@@ -101,8 +102,14 @@ def test_a_model_moves_to_its_own_service_and_back_with_no_request_lost_or_faile
     moves: list[dict] = []
 
     def drive(rate: float, until_target: str, ticks: int) -> None:
+        """One forecast event a second (a tick is a minute to the scale function) until the move is
+        applied and programmed; at least `ticks` ticks, and as long as a loaded machine needs for
+        the target's replica to start (a wall-clock bound, not a timing assertion)."""
         nonlocal tick
-        for _ in range(ticks):
+        deadline = time.monotonic() + 180
+        sent = 0
+        while sent < ticks or time.monotonic() < deadline:
+            sent += 1
             data = decisions(send(fn, forecast(tick, {f"{NS}/wine": minutes(rate + 1, 1.0, point_rps=rate)},
                                                f"move-{tick}")))
             tick += 1
@@ -110,11 +117,11 @@ def test_a_model_moves_to_its_own_service_and_back_with_no_request_lost_or_faile
             if double.mapping_target(NS, HOST) == until_target and moves and moves[-1]["target"] == until_target:
                 return
             time.sleep(1.0)  # real time for replicas to start and report ready
-        raise AssertionError(f"no move to {until_target} within {ticks} ticks: {moves}")
+        raise AssertionError(f"no move to {until_target} within {sent} ticks: {moves}")
 
     with Traffic(standin.url, row) as traffic:
-        time.sleep(3)  # the pool cold-starts on the first request and serves for a while
-        assert pool.stats.requests > 0  # the first requests woke the pool (cold, by design, before any move)
+        # the first requests wake the pool (cold, by design, before any move); wait until it serves
+        wait_until(lambda: pool.stats.requests > 20, 120, "the pool serving the model's host")
         moving_from = time.monotonic()
         drive(8, "infer-wine", 15)  # busy: after the 2-minute hold, once infer-wine has a ready pod
         time.sleep(3)
