@@ -64,6 +64,12 @@ serve-pool: models
 # The whole loop, predictive vs KPA-only, on real processes: ~5 minutes, report + reports/demo.png.
 demo: apt venv models
 	$(PY) scripts/demo.py
+	$(PY) scripts/demo_fleet.py
+
+# The fleet: 20 sparse models, per-model Knative vs the pool with predictive placement (~5 min, reports/demo_fleet.png).
+.PHONY: demo-fleet
+demo-fleet: apt venv models
+	$(PY) scripts/demo_fleet.py
 
 # The whole local loop under faults (Redis wiped, targets down, forged, future, duplicate and
 # interleaved events): a table of decisions held, wrongly lowered, stuck warm and events lost.

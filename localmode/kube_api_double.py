@@ -4,7 +4,7 @@ No API server can run on this machine, so the scale function's real `kubernetes`
 exercised over real HTTP against this double, which behaves as the parts it stands in for do:
 
 - REST paths of the core namespace API and of custom resources (Knative Services, Revisions,
-  PodAutoscalers): get, list (with equality label selectors), merge-patch, put.
+  PodAutoscalers, DomainMappings): get, list (with equality label selectors), merge-patch, put.
 - `metadata.resourceVersion` is bumped on every write; a write whose body carries a stale
   resourceVersion (or a PUT without the current one) gets 409 Conflict.
 - RBAC: given the rules of the ClusterRoles bound to the function's ServiceAccount (parsed from
@@ -14,6 +14,17 @@ exercised over real HTTP against this double, which behaves as the parts it stan
 - Knative >= 1.21 (`version="1.21"`): autoscaling annotations patched on a Revision are copied to
   its PodAutoscaler (the revision reconciler does so); a direct PodAutoscaler patch is reverted.
   `version="1.20"`: the PodAutoscaler is where min-scale must be patched.
+- DomainMappings (serving.knative.dev/v1beta1, the model pool's routing): a patch is checked
+  against the CRD's openAPIV3Schema when one is given (`schemas`, e.g. from ../shared/schemas) and
+  answered 422 Invalid as the API server's structural validation does; Knative's webhook rules
+  (the ref in the mapping's own namespace, a name that is a domain) are 400; `status` is a
+  subresource (a patch of the main resource leaves it alone); a spec change bumps
+  `metadata.generation`, and the mapping reports Ready at that generation only after
+  `mapping_reconcile_s` (the reconciler and net-istio programming the gateways), and only if its
+  ref names a Service that exists (else Ready False), as `status.observedGeneration` and the Ready
+  condition say on a cluster.
+- Revisions carry `status.actualReplicas` (ready pods), set by whoever runs the pods here (the
+  Serving stand-in, or a test) through `set_actual_replicas`.
 - Every request is recorded (method, verb, resource, name, status), and faults can be injected
   (a status for the next N matching requests; a concurrent writer before the next patch).
 """
@@ -32,6 +43,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 SERVING = ("serving.knative.dev", "v1")
+MAPPINGS = ("serving.knative.dev", "v1beta1", "domainmappings")
 AUTOSCALING = ("autoscaling.internal.knative.dev", "v1alpha1")
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
@@ -86,16 +98,20 @@ def rules_from_manifests(documents: list[dict], service_account: str) -> list[Ru
     return rules
 
 
-def scale_function_rules(root, legacy: bool = False, namespaces: list[str] | None = None) -> list[Rule]:
+def scale_function_rules(root, legacy: bool = False, namespaces: list[str] | None = None,
+                         placement: bool = False) -> list[Rule]:
     """What serving/ grants the scale function: its (Cluster)Roles, bound in the managed
     namespaces by the generated RoleBindings, or, given `namespaces`, by the same RoleBindings
-    laid in those namespaces instead (a benchmark's or a test's own)."""
+    laid in those namespaces instead (a benchmark's or a test's own). `placement`: with the model
+    pool's bindings too (serving/pool/)."""
     from localmode.manifests import load_documents
 
     documents = load_documents(root / "serving" / "rbac-scale.yaml")
     bindings = load_documents(root / "serving" / "rbac-scale-bindings.yaml")
     if legacy:
         bindings += load_documents(root / "serving" / "knative-1.20" / "rbac-scale-legacy.yaml")
+    if placement:
+        bindings += load_documents(root / "serving" / "pool" / "rbac-scale-placement-bindings.yaml")
     if namespaces is not None:
         by_role = {b["roleRef"]["name"]: b for b in bindings}
         bindings = [{**b, "metadata": {**b["metadata"], "namespace": ns}} for b in by_role.values() for ns in namespaces]
@@ -103,10 +119,17 @@ def scale_function_rules(root, legacy: bool = False, namespaces: list[str] | Non
 
 
 class KubeApiDouble:
-    def __init__(self, rules: list[Rule] | None = None, version: str = "1.21", domain: str = "example.com"):
+    def __init__(self, rules: list[Rule] | None = None, version: str = "1.21", domain: str = "example.com",
+                 schemas: dict[tuple[str, str], dict] | None = None, mapping_reconcile_s: float = 0.0):
         self.rules = rules
         self.version = version
         self.domain = domain
+        self.schemas = schemas or {}
+        """(apiVersion, kind) -> openAPIV3Schema checked on writes (422 when invalid)."""
+        self.mapping_reconcile_s = mapping_reconcile_s
+        self._settle_at: dict[tuple, float] = {}
+        self._routed: dict[tuple, str] = {}
+        """Mapping -> the Service its programmed route sends requests to (what the gateways do)."""
         self.objects: dict[tuple[str, str, str | None, str], dict] = {}
         self.requests: list[Recorded] = []
         self._faults: list[tuple[Callable[[Recorded], bool], int, list[int]]] = []
@@ -166,10 +189,61 @@ class KubeApiDouble:
                 "labels": {"serving.knative.dev/service": service}}
         self.put_object(SERVING[0], "revisions", namespace, {
             "apiVersion": "serving.knative.dev/v1", "kind": "Revision", "metadata": meta,
-            "spec": {"containers": [{"image": f"registry.example/{service}:1"}]}})
+            "spec": {"containers": [{"image": f"registry.example/{service}:1"}]},
+            "status": {"actualReplicas": 0, "conditions": [{"type": "Ready", "status": "True"}]}})
         self.put_object(AUTOSCALING[0], "podautoscalers", namespace, {
             "apiVersion": "autoscaling.internal.knative.dev/v1alpha1", "kind": "PodAutoscaler",
             "metadata": {**copy.deepcopy(meta)}, "spec": {"reachability": "Reachable"}})
+
+    def add_domain_mapping(self, namespace: str, host: str, target: str, labels: dict[str, str] | None = None,
+                           annotations: dict[str, str] | None = None) -> dict:
+        """A DomainMapping `host` -> the Knative Service `target`, reconciled and Ready."""
+        with self._lock:
+            key = (MAPPINGS[0], MAPPINGS[2], namespace, host)
+            if (SERVING[0], "services", namespace, target) in self.objects:
+                self._routed[key] = target
+            return self.put_object(MAPPINGS[0], MAPPINGS[2], namespace, {
+                "apiVersion": f"{MAPPINGS[0]}/{MAPPINGS[1]}", "kind": "DomainMapping",
+                "metadata": {"name": host, "namespace": namespace, "generation": 1, "labels": dict(labels or {}),
+                             "annotations": dict(annotations or {})},
+                "spec": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": target}},
+                "status": self._mapping_status(namespace, host, target, 1)})
+
+    def mapping_target(self, namespace: str, host: str) -> str | None:
+        """Where the mapping sends requests now: its ref once reconciled at its generation, else
+        the target it had before (the gateways still carry the old route until then)."""
+        with self._lock:
+            self._settle()
+            return self._routed.get((MAPPINGS[0], MAPPINGS[2], namespace, host))
+
+    def set_actual_replicas(self, namespace: str, revision: str, ready: int) -> None:
+        """The Revision's ready pods (status.actualReplicas), as the autoscaler reports them."""
+        with self._lock:
+            obj = self.objects.get((SERVING[0], "revisions", namespace, revision))
+            if obj is None or (obj.get("status") or {}).get("actualReplicas") == ready:
+                return
+            obj.setdefault("status", {})["actualReplicas"] = ready
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+
+    def _mapping_status(self, namespace: str, host: str, target: str, generation: int) -> dict:
+        found = (SERVING[0], "services", namespace, target) in self.objects
+        ready = {"type": "Ready", "status": "True" if found else "False"}
+        if not found:
+            ready.update(reason="DomainMappingResolveFailed", message=f'services.serving.knative.dev "{target}" not found')
+        return {"observedGeneration": generation, "url": f"https://{host}", "conditions": [ready]}
+
+    def _settle(self) -> None:
+        """Reconcile the mappings whose programming delay has passed (called under the lock)."""
+        now = time.monotonic()
+        for key, at in list(self._settle_at.items()):
+            if at <= now and key in self.objects:
+                obj = self.objects[key]
+                target = obj["spec"]["ref"]["name"]
+                obj["status"] = self._mapping_status(key[2], key[3], target, obj["metadata"]["generation"])
+                if obj["status"]["conditions"][0]["status"] == "True":
+                    self._routed[key] = target  # an unresolvable ref leaves the old route in place
+                obj["metadata"]["resourceVersion"] = self._next_rv()
+                del self._settle_at[key]
 
     def roll_out(self, namespace: str, service: str, revision: str) -> None:
         """A new Revision from the Service's template takes all traffic (what a deploy does)."""
@@ -258,6 +332,7 @@ class KubeApiDouble:
                 return
         record = Recorded(method, verb, group, plural, namespace, name, 0, body)
         with self._lock:
+            self._settle()
             status, payload = self._answer(record, parse_qs(url.query), http.headers.get("Content-Type", ""))
             record.status = status
             record.at = time.time()
@@ -299,13 +374,26 @@ class KubeApiDouble:
                 record.verb == "update" and sent_rv is None):
             return 409, _status(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again")
         updated = _merge(copy.deepcopy(current), record.body or {}) if record.verb == "patch" else copy.deepcopy(record.body)
+        if record.resource == MAPPINGS[2]:
+            updated["status"] = copy.deepcopy(current.get("status"))  # status is a subresource
+            invalid = self._invalid(updated)
+            if invalid:
+                return 422, _status(422, "Invalid", f'{record.resource}.{record.group} "{record.name}" is invalid: {invalid}')
         denial = self._webhook(record.resource, current, updated)
         if denial:
             return 400, _status(400, "BadRequest", f"admission webhook denied the request: {denial}")
+        if record.resource == MAPPINGS[2] and updated.get("spec") != current.get("spec"):
+            updated["metadata"]["generation"] = int(current["metadata"].get("generation") or 1) + 1
+            conditions = [{"type": "Ready", "status": "Unknown", "reason": "IngressNotConfigured"}]
+            updated["status"] = {**(updated.get("status") or {}), "conditions": conditions}
+            self._settle_at[key] = time.monotonic() + self.mapping_reconcile_s
         if record.resource == "podautoscalers" and _version(self.version) >= (1, 21):
             return 200, copy.deepcopy(current)  # the revision reconciler puts it back at once
         updated["metadata"]["resourceVersion"] = self._next_rv()
         self.objects[key] = updated
+        if key in self._settle_at and self.mapping_reconcile_s <= 0:
+            self._settle()
+            updated = self.objects[key]
         if record.resource == "revisions":
             pa = self.objects.get((AUTOSCALING[0], "podautoscalers", record.namespace, record.name))
             if pa is not None:
@@ -317,10 +405,30 @@ class KubeApiDouble:
                 pa["metadata"]["resourceVersion"] = self._next_rv()
         return 200, copy.deepcopy(updated)
 
+    def _invalid(self, obj: dict) -> str | None:
+        """The API server's structural validation against the CRD schema (None: valid)."""
+        schema = self.schemas.get((obj.get("apiVersion"), obj.get("kind")))
+        if schema is None:
+            return None
+        import jsonschema
+
+        try:
+            jsonschema.validate(obj, schema)
+        except jsonschema.ValidationError as exc:
+            return f"{'.'.join(str(p) for p in exc.absolute_path) or '<root>'}: {exc.message}"
+        return None
+
     @staticmethod
     def _webhook(resource: str, before: dict, after: dict) -> str | None:
         if resource == "revisions" and before.get("spec") != after.get("spec"):
             return "Revision spec is immutable"
+        if resource == MAPPINGS[2]:
+            ref = (after.get("spec") or {}).get("ref") or {}
+            if ref.get("namespace") not in (None, "", after["metadata"]["namespace"]):
+                return f"spec.ref.namespace: must be the mapping's own namespace {after['metadata']['namespace']!r}"
+            if not ref.get("name") or not ref.get("kind"):
+                return "spec.ref: missing field(s): kind, name"
+            return None
         annotations = after.get("metadata", {}).get("annotations") or {}
         if MIN_SCALE in annotations:
             value = annotations[MIN_SCALE]

@@ -9,8 +9,19 @@ The autoscaler is a small KPA: every tick it reads the routed Revision's `min-sc
 annotations (where the scale function writes them, on the API double), keeps at least min-scale
 replicas, adds replicas when in-flight requests exceed the per-pod target, and lets the
 replicas above min-scale go once no request has been seen for the stable window (Knative's
-scale-to-zero with the activator in the path: about one window after the last request). Windows
+scale-to-zero with the activator in the path: about one window after the last request), or for
+the Revision's `scale-to-zero-pod-retention-period` when that is longer (a keep-alive). Windows
 are in the loop's minutes: with `minute_s` < 60 (the accelerated demo) they shrink alike.
+
+The model pool: a runtime given a `repository` runs its replicas as the multi-model server
+(`python -m infer.serve --repository`, MODEL_REPOSITORY), each replica with its own models
+loaded, as pool pods have. A host that is no Service's own is looked up as a DomainMapping
+(`mappings`: the API double's, so the route is the one the scale function patches, programmed
+after the double's reconcile delay), and the request goes to the Service it points at with the
+mapped host kept in `Host:` (what the queue-proxy restores from K-Original-Host). A runtime's
+ready replicas are reported back (`on_ready`: the Revision's status.actualReplicas on the double,
+what the scale function reads before it moves a model). A replica's /metrics is read before it
+is stopped, so that the pool's model loads and their waits outlive it.
 
 The gateway exports `istio_requests_total` at /metrics, labelled as Istio's gateway does, and
 `kube_service_labels` for each Revision's Kubernetes Service, as kube-state-metrics does, so the
@@ -41,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
 WINDOW = "autoscaling.knative.dev/window"
+RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
 
 
 @dataclass
@@ -71,11 +83,18 @@ class ServiceStats:
 
 
 class ServiceRuntime:
-    def __init__(self, namespace: str, name: str, model: Path, annotations: Callable[[], dict[str, str]],
-                 minute_s: float, log_dir: Path, target_concurrency: float = 8.0):
+    def __init__(self, namespace: str, name: str, model: Path | None, annotations: Callable[[], dict[str, str]],
+                 minute_s: float, log_dir: Path, target_concurrency: float = 8.0, repository: Path | None = None,
+                 on_ready: Callable[[int], None] | None = None, extra_env: dict[str, str] | None = None):
         self.namespace = namespace
         self.name = name
         self.model = model
+        self.repository = repository
+        """Set for the pool: the replicas serve every model of this repository."""
+        self.on_ready = on_ready
+        self.extra_env = dict(extra_env or {})
+        self.scraped: list[str] = []
+        """Each stopped replica's last /metrics text (and the live ones' at `scrape_all`)."""
         self.annotations = annotations
         self.minute_s = minute_s
         self.log_dir = log_dir
@@ -114,7 +133,7 @@ class ServiceRuntime:
             replica.inflight += 1
         try:
             response = self._session.request(method, replica.url + path, data=body, timeout=30, headers={
-                k: v for k, v in headers.items() if k.lower() in ("content-type", "accept")})
+                k: v for k, v in headers.items() if k.lower() in ("content-type", "accept", "host")})
             status, out_headers, content = response.status_code, {"Content-Type": response.headers.get(
                 "Content-Type", "application/json")}, response.content
         except requests.RequestException as exc:
@@ -138,10 +157,11 @@ class ServiceRuntime:
         port = free_port()
         # the local publish step: the digest from the manifest, pinned in the replica's env
         env = {**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), "LOG_LEVEL": "WARNING",
-               **pinned_env(self.model)}
+               **(pinned_env(self.model) if self.repository is None else {}), **self.extra_env}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         log = (self.log_dir / f"{self.name}-{port}.log").open("ab")
-        process = subprocess.Popen([sys.executable, "-m", "infer.serve", "--model", str(self.model), "--port", str(port),
+        serves = ["--repository", str(self.repository)] if self.repository is not None else ["--model", str(self.model)]
+        process = subprocess.Popen([sys.executable, "-m", "infer.serve", *serves, "--port", str(port),
                                     "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
         replica = Replica(port, process, time.time(), started_by_request=by_request)
         self.replicas.append(replica)
@@ -162,15 +182,39 @@ class ServiceRuntime:
             time.sleep(0.02)
 
     def _retire(self, replica: Replica) -> None:
+        self._scrape(replica)
         self.replicas.remove(replica)
         replica.stopped = time.time()
         self.retired.append(replica)
         self._mark()
         threading.Thread(target=stop, args=(replica.process, 5), daemon=True).start()
 
+    def _scrape(self, replica: Replica) -> None:
+        if replica.ready_at is None or replica.process.poll() is not None:
+            return
+        try:
+            self.scraped.append(requests.get(replica.url + "/metrics", timeout=2).text)
+        except requests.RequestException:
+            pass
+
+    def scrape_all(self) -> list[str]:
+        """Every replica's metrics: the stopped ones' last reading and the live ones' now."""
+        with self._cond:
+            live = list(self.replicas)
+        texts = list(self.scraped)
+        for replica in live:
+            if replica.ready_at is not None and replica.process.poll() is None:
+                try:
+                    texts.append(requests.get(replica.url + "/metrics", timeout=2).text)
+                except requests.RequestException:
+                    pass
+        return texts
+
     def _mark(self) -> None:
         ready = sum(r.ready_at is not None for r in self.replicas)
         self.stats.timeline.append((time.time(), ready, len(self.replicas) - ready, self._min_scale()))
+        if self.on_ready is not None:
+            self.on_ready(ready)
 
     def _min_scale(self) -> int:
         value = self.annotations().get(MIN_SCALE, "0")
@@ -181,13 +225,22 @@ class ServiceRuntime:
         seconds = float(raw.rstrip("s")) * (60 if raw.endswith("m") else 1) if raw else 60.0
         return seconds * self.minute_s / 60.0
 
+    def retention_s(self) -> float:
+        """Knative's scale-to-zero-pod-retention-period (the per-model keep-alive), in loop time."""
+        raw = str(self.annotations().get(RETENTION, "0s") or "0s")
+        try:
+            seconds = float(raw[:-1]) * {"s": 1, "m": 60, "h": 3600}[raw[-1]]
+        except (KeyError, ValueError, IndexError):
+            seconds = 0.0
+        return seconds * self.minute_s / 60.0
+
     def autoscale(self) -> None:
         with self._cond:
             annotations = self.annotations()
             min_scale = self._min_scale()
             max_scale = int(annotations.get(MAX_SCALE, "10") or 10)
             inflight = sum(r.inflight for r in self.replicas) + self.waiting
-            active = inflight > 0 or time.time() - self.last_request < self.window_s()
+            active = inflight > 0 or time.time() - self.last_request < max(self.window_s(), self.retention_s())
             need = max(1, math.ceil(inflight / (self.target * 0.7))) if active else 0
             desired = min(max_scale, max(min_scale, need))
             if len(self.replicas) < desired:
@@ -210,13 +263,17 @@ class ServiceRuntime:
         with self._cond:
             for replica in list(self.replicas):
                 self._retire(replica)
+            self.on_ready = None
         for replica in self.retired:
             stop(replica.process, 5)
 
 
 class ServingStandIn:
-    def __init__(self, domain: str = "example.com", tick_s: float = 0.05):
+    def __init__(self, domain: str = "example.com", tick_s: float = 0.05,
+                 mappings: Callable[[str, str], str | None] | None = None):
         self.domain = domain
+        self.mappings = mappings
+        """(namespace, host) -> the Service a DomainMapping routes that host to now, or None."""
         self.services: dict[str, ServiceRuntime] = {}
         self.tick_s = tick_s
         self.registry = CollectorRegistry()
@@ -245,8 +302,8 @@ class ServingStandIn:
                     payload, status, headers = b"scrape target down", 503, {"Content-Type": "text/plain"}
                 elif self.path == "/metrics" and host not in standin.services:
                     payload, status, headers = generate_latest(standin.registry), 200, {"Content-Type": "text/plain"}
-                elif host in standin.services:
-                    runtime = standin.services[host]
+                elif host in standin.services or standin.mapped(host) is not None:
+                    runtime = standin.services.get(host) or standin.mapped(host)
                     status, headers, payload, waited = runtime.forward(self.command, self.path, dict(self.headers), body)
                     headers = {**headers, "X-Local-Cold-Start-Ms": f"{waited * 1000:.0f}"}
                     standin.requests_total.labels("source", "istio-ingressgateway", f"{runtime.name}-00001",
@@ -276,6 +333,14 @@ class ServingStandIn:
         self.services[f"{runtime.name}.{runtime.namespace}.{self.domain}"] = runtime
         self.service_labels.labels(runtime.namespace, f"{runtime.name}-00001", runtime.name).set(1)
         runtime._mark()
+
+    def mapped(self, host: str) -> "ServiceRuntime | None":
+        """The runtime a DomainMapping routes `host` (<name>.<namespace>.<domain>) to, if any."""
+        parts = host.split(".")
+        if self.mappings is None or len(parts) < 3:
+            return None
+        target = self.mappings(parts[1], host)
+        return self.services.get(self.host(parts[1], target)) if target else None
 
     def host(self, namespace: str, name: str) -> str:
         return f"{name}.{namespace}.{self.domain}"

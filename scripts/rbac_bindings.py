@@ -1,7 +1,7 @@
 """Writes the scale function's RoleBindings, one per managed namespace, from the one list of them:
 MANAGED_NAMESPACES in functions/scale/func.yaml (the function refuses every other namespace).
 
-    python scripts/rbac_bindings.py          # rewrite serving/rbac-scale-bindings.yaml and the <= 1.20 one
+    python scripts/rbac_bindings.py          # rewrite serving/rbac-scale-bindings.yaml, the <= 1.20 and the pool's
     python scripts/rbac_bindings.py --check  # exit 1 if they differ from the list (the tests run this)
 """
 
@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = {"predictive-scale": ROOT / "serving" / "rbac-scale-bindings.yaml",
-       "predictive-scale-legacy": ROOT / "serving" / "knative-1.20" / "rbac-scale-legacy.yaml"}
+       "predictive-scale-legacy": ROOT / "serving" / "knative-1.20" / "rbac-scale-legacy.yaml",
+       "predictive-scale-placement": ROOT / "serving" / "pool" / "rbac-scale-placement-bindings.yaml"}
 
 
 def managed_namespaces() -> list[str]:
@@ -28,6 +29,8 @@ def render(role: str) -> str:
             f"# the ClusterRole {role} is granted in each managed namespace only (RoleBindings).\n")
     if role.endswith("legacy"):
         head += "# Knative <= 1.20 clusters only: `kubectl apply -k serving/knative-1.20/` after serving/.\n"
+    if role.endswith("placement"):
+        head += "# The model pool only: `kubectl apply -k serving/pool/` after serving/.\n"
     docs = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
              "metadata": {"name": role, "namespace": namespace},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},

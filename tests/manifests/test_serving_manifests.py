@@ -23,7 +23,7 @@ def test_manifest_is_valid(path):
 
 
 def test_kustomizations_list_every_manifest():
-    folders = [ROOT / "serving", ROOT / "eventing", ROOT / "serving" / "knative-1.20"]
+    folders = [ROOT / "serving", ROOT / "eventing", ROOT / "serving" / "knative-1.20", ROOT / "serving" / "pool"]
     for folder in folders:
         (doc,) = load_documents(folder / "kustomization.yaml")
         listed = set(doc["resources"])
@@ -92,7 +92,7 @@ def test_the_scale_rolebindings_are_generated_from_the_one_namespace_list():
     assert bindings and {b["kind"] for b in bindings} == {"RoleBinding"}
     everything = [d for p in (ROOT / "serving").rglob("*.yaml") for d in load_documents(p)]
     assert not [d for d in everything if d.get("kind") == "ClusterRoleBinding"
-                and d["roleRef"]["name"] in ("predictive-scale", "predictive-scale-legacy")]
+                and d["roleRef"]["name"] in ("predictive-scale", "predictive-scale-legacy", "predictive-scale-placement")]
 
 
 def test_the_control_plane_is_cluster_local_and_redis_needs_a_password():

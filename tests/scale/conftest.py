@@ -127,3 +127,34 @@ def assert_spec_never_written(double: KubeApiDouble) -> None:
 
 
 LABEL = {"predictive-scaling.io/enabled": "true"}
+
+
+@dataclass
+class PoolServer:
+    url: str
+    process: object
+
+    def ready(self, model: str) -> bool:
+        return requests.get(f"{self.url}/v2/models/{model}/ready", timeout=5).status_code == 200
+
+
+@pytest.fixture
+def pool_server(models_dir, tmp_path) -> Iterator[PoolServer]:
+    """The real multi-model server on the example models' repository, one worker (one "pod")."""
+    import os
+    import subprocess
+    import sys
+
+    from localmode.processes import free_port, stop, wait_until
+    from tests.support.servers import ROOT as root
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(root / "functions" / "infer")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "infer.serve", "--repository", str(models_dir), "--port", str(port),
+                             "--workers", "1"], env=env, stdout=(tmp_path / "pool.log").open("wb"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(url + "/v2/health/ready", timeout=1).status_code == 200, 60, "pool server", proc)
+    yield PoolServer(url, proc)
+    stop(proc)

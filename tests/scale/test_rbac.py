@@ -8,15 +8,18 @@ from tests.scale.conftest import LABEL, TICK0, decisions, forecast, minutes, rba
 from localmode.kube_api_double import KubeApiDouble
 
 
-def _exercise(double: KubeApiDouble, scale_fn) -> set[tuple[str, str, str]]:
+def _exercise(double: KubeApiDouble, scale_fn, extra: dict | None = None,
+              before_first=None) -> set[tuple[str, str, str]]:
     double.add_service("models", "wine", LABEL)
     fn = scale_fn(double)  # KNATIVE_VERSION=auto
-    decisions(send(fn, forecast(TICK0, {"models/wine": minutes(15, 0.99)}, "rbac-1")))
+    if before_first is not None:
+        before_first()
+    decisions(send(fn, forecast(TICK0, {"models/wine": minutes(15, 0.99), **(extra or {})}, "rbac-1")))
     plural = "podautoscalers" if double.version == "1.20" else "revisions"
     group = "autoscaling.internal.knative.dev" if plural == "podautoscalers" else "serving.knative.dev"
     # a concurrent writer: the 409 is resolved by re-reading the object (get)
     double.before_next_patch(lambda: double.touch(group, plural, "models", "wine-00001", {"team": "x"}))
-    decisions(send(fn, forecast(TICK0 + 3, {"models/wine": minutes(0, 0.0)}, "rbac-2")))
+    decisions(send(fn, forecast(TICK0 + 3, {"models/wine": minutes(0, 0.0), **(extra or {})}, "rbac-2")))
     assert all(call.status != 403 for call in double.requests), [c for c in double.requests if c.status == 403]
     return {(c.group, c.resource, c.verb) for c in double.requests}
 
@@ -51,3 +54,32 @@ def test_podautoscaler_path_uses_exactly_what_is_granted(scale_fn):
 def test_namespace_read_is_limited_to_knative_serving():
     (rule,) = [r for r in rbac_rules() if "namespaces" in r.resources]
     assert rule.resource_names == ["knative-serving"] and rule.verbs == ["get"]
+
+
+def test_placement_path_uses_exactly_what_is_granted(scale_fn):
+    """With the model pool (serving/pool/ bound too): list the DomainMappings, patch one to move a
+    model, get it after a conflict, and nothing else beyond the Revision path's calls."""
+    from localmode.kube_api_double import scale_function_rules
+    from tests.support.servers import ROOT
+
+    rules = scale_function_rules(ROOT, placement=True)
+    double = KubeApiDouble(rules, version="1.21")
+    try:
+        double.add_service("models", "infer-pool", {**LABEL, "predictive-scaling.io/pool": "true"})
+        double.add_service("models", "infer-diabetes", LABEL)
+        double.add_domain_mapping("models", "diabetes.models.example.com", "infer-pool",
+                                  labels={"predictive-scaling.io/model": "diabetes"},
+                                  annotations={"predictive-scaling.io/dedicated-service": "infer-diabetes"})
+        double.set_actual_replicas("models", "infer-diabetes-00001", 1)
+        used = _exercise(double, lambda d: scale_fn(d, PLACEMENT_EVERY_MINUTES="1", PLACEMENT_HOLD_MINUTES="0"),
+                         extra={"models/diabetes": minutes(9, 1.0, point_rps=8)},
+                         before_first=lambda: double.before_next_patch(lambda: double.touch(
+                             "serving.knative.dev", "domainmappings", "models", "diabetes.models.example.com",
+                             {"team": "x"})))
+        assert double.get("serving.knative.dev", "domainmappings", "models",
+                          "diabetes.models.example.com")["spec"]["ref"]["name"] == "infer-diabetes"
+    finally:
+        double.close()
+    assert used == _granted(rules)
+    assert {("serving.knative.dev", "domainmappings", v) for v in ("get", "list", "patch")} <= used
+    assert not any(v in ("create", "delete", "update", "*") for _, _, v in _granted(rules))

@@ -7,6 +7,10 @@ Five calls, and RBAC grants exactly these (serving/rbac-scale.yaml):
 - get a Revision (after a conflict: its fresh resourceVersion);
 - merge-patch a Revision's annotations (Knative >= 1.21), or a PodAutoscaler's (<= 1.20);
 - get the knative-serving Namespace (KNATIVE_VERSION=auto reads its version label).
+And, with the model pool (serving/pool/, its own ClusterRole predictive-scale-placement):
+- list the DomainMappings of a namespace (one call per namespace per event);
+- merge-patch one mapping's `spec.ref.name`, with the resourceVersion read (a move between the
+  pool and a dedicated Service is this one patch), and get it after a conflict.
 
 Errors are types: `ApiSkip` for what a retry cannot fix (403 RBAC, 404 gone, 400 webhook
 denial: log and skip that service), `ApiTransient` when 5xx or connection failures outlast the
@@ -25,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 SERVING = ("serving.knative.dev", "v1")
+MAPPINGS = ("serving.knative.dev", "v1beta1", "domainmappings")
 AUTOSCALING = ("autoscaling.internal.knative.dev", "v1alpha1")
 T = TypeVar("T")
 
@@ -120,6 +125,36 @@ class KnativeApi:
             if attempt < self.retries:
                 time.sleep(self.backoff_s * (2 ** attempt))
         raise ApiTransient(f"API server failing after {self.retries + 1} attempts: {failure}")
+
+    # -- the model pool's routing ----------------------------------------------------------
+    def list_mappings(self, namespace: str) -> list[dict]:
+        return self._call(lambda: self.custom.list_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2])).get("items", [])
+
+    def repoint_mapping(self, namespace: str, host: str, source: str, target: str, resource_version: str | None) -> dict:
+        """Point the DomainMapping `host` at the Service `target` (spec.ref.name), from `source`:
+        one merge patch carrying the resourceVersion read. On 409 re-read: if someone else moved
+        it meanwhile (the ref is neither `source` nor `target`), give up with ApiSkip(409) rather
+        than overwrite their choice; if it already says `target`, that is done."""
+        rv = resource_version
+        for attempt in range(self.retries + 1):
+            body: dict = {"spec": {"ref": {"name": target}}, "metadata": {}}
+            if rv is not None:
+                body["metadata"]["resourceVersion"] = rv
+            try:
+                return self._call(lambda: self.custom.patch_namespaced_custom_object(
+                    *MAPPINGS[:2], namespace, MAPPINGS[2], host, body), conflict_is_error=True)
+            except _Conflict:
+                if attempt == self.retries:
+                    raise ApiTransient(f"domainmappings/{host}: still conflicting after {attempt + 1} attempts") from None
+                time.sleep(self.backoff_s * (2 ** attempt))
+                fresh = self._call(lambda: self.custom.get_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2], host))
+                ref = ((fresh.get("spec") or {}).get("ref") or {}).get("name")
+                if ref == target:
+                    return fresh
+                if ref != source:
+                    raise ApiSkip(409, f"domainmappings/{host} was re-pointed to {ref!r} by someone else meanwhile")
+                rv = fresh["metadata"].get("resourceVersion")
+        raise AssertionError("unreachable")
 
 
 class _Conflict(Exception):

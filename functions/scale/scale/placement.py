@@ -1,8 +1,11 @@
 """Where each model lives (the shared pool or its own Service), how many models a pool pod
 pre-loads, and the one price that keeps a fleet within its budget. Pure functions, no I/O.
 
-Imported by the scale function (which will actuate it: issue 14) and by the fleet backtest
-(which scores it), so that the backtest's numbers describe what the function decides.
+Imported by the scale function (which actuates it: scale/pool_placement.py) and by the fleet
+backtest (which scores it), so that the backtest's numbers describe what the function decides.
+The placement input is the same on both sides: a model's expected rate is the mean of its
+next-minute point forecasts over the last hour (`expected_rate`; the backtest's Placer computes
+it vectorised over the fleet), evaluated every PLACEMENT_EVERY_MINUTES (10).
 
 Why a pool: a sparse model alone keeps a pod for one request now and then, and pays a cold
 start for most of them; many sparse models in one scale-to-zero Service share warm pods (a model
@@ -80,6 +83,53 @@ def place_fleet(forecast_rps: Mapping[str, float], current: Mapping[str, Placeme
     for model, rate in forecast_rps.items():
         out[model] = place(rate, current.get(model, Placement()), now_s, settings)
     return out
+
+
+def expected_rate(samples: Sequence[tuple[float, float]], now_s: float, window_minutes: int = 60) -> float:
+    """A model's expected rate in req/s: the mean of its next-minute point forecasts (one per
+    tick) made in the last `window_minutes`, `samples` as (tick_s, point req/s). NaN when there
+    is none (placement then holds)."""
+    recent = [v for t, v in samples if now_s - window_minutes * 60 < t <= now_s and math.isfinite(v)]
+    return sum(recent) / len(recent) if recent else math.nan
+
+
+def pooled_forecast(members: Sequence[Sequence[MinuteForecast]]) -> list[MinuteForecast]:
+    """The pool's forecast from its models' forecasts, minute by minute: rates add up (point
+    and upper quantile alike: the sum of upper quantiles bounds the sum's, which errs towards
+    warm pods), and the pool is idle in a minute only if every model is (taken independent).
+    Over the minutes every member forecasts; no member: an idle forecast of one minute."""
+    if not members:
+        return [MinuteForecast(0.0, 0.0, 0.0)]
+    horizon = min(len(m) for m in members)
+    out = []
+    for i in range(horizon):
+        idle = 1.0
+        for m in members:
+            idle *= 1.0 - min(1.0, max(0.0, m[i].p_any))
+        out.append(MinuteForecast(sum(m[i].point_rps for m in members), sum(m[i].upper_rps for m in members), 1.0 - idle))
+    return out
+
+
+STAY, SETTLING, PREPARE, MOVE, WAIT_SETTLE = "stay", "settling", "prepare", "move", "wait-settle"
+
+
+def route_step(decided: str, routed: str, settled: bool, target_ready: bool) -> str:
+    """What to do with a model's route this tick, given the tier placement decided, the tier its
+    routing resource points at (`routed`), whether that resource is programmed (`settled`: the
+    gateways route as it says) and whether the decided tier is ready to serve the model now.
+
+    - STAY: routed where decided, programmed.
+    - SETTLING: routed where decided, not programmed yet: keep both tiers warm.
+    - WAIT_SETTLE: a move is wanted, but the last one is not programmed yet: never re-point a
+      route still in flight.
+    - PREPARE: a move is wanted and its target is not ready: warm it (a dedicated Service's pods,
+      the model loaded in the pool), keep the route.
+    - MOVE: re-point the route now: the target is ready, so no request meets a cold target."""
+    if decided == routed:
+        return STAY if settled else SETTLING
+    if not settled:
+        return WAIT_SETTLE
+    return MOVE if target_ready else PREPARE
 
 
 def preload(forecasts: Mapping[str, Sequence[MinuteForecast]], models_per_pod: int, threshold: float) -> list[str]:

@@ -28,6 +28,7 @@ from .annotations import BadAnnotation, ServicePolicy, service_policy
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
 from .decision import ServiceView, plan
 from .min_scale_policy import LEAD_MINUTES, p_any_in
+from .pool_placement import PoolPlacement
 from .settings import ScaleSettings
 from .state_store import ServiceState, StateStore
 from .warmup import WarmUp
@@ -45,8 +46,12 @@ class Scaler:
         self.warmup = WarmUp(settings.warmup_path, settings.warmup_timeout_s, settings.warmup_gateway)
         self._legacy: bool | None = {"1.21": False, "1.20": True}.get(settings.knative_version)
         self._lock = threading.Lock()
+        # -- model pool placement (pool_placement.py): only namespaces with a pool Service use it
+        self.placement = PoolPlacement(settings.pool, self.api, self.store.redis, settings.state_ttl_s,
+                                       settings.opt_in_label)
 
     def close(self) -> None:
+        self.placement.close()
         self.warmup.close()
         self.store.close()
 
@@ -111,6 +116,8 @@ class Scaler:
         skipped: list[dict] = []
         transient: list[str] = []
         states_out: dict[str, ServiceState] = {}
+        placement_records: list[dict] = []
+        placement_states: dict = {}
         for namespace, entries in sorted(by_namespace.items()):
             if not self.settings.manages(namespace):
                 skipped += [{"service": f"{namespace}/{n}", "reason": "namespace not managed (MANAGED_NAMESPACES): untouched"}
@@ -126,6 +133,16 @@ class Scaler:
                 transient.append(str(exc))
                 skipped += [{"service": f"{namespace}/{n}", "reason": f"API unavailable, will retry: {exc}"} for n in entries]
                 continue
+            # -- model pool placement: moves, pre-loads, and the pool's / dedicated Services' forecasts
+            placed = self.placement.run(namespace, ksvcs, targets, entries, now_s, not too_old, trust_until_s,
+                                        self.settings.policy, self.settings.dry_run)
+            if placed is not None:
+                entries = {**{k: v for k, v in entries.items() if k not in placed.consumed}, **placed.entries}
+                placement_records += placed.records
+                placement_states.update(placed.states)
+                skipped += placed.skipped
+                transient += placed.transient
+            # -- end of placement
             for name in sorted(set(entries) - set(ksvcs)):
                 skipped.append({"service": f"{namespace}/{name}",
                                 "reason": "not opted in (label {}={}) or not found: untouched".format(*self.settings.opt_in_label)})
@@ -138,6 +155,8 @@ class Scaler:
                 except BadAnnotation as exc:
                     skipped.append({"service": key, "reason": f"bad annotation, untouched: {exc}"})
                     continue
+                if placed is not None:
+                    policy = placed.policy_for(name, policy)  # placement's floor: a move's target, a route's source
                 state = states.get(uid)
                 if state is not None and now_s < state.tick_s <= trust_until_s:
                     skipped.append({"service": key, "reason": "out of order: a newer forecast was already applied"})
@@ -160,7 +179,10 @@ class Scaler:
                     states_out[uid] = new_state
         data = {"tick": tick_text, "forecast_model": forecast.model_version,
                 "actuation": "podautoscaler" if legacy else "revision", "decisions": decisions, "skipped": skipped}
+        if placement_records:
+            data["placement"] = placement_records
         self.store.save(states_out, [{"tick": data["tick"], **d} for d in decisions], trust_until_s)
+        self.placement.save(placement_states, trust_until_s)
         return data, transient
 
     def _service(self, key: str, ksvc: dict, targets: dict[str, dict], entry: events.ServiceForecast | None,

@@ -19,6 +19,7 @@
 | WARMUP_GATEWAY | (none) | send it to this ingress URL with the Service's host as `Host:` |
 | WARMUP_TIMEOUT_SECONDS | 2 | the request is fire-and-forget: it only has to reach the activator |
 | API_RETRIES | 4 | retries on 409 (re-read first) and 5xx, with exponential backoff |
+| (model pool) | | PLACEMENT_EVERY_MINUTES, PLACEMENT_HOLD_MINUTES, PLACEMENT_DEDICATE_SHARE, PLACEMENT_POOL_SHARE, POOL_MODELS_PER_POD, PRELOAD_TIMEOUT_SECONDS, PRELOAD_GATEWAY: pool_settings.py |
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
 | DECISION_HISTORY | 60 | decisions kept per service in Redis (the log expires with the state) |
 | EVENT_SOURCE | /predictive-scaling/scale | source attribute of the reply |
@@ -32,6 +33,7 @@ from typing import Mapping
 from .env_settings import SettingsError, flag, names, number, optional, text, whole
 from .min_scale_policy import PolicySettings
 from .policy_knobs import defaults_from_env
+from .pool_settings import PoolSettings
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class ScaleSettings:
     warmup_path: str
     warmup_gateway: str | None
     warmup_timeout_s: float
+    pool: PoolSettings
+    """The model pool's placement (namespaces without a pool Service never use it)."""
     api_retries: int
     dedupe_ttl_s: int
     decision_history: int
@@ -85,6 +89,7 @@ class ScaleSettings:
             warmup_path=text(env, "WARMUP_PATH", "/"),
             warmup_gateway=optional(env, "WARMUP_GATEWAY"),
             warmup_timeout_s=number(env, "WARMUP_TIMEOUT_SECONDS", 2.0, 0.1),
+            pool=PoolSettings.from_env(env, optional(env, "WARMUP_GATEWAY")),
             api_retries=whole(env, "API_RETRIES", 4, 0),
             dedupe_ttl_s=whole(env, "DEDUPE_TTL_SECONDS", 3600, 1),
             decision_history=whole(env, "DECISION_HISTORY", 60, 1),

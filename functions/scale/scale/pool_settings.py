@@ -1,0 +1,42 @@
+"""Settings of the model pool's placement (environment, read once with the scale function's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .env_settings import SettingsError, number, optional, whole
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """| variable | default | meaning |
+    |---|---|---|
+    | PLACEMENT_EVERY_MINUTES | 10 | placement runs on ticks whose minute is a multiple of this (the backtest's cadence) |
+    | PLACEMENT_HOLD_MINUTES | 60 | how long the forecast must favour the other tier before a model moves |
+    | PLACEMENT_DEDICATE_SHARE / PLACEMENT_POOL_SHARE | 0.7 / 0.35 | dedicate at this share of one pod's capacity, pool again below that one |
+    | POOL_MODELS_PER_POD | 64 | at most this many models are pre-loaded (what a pool pod keeps within POOL_MEMORY_MB) |
+    | PRELOAD_TIMEOUT_SECONDS | 2 | per call to the pool |
+    | PRELOAD_GATEWAY | WARMUP_GATEWAY | send pre-loads to this ingress URL with the pool's host as `Host:` |
+    """
+
+    every_minutes: int = 10
+    hold_minutes: float = 60
+    dedicate_share: float = 0.7
+    pool_share: float = 0.35
+    models_per_pod: int = 64
+    preload_timeout_s: float = 2.0
+    gateway: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], warmup_gateway: str | None) -> "PoolSettings":
+        settings = cls(every_minutes=whole(env, "PLACEMENT_EVERY_MINUTES", 10, 1),
+                       hold_minutes=number(env, "PLACEMENT_HOLD_MINUTES", 60, 0),
+                       dedicate_share=number(env, "PLACEMENT_DEDICATE_SHARE", 0.7, 0),
+                       pool_share=number(env, "PLACEMENT_POOL_SHARE", 0.35, 0),
+                       models_per_pod=whole(env, "POOL_MODELS_PER_POD", 64, 0),
+                       preload_timeout_s=number(env, "PRELOAD_TIMEOUT_SECONDS", 2.0, 0.1),
+                       gateway=optional(env, "PRELOAD_GATEWAY") or warmup_gateway)
+        if settings.pool_share > settings.dedicate_share:
+            raise SettingsError("PLACEMENT_POOL_SHARE must not exceed PLACEMENT_DEDICATE_SHARE (the hysteresis band)")
+        return settings
