@@ -43,7 +43,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone

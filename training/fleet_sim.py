@@ -198,7 +198,6 @@ def simulate_lanes(
     pods = np.zeros(n, np.int64)
     ready = np.zeros(n, np.int64)
     backlog = np.zeros(n, np.int64)
-    next_tick = np.zeros(n)
     totals = LaneTotals.zeros(n)
     recorded = np.zeros((len(record), seconds), np.int32)
     rec_lanes = np.array(record, dtype=np.int64)
