@@ -20,6 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .metric_presets import MetricQuery
+from .metrics import prometheus_call
 
 HEARTBEAT = "__scraped__"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -80,14 +81,15 @@ class PrometheusSource:
 
     def _post(self, endpoint: str, form: dict[str, str]) -> list[dict]:
         self.queries_sent += endpoint == "query_range"
-        response = self._session.post(f"{self._api}/{endpoint}", data=form, timeout=self.timeout_s)
-        try:
-            body = response.json()
-        except ValueError:
-            raise PrometheusUnavailable(f"HTTP {response.status_code}: not JSON: {response.text[:200]}") from None
-        if response.status_code != 200 or body.get("status") != "success":
-            raise PrometheusUnavailable(f"HTTP {response.status_code}: {body.get('errorType')}: {body.get('error')}"[:400])
-        return body["data"]["result"]
+        with prometheus_call(endpoint):
+            response = self._session.post(f"{self._api}/{endpoint}", data=form, timeout=self.timeout_s)
+            try:
+                body = response.json()
+            except ValueError:
+                raise PrometheusUnavailable(f"HTTP {response.status_code}: not JSON: {response.text[:200]}") from None
+            if response.status_code != 200 or body.get("status") != "success":
+                raise PrometheusUnavailable(f"HTTP {response.status_code}: {body.get('errorType')}: {body.get('error')}"[:400])
+            return body["data"]["result"]
 
     def read(self, start_minute: int, end_minute: int, services: list[str] | None = None) -> Reading:
         """Counts for the minutes [start_minute, end_minute); `services` restricts the query."""
