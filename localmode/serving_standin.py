@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
 WINDOW = "autoscaling.knative.dev/window"
+RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
 
 
 @dataclass
@@ -181,6 +182,10 @@ class ServiceRuntime:
         seconds = float(raw.rstrip("s")) * (60 if raw.endswith("m") else 1) if raw else 60.0
         return seconds * self.minute_s / 60.0
 
+    def retention_s(self) -> float:
+        raw = self.annotations().get(RETENTION) or "0s"
+        return float(raw.rstrip("s")) * self.minute_s / 60.0
+
     def autoscale(self) -> None:
         with self._cond:
             annotations = self.annotations()
@@ -190,6 +195,8 @@ class ServiceRuntime:
             active = inflight > 0 or time.time() - self.last_request < self.window_s()
             need = max(1, math.ceil(inflight / (self.target * 0.7))) if active else 0
             desired = min(max_scale, max(min_scale, need))
+            if desired == 0 and self.replicas and time.time() - self.last_request < self.retention_s():
+                desired = 1  # scale-to-zero-pod-retention-period: the last pod stays that long
             if len(self.replicas) < desired:
                 for _ in range(desired - len(self.replicas)):
                     self._spawn()
