@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from forecast.forecaster import RateForecaster
 from scale.min_scale_policy import PolicySettings
+from tqdm import tqdm
 
 from training.controllers import (
     AlwaysOn,
@@ -50,7 +51,7 @@ IDLE_WINDOW_S = 6.0  # the window lever's setting when it is scored (IDLE_WINDOW
 
 
 def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster: RateForecaster,
-                 companions: np.ndarray | None = None) -> tuple[ForecastTable, float]:
+                 companions: np.ndarray | None = None, bar: tqdm | None = None) -> tuple[ForecastTable, float]:
     """Refit before every block on the minutes before it; `companions` (other services' series,
     on the trace's calendar) join the fit as they would in the global model of a fleet."""
     n = len(trace.minutes)
@@ -68,6 +69,8 @@ def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster
         point[start - warmup:end - warmup] = result.point
         upper[start - warmup:end - warmup] = result.upper
         p_any[start - warmup:end - warmup] = result.p_any
+        if bar is not None:
+            bar.update(1)
     return ForecastTable(warmup, point, upper, p_any), fit_seconds
 
 
@@ -100,7 +103,8 @@ def score(policy: str, settings: dict, result: SimResult, default: bool) -> dict
 
 
 def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, seed: int = 0,
-        horizon: int = 5, plots: Path | None = None, with_fleet: bool = True) -> tuple[list[dict], dict]:
+        horizon: int = 5, plots: Path | None = None, with_fleet: bool = True,
+        progress: bool = False) -> tuple[list[dict], dict]:
     n = len(trace.minutes)
     warmup = 2 * DAY if n >= 6 * DAY else max(10, n // 3)
     block = DAY if n >= 6 * DAY else max(5, (n - warmup) // 4)
@@ -116,7 +120,10 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
     # One global model, as the product ships it: the synthetic fleet the published forecaster
     # is trained on, plus this trace's own past (never its future), refitted every block.
     fleet = fleet_on_calendar(trace.start_minute, TRAIN_START_MINUTE) if with_fleet else None
-    table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet)
+    refits = len(range(warmup, n, block))
+    bar = tqdm(total=refits, desc=f"{trace.name}: walk-forward refits", unit="fit", file=sys.stderr, disable=not progress)
+    table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet, bar=bar)
+    bar.close()
     naive = seasonal_naive_table(trace.minutes, warmup, n, horizon)
     info = {"trace": trace.name, "minutes": n, "fit_on": "fleet+trace" if with_fleet else "trace", "warmup_minutes": warmup, "refit_every_minutes": block,
             "cold_start_s": cold_start_s, "capacity_rps": capacity_rps, "max_fit_seconds": round(fit_s, 2),
@@ -149,7 +156,8 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
             runs.append(("keepalive", {"minutes": minutes}, KeepAlive(minutes), False))
     scores = []
     kept: dict[str, SimResult] = {}
-    for policy, settings, controller, default in runs:
+    for policy, settings, controller, default in tqdm(runs, desc=f"{trace.name}: simulations", unit="policy",
+                                                      file=sys.stderr, disable=not progress):
         result = simulate(arrivals, controller, sim, minute_counts, scored)
         scores.append(score(policy, settings, result, default))
         if default and policy in ("kpa", "predictive"):
@@ -228,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.trace:
         print(f"# {path.name} ...", file=sys.stderr, flush=True)
         scores, info = run(load_trace(path), args.cold_start_s, args.capacity_rps, args.sweep, args.seed, plots=args.plots,
-                           with_fleet=args.fit_on == "fleet+trace")
+                           with_fleet=args.fit_on == "fleet+trace", progress=True)
         if args.format == "json":
             everything += [{**s, "trace": info["trace"]} for s in scores]
         else:
@@ -255,7 +263,7 @@ def what_if(args) -> None:
     for name, counts in sorted(busy.items()):
         print(f"# {name} ...", file=sys.stderr, flush=True)
         scores, info = run(whatif.as_trace(name, counts, start), args.cold_start_s, args.capacity_rps, args.sweep,
-                           args.seed, plots=args.plots, with_fleet=args.fit_on == "fleet+trace")
+                           args.seed, plots=args.plots, with_fleet=args.fit_on == "fleet+trace", progress=True)
         if args.format == "json":
             everything += [{**s, "trace": info["trace"]} for s in scores]
         else:
