@@ -200,11 +200,14 @@ def plot(loop: LocalLoop, minute_s: float, out: Path) -> None:
         top.legend(loc="upper left", fontsize=8)
         for arm, color in ((plan.name, "tab:green"), (f"{plan.name}-kpa", "tab:red"), (f"{plan.name}-keepalive", "tab:purple")):
             runtime = next(r for r in loop.standin.services.values() if r.name == arm)
-            times = [(t - t0) / minute_s for t, *_ in runtime.stats.timeline]
-            ready = [r for _, r, _, _ in runtime.stats.timeline]
+            if not runtime.stats.timeline:
+                continue
+            timeline = runtime.stats.timeline + runtime.stats.timeline[-1:]  # held to the end of the run
+            times = [(t - t0) / minute_s for t, *_ in timeline[:-1]] + [float(len(live))]
+            ready = [r for _, r, _, _ in timeline]
             bottom.step(times, ready, where="post", color=color, label=f"ready replicas: {arm}")
             if arm == plan.name:
-                bottom.step(times, [m for *_, m in runtime.stats.timeline], where="post", color="k", ls="--",
+                bottom.step(times, [m for *_, m in timeline], where="post", color="k", ls="--",
                             lw=0.8, label="min-scale set by the scale function")
         bottom.set_ylabel("replicas")
         bottom.legend(loc="upper left", fontsize=8)

@@ -95,7 +95,11 @@ class PrometheusSource:
         """Counts for the minutes [start_minute, end_minute); `services` restricts the query."""
         n = end_minute - start_minute
         window = f"{self.minute_s}s"
-        lookback = f"{10 * self.minute_s}s"
+        # A series the instant selector still sees (Prometheus' lookback delta, 5 min by default)
+        # must be seen by the look-back too, or its whole value is counted as newly born every
+        # minute: a back-filled series has no staleness marker at its end (the accelerated demo,
+        # with 2 s minutes, read its history's last counter value as traffic every minute).
+        lookback = f"{max(10 * self.minute_s, 300)}s"
         promql = f"({self.query.render(self._selector(services), window, lookback)}) or label_replace(" \
                  f"{self.query.heartbeat_promql(window)}, \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
         # The value at step t counts the minute ending at t: minute m is read at (m + 1) * 60.
