@@ -17,7 +17,7 @@ COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
+.PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
 
 help:
 	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json] | readme-plot"
@@ -124,6 +124,18 @@ backtest-fleet: venv
 	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --max-scale $(MAX_SCALE) \
 	  $(if $(FLEET_BUDGET),--fleet-budget $(FLEET_BUDGET)) --models-per-pod $(MODELS_PER_POD) --model-load-ms $(MODEL_LOAD_MS) \
 	  --plots reports --sweep
+
+# What-if on your own Prometheus: every matching service's history read as the forecast function
+# reads it, backtested as a trace (and as a fleet when several): same tables and plots.
+PROMETHEUS_URL ?=
+PRESET ?= knative-1.21
+SELECTOR ?=
+DAYS ?= 7
+whatif: venv
+	@test -n "$(PROMETHEUS_URL)" || { echo "give PROMETHEUS_URL=http://prometheus:9090 [PRESET=$(PRESET)] [SELECTOR='namespace=\"models\"'] [DAYS=7]"; exit 2; }
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m training.backtest --prometheus $(PROMETHEUS_URL) --preset $(PRESET) \
+	  --selector '$(SELECTOR)' --days $(DAYS) --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) \
+	  --fit-on $(FIT_ON) --plots reports
 
 # The plot the README shows (docs/ is git-ignored: it is generated, not committed).
 README_PLOT := docs/alibaba_sd_lora_2024_train_pareto.png

@@ -31,6 +31,7 @@ from cloudevents.core.v1.event import CloudEvent
 from bench.bench_forecaster import fleet
 from localmode.processes import start_prometheus, start_redis, start_function, stop
 from training.prometheus_backfill import create_blocks
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 END_MINUTE = 28_870_560 + 720
@@ -93,7 +94,7 @@ def run(n: int, days: int, base: Path) -> dict:
         cold = time.perf_counter() - t0
         assert r.status_code == 200, r.text[:300]
         steady = []
-        for k in range(STEADY_TICKS):
+        for k in tqdm(range(STEADY_TICKS), desc=f"{n} services: steady ticks", unit="tick", file=sys.stderr, leave=False):
             headers, body = ping(END_MINUTE + 1 + k, f"steady-{k}")
             t0 = time.perf_counter()
             r = requests.post(url, data=body, headers=headers, timeout=600)
@@ -120,10 +121,9 @@ def main() -> None:
     if not (ROOT / "models" / "forecaster" / "manifest.json").exists():
         sys.exit("run `make models` first (the published forecaster)")
     rows = []
-    for n in args.sizes:
+    for n in tqdm(args.sizes, desc="bench-forecast: sizes", unit="size", file=sys.stderr):
         with tempfile.TemporaryDirectory(prefix=f"bench-tick-{n}-") as tmp:
             rows.append(run(n, args.days, Path(tmp)))
-            print(f"  {n} services done", file=sys.stderr, flush=True)
     print("\n| services | history | back-fill s | cold tick s | steady tick s (median / max) | forecast ok | reply MiB | function RSS MiB (peak) | Redis MiB (KiB per service) | target steady |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -18,6 +18,7 @@ import numpy as np
 from forecast.forecaster import RateForecaster
 
 from training.traces import load_trace
+from tqdm import tqdm
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 WEEK = 7 * 1440
@@ -42,11 +43,12 @@ def main() -> None:
     args = parser.parse_args()
     X = fleet(args.services)
     model = RateForecaster()
+    print(f"refitting on {args.services} services (about a minute or two) ...", file=sys.stderr, flush=True)
     began = time.perf_counter()
     model.fit(X, start_minute=0)
     fit_s = time.perf_counter() - began
     ticks = []
-    for _ in range(3):
+    for _ in tqdm(range(3), desc="forecast ticks", unit="tick", file=sys.stderr):
         began = time.perf_counter()
         out = model.predict(X, start_minute=0)
         ticks.append(time.perf_counter() - began)

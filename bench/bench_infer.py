@@ -41,6 +41,7 @@ import numpy as np
 from sklearn.datasets import load_wine
 
 from training.publish_model import pinned_env
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -242,8 +243,11 @@ def main() -> None:
 
     fleet = servers(set(args.only.split(",")) if args.only else None)
     cold: dict[str, list[float]] = {server.name: [] for server in fleet}
+    bar = tqdm(total=len(fleet) * (args.cold_starts + len(bodies) * len(levels)), desc="bench-infer",
+               unit="run", file=sys.stderr)
     for _ in range(args.cold_starts):  # round-robin, so that drifting machine load hits all alike
         for server in fleet:
+            bar.update(1)
             proc = server.spawn()
             try:
                 cold[server.name].append(wait_first_infer(server, bodies[1], proc))
@@ -266,9 +270,11 @@ def main() -> None:
                     url = f"{server.url}/v2/models/wine/infer"
                     run_wrk(url, body, c, 2)  # warm connections and caches
                     result = results[server.name]["load"][(rows, c)] = run_wrk(url, body, c, args.duration)
-                    print(f"  {server.name} rows={rows} c={c}: {result}", file=sys.stderr, flush=True)
+                    bar.update(1)
+                    bar.write(f"  {server.name} rows={rows} c={c}: {result}", file=sys.stderr)
         for server in fleet:
             results[server.name]["memory_after"] = memory_mib(procs[server.name].pid)
+        bar.close()
     finally:
         for proc in procs.values():
             stop(proc)

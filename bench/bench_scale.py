@@ -22,6 +22,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from localmode.processes import start_redis, start_function, stop
 from localmode.kube_api_double import KubeApiDouble, scale_function_rules
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK0 = 29_000_000
@@ -78,10 +79,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     args = parser.parse_args()
     rows = []
-    for n in args.sizes:
+    for n in tqdm(args.sizes, desc="bench-scale: sizes", unit="size", file=sys.stderr):
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
             rows += run(n, Path(tmp))
-            print(f"  {n} services done", file=sys.stderr, flush=True)
     print("\n| services | event | wall s | services patched | API calls | of which PATCH | calls / service |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -1,15 +1,22 @@
-"""`make demo`: the predictive loop against Knative's KPA alone, on one machine, in minutes.
+"""`make demo`: the predictive loop against Knative alone and Knative's own keep-alive, on one
+machine, in minutes.
 
-Two models (wine and diabetes, both served from their ONNX files) are each deployed twice behind the Serving stand-in:
-`<model>` opted in to predictive scaling and `<model>-kpa` not (the control arm: KPA only). Both
-arms receive the same replayed requests: wine replays the Alibaba Stable-Diffusion trace (77%
-idle minutes), diabetes a 5% thinning of the NASA web trace (a daily cycle with quiet nights);
-a week of each trace before the replayed window is back-filled into Prometheus first. Every
-request is a real V2 inference call; every cold start is a real infer process start. A minute
-lasts DEMO_MINUTE_SECONDS (2) real seconds, so 2 hours of trace take 4 minutes.
+Two models (wine and diabetes, both served from their ONNX files) are each deployed three times
+behind the Serving stand-in: `<model>` opted in to predictive scaling, `<model>-kpa` not (KPA
+only), and `<model>-keepalive` not either but with Knative's
+`autoscaling.knative.dev/scale-to-zero-pod-retention-period` set so that it spends about what the
+predictive arm spends. The rule (training/keepalive_match.py): on the back-filled history only,
+simulate the predictive policy (with the forecaster the loop runs) and keep-alives of k minutes
+on the same arrivals, and take the k whose pod-seconds come closest to the predictive policy's.
+Every arm receives the same replayed requests: wine replays the Alibaba Stable-Diffusion trace
+(77% idle minutes), diabetes a 5% thinning of the NASA web trace (a daily cycle with quiet
+nights); a week of each trace before the replayed window is back-filled into Prometheus first.
+Every request is a real V2 inference call; every cold start is a real infer process start. A
+minute lasts DEMO_MINUTE_SECONDS (2) real seconds, so 2 hours of trace take 4 minutes.
 
-Ends with a table per service (requests, cold starts, added latency, replica-minutes, both
-arms and their ratio) and reports/demo.png (traffic, forecast, warm replicas over time).
+Ends with a table per service (requests, cold starts, added latency, replica-minutes, every arm,
+and the ratios), a verdict where prediction does not beat the keep-alive, and reports/demo.png
+(traffic, forecast, warm replicas of every arm over time). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -23,13 +30,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+from forecast.model_store import ModelStore
+from scale.min_scale_policy import PolicySettings
+from tqdm import tqdm
 
 from localmode.loop import LocalLoop, ServicePlan
+from localmode.serving_standin import RETENTION
+from training.keepalive_match import Match, matched_keepalive
 from training.traces import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "traces"
 WEEK = 10080
+POD_CAPACITY_RPS = 300  # the demo Services' predictive-scaling.io/pod-capacity (localmode.loop.ServicePlan)
+RULE_COLD_START_S = 5.0
+ARMS = {"": "predictive + KPA", "-kpa": "KPA only", "-keepalive": "KPA + keep-alive"}
 
 
 def pick_window(counts: np.ndarray, minutes: int) -> int:
@@ -48,24 +63,46 @@ def pick_window(counts: np.ndarray, minutes: int) -> int:
     return best_start
 
 
-def plans(minutes: int) -> list[ServicePlan]:
+def arm_of(service: str) -> tuple[str, str]:
+    """(model, arm suffix) of a demo Service name."""
+    for suffix in ("-kpa", "-keepalive"):
+        if service.endswith(suffix):
+            return service.removesuffix(suffix), suffix
+    return service, ""
+
+
+def plans(minutes: int, forecaster_root: Path) -> tuple[list[ServicePlan], dict[str, Match]]:
+    """The Services of every arm, and each model's keep-alive chosen on its history alone."""
+    estimator = ModelStore(str(forecaster_root)).refresh().estimator
     manifest = json.loads((ROOT / "models" / "manifest.json").read_text())
     examples = {a["name"]: a["example"][0] for a in manifest["artifacts"]}
     rng = np.random.default_rng(7)
-    alibaba = load_trace(SHARED / "alibaba_sd_lora_2024_train.csv").minutes
-    nasa = load_trace(SHARED / "nasa_http_1995.csv").minutes
-    nasa = np.where(np.isnan(nasa), np.nan, rng.binomial(np.nan_to_num(nasa).astype(int), 0.05))
-    out = []
-    for model, artifact, series in (("wine", "wine.onnx", alibaba), ("diabetes", "diabetes.onnx", nasa)):
+    alibaba = load_trace(SHARED / "alibaba_sd_lora_2024_train.csv")
+    nasa = load_trace(SHARED / "nasa_http_1995.csv")
+    thinned = np.where(np.isnan(nasa.minutes), np.nan, rng.binomial(np.nan_to_num(nasa.minutes).astype(int), 0.05))
+    out, matches = [], {}
+    models = (("wine", "wine.onnx", alibaba.minutes, alibaba.start_minute),
+              ("diabetes", "diabetes.onnx", thinned, nasa.start_minute))
+    for model, artifact, series, first_minute in tqdm(models, desc="demo set-up: keep-alive rule on each history",
+                                                      file=sys.stderr):
         start = pick_window(series, minutes)
         counts = np.nan_to_num(series[start - WEEK:start + minutes])
+        matches[model] = matched_keepalive(counts[:WEEK], first_minute + start - WEEK, estimator,
+                                           PolicySettings(capacity_rps=POD_CAPACITY_RPS), RULE_COLD_START_S)
         row = examples[model]
         payload = {"model": model, "body": {"inputs": [
             {"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}}
-        for arm, opted in ((model, True), (f"{model}-kpa", False)):
-            out.append(ServicePlan(arm, ROOT / "models" / artifact, counts, WEEK, payload, opted_in=opted,
-                                   traffic_key=model))
-    return out
+        for suffix in ARMS:
+            out.append(ServicePlan(model + suffix, ROOT / "models" / artifact, counts, WEEK, payload,
+                                   opted_in=suffix == "", traffic_key=model))
+    return out, matches
+
+
+def set_retention(loop: LocalLoop, matches: dict[str, Match]) -> None:
+    """Knative's keep-alive on the keep-alive arm's Revision, where Knative reads it."""
+    for model, match in matches.items():
+        loop.double.touch("serving.knative.dev", "revisions", "models", f"{model}-keepalive-00001",
+                          {RETENTION: f"{match.minutes * 60}s"})
 
 
 def summarize(loop: LocalLoop, minute_s: float) -> list[dict]:
@@ -85,24 +122,49 @@ def summarize(loop: LocalLoop, minute_s: float) -> list[dict]:
     return rows
 
 
-def print_report(rows: list[dict]) -> None:
+def print_report(rows: list[dict], matches: dict[str, Match]) -> None:
+    print("\nkeep-alive arm: scale-to-zero-pod-retention-period chosen on each model's history week (last two "
+          "days simulated), the one whose pod-seconds come closest to the predictive policy's:")
+    for model, m in matches.items():
+        print(f"- {model}: {m.minutes} min (history: keep-alive {m.keepalive_pod_seconds:.0f} pod-s and "
+              f"{m.keepalive_cold_starts} cold-start requests, predictive {m.predictive_pod_seconds:.0f} pod-s and "
+              f"{m.predictive_cold_starts}, of {m.requests} requests)")
     print("\n| service | arm | requests | requests that waited for a cold start | cold starts | "
           "added latency s (sum) | p99 latency ms | replica-minutes |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        arm = "KPA only" if r["service"].endswith("-kpa") else "predictive + KPA"
-        print(f"| {r['service'].removesuffix('-kpa')} | {arm} | {r['requests']} | {r['cold_requests']} | "
+        model, suffix = arm_of(r["service"])
+        arm = ARMS[suffix] + (f" ({matches[model].minutes} min)" if suffix == "-keepalive" else "")
+        print(f"| {model} | {arm} | {r['requests']} | {r['cold_requests']} | "
               f"{r['cold_starts']} | {r['added_latency_s']:.1f} | {r['p99_latency_ms']:.0f} | {r['replica_minutes']:.0f} |")
-    print("\n| service | cold-start requests, predictive / KPA | added latency, predictive / KPA | replica-minutes, predictive / KPA |")
-    print("|---|---|---|---|")
+    print("\n| service | cold-start requests, predictive / KPA | replica-minutes, predictive / KPA | "
+          "cold-start requests, predictive / keep-alive | replica-minutes, predictive / keep-alive |")
+    print("|---|---|---|---|---|")
     by_name = {r["service"]: r for r in rows}
+    ratio = lambda a, b: f"{a / b:.2f}x" if b else ("0 / 0" if not a else "n/a")  # noqa: E731
+    verdicts = []
     for name, r in by_name.items():
-        if name.endswith("-kpa"):
+        if arm_of(name)[1]:
             continue
-        k = by_name[f"{name}-kpa"]
-        ratio = lambda a, b: f"{a / b:.2f}x" if b else ("0 / 0" if not a else "n/a")  # noqa: E731
-        print(f"| {name} | {ratio(r['cold_requests'], k['cold_requests'])} | "
-              f"{ratio(r['added_latency_s'], k['added_latency_s'])} | {ratio(r['replica_minutes'], k['replica_minutes'])} |")
+        k, ka = by_name[f"{name}-kpa"], by_name[f"{name}-keepalive"]
+        print(f"| {name} | {ratio(r['cold_requests'], k['cold_requests'])} | {ratio(r['replica_minutes'], k['replica_minutes'])} | "
+              f"{ratio(r['cold_requests'], ka['cold_requests'])} | {ratio(r['replica_minutes'], ka['replica_minutes'])} |")
+        verdicts.append(verdict(name, r, ka))
+    print()
+    for line in verdicts:
+        print(line)
+
+
+def verdict(name: str, predictive: dict, keepalive: dict) -> str:
+    """Prediction beats the keep-alive only with fewer cold-start requests at no more spend
+    (within 10%), or the same cold starts for less."""
+    p_cold, k_cold = predictive["cold_requests"], keepalive["cold_requests"]
+    p_cost, k_cost = predictive["replica_minutes"], keepalive["replica_minutes"]
+    if (p_cold < k_cold and p_cost <= 1.1 * k_cost) or (p_cold == k_cold and p_cost < 0.9 * k_cost):
+        return (f"{name}: prediction beats the keep-alive here ({p_cold} vs {k_cold} cold-start requests, "
+                f"{p_cost:.0f} vs {k_cost:.0f} replica-minutes).")
+    return (f"{name}: prediction does NOT beat Knative's keep-alive here ({p_cold} vs {k_cold} cold-start requests, "
+            f"{p_cost:.0f} vs {k_cost:.0f} replica-minutes).")
 
 
 def plot(loop: LocalLoop, minute_s: float, out: Path) -> None:
@@ -136,13 +198,16 @@ def plot(loop: LocalLoop, minute_s: float, out: Path) -> None:
         top.set_ylabel("requests / minute")
         top.set_title(f"{plan.name}: traffic and forecast")
         top.legend(loc="upper left", fontsize=8)
-        for arm, color in ((plan.name, "tab:green"), (f"{plan.name}-kpa", "tab:red")):
+        for arm, color in ((plan.name, "tab:green"), (f"{plan.name}-kpa", "tab:red"), (f"{plan.name}-keepalive", "tab:purple")):
             runtime = next(r for r in loop.standin.services.values() if r.name == arm)
-            times = [(t - t0) / minute_s for t, *_ in runtime.stats.timeline]
-            ready = [r for _, r, _, _ in runtime.stats.timeline]
+            if not runtime.stats.timeline:
+                continue
+            timeline = runtime.stats.timeline + runtime.stats.timeline[-1:]  # held to the end of the run
+            times = [(t - t0) / minute_s for t, *_ in timeline[:-1]] + [float(len(live))]
+            ready = [r for _, r, _, _ in timeline]
             bottom.step(times, ready, where="post", color=color, label=f"ready replicas: {arm}")
             if arm == plan.name:
-                bottom.step(times, [m for *_, m in runtime.stats.timeline], where="post", color="k", ls="--",
+                bottom.step(times, [m for *_, m in timeline], where="post", color="k", ls="--",
                             lw=0.8, label="min-scale set by the scale function")
         bottom.set_ylabel("replicas")
         bottom.legend(loc="upper left", fontsize=8)
@@ -161,27 +226,34 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f"demo: {args.minutes} trace minutes at {args.minute_seconds} s each "
-          f"(about {args.minutes * args.minute_seconds / 60:.0f} min), predictive vs KPA-only, side by side", flush=True)
+          f"(about {args.minutes * args.minute_seconds / 60:.0f} min), predictive vs KPA-only vs keep-alive, side by side",
+          file=sys.stderr, flush=True)
     setup = time.time()
+    forecaster = ROOT / "models" / "forecaster"
     with tempfile.TemporaryDirectory(prefix="predictive-demo-") as tmp:
         try:
-            with LocalLoop(Path(tmp), plans(args.minutes), args.minute_seconds, ROOT / "models" / "forecaster") as loop:
+            services, matches = plans(args.minutes, forecaster)
+            with LocalLoop(Path(tmp), services, args.minute_seconds, forecaster) as loop:
+                set_retention(loop, matches)
                 print(f"set-up done in {time.time() - setup:.0f} s: Redis, Prometheus (a week back-filled), "
-                      f"forecast / scale / dead-letter functions, broker, 4 services at zero", flush=True)
+                      f"forecast / scale / dead-letter functions, broker, {len(services)} services at zero",
+                      file=sys.stderr, flush=True)
                 loop.ping.start()
+                bar = tqdm(total=max(len(p.counts) - p.history for p in services), desc="replay", unit="min",
+                           file=sys.stderr)
 
                 def progress(minute: int, total: int) -> None:
-                    if minute % 10 == 0:
-                        done = {p.key: sum(1 for s in loop.sent if s.service == p.key) for p in loop.plans}
-                        warm = {r.name: sum(x.ready_at is not None for x in r.replicas) for r in loop.standin.services.values()}
-                        print(f"  minute {minute:4d}/{total}: requests sent {sum(done.values()):5d}, "
-                              f"warm replicas {warm}", flush=True)
+                    bar.update(minute - bar.n)
+                    warm = {r.name: sum(x.ready_at is not None for x in r.replicas) for r in loop.standin.services.values()}
+                    bar.set_postfix(sent=len(loop.sent), warm=sum(warm.values()), refresh=False)
 
                 loop.replay(progress)
+                bar.update(bar.total - bar.n)
+                bar.close()
                 loop.ping.stop()
                 loop.broker.wait_idle(10)
                 rows = summarize(loop, args.minute_seconds)
-                print_report(rows)
+                print_report(rows, matches)
                 plot(loop, args.minute_seconds, args.out)
                 print(f"\nplot: {args.out}")
                 letters = loop.dead_letters()

@@ -3,6 +3,8 @@
     python -m training.backtest --trace FILE.csv [--cold-start-s 5] [--capacity-rps 10]
                                 [--format table|json] [--plots DIR] [--sweep]
     python -m training.backtest --fleet FILE.csv ...   (a fleet: training/fleet_backtest.py)
+    python -m training.backtest --prometheus URL [--preset P] [--selector 'namespace="models"'] [--days 7]
+                                (what-if on your own history: training/whatif.py)
 
 The forecaster never sees the future: the scored span is cut into blocks (a day, or a quarter of
 the span on short traces); the model used in a block was fitted only on minutes before it, with
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from forecast.forecaster import RateForecaster
 from scale.min_scale_policy import PolicySettings
+from tqdm import tqdm
 
 from training.controllers import (
     AlwaysOn,
@@ -48,7 +51,7 @@ IDLE_WINDOW_S = 6.0  # the window lever's setting when it is scored (IDLE_WINDOW
 
 
 def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster: RateForecaster,
-                 companions: np.ndarray | None = None) -> tuple[ForecastTable, float]:
+                 companions: np.ndarray | None = None, bar: tqdm | None = None) -> tuple[ForecastTable, float]:
     """Refit before every block on the minutes before it; `companions` (other services' series,
     on the trace's calendar) join the fit as they would in the global model of a fleet."""
     n = len(trace.minutes)
@@ -66,6 +69,8 @@ def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster
         point[start - warmup:end - warmup] = result.point
         upper[start - warmup:end - warmup] = result.upper
         p_any[start - warmup:end - warmup] = result.p_any
+        if bar is not None:
+            bar.update(1)
     return ForecastTable(warmup, point, upper, p_any), fit_seconds
 
 
@@ -98,7 +103,8 @@ def score(policy: str, settings: dict, result: SimResult, default: bool) -> dict
 
 
 def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, seed: int = 0,
-        horizon: int = 5, plots: Path | None = None, with_fleet: bool = True) -> tuple[list[dict], dict]:
+        horizon: int = 5, plots: Path | None = None, with_fleet: bool = True,
+        progress: bool = False) -> tuple[list[dict], dict]:
     n = len(trace.minutes)
     warmup = 2 * DAY if n >= 6 * DAY else max(10, n // 3)
     block = DAY if n >= 6 * DAY else max(5, (n - warmup) // 4)
@@ -114,7 +120,10 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
     # One global model, as the product ships it: the synthetic fleet the published forecaster
     # is trained on, plus this trace's own past (never its future), refitted every block.
     fleet = fleet_on_calendar(trace.start_minute, TRAIN_START_MINUTE) if with_fleet else None
-    table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet)
+    refits = len(range(warmup, n, block))
+    bar = tqdm(total=refits, desc=f"{trace.name}: walk-forward refits", unit="fit", file=sys.stderr, disable=not progress)
+    table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet, bar=bar)
+    bar.close()
     naive = seasonal_naive_table(trace.minutes, warmup, n, horizon)
     info = {"trace": trace.name, "minutes": n, "fit_on": "fleet+trace" if with_fleet else "trace", "warmup_minutes": warmup, "refit_every_minutes": block,
             "cold_start_s": cold_start_s, "capacity_rps": capacity_rps, "max_fit_seconds": round(fit_s, 2),
@@ -147,7 +156,8 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
             runs.append(("keepalive", {"minutes": minutes}, KeepAlive(minutes), False))
     scores = []
     kept: dict[str, SimResult] = {}
-    for policy, settings, controller, default in runs:
+    for policy, settings, controller, default in tqdm(runs, desc=f"{trace.name}: simulations", unit="policy",
+                                                      file=sys.stderr, disable=not progress):
         result = simulate(arrivals, controller, sim, minute_counts, scored)
         scores.append(score(policy, settings, result, default))
         if default and policy in ("kpa", "predictive"):
@@ -204,9 +214,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fit-on", choices=("fleet+trace", "trace"), default="fleet+trace",
                         help="walk-forward training data: the synthetic fleet plus the trace's past (the "
                              "global model, default), or the trace's past alone")
+    parser.add_argument("--prometheus", metavar="URL", help="what-if: read every matching service's history from "
+                        "this Prometheus, as the forecast function does (training/whatif.py)")
+    parser.add_argument("--preset", default="knative-1.21", help="what-if: the metrics preset (METRICS_PRESET)")
+    parser.add_argument("--selector", default="", help="what-if: extra label matchers (SERVICE_SELECTOR)")
+    parser.add_argument("--heartbeat", default=None, help="what-if: HEARTBEAT_SELECTOR, when not the preset's")
+    parser.add_argument("--days", type=float, default=7.0, help="what-if: days of history read")
+    parser.add_argument("--end", default=None, help="what-if: where the history ends (ISO time or epoch s; default now)")
     args = parser.parse_args(argv)
-    if not args.trace and not args.fleet:
-        parser.error("give --trace and/or --fleet")
+    if not args.trace and not args.fleet and not args.prometheus:
+        parser.error("give --trace, --fleet and/or --prometheus")
+    if args.prometheus:
+        what_if(args)
     if args.fleet:
         from training.fleet_backtest import main_fleets
 
@@ -217,13 +236,48 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.trace:
         print(f"# {path.name} ...", file=sys.stderr, flush=True)
         scores, info = run(load_trace(path), args.cold_start_s, args.capacity_rps, args.sweep, args.seed, plots=args.plots,
-                           with_fleet=args.fit_on == "fleet+trace")
+                           with_fleet=args.fit_on == "fleet+trace", progress=True)
         if args.format == "json":
             everything += [{**s, "trace": info["trace"]} for s in scores]
         else:
             print_table(scores, info)
     if args.format == "json":
         json.dump(everything, sys.stdout, indent=1, default=float)
+        print()
+
+
+def what_if(args) -> None:
+    """Backtest every service the Prometheus at `args.prometheus` has history for: each as a
+    single trace, then, when there are several, as a fleet."""
+    from training import whatif
+
+    end = whatif.parse_end(args.end)
+    start = end - int(round(args.days * DAY))
+    series = whatif.read_history(args.prometheus, args.preset, args.selector, args.days, end, args.heartbeat)
+    busy = {k: v for k, v in series.items() if np.nansum(v) > 0}
+    print(f"# what-if: {len(series)} services in Prometheus ({args.preset}, selector {args.selector or '-'}), "
+          f"{len(busy)} with requests, {args.days:g} days to {whatif.iso(end)}", file=sys.stderr, flush=True)
+    if not busy:
+        raise SystemExit("what-if: no service had a request in that span: check --preset, --selector and --days")
+    everything = []
+    for name, counts in sorted(busy.items()):
+        print(f"# {name} ...", file=sys.stderr, flush=True)
+        scores, info = run(whatif.as_trace(name, counts, start), args.cold_start_s, args.capacity_rps, args.sweep,
+                           args.seed, plots=args.plots, with_fleet=args.fit_on == "fleet+trace", progress=True)
+        if args.format == "json":
+            everything += [{**s, "trace": info["trace"]} for s in scores]
+        else:
+            print_table(scores, info)
+    fleet: list[dict] = []
+    if len(busy) > 1 and args.days < args.warmup_days + 1:
+        print(f"# fleet form skipped: it needs more than {args.warmup_days} days (--warmup-days) of history",
+              file=sys.stderr)
+    elif len(busy) > 1:
+        from training.fleet_backtest import main_fleets
+
+        fleet = main_fleets(args, [whatif.as_fleet(f"prometheus-{args.preset}", busy, start, args.seed)], emit_json=False)
+    if args.format == "json":
+        json.dump({"services": everything, "fleet": fleet}, sys.stdout, indent=1, default=float)
         print()
 
 

@@ -526,8 +526,10 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
               f"(min {min(prices):.0f}, max {max(prices):.0f})")
 
 
-def main_fleets(args) -> None:
-    """The fleet half of `python -m training.backtest` (its parser holds the options)."""
+def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = True) -> list[dict]:
+    """The fleet half of `python -m training.backtest` (its parser holds the options): the
+    fleet files named, or `fleets` already read (the what-if on Prometheus). Returns the JSON
+    rows (printed too unless `emit_json` is False)."""
     import json
 
     from training.fleet_trace import load_fleet
@@ -537,13 +539,14 @@ def main_fleets(args) -> None:
                            fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed, warmup_days=args.warmup_days,
                            placement=PlacementSettings(capacity_rps=args.capacity_rps))
     everything = []
-    for path in args.fleet:
-        scores, info = run_fleet(load_fleet(path, seed=args.seed), options, progress=True, plots=args.plots)
+    for fleet in fleets if fleets is not None else (load_fleet(path, seed=args.seed) for path in args.fleet):
+        scores, info = run_fleet(fleet, options, progress=True, plots=args.plots)
         if args.format == "json":
             everything += [{**s, "fleet": info["fleet"]} for s in scores]
         else:
             print_fleet_table(scores, info)
             sys.stdout.flush()
-    if args.format == "json":
+    if args.format == "json" and emit_json:
         json.dump(everything, sys.stdout, indent=1, default=float)
         print()
+    return everything

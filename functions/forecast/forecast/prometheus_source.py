@@ -20,6 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .metric_presets import MetricQuery
+from .metrics import prometheus_call
 
 HEARTBEAT = "__scraped__"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -80,20 +81,25 @@ class PrometheusSource:
 
     def _post(self, endpoint: str, form: dict[str, str]) -> list[dict]:
         self.queries_sent += endpoint == "query_range"
-        response = self._session.post(f"{self._api}/{endpoint}", data=form, timeout=self.timeout_s)
-        try:
-            body = response.json()
-        except ValueError:
-            raise PrometheusUnavailable(f"HTTP {response.status_code}: not JSON: {response.text[:200]}") from None
-        if response.status_code != 200 or body.get("status") != "success":
-            raise PrometheusUnavailable(f"HTTP {response.status_code}: {body.get('errorType')}: {body.get('error')}"[:400])
-        return body["data"]["result"]
+        with prometheus_call(endpoint):
+            response = self._session.post(f"{self._api}/{endpoint}", data=form, timeout=self.timeout_s)
+            try:
+                body = response.json()
+            except ValueError:
+                raise PrometheusUnavailable(f"HTTP {response.status_code}: not JSON: {response.text[:200]}") from None
+            if response.status_code != 200 or body.get("status") != "success":
+                raise PrometheusUnavailable(f"HTTP {response.status_code}: {body.get('errorType')}: {body.get('error')}"[:400])
+            return body["data"]["result"]
 
     def read(self, start_minute: int, end_minute: int, services: list[str] | None = None) -> Reading:
         """Counts for the minutes [start_minute, end_minute); `services` restricts the query."""
         n = end_minute - start_minute
         window = f"{self.minute_s}s"
-        lookback = f"{10 * self.minute_s}s"
+        # A series the instant selector still sees (Prometheus' lookback delta, 5 min by default)
+        # must be seen by the look-back too, or its whole value is counted as newly born every
+        # minute: a back-filled series has no staleness marker at its end (the accelerated demo,
+        # with 2 s minutes, read its history's last counter value as traffic every minute).
+        lookback = f"{max(10 * self.minute_s, 300)}s"
         promql = f"({self.query.render(self._selector(services), window, lookback)}) or label_replace(" \
                  f"{self.query.heartbeat_promql(window)}, \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
         # The value at step t counts the minute ending at t: minute m is read at (m + 1) * 60.

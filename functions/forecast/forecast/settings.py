@@ -26,6 +26,10 @@
 | MAX_AHEAD_SECONDS | 60 | a ping dated further ahead of this clock is refused (400) |
 | CLAIM_TTL_SECONDS | 600 | how long a delivery being handled blocks a second delivery of it (503, retried) |
 | FORECASTER_SHA256 | (none) | the forecaster's sha256, pinned where the artifact cannot change it; when set, a manifest naming another digest is refused |
+| METRICS_PORT | (none: not served) | port of the Prometheus metrics endpoint `/metrics` (func.yaml sets 9464; read by the shim, metrics.py) |
+| METRICS_ADDRESS | 0.0.0.0 | address the metrics endpoint binds |
+| METRICS_MAX_SERVICES | 500 | services with per-service metric series (the highest forecast first); the rest count fleet-wide only |
+| QUALITY_WINDOW_MINUTES | 60 | minutes of the rolling online forecast quality (MAE, Brier score) |
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class ForecastSettings:
     claim_ttl_s: int
     forecaster_sha256: str | None
     redis_password: str | None
+    metrics_max_services: int = 500
+    quality_window_minutes: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ForecastSettings":
@@ -97,5 +103,7 @@ class ForecastSettings:
             claim_ttl_s=whole(env, "CLAIM_TTL_SECONDS", 600, 1),
             forecaster_sha256=sha256(env, "FORECASTER_SHA256"),
             redis_password=optional(env, "REDIS_PASSWORD"),
+            metrics_max_services=whole(env, "METRICS_MAX_SERVICES", 500, 0),
+            quality_window_minutes=whole(env, "QUALITY_WINDOW_MINUTES", 60, 1),
         )
         return settings

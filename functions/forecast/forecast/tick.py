@@ -21,6 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 from . import events, json_log
 from .cloudevent_io import BadEvent, Outcome, RetryLater
 from .history_cache import HistoryCache
+from .metrics import TickMetrics
 from .model_store import ModelStore
 from .prometheus_source import PrometheusSource, PrometheusUnavailable
 from .settings import ForecastSettings
@@ -43,6 +44,7 @@ class TickHandler:
         self.cache = HistoryCache(self.redis, settings.history_minutes, settings.topup_minutes,
                                   settings.fill_chunk_minutes, settings.fill_max_points)
         self.models = ModelStore(settings.forecaster_root, settings.forecaster_sha256)
+        self.metrics = TickMetrics(settings.metrics_max_services, settings.quality_window_minutes)
         self._lock = threading.Lock()  # one tick at a time: the history cache is not shared-safe
 
     def close(self) -> None:
@@ -70,6 +72,7 @@ class TickHandler:
             seen_key = f"{SEEN_PREFIX}{event.get_source()}|{event.get_id()}"
             if not self._claim(seen_key):
                 json_log.event(log, "duplicate event: already forecast", **fields, outcome="duplicate")
+                self.metrics.tick("duplicate")
                 return Outcome(202, headers={"X-Duplicate": "true"})
             try:
                 data = self._forecast(tick)
@@ -80,13 +83,16 @@ class TickHandler:
             self.redis.set(seen_key, DONE, ex=self.settings.dedupe_ttl_s)
         except BadEvent as exc:
             json_log.event(log, "rejected event", logging.WARNING, **fields, outcome="rejected", reason=str(exc))
+            self.metrics.tick("rejected")
             return Outcome.of(exc)
         except RetryLater as exc:
             json_log.event(log, "retry later", logging.WARNING, **fields, outcome="retry", reason=str(exc))
+            self.metrics.tick("retry")
             return Outcome.of(exc)
         except redis.RedisError as exc:
             reason = f"redis unavailable: {type(exc).__name__}: {exc}"
             json_log.event(log, "retry later", logging.ERROR, **fields, outcome="retry", reason=reason)
+            self.metrics.tick("retry")
             return Outcome.of(RetryLater(reason))
         ok = [s["service"] for s in data["services"] if s["status"] == "ok"]
         held = {s["service"]: s["reason"] for s in data["services"] if s["status"] != "ok"}
@@ -94,6 +100,10 @@ class TickHandler:
                        services_forecast=len(ok), services_without_forecast=len(held),
                        reasons=sorted(set(held.values()))[:5], queries=data["queries"],
                        model=data["model"].get("version"), seconds=round(time.perf_counter() - started, 3))
+        self.metrics.services(data["services"])
+        if data["model"]:
+            self.metrics.model(data["model"])
+        self.metrics.tick("forecast", time.perf_counter() - started)
         return Outcome(200, reply=events.forecast_event(self.settings.event_source, event, tick, data))
 
     def _claim(self, key: str) -> bool:
@@ -150,6 +160,7 @@ class TickHandler:
             forecasts = model.estimator.predict(batch, start_minute=self.cache.start_minute())
         by_row = {row: k for k, row in enumerate(fresh)}
         start = self.cache.start_minute()
+        self._measure(end, cache_end, services, matrix, fresh, forecasts)
         for i, name in enumerate(services):
             if i not in by_row:
                 last = "never" if last_data[i] < 0 else self._iso(start + last_data[i])
@@ -169,6 +180,19 @@ class TickHandler:
                 "data_window": _window(matrix[i], start, cache_end, self.settings.minute_s),
             })
         return data
+
+    def _measure(self, end: int, cache_end: int, services: list[str], matrix: np.ndarray, fresh: list[int],
+                 forecasts) -> None:
+        """Online quality: score the earlier forecasts of the minutes this read settled, keep this
+        tick's next-minute forecasts for scoring later, and set the per-service gauges."""
+        self.metrics.scored(self.metrics.quality.score(self.cache.start_minute(), cache_end, services, matrix))
+        if forecasts is None:
+            return
+        names = [services[i] for i in fresh]
+        point, upper, p_any = forecasts.point[:, 0], forecasts.upper[:, 0], forecasts.p_any[:, 0]
+        self.metrics.quality.expect(end, names, point, p_any)
+        minute_s = self.settings.minute_s
+        self.metrics.forecasts(names, point / minute_s, upper / minute_s, p_any, minute_s)
 
     def _iso(self, minute: int) -> str:
         return events.iso_minute(minute, self.settings.minute_s)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from forecast import http_guard, json_log
+from forecast import http_guard, json_log, metrics
 from forecast.cloudevent_io import dispatch
 from forecast.settings import ForecastSettings, SettingsError
 from forecast.tick import TickHandler
@@ -18,11 +18,13 @@ class ForecastFunction:
     def __init__(self) -> None:
         self._tick: TickHandler | None = None
         self._reason = "not started"
+        self._metrics = None
 
     def start(self, cfg: dict[str, str]) -> None:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.
         json_log.configure("forecast", cfg.get("LOG_LEVEL", "INFO"))
         http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
+        self._metrics = metrics.serve(cfg)
         try:
             self._tick = TickHandler(ForecastSettings.from_env(cfg))
         except SettingsError as exc:
@@ -46,6 +48,8 @@ class ForecastFunction:
     def stop(self) -> None:
         if self._tick is not None:
             self._tick.close()
+        if self._metrics is not None:
+            self._metrics.shutdown()
 
 
 def new() -> ForecastFunction:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scale import http_guard, json_log
+from scale import http_guard, json_log, metrics
 from scale.cloudevent_io import dispatch
 from scale.settings import ScaleSettings
 
@@ -17,11 +17,13 @@ class ScaleFunction:
     def __init__(self) -> None:
         self._scaler: Any = None
         self._reason = "not started"
+        self._metrics = None
 
     def start(self, cfg: dict[str, str]) -> None:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.
         json_log.configure("scale", cfg.get("LOG_LEVEL", "INFO"))
         http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
+        self._metrics = metrics.serve(cfg)
         try:
             settings = ScaleSettings.from_env(cfg)
             from scale.scaler import Scaler
@@ -45,6 +47,8 @@ class ScaleFunction:
     def stop(self) -> None:
         if self._scaler is not None:
             self._scaler.close()
+        if self._metrics is not None:
+            self._metrics.shutdown()
 
 
 def new() -> ScaleFunction:

@@ -28,6 +28,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from . import metrics
+
 SERVING = ("serving.knative.dev", "v1")
 MAPPINGS = ("serving.knative.dev", "v1beta1", "domainmappings")
 AUTOSCALING = ("autoscaling.internal.knative.dev", "v1alpha1")
@@ -64,7 +66,7 @@ class KnativeApi:
 
     # -- reads -----------------------------------------------------------------------------
     def knative_version(self) -> tuple[int, int]:
-        namespace = self._call(lambda: self.core.read_namespace("knative-serving"))
+        namespace = self._call(lambda: self.core.read_namespace("knative-serving"), verb="get")
         label = (namespace.metadata.labels or {}).get("app.kubernetes.io/version", "")
         parts = [int(p) for p in label.lstrip("v").split(".")[:2] if p.isdigit()]
         if len(parts) < 2:
@@ -73,16 +75,18 @@ class KnativeApi:
 
     def list_services(self, namespace: str, label: tuple[str, str]) -> list[dict]:
         result = self._call(lambda: self.custom.list_namespaced_custom_object(
-            *SERVING, namespace, "services", label_selector=f"{label[0]}={label[1]}"))
+            *SERVING, namespace, "services", label_selector=f"{label[0]}={label[1]}"), verb="list")
         return result.get("items", [])
 
     def list_targets(self, namespace: str, legacy: bool) -> list[dict]:
         group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
-        return self._call(lambda: self.custom.list_namespaced_custom_object(group, version, namespace, plural)).get("items", [])
+        return self._call(lambda: self.custom.list_namespaced_custom_object(group, version, namespace, plural),
+                          verb="list").get("items", [])
 
     def get_target(self, namespace: str, revision: str, legacy: bool) -> dict:
         group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
-        return self._call(lambda: self.custom.get_namespaced_custom_object(group, version, namespace, plural, revision))
+        return self._call(lambda: self.custom.get_namespaced_custom_object(group, version, namespace, plural, revision),
+                          verb="get")
 
     # -- the one write ---------------------------------------------------------------------
     def patch_annotations(self, namespace: str, revision: str, annotations: dict[str, str | None],
@@ -99,7 +103,7 @@ class KnativeApi:
                 body["metadata"]["resourceVersion"] = rv
             try:
                 return self._call(lambda: self.custom.patch_namespaced_custom_object(
-                    group, version, namespace, plural, revision, body), conflict_is_error=True)
+                    group, version, namespace, plural, revision, body), conflict_is_error=True, verb="patch")
             except _Conflict:
                 if attempt == self.retries:
                     raise ApiTransient(f"{plural}/{revision}: still conflicting after {attempt + 1} attempts") from None
@@ -109,18 +113,23 @@ class KnativeApi:
                 rv = self.get_target(namespace, revision, legacy)["metadata"].get("resourceVersion")
         raise AssertionError("unreachable")
 
-    def _call(self, request: Callable[[], T], conflict_is_error: bool = False) -> T:
+    def _call(self, request: Callable[[], T], conflict_is_error: bool = False, verb: str = "other") -> T:
         for attempt in range(self.retries + 1):
             self.calls += 1
+            started = time.perf_counter()
             try:
-                return request()
+                result = request()
+                metrics.api_call(verb, 200, time.perf_counter() - started)
+                return result
             except ApiException as exc:
+                metrics.api_call(verb, exc.status or "error", time.perf_counter() - started)
                 if exc.status == 409 and conflict_is_error:
                     raise _Conflict() from None
                 if exc.status in (400, 403, 404, 409, 422):
                     raise ApiSkip(exc.status, _message(exc)) from None
                 failure = f"{exc.status}: {_message(exc)}"
             except (HTTPError, OSError) as exc:
+                metrics.api_call(verb, "error", time.perf_counter() - started)
                 failure = f"{type(exc).__name__}: {exc}"
             if attempt < self.retries:
                 time.sleep(self.backoff_s * (2 ** attempt))

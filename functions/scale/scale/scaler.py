@@ -25,6 +25,7 @@ from cloudevents.core.v1.event import CloudEvent
 from . import events, json_log
 from .cloudevent_io import BadEvent, Outcome, RetryLater
 from .annotations import BadAnnotation, ServicePolicy, service_policy
+from . import metrics
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
 from .decision import ServiceView, plan
 from .min_scale_policy import LEAD_MINUTES, p_any_in
@@ -45,6 +46,7 @@ class Scaler:
                                 settings.dedupe_ttl_s, settings.decision_history, settings.state_ttl_s)
         self.warmup = WarmUp(settings.warmup_path, settings.warmup_timeout_s, settings.warmup_gateway)
         self._legacy: bool | None = {"1.21": False, "1.20": True}.get(settings.knative_version)
+        self.metrics = metrics.DecisionMetrics(settings.metrics_max_services)
         self._lock = threading.Lock()
         # -- model pool placement (pool_placement.py): only namespaces with a pool Service use it
         self.placement = PoolPlacement(settings.pool, self.api, self.store.redis, settings.state_ttl_s,
@@ -73,6 +75,7 @@ class Scaler:
                 raise RetryLater("this event is being handled by another delivery")
             if not claim:
                 json_log.event(log, "duplicate event: already applied", **fields, outcome="duplicate")
+                metrics.event("duplicate")
                 return Outcome(202, headers={"X-Duplicate": "true"})
             claimed = True
             data, transient = self._apply(forecast)
@@ -81,17 +84,21 @@ class Scaler:
             self.store.done(event.get_source(), event.get_id())
         except BadEvent as exc:
             json_log.event(log, "rejected event", logging.WARNING, **fields, outcome="rejected", reason=str(exc))
+            metrics.event("rejected")
             return Outcome.of(exc)
         except (redis.RedisError, RetryLater, ApiTransient) as exc:
             if claimed:
                 self.store.release(event.get_source(), event.get_id())
             reason = f"{type(exc).__name__}: {exc}"
             json_log.event(log, "retry later", logging.ERROR, **fields, outcome="retry", reason=reason)
+            metrics.event("retry")
             return Outcome.of(RetryLater(reason))
         changed = [d for d in data["decisions"] if d["applied"]]
         json_log.event(log, "decided", **fields, outcome="decided", tick=data["tick"],
                        services=len(data["decisions"]), applied=len(changed), skipped=len(data["skipped"]),
                        api_calls=self.api.calls - calls_before, seconds=round(time.perf_counter() - started, 3))
+        metrics.event("decided")
+        self.metrics.record(data)
         return Outcome(200, reply=events.decision_event(self.settings.event_source, event, forecast.tick, data))
 
     # -- the decision ----------------------------------------------------------------------

@@ -23,6 +23,9 @@
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
 | DECISION_HISTORY | 60 | decisions kept per service in Redis (the log expires with the state) |
 | EVENT_SOURCE | /predictive-scaling/scale | source attribute of the reply |
+| METRICS_PORT | (none: not served) | port of the Prometheus metrics endpoint `/metrics` (func.yaml sets 9464; read by the shim, metrics.py) |
+| METRICS_ADDRESS | 0.0.0.0 | address the metrics endpoint binds |
+| METRICS_MAX_SERVICES | 1000 | services with a `scale_min_scale` series (those above 0 first); `scale_warm_pods` sums them all |
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class ScaleSettings:
     accepted_sources: tuple[str, ...]
     max_ahead_s: float
     state_ttl_s: int
+    metrics_max_services: int = 1000
 
     def manages(self, namespace: str) -> bool:
         return "*" in self.managed_namespaces or namespace in self.managed_namespaces
@@ -99,4 +103,5 @@ class ScaleSettings:
             accepted_sources=names(env, "ACCEPTED_SOURCES", "/predictive-scaling/forecast"),
             max_ahead_s=number(env, "MAX_AHEAD_SECONDS", 60.0, 0.0),
             state_ttl_s=whole(env, "STATE_TTL_SECONDS", 7 * 86400, 60),
+            metrics_max_services=whole(env, "METRICS_MAX_SERVICES", 1000, 0),
         )

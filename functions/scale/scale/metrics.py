@@ -1,0 +1,157 @@
+"""Prometheus metrics of the scale function, and the port they are served on.
+
+func-python's CloudEvents middleware reads every request other than /health/* as a CloudEvent
+(a GET /metrics is answered 400 before the function sees it), so the metrics have a port of their
+own: METRICS_PORT (func.yaml sets 9464; unset or 0: not served). Names follow Prometheus'
+conventions: base units in the name, `_total` counters.
+
+Label cardinality is bounded: reasons are classes from fixed lists (never the free-text reason
+of the decision event), verbs and codes are the API's; the per-service `scale_min_scale` exists
+for at most METRICS_MAX_SERVICES services (default 1000), those with a min-scale above 0 first
+(then by name), so a fleet of idle services cannot flood Prometheus; `scale_warm_pods` always
+sums the whole fleet.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Mapping
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from . import json_log
+
+log = logging.getLogger("scale.metrics")
+DEFAULT_MAX_SERVICES = 1000
+
+EVENTS = Counter("scale_events_total", "Forecast events handled, by outcome (decided, duplicate, rejected, retry).",
+                 ["outcome"])
+DECISIONS = Counter(
+    "scale_decisions_total",
+    "Per-service decisions, by outcome (raised, lowered, held, skipped) and reason class.", ["outcome", "reason"])
+API_REQUESTS = Counter(
+    "scale_kubernetes_api_requests_total",
+    "Kubernetes API requests, by verb and HTTP status code (`error`: no answer, connection failed).",
+    ["verb", "code"])
+API_FAILURES = Counter(
+    "scale_kubernetes_api_failures_total",
+    "Kubernetes API requests that failed (status >= 400 or no answer), by verb and code.", ["verb", "code"])
+API_SECONDS = Histogram("scale_kubernetes_api_request_duration_seconds", "Kubernetes API request time, by verb.",
+                        ["verb"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+PREWARMS = Counter("scale_prewarms_from_zero_total",
+                   "Services raised from min-scale 0 to 1 or more ahead of their forecast traffic.")
+MIN_SCALE = Gauge("scale_min_scale", "min-scale this function holds on the Service's routed Revisions.",
+                  ["namespace", "service"])
+WARM_PODS = Gauge("scale_warm_pods", "Sum of min-scale over every service this function manages: the warm pods it pays for.")
+OMITTED = Gauge("scale_metrics_services_omitted", "Managed services without a scale_min_scale series (over METRICS_MAX_SERVICES).")
+
+_BUDGET: Gauge | None = None
+
+_DECISION_REASONS = (
+    ("cooldown", re.compile(r"cool-down")),
+    ("no_data", re.compile(r"forecast function had no data")),
+    ("no_forecast", re.compile(r"no forecast")),
+    ("stale", re.compile(r"stale|s old$")),
+    ("forecast", re.compile(r"P\(any\)")),
+)
+_SKIP_REASONS = (
+    ("not_opted_in", re.compile(r"^not opted in")),
+    ("namespace_not_managed", re.compile(r"^namespace not managed")),
+    ("bad_annotation", re.compile(r"^bad annotation")),
+    ("out_of_order", re.compile(r"^out of order")),
+    ("api_unavailable", re.compile(r"^API unavailable")),
+    ("api_refused", re.compile(r"^API refused|^cannot list")),
+    ("knative_version_unknown", re.compile(r"^cannot tell the Knative version")),
+)
+
+
+def _classify(reason: str, classes) -> str:
+    return next((name for name, pattern in classes if pattern.search(reason or "")), "other")
+
+
+def decision_outcome(record: dict) -> tuple[str, str]:
+    """(outcome, reason class) of one decision record of the decision event."""
+    previous, new = record["previous_min_scale"], record["min_scale"]
+    outcome = "raised" if new > previous else "lowered" if new < previous else "held"
+    return outcome, _classify(record.get("reason", ""), _DECISION_REASONS)
+
+
+def skip_class(reason: str) -> str:
+    return _classify(reason, _SKIP_REASONS)
+
+
+def serve(cfg: Mapping[str, str]) -> object | None:
+    """Start the metrics HTTP server when METRICS_PORT is set; a port already taken is logged
+    and the function carries on."""
+    port = int(cfg.get("METRICS_PORT") or 0)
+    if port <= 0:
+        return None
+    address = cfg.get("METRICS_ADDRESS") or "0.0.0.0"
+    try:
+        server, _thread = start_http_server(port, address)
+    except OSError as exc:
+        json_log.event(log, "metrics server not started", logging.ERROR, port=port, reason=str(exc))
+        return None
+    json_log.event(log, "metrics served", port=port, address=address, path="/metrics")
+    return server
+
+
+def api_call(verb: str, code: int | str, seconds: float) -> None:
+    code = str(code)
+    API_REQUESTS.labels(verb, code).inc()
+    API_SECONDS.labels(verb).observe(seconds)
+    if not code.startswith("2"):
+        API_FAILURES.labels(verb, code).inc()
+
+
+def event(outcome: str) -> None:
+    EVENTS.labels(outcome).inc()
+
+
+def set_warm_pod_budget(pods: float | None) -> None:
+    """For the fleet budget (placement): the pods the budget allows. The series exists only
+    once a budget is set (`scale_warm_pod_budget_pods`), so absent means no budget."""
+    global _BUDGET
+    if pods is None:
+        return
+    if _BUDGET is None:
+        _BUDGET = Gauge("scale_warm_pod_budget_pods", "The fleet's warm-pod budget in pods, when a budget is set.")
+    _BUDGET.set(pods)
+
+
+class DecisionMetrics:
+    """What a decided event records: its decisions and skips, pre-warms, and the min-scale held
+    per service (bounded, see the module docstring)."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_SERVICES):
+        self.limit = limit
+        self.held: dict[str, int] = {}
+        self._exported: set[str] = set()
+
+    def record(self, data: dict) -> None:
+        for d in data["decisions"]:
+            DECISIONS.labels(*decision_outcome(d)).inc()
+            if d["applied"] and d["previous_min_scale"] == 0 and d["min_scale"] > 0:
+                PREWARMS.inc()
+            self.held[d["service"]] = d["previous_min_scale"] if d["dry_run"] else d["min_scale"]
+        for s in data["skipped"]:
+            reason = skip_class(s["reason"])
+            DECISIONS.labels("skipped", reason).inc()
+            if reason in ("not_opted_in", "namespace_not_managed"):
+                self.held.pop(s["service"], None)  # no longer this function's to hold
+        self._export()
+
+    def _export(self) -> None:
+        ranked = sorted(self.held, key=lambda k: (self.held[k] == 0, k))[: self.limit]
+        keep = set(ranked)
+        for key in self._exported - keep:
+            try:
+                MIN_SCALE.remove(*key.split("/", 1))
+            except KeyError:
+                pass
+        for key in ranked:
+            MIN_SCALE.labels(*key.split("/", 1)).set(self.held[key])
+        self._exported = keep
+        WARM_PODS.set(sum(self.held.values()))
+        OMITTED.set(len(self.held) - len(ranked))
