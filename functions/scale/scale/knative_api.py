@@ -137,7 +137,8 @@ class KnativeApi:
 
     # -- the model pool's routing ----------------------------------------------------------
     def list_mappings(self, namespace: str) -> list[dict]:
-        return self._call(lambda: self.custom.list_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2])).get("items", [])
+        return self._call(lambda: self.custom.list_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2]),
+                          verb="list").get("items", [])
 
     def repoint_mapping(self, namespace: str, host: str, source: str, target: str, resource_version: str | None) -> dict:
         """Point the DomainMapping `host` at the Service `target` (spec.ref.name), from `source`:
@@ -151,12 +152,13 @@ class KnativeApi:
                 body["metadata"]["resourceVersion"] = rv
             try:
                 return self._call(lambda: self.custom.patch_namespaced_custom_object(
-                    *MAPPINGS[:2], namespace, MAPPINGS[2], host, body), conflict_is_error=True)
+                    *MAPPINGS[:2], namespace, MAPPINGS[2], host, body), conflict_is_error=True, verb="patch")
             except _Conflict:
                 if attempt == self.retries:
                     raise ApiTransient(f"domainmappings/{host}: still conflicting after {attempt + 1} attempts") from None
                 time.sleep(self.backoff_s * (2 ** attempt))
-                fresh = self._call(lambda: self.custom.get_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2], host))
+                fresh = self._call(lambda: self.custom.get_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2], host),
+                                   verb="get")
                 ref = ((fresh.get("spec") or {}).get("ref") or {}).get("name")
                 if ref == target:
                     return fresh

@@ -46,6 +46,17 @@ MIN_SCALE = Gauge("scale_min_scale", "min-scale this function holds on the Servi
 WARM_PODS = Gauge("scale_warm_pods", "Sum of min-scale over every service this function manages: the warm pods it pays for.")
 OMITTED = Gauge("scale_metrics_services_omitted", "Managed services without a scale_min_scale series (over METRICS_MAX_SERVICES).")
 
+# The model pool's placement: every move between tiers and every pre-load, by outcome, and the
+# models on each tier. Labelled by namespace, not by model, so that a fleet of thousands of models
+# does not become thousands of series; the decision event names the model of each move and pre-load.
+MOVES = Counter("scale_placement_moves_total",
+                "Model moves between the pool and a dedicated Service, by target tier and outcome "
+                "(applied, waiting for the target to be ready, dry_run, failed)", ["namespace", "to", "outcome"])
+PRELOADS = Counter("scale_placement_preloads_total",
+                   "Model pre-loads into the pool, by outcome (loaded, failed, deferred while the pool has no "
+                   "ready pod, dry_run)", ["namespace", "outcome"])
+MODELS = Gauge("scale_placement_models", "Models routed to each tier, as last read", ["namespace", "tier"])
+
 _BUDGET: Gauge | None = None
 
 _DECISION_REASONS = (

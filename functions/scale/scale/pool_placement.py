@@ -48,7 +48,7 @@ import redis
 
 from . import json_log
 from . import placement as policy
-from . import placement_metrics as metrics
+from . import metrics
 from .annotations import BadAnnotation, ServicePolicy, service_policy
 from .events import ServiceForecast
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
