@@ -111,6 +111,9 @@ class ServiceRuntime:
     # -- requests --------------------------------------------------------------------------
     def forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes, float]:
         arrived = time.monotonic()
+        # Stamped as an ingress proxy does (X-Request-Start), so that a replica that became ready
+        # after this request arrived counts it in infer_cold_start_wait_seconds.
+        stamp = f"t={time.time():.6f}"
         with self._cond:
             self.last_request = time.time()
             replica = self._ready()
@@ -133,7 +136,8 @@ class ServiceRuntime:
             replica.inflight += 1
         try:
             response = self._session.request(method, replica.url + path, data=body, timeout=30, headers={
-                k: v for k, v in headers.items() if k.lower() in ("content-type", "accept", "host")})
+                **{k: v for k, v in headers.items() if k.lower() in ("content-type", "accept", "host")},
+                "X-Request-Start": stamp})
             status, out_headers, content = response.status_code, {"Content-Type": response.headers.get(
                 "Content-Type", "application/json")}, response.content
         except requests.RequestException as exc:
