@@ -3,8 +3,14 @@ server. Servers are real processes on free loopback ports, stopped at the end of
 
 from __future__ import annotations
 
+import os
 
-from tests.support.servers import (  # noqa: F401  (fixtures)
+# HistGradientBoosting's OpenMP threads thrash on a small shared machine: a 12 h backtest took
+# 276 s with the default threads and 12 s with one (training/backtest.py, measured). Set before
+# anything imports scikit-learn; `make backtest-fleet` and `make whatif` do the same.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tests.support.servers import (  # noqa: E402, F401  (fixtures)
     free_port,
     infer_server_factory,
     models_dir,
