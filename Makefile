@@ -20,7 +20,7 @@ FIT_ON ?= fleet+trace
 .PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
 
 help:
-	@echo "make demo | test | models | serve MODEL=<artifact> PORT=<port> | bench-infer | backtest [TRACE=<csv>] [FORMAT=json] | readme-plot"
+	@echo "make demo | demo-fleet | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | chaos | readme-plot"
 
 apt:
 	@bash scripts/ensure-apt.sh redis-server:redis-server prometheus:prometheus promtool:prometheus
