@@ -50,6 +50,7 @@ BUILD_FORCED_COPIES = {
     "json_log.py": ALL_FUNCTIONS,  # the one log format of all four functions, the infer server included
     "env_settings.py": ALL_FUNCTIONS,  # the one way configuration is read
     "verified_file.py": ("forecast", "infer"),  # the one gate before an artifact loads
+    "metrics_server.py": ("forecast", "scale"),  # the functions' /metrics on METRICS_PORT
 }
 
 

@@ -15,18 +15,15 @@ a fixed list, never free text.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Iterator
 
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, Info
 
-from . import json_log
 from .quality import OnlineQuality
 
-log = logging.getLogger("forecast.metrics")
 DEFAULT_MAX_SERVICES = 500
 
 TICK_SECONDS = Histogram(
@@ -80,22 +77,6 @@ _HOLD_CLASSES = (
 
 def hold_class(reason: str) -> str:
     return next((name for name, pattern in _HOLD_CLASSES if pattern.search(reason or "")), "other")
-
-
-def serve(cfg: Mapping[str, str]) -> object | None:
-    """Start the metrics HTTP server when METRICS_PORT is set; a port already taken is logged
-    and the function carries on (its metrics are an aid, never a reason to stop forecasting)."""
-    port = int(cfg.get("METRICS_PORT") or 0)
-    if port <= 0:
-        return None
-    address = cfg.get("METRICS_ADDRESS") or "0.0.0.0"
-    try:
-        server, _thread = start_http_server(port, address)
-    except OSError as exc:
-        json_log.event(log, "metrics server not started", logging.ERROR, port=port, reason=str(exc))
-        return None
-    json_log.event(log, "metrics served", port=port, address=address, path="/metrics")
-    return server
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from forecast import http_guard, json_log, metrics
+from forecast import http_guard, json_log, metrics_server
 from forecast.cloudevent_io import dispatch
 from forecast.settings import ForecastSettings, SettingsError
 from forecast.tick import TickHandler
@@ -24,7 +24,7 @@ class ForecastFunction:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.
         json_log.configure("forecast", cfg.get("LOG_LEVEL", "INFO"))
         http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
-        self._metrics = metrics.serve(cfg)
+        self._metrics = metrics_server.serve(cfg)
         try:
             self._tick = TickHandler(ForecastSettings.from_env(cfg))
         except SettingsError as exc:

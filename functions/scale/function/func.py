@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scale import http_guard, json_log, metrics
+from scale import http_guard, json_log, metrics_server
 from scale.cloudevent_io import dispatch
 from scale.settings import ScaleSettings
 
@@ -23,7 +23,7 @@ class ScaleFunction:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.
         json_log.configure("scale", cfg.get("LOG_LEVEL", "INFO"))
         http_guard.install(int(cfg.get("MAX_EVENT_BYTES") or http_guard.MAX_BYTES))
-        self._metrics = metrics.serve(cfg)
+        self._metrics = metrics_server.serve(cfg)
         try:
             settings = ScaleSettings.from_env(cfg)
             from scale.scaler import Scaler

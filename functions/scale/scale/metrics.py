@@ -14,15 +14,11 @@ sums the whole fleet.
 
 from __future__ import annotations
 
-import logging
 import re
-from typing import Mapping
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
-from . import json_log
 
-log = logging.getLogger("scale.metrics")
 DEFAULT_MAX_SERVICES = 1000
 
 EVENTS = Counter("scale_events_total", "Forecast events handled, by outcome (decided, duplicate, rejected, retry).",
@@ -90,22 +86,6 @@ def decision_outcome(record: dict) -> tuple[str, str]:
 
 def skip_class(reason: str) -> str:
     return _classify(reason, _SKIP_REASONS)
-
-
-def serve(cfg: Mapping[str, str]) -> object | None:
-    """Start the metrics HTTP server when METRICS_PORT is set; a port already taken is logged
-    and the function carries on."""
-    port = int(cfg.get("METRICS_PORT") or 0)
-    if port <= 0:
-        return None
-    address = cfg.get("METRICS_ADDRESS") or "0.0.0.0"
-    try:
-        server, _thread = start_http_server(port, address)
-    except OSError as exc:
-        json_log.event(log, "metrics server not started", logging.ERROR, port=port, reason=str(exc))
-        return None
-    json_log.event(log, "metrics served", port=port, address=address, path="/metrics")
-    return server
 
 
 def api_call(verb: str, code: int | str, seconds: float) -> None:
