@@ -19,7 +19,8 @@ __version__ = "0.2.0"
 
 # Below this size a request is answered on the event loop itself: decoding and predicting a
 # small batch takes less time than handing it to a thread and back (make bench-infer). Larger
-# bodies go to the default executor, so that one big batch does not stall every other request.
+# bodies go to the default executor, so that one big batch does not stall every other request;
+# so does a request that may wait for its model to load (the pool), so that no load stalls them.
 INLINE_BODY_BYTES = 64 * 1024
 
 
@@ -89,7 +90,7 @@ class AsgiApp:
                 more = message.get("more_body", False)
             if request.body_limit is None:
                 request.raw_body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if len(request.raw_body) <= INLINE_BODY_BYTES:
+        if len(request.raw_body) <= INLINE_BODY_BYTES and not self.plane.may_block(request):
             reply = self.plane.handle(request)
         else:
             import asyncio  # here: the WSGI server never needs it (0.1 s of its cold start)

@@ -112,6 +112,14 @@ class DataPlane:
         return model.predict(rows, outputs)
 
     # -- requests ----------------------------------------------------------------------------
+    def may_block(self, request: Request) -> bool:
+        """Whether answering may wait for a model to load (the pool's first request for a
+        model): the ASGI adapter then answers it off the event loop. Free for one model."""
+        if not self.models.loads_on_demand:
+            return False
+        self._match(request)
+        return self.models.may_block(request.params.get("name") or self.models.route_name(request))
+
     def handle(self, request: Request) -> Reply:
         compiled, allowed = self._match(request)
         protocol = compiled.protocol if compiled else self._owner(request.path)

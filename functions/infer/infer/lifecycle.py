@@ -21,16 +21,17 @@ from . import metrics
 
 
 def process_start_epoch() -> float:
-    """When the kernel started this process (epoch seconds, 10 ms resolution); the module's
-    import time where /proc is not there."""
+    """When the kernel started this process (epoch seconds, 10 ms resolution): its age on the
+    boot clock (/proc/uptime less its start tick) taken from now, since /proc/stat's btime is
+    whole seconds and drifts from the wall clock. The module's import time where /proc is not."""
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        ticks = int(fields[19])  # field 22 (starttime), counted after the ")" of the command name
-        with open("/proc/stat", "rb") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        started_ticks = int(fields[19])  # field 22 (starttime), counted after the ")" of the command name
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return _IMPORTED
 
 

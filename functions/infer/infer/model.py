@@ -49,8 +49,9 @@ class ServedModel:
         return self._ready.is_set()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def load(self) -> bool:
-        """Load and warm up once; on refusal stay not ready and keep the reason for clients."""
+    def load(self, log_loaded: bool = True) -> bool:
+        """Load and warm up once; on refusal stay not ready and keep the reason for clients.
+        `log_loaded=False`: the caller logs the load as its own event (the pool, with more)."""
         started = time.perf_counter()
         try:
             artifact = load_artifact(self.settings, self.entry)
@@ -71,10 +72,11 @@ class ServedModel:
         LOAD_SECONDS.labels(self.name).set(self.load_seconds)
         self.reason = "ready"
         self._ready.set()
-        json_log.event(
-            log, "model loaded", model=self.name, version=self.version, format=artifact.format,
-            path=str(artifact.path), sha256=artifact.sha256, load_seconds=round(self.load_seconds, 4),
-        )
+        if log_loaded:
+            json_log.event(
+                log, "model loaded", model=self.name, version=self.version, format=artifact.format,
+                path=str(artifact.path), sha256=artifact.sha256, load_seconds=round(self.load_seconds, 4),
+            )
         return True
 
     def _warm_up(self) -> None:
@@ -137,6 +139,10 @@ class ServedModel:
         return [Prediction(name, values[name]) for name in outputs]
 
 
+def _no_repository() -> NotFound:
+    return NotFound("the model repository extension is served by the model pool (MODEL_REPOSITORY)")
+
+
 class ModelRegistry:
     """Served models by name: the seam between protocols and models. This implementation holds
     the one model a one-model server (MODEL_PATH) serves; `infer.pool.ModelPool` is the other,
@@ -148,6 +154,8 @@ class ModelRegistry:
 
     extensions: tuple[str, ...] = ()
     """V2 server extensions this registry adds (the pool: model_repository)."""
+    loads_on_demand = False
+    """True when `get` may load a model (and so wait): the pool."""
 
     def __init__(self, models: Sequence[ServedModel]):
         self._models = list(models)
@@ -162,18 +170,22 @@ class ModelRegistry:
         """The model a request names outside its path: none here, one model serves them all."""
         return None
 
+    def may_block(self, name: str | None) -> bool:
+        return False
+
     def choose(self, request: Any) -> ServedModel:
         (model,) = self._models  # MLflow's protocol names no model: this server serves one
         return model
 
+    # The model repository extension is the pool's: here its paths stay the 404s they were.
     def index(self, ready_only: bool = False) -> list[dict]:
-        raise NotFound("the model repository extension is served by the model pool (MODEL_REPOSITORY)")
+        raise _no_repository()
 
     def load(self, name: str) -> ServedModel:
-        return self.index()  # type: ignore[return-value]
+        raise _no_repository()
 
     def unload(self, name: str) -> None:
-        self.index()
+        raise _no_repository()
 
     @property
     def names(self) -> list[str]:

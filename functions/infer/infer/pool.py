@@ -41,19 +41,20 @@ from .settings import InferSettings
 
 log = logging.getLogger("infer.pool")
 
-# Per-model overhead and bytes-in-memory per byte of file, by format. ONNX: an onnxruntime
-# session holds the graph and an optimized copy of its initializers plus per-session state
-# (measured: 60-370 KB per session of the example models, a ~1-2 KB file each). scikit-learn:
-# unpickled objects are a few times their pickle's size plus Python object overhead.
-OVERHEAD_BYTES = {"onnx": 512 * 1024, "skops": 256 * 1024, "joblib": 256 * 1024, "mlflow": 256 * 1024}
-BYTES_PER_FILE_BYTE = {"onnx": 3.0, "skops": 2.0, "joblib": 3.0, "mlflow": 3.0}
+# Per-model overhead and bytes in memory per byte of file, by format, set a little above what
+# `make bench-pool` measured as the RSS per loaded model (100 copies of the example models in
+# one pool): ONNX ~156 KiB per session of a 1-2 KB file (the graph, its optimized copy, the
+# session's allocator and kernel state); joblib ~14 KiB per scikit-learn pipeline of a 2 KB
+# pickle. skops files are zips of a JSON schema, larger than the objects they hold.
+OVERHEAD_BYTES = {"onnx": 192 * 1024, "skops": 32 * 1024, "joblib": 32 * 1024, "mlflow": 32 * 1024}
+BYTES_PER_FILE_BYTE = {"onnx": 3.0, "skops": 1.0, "joblib": 3.0, "mlflow": 3.0}
 NOT_LOADED = "not loaded (loads on its first request, or POST /v2/repository/models/{name}/load)"
 NO_MODEL_LABEL = "none"
 """The metrics label of a request that names no model of the repository (bounded label set)."""
 
 
 def footprint_bytes(entry: RepositoryEntry) -> int:
-    return int(OVERHEAD_BYTES.get(entry.format, 256 * 1024) + BYTES_PER_FILE_BYTE.get(entry.format, 3.0) * entry.size_bytes)
+    return int(OVERHEAD_BYTES.get(entry.format, 192 * 1024) + BYTES_PER_FILE_BYTE.get(entry.format, 3.0) * entry.size_bytes)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class _Slot:
 
 class ModelPool:
     extensions = ("model_repository",)
+    loads_on_demand = True
 
     def __init__(self, settings: InferSettings):
         self.settings = settings
@@ -80,6 +82,7 @@ class ModelPool:
         self._slots: dict[tuple[str, str | None], _Slot] = {}
         self._lru: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._used = 0
+        self._by_label: dict[str, str] = {}
         self._lock = threading.Lock()
         metrics.POOL_MEMORY_BUDGET.set(self.budget)
 
@@ -98,6 +101,7 @@ class ModelPool:
             module.warm()
         self._slots = {key: _Slot(entry, self._placeholder(entry, entry.refused), refused=entry.refused)
                        for key, entry in repository.models.items()}
+        self._by_label = {name.lower(): name for name in repository.names}
         self.repository = repository
         self.reason = "ready"
         json_log.event(log, "model repository verified", root=str(repository.root), models=len(repository.models),
@@ -130,25 +134,36 @@ class ModelPool:
         return iter([s.model for s in self._slots.values() if s.state == "READY"])
 
     def label(self, name: str | None) -> str:
-        return name if self.repository is not None and name in self.names else NO_MODEL_LABEL
+        return name if self.repository is not None and name in self.repository.by_name else NO_MODEL_LABEL
 
     def route_name(self, request: Any) -> str | None:
-        return routing.model_name(request.headers, self.names) if self.repository is not None else None
+        if self.repository is None:
+            return None
+        return routing.model_name(request.headers, self.repository.by_name, self._by_label)
+
+    def may_block(self, name: str | None) -> bool:
+        """A request for a model of the repository that is not loaded now may wait for its load."""
+        if self.repository is None or name is None:
+            return False
+        return any(self._slots[(name, v)].state != "READY" for v in self.repository.versions(name))
 
     def choose(self, request: Any) -> ServedModel:
         self.require_ready()
-        name = routing.model_name(request.headers, self.names)
+        name = self.route_name(request)
         if name is None:
             given = routing.explicit_name(request.headers)
             if given is not None:
                 raise ModelNotFound(f"model {given!r} (X-Model-Name) is not in this repository; it serves "
-                                    f"{', '.join(repr(n) for n in self.names)}")
+                                    f"{routing.listing(self.names)}")
             raise BadRequest(routing.how_to_choose(request.headers, self.names))
         return self.get(name)
 
     def peek(self, name: str, version: str | None = None) -> ServedModel:
         self.require_ready()
-        return self._slot(name, version).model
+        slot = self._slot(name, version)
+        if slot.state == "LOADING":
+            raise ModelNotReady(f"model {name!r} is loading", self.settings.retry_after_s)
+        return slot.model
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
         """The loaded model, loading it first when it is not (single flight, bounded wait)."""
@@ -192,8 +207,7 @@ class ModelPool:
         assert self.repository is not None
         versions = self.repository.versions(name)
         if not versions:
-            raise ModelNotFound(f"model {name!r} is not in this repository; it serves "
-                                f"{', '.join(repr(n) for n in self.names)}")
+            raise ModelNotFound(f"model {name!r} is not in this repository; it serves {routing.listing(self.names)}")
         if version is None:
             version = versions[-1]
         elif version not in versions:
@@ -275,7 +289,7 @@ class ModelPool:
         started = time.perf_counter()
         ok = False
         try:
-            ok = model.load()
+            ok = model.load(log_loaded=False)
         finally:
             elapsed = time.perf_counter() - started
             with self._lock:
@@ -286,7 +300,7 @@ class ModelPool:
                 else:
                     self._used -= slot.footprint
                     slot.footprint = 0
-                    self._refuse(slot, model.reason.removeprefix("model refused: "))
+                    self._refuse(slot, model.reason.removeprefix("model refused: "), logged=True)
                 metrics.POOL_LOADS.labels(entry.name, "loaded" if ok else "refused").inc()
                 metrics.POOL_LOAD_DURATION.labels(entry.name).observe(elapsed)
                 self._publish_memory()
@@ -295,14 +309,17 @@ class ModelPool:
                 done.set()
         if ok:
             json_log.event(log, "pool model loaded", model=entry.name, version=entry.version, format=entry.format,
+                           path=str(model.artifact.path) if model.artifact else entry.path, sha256=entry.sha256,
                            load_seconds=round(elapsed, 4), footprint_bytes=slot.footprint,
                            memory_used_bytes=self._used)
 
-    def _refuse(self, slot: _Slot, reason: str) -> None:
+    def _refuse(self, slot: _Slot, reason: str, logged: bool = False) -> None:
+        """`logged`: the load already logged the refusal (ServedModel.load): one line per event."""
         slot.refused, slot.state = reason, "UNAVAILABLE"
         slot.model = self._placeholder(slot.entry, reason)
-        json_log.event(log, "pool model refused", logging.ERROR, model=slot.entry.name, version=slot.entry.version,
-                       reason=reason)
+        if not logged:
+            json_log.event(log, "pool model refused", logging.ERROR, model=slot.entry.name,
+                           version=slot.entry.version, reason=reason)
 
     def _evict(self, slot: _Slot, reason: str) -> None:
         """Drop the pool's reference (lock held); requests already holding the model finish on it."""

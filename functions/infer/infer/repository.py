@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,12 +37,13 @@ class RepositoryEntry:
     """The file whose bytes are hashed and loaded (an MLflow directory's model file)."""
     size_bytes: int
     sha256: str
-    runs_code: bool
-    """Pickle-based (joblib, MLflow): loading it runs code."""
+    runs_code: bool | None
+    """Pickle-based (joblib, MLflow): loading it runs code. None until settled (`_settle`)."""
     entry: Mapping[str, Any] = field(repr=False, compare=False)
     """The manifest entry as written (the ONNX `server` block, the warm-up `example`)."""
     refused: str | None = None
     """Why the pool will not load this entry, known from the manifest alone."""
+    root: Path | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,22 @@ class Repository:
     models: dict[tuple[str, str | None], RepositoryEntry]
     """(name, version) -> the one entry served for it (the preferred format)."""
 
+    by_name: dict[str, list[str | None]] = field(init=False, repr=False, compare=False)
+    """name -> its versions, oldest first (looked up per request: not a scan of every model)."""
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, list[str | None]] = {}
+        for name, version in self.models:
+            by_name.setdefault(name, []).append(version)
+        object.__setattr__(self, "by_name", {n: sorted(v, key=_version_order) for n, v in sorted(by_name.items())})
+
     @property
     def names(self) -> list[str]:
-        return sorted({name for name, _ in self.models})
+        return list(self.by_name)
 
     def versions(self, name: str) -> list[str | None]:
         """Oldest first; the last is what an unversioned request gets (Triton's `latest`)."""
-        return sorted((v for n, v in self.models if n == name), key=_version_order)
+        return self.by_name.get(name, [])
 
 
 def read_repository(root: Path, formats: tuple[str, ...], pinned_sha256: str | None) -> Repository:
@@ -82,7 +92,7 @@ def read_repository(root: Path, formats: tuple[str, ...], pinned_sha256: str | N
     candidates: dict[tuple[str, str | None], dict[str, RepositoryEntry]] = {}
     for i, item in enumerate(artifacts):
         try:
-            entry = _entry(root, item, pinned_sha256 is not None)
+            entry = _entry(root, item)
         except ModelRefused as exc:
             problems.append(f"artifacts[{i}]: {exc}")
             continue
@@ -94,23 +104,34 @@ def read_repository(root: Path, formats: tuple[str, ...], pinned_sha256: str | N
         raise RepositoryRefused(f"{str(manifest)!r} does not verify: " + "; ".join(problems))
     models = {}
     for key, by_format in candidates.items():
-        chosen = choose_format(by_format, formats)
+        try:
+            chosen = choose_format(by_format, formats, pinned_sha256 is not None)
+        except ModelRefused as exc:
+            problems.append(str(exc))
+            continue
         if chosen is not None:
             models[key] = chosen
+    if problems:
+        raise RepositoryRefused(f"{str(manifest)!r} does not verify: " + "; ".join(problems))
     if not models:
         raise RepositoryRefused(f"{str(manifest)!r} lists no model in a served format ({', '.join(formats)})")
     return Repository(root, digest, pinned_sha256 is not None, models)
 
 
-def choose_format(by_format: Mapping[str, RepositoryEntry], formats: tuple[str, ...]) -> RepositoryEntry | None:
+def choose_format(by_format: Mapping[str, RepositoryEntry], formats: tuple[str, ...], pinned: bool) -> RepositoryEntry | None:
     """The first format in the preference order that can be loaded; when none can (pickles
     without a pinned manifest), the first listed one, which then says why it is refused."""
-    listed = [by_format[f] for f in formats if f in by_format]
-    usable = [e for e in listed if e.refused is None]
-    return (usable or listed or [None])[0]
+    listed = []
+    for fmt in formats:
+        if fmt in by_format:
+            entry = _settle(by_format[fmt], pinned)
+            if entry.refused is None:
+                return entry
+            listed.append(entry)
+    return listed[0] if listed else None
 
 
-def _entry(root: Path, item: Any, pinned: bool) -> RepositoryEntry:
+def _entry(root: Path, item: Any) -> RepositoryEntry:
     if not isinstance(item, dict):
         raise ModelRefused("is not an object")
     name, path, sha = item.get("name"), item.get("path"), item.get("sha256")
@@ -125,12 +146,24 @@ def _entry(root: Path, item: Any, pinned: bool) -> RepositoryEntry:
     fmt = detect_format(resolved, str(item.get("format") or "auto"))
     if fmt not in modules():
         raise ModelRefused(f"{name!r} ({path}) has unknown format {fmt!r}")
-    file, _, runs_code = modules()[fmt].model_file(resolved, fmt, root)
+    return RepositoryEntry(name, version, fmt, path, resolved, 0, sha.lower(), None, item, root=root)
+
+
+def _settle(entry: RepositoryEntry, pinned: bool) -> RepositoryEntry:
+    """The file its format loads (an MLflow directory's model file: its MLmodel is read only
+    for an entry that may be served), its size, and whether the pool may load it."""
+    if entry.runs_code is not None:
+        return entry
+    file, _, runs_code = modules()[entry.format].model_file(entry.file, entry.format, entry.root)
     refused = None
     if runs_code and not pinned:
         refused = (f"{file.name!r} is pickle-based (it runs code when loaded): the pool loads it only when the "
                    "manifest's own sha256 is pinned in MODEL_REPOSITORY_SHA256")
-    return RepositoryEntry(name, version, fmt, path, file, file.stat().st_size, sha.lower(), runs_code, item, refused)
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise RepositoryRefused(f"{entry.name!r}: cannot read {str(file)!r}: {exc.strerror or exc}") from None
+    return replace(entry, file=file, size_bytes=size, runs_code=runs_code, refused=refused)
 
 
 def _version_order(version: str | None) -> tuple:

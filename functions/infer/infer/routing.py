@@ -8,7 +8,7 @@ it, so the host name the client called says the model. Pure: headers in, a name 
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Container, Mapping, Sequence
 
 HEADER = "x-model-name"
 
@@ -28,14 +28,13 @@ def host_label(host: str) -> str | None:
     return label or None
 
 
-def model_name(headers: Mapping[str, str], served: Iterable[str]) -> str | None:
+def model_name(headers: Mapping[str, str], served: Container[str], by_label: Mapping[str, str]) -> str | None:
     """The served model the request names, or None (X-Model-Name naming an unknown model
-    included: the caller tells that apart with `explicit_name`)."""
-    served = list(served)
+    included: the caller tells that apart with `explicit_name`). `by_label`: lower-case DNS
+    label -> model name (host names are case-insensitive, model names are not)."""
     given = explicit_name(headers)
     if given is not None:
         return given if given in served else None
-    by_label = {name.lower(): name for name in served}
     for header in ("x-forwarded-host", "host"):
         label = host_label(headers.get(header, ""))
         if label is not None and label in by_label:
@@ -43,9 +42,14 @@ def model_name(headers: Mapping[str, str], served: Iterable[str]) -> str | None:
     return None
 
 
-def how_to_choose(headers: Mapping[str, str], served: Iterable[str]) -> str:
+def listing(names: Sequence[str], limit: int = 20) -> str:
+    """Model names for a message, at most `limit` of them (a pool may hold thousands)."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def how_to_choose(headers: Mapping[str, str], served: Sequence[str]) -> str:
     host = headers.get("x-forwarded-host") or headers.get("host") or "none"
-    names = ", ".join(repr(n) for n in served)
-    return (f"this server serves several models ({names}) and the request names none: call the model's own "
-            f"host (<model>.<namespace>.<domain>; this request's host {host!r} names no model), send the "
+    return (f"this server serves several models ({listing(served)}) and the request names none: call the model's "
+            f"own host (<model>.<namespace>.<domain>; this request's host {host!r} names no model), send the "
             f"header X-Model-Name: <model>, or use /v2/models/<model>/infer or /v1/models/<model>:predict")

@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 
 class SettingsError(ValueError):
@@ -118,12 +118,12 @@ class InferSettings:
             model_name=env.get("MODEL_NAME", "").strip() or None,
             model_version=env.get("MODEL_VERSION", "").strip() or None,
             skops_trusted=tuple(t.strip() for t in env.get("SKOPS_TRUSTED", "").split(",") if t.strip()),
-            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", 10 * 1024 * 1024),
-            retry_after_s=_positive_int(env, "RETRY_AFTER_SECONDS", 1),
-            model_threads=_positive_int(env, "MODEL_THREADS", cpu_share()),
+            max_body_bytes=_positive(env, "MAX_BODY_BYTES", 10 * 1024 * 1024, int),
+            retry_after_s=_positive(env, "RETRY_AFTER_SECONDS", 1, int),
+            model_threads=_positive(env, "MODEL_THREADS", cpu_share(), int),
             model_repository=repository_path,
-            pool_memory_mb=_positive_float(env, "POOL_MEMORY_MB", 256.0),
-            pool_load_wait_s=_positive_float(env, "POOL_LOAD_WAIT_SECONDS", 10.0),
+            pool_memory_mb=_positive(env, "POOL_MEMORY_MB", 256.0, float),
+            pool_load_wait_s=_positive(env, "POOL_LOAD_WAIT_SECONDS", 10.0, float),
             pool_formats=pool_formats or cls.pool_formats,
             repository_sha256=repository_sha,
         )
@@ -150,15 +150,17 @@ def cpu_share(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return max(1, cores)
 
 
-def _positive_int(env: Mapping[str, str], key: str, default: int) -> int:
+def _positive(env: Mapping[str, str], key: str, default: float, parse: type) -> Any:
+    """A positive number (`parse`: int or float) from the environment, or `default` when unset."""
     raw = env.get(key, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{key} must be an integer, not {raw!r}") from None
-    if value <= 0:
+        kind = "an integer" if parse is int else "a number"
+        raise SettingsError(f"{key} must be {kind}, not {raw!r}") from None
+    if not value > 0 or not math.isfinite(value):
         raise SettingsError(f"{key} must be positive, not {value}")
     return value
 
@@ -167,14 +169,3 @@ def _is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a number, not {raw!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise SettingsError(f"{key} must be positive, not {raw}")
-    return value
