@@ -9,8 +9,8 @@ The autoscaler is a small KPA: every tick it reads the routed Revision's `min-sc
 annotations (where the scale function writes them, on the API double), keeps at least min-scale
 replicas, adds replicas when in-flight requests exceed the per-pod target, and lets the
 replicas above min-scale go once no request has been seen for the stable window (Knative's
-scale-to-zero with the activator in the path: about one window after the last request), or for
-the Revision's `scale-to-zero-pod-retention-period` when that is longer (a keep-alive). Windows
+scale-to-zero with the activator in the path: about one window after the last request); the last
+one stays for the Revision's `scale-to-zero-pod-retention-period` (a keep-alive) when that is longer. Windows
 are in the loop's minutes: with `minute_s` < 60 (the accelerated demo) they shrink alike.
 
 The model pool: a runtime given a `repository` runs its replicas as the multi-model server
@@ -226,13 +226,8 @@ class ServiceRuntime:
         return seconds * self.minute_s / 60.0
 
     def retention_s(self) -> float:
-        """Knative's scale-to-zero-pod-retention-period (the per-model keep-alive), in loop time."""
-        raw = str(self.annotations().get(RETENTION, "0s") or "0s")
-        try:
-            seconds = float(raw[:-1]) * {"s": 1, "m": 60, "h": 3600}[raw[-1]]
-        except (KeyError, ValueError, IndexError):
-            seconds = 0.0
-        return seconds * self.minute_s / 60.0
+        raw = self.annotations().get(RETENTION) or "0s"
+        return float(raw.rstrip("s")) * self.minute_s / 60.0
 
     def autoscale(self) -> None:
         with self._cond:
@@ -240,9 +235,11 @@ class ServiceRuntime:
             min_scale = self._min_scale()
             max_scale = int(annotations.get(MAX_SCALE, "10") or 10)
             inflight = sum(r.inflight for r in self.replicas) + self.waiting
-            active = inflight > 0 or time.time() - self.last_request < max(self.window_s(), self.retention_s())
+            active = inflight > 0 or time.time() - self.last_request < self.window_s()
             need = max(1, math.ceil(inflight / (self.target * 0.7))) if active else 0
             desired = min(max_scale, max(min_scale, need))
+            if desired == 0 and self.replicas and time.time() - self.last_request < self.retention_s():
+                desired = 1  # scale-to-zero-pod-retention-period: the last pod stays that long
             if len(self.replicas) < desired:
                 for _ in range(desired - len(self.replicas)):
                     self._spawn()
