@@ -64,7 +64,7 @@ FLEET = ROOT.parent / "shared" / "traces" / "alibaba_sd_lora_2024_fleet_train_1s
 NS = "models"
 WEEK = 10080
 OPT_IN = {"predictive-scaling.io/enabled": "true"}
-KEEPALIVE = "5m"
+KEEPALIVE = "300s"
 ARMS = ("kpa", "keepalive", "pool")
 
 
