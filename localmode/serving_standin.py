@@ -107,6 +107,9 @@ class ServiceRuntime:
         """Requests held while a replica starts (the activator's buffer): demand, like in-flight."""
         self._cond = threading.Condition()
         self._session = requests.Session()
+        self.closed = False
+        """Set by shutdown(): no replica starts after it (a request still waiting, or an autoscaler
+        tick in flight, would otherwise start a process nobody stops)."""
 
     # -- requests --------------------------------------------------------------------------
     def forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes, float]:
@@ -121,7 +124,7 @@ class ServiceRuntime:
             if replica is None:
                 self.waiting += 1
                 deadline = arrived + 60
-                while replica is None and time.monotonic() < deadline:
+                while replica is None and time.monotonic() < deadline and not self.closed:
                     if not any(r.ready_at is None and r.process.poll() is None for r in self.replicas):
                         self._spawn(by_request=True)
                     self._cond.wait(0.5)
@@ -158,6 +161,8 @@ class ServiceRuntime:
 
     # -- replicas --------------------------------------------------------------------------
     def _spawn(self, by_request: bool = False) -> None:
+        if self.closed:
+            return
         port = free_port()
         # the local publish step: the digest from the manifest, pinned in the replica's env
         env = {**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), "LOG_LEVEL": "WARNING",
@@ -265,6 +270,7 @@ class ServiceRuntime:
 
     def shutdown(self) -> None:
         with self._cond:
+            self.closed = True
             for replica in list(self.replicas):
                 self._retire(replica)
             self.on_ready = None
