@@ -1,16 +1,21 @@
-"""Many Knative Services at once, second by second, vectorised over "lanes" (one lane = one
-Service under one policy setting), for fleets too large for training/simulator.py's loop.
+"""Many Knative Services at once, second by second, over "lanes" (one lane = one Service under
+one policy setting), for fleets too large for training/simulator.py's loop.
 
 The model is training/simulator.py's (the single-trace backtest keeps using that one; a test
 runs both on the same trace and compares): pods have a capacity in req/s and are ready
 `cold_start_s` after they start; Knative's KPA decides every 2 s with the rules of
-training/kpa_model.py, here in numpy over all lanes at once (`kpa_tick_lanes`, checked against
-`kpa_tick` rule by rule in a test); while no pod is ready the activator buffers requests and pokes
-the autoscaler at once; min-scale comes from a schedule set once a minute, `actuation_delay_s`
-into the minute (raising it starts pods at once, as the scale function's warm-up request does).
-Every controller the fleet backtest scores decides from counts and forecasts, never from the
-simulated pods, so its whole schedule is known before the run, except the fleet budget's price,
-which a callback may rewrite for the minutes still ahead (it is fed back once an hour).
+training/kpa_model.py (`kpa_tick_lane`, checked against `kpa_tick` rule by rule in a test);
+while no pod is ready the activator buffers requests and pokes the autoscaler at once;
+min-scale comes from a schedule set once a minute, `actuation_delay_s` into the minute (raising
+it starts pods at once, as the scale function's warm-up request does). Every controller the
+fleet backtest scores decides from counts and forecasts, never from the simulated pods, so its
+whole schedule is known before the run, except the fleet budget's price, which a callback may
+rewrite for the minutes still ahead (it is fed back once an hour).
+
+Why compiled (numba): a busy fleet has a request in nearly every second of every lane, so no
+second can be skipped, and a numpy step per second pays its call overhead ~30 times a second
+for 14 days (a 20-minute ServeGen run). Lanes do not interact within an hour (the callback runs
+between hours), so the kernel runs each lane's hour in order, its state in registers.
 
 Scored per request: cold (arrived while no pod of its Service was ready) and over capacity
 (arrived while pods were ready but not served within its arrival second); per second: pods
@@ -22,12 +27,14 @@ The per-second ready count of chosen lanes is kept for the pool's per-model scor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from numba import njit
 
-from training.kpa_model import KpaConfig, KpaState, kpa_tick, panic_window_s
+from training.kpa_model import KpaConfig, panic_window_s
 
 DAY_S = 86_400
 
@@ -47,7 +54,7 @@ class FleetSimConfig:
 
 @dataclass
 class LaneState:
-    """KPA's per-revision state (kpa_model.KpaState) as arrays over lanes."""
+    """KPA's per-revision state (kpa_model.KpaState) as arrays over lanes (NaN: no timer)."""
 
     desired: np.ndarray
     in_panic: np.ndarray
@@ -57,82 +64,166 @@ class LaneState:
 
     @classmethod
     def zeros(cls, n: int) -> "LaneState":
-        return cls(np.zeros(n, np.int64), np.zeros(n, bool), np.full(n, np.nan), np.zeros(n, np.int64), np.full(n, np.nan))
+        return cls(np.zeros(n, np.int64), np.zeros(n, np.bool_), np.full(n, np.nan), np.zeros(n, np.int64), np.full(n, np.nan))
 
 
-def kpa_tick_lanes(state: LaneState, idx: np.ndarray, config: KpaConfig, now: float, stable_rps: np.ndarray,
-                   panic_rps: np.ndarray, ready: np.ndarray, panic_concurrency: np.ndarray, min_scale: np.ndarray,
-                   max_scale: int = 0) -> np.ndarray:
-    """kpa_model.kpa_tick for the lanes `idx` (inputs are already restricted to them): the same
-    rules in the same order, with the default stable window."""
-    window = config.stable_window_s
-    target = config.target_rps * config.target_utilization
-    desired_stable = np.where(stable_rps > 0, np.ceil(stable_rps / target - 1e-9), 0).astype(np.int64)
-    desired_panic = np.where(panic_rps > 0, np.ceil(panic_rps / target - 1e-9), 0).astype(np.int64)
-    has = ready > 0
-    max_up = np.ceil(config.max_scale_up_rate * ready).astype(np.int64)
-    max_down = np.floor(ready / config.max_scale_down_rate).astype(np.int64)
-    desired_stable = np.where(has, np.minimum(np.maximum(desired_stable, max_down), max_up), desired_stable)
-    desired_panic = np.where(has, np.minimum(np.maximum(desired_panic, max_down), max_up), desired_panic)
-    over_panic = has & (desired_panic / np.maximum(ready, 1) >= config.panic_threshold)
+def kpa_constants(config: KpaConfig) -> np.ndarray:
+    """The KpaConfig numbers the compiled tick reads, in `_K_*` order (numba takes no dataclass)."""
+    return np.array([config.target_rps * config.target_utilization, config.max_scale_up_rate, config.max_scale_down_rate,
+                     config.panic_threshold, config.stable_window_s, config.scale_to_zero_grace_s,
+                     config.target_burst_capacity, config.container_concurrency_target], np.float64)
 
-    in_panic = state.in_panic[idx]
-    if over_panic.any() or in_panic.any():
-        max_panic = state.max_panic_pods[idx]
-        since = state.panic_since[idx]
-        entering = over_panic & ~in_panic
-        max_panic = np.where(entering, ready, max_panic)
-        in_panic = in_panic | over_panic
-        since = np.where(over_panic, now, since)
-        leaving = ~over_panic & in_panic & (now - since >= window)
-        in_panic = in_panic & ~leaving
-        since = np.where(leaving, np.nan, since)
-        max_panic = np.where(leaving, 0, max_panic)
-        desired = np.where(in_panic, np.maximum(desired_panic, max_panic), desired_stable)
-        max_panic = np.where(in_panic, desired, max_panic)
-        state.in_panic[idx], state.panic_since[idx], state.max_panic_pods[idx] = in_panic, since, max_panic
-    else:  # nobody in or entering panic: the stable decision, and no panic state to update
-        desired = desired_stable
-    desired = np.maximum(desired, min_scale)
+
+_K_TARGET, _K_UP, _K_DOWN, _K_PANIC, _K_WINDOW, _K_GRACE, _K_TBC, _K_CC = range(8)
+
+
+@njit(cache=True)
+def kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_since_of, lane, k, now,
+                  stable_rps, panic_rps, ready, panic_concurrency, min_scale, max_scale):
+    """kpa_model.kpa_tick for one lane of the state arrays, compiled: the same rules in the same
+    order, with the default stable window (a test holds the two equal rule by rule)."""
+    target = k[_K_TARGET]
+    desired_stable = int(math.ceil(stable_rps / target - 1e-9)) if stable_rps > 0 else 0
+    desired_panic = int(math.ceil(panic_rps / target - 1e-9)) if panic_rps > 0 else 0
+    over_panic = False
+    if ready > 0:
+        max_up = int(math.ceil(k[_K_UP] * ready))
+        max_down = int(math.floor(ready / k[_K_DOWN]))
+        desired_stable = min(max(desired_stable, max_down), max_up)
+        desired_panic = min(max(desired_panic, max_down), max_up)
+        over_panic = desired_panic / ready >= k[_K_PANIC]
+    if over_panic:
+        if not in_panic_of[lane]:
+            in_panic_of[lane] = True
+            max_panic_of[lane] = ready
+        panic_since_of[lane] = now
+    elif in_panic_of[lane] and not np.isnan(panic_since_of[lane]) and now - panic_since_of[lane] >= k[_K_WINDOW]:
+        in_panic_of[lane] = False
+        panic_since_of[lane] = np.nan
+        max_panic_of[lane] = 0
+    desired = desired_stable
+    if in_panic_of[lane]:
+        desired = max(desired_panic, max_panic_of[lane])
+        max_panic_of[lane] = desired
+    desired = max(desired, min_scale)
     if max_scale > 0:
-        desired = np.minimum(desired, max_scale)
-
-    # handleScaleToZero: the activator is in the path (excess burst capacity < 0) -> zero at once.
-    to_zero = (desired == 0) & has
-    if to_zero.any() or not np.isnan(state.zero_wanted_since[idx]).all():
-        zero_since = state.zero_wanted_since[idx]
-        if config.target_burst_capacity < 0:
-            activator = np.ones(len(idx), bool)
+        desired = min(desired, max_scale)
+    if desired == 0 and ready > 0:
+        # handleScaleToZero: at once when the activator is already in the path, else after grace.
+        if k[_K_TBC] < 0:
+            activator = True
         else:
-            excess = ready * config.container_concurrency_target - config.target_burst_capacity - panic_concurrency
-            activator = (ready == 0) | (excess < 0)
-        graced = to_zero & ~activator
-        zero_since = np.where(graced & np.isnan(zero_since), now, zero_since)
-        hold = graced & (now - zero_since < config.scale_to_zero_grace_s)
-        desired = np.where(hold, 1, desired)
-        state.zero_wanted_since[idx] = np.where(graced, zero_since, np.nan)
-    state.desired[idx] = desired
+            activator = ready * k[_K_CC] - k[_K_TBC] - panic_concurrency < 0
+        if activator:
+            zero_since_of[lane] = np.nan
+        else:
+            if np.isnan(zero_since_of[lane]):
+                zero_since_of[lane] = now
+            if now - zero_since_of[lane] < k[_K_GRACE]:
+                desired = 1
+    else:
+        zero_since_of[lane] = np.nan
+    desired_of[lane] = desired
     return desired
 
 
-SCALAR_LANES = 8
-"""Up to this many lanes due at once, kpa_model.kpa_tick itself runs lane by lane: cheaper
-than numpy's per-call overhead on a handful of elements."""
+@njit(cache=True)
+def _set_pods(ring, lane, s, cs, pods, ready, desired):
+    """Scale lane to `desired` pods at second s: new pods start (ready cs seconds later); a
+    lower count removes pending pods first, newest first, then ready ones. Returns ready."""
+    if desired > pods:
+        ring[lane, s % cs] += desired - pods
+    elif desired < pods:
+        drop = pods - desired
+        for back in range(cs):
+            slot = (s - back) % cs
+            take = min(drop, ring[lane, slot])
+            ring[lane, slot] -= take
+            drop -= take
+        ready -= drop
+    return ready
 
 
-def _kpa_tick_few(state: LaneState, idx: np.ndarray, config: KpaConfig, now: float, stable: np.ndarray,
-                  panic: np.ndarray, ready: np.ndarray, cap: float, min_scale: np.ndarray, max_scale: int) -> np.ndarray:
-    out = np.empty(len(idx), np.int64)
-    for k, lane in enumerate(idx.tolist()):
-        since, zero = state.panic_since[lane], state.zero_wanted_since[lane]
-        one = KpaState(int(state.desired[lane]), bool(state.in_panic[lane]), None if since != since else float(since),
-                       int(state.max_panic_pods[lane]), None if zero != zero else float(zero))
-        out[k] = kpa_tick(one, config, now, float(stable[k]), float(panic[k]), int(ready[lane]), float(panic[k]) / cap,
-                          min_scale=int(min_scale[lane]), max_scale=max_scale)
-        state.desired[lane], state.in_panic[lane], state.max_panic_pods[lane] = one.desired, one.in_panic, one.max_panic_pods
-        state.panic_since[lane] = np.nan if one.panic_since is None else one.panic_since
-        state.zero_wanted_since[lane] = np.nan if one.zero_wanted_since is None else one.zero_wanted_since
-    return out
+@njit(cache=True)
+def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, ring, pods_of, ready_of, backlog_of,
+                   last_arrival_of, current_of, desired_of, in_panic_of, panic_since_of,
+                   max_panic_of, zero_since_of, k, cs, cap, stable_w, panic_w, tick, delay, max_scale, scored_from,
+                   requests_of, cold_of, over_of, pod_seconds_of, wasted_of, record_row, recorded):
+    """Seconds [s0, s1) of one day (second `base` is column `head` of `joined`, the day's
+    arrivals per stream after the previous day's last `head` seconds), lane by lane: within the
+    span no lane's schedule changes (the hourly callback runs between spans), so lanes are
+    independent and each runs its seconds in order, its state in registers."""
+    for lane in range(len(stream_of_lane)):
+        st = stream_of_lane[lane]
+        row = rep[lane]
+        pods, ready, backlog = pods_of[lane], ready_of[lane], backlog_of[lane]
+        last_arrival, current = last_arrival_of[lane], current_of[lane]
+        # The rolling windows' sums: seconds (s - w, s], computed once here, then kept up to date.
+        first = s0 - base + head
+        win = 0
+        for c in range(first - stable_w, first):
+            win += joined[st, c]
+        pan = 0
+        for c in range(first - panic_w, first):
+            pan += joined[st, c]
+        requests = cold = over = pod_s = wasted = 0
+        for s in range(s0, s1):
+            col = s - base + head
+            a = joined[st, col]
+            win += a - joined[st, col - stable_w]
+            pan += a - joined[st, col - panic_w]
+            slot = s % cs
+            if ring[lane, slot]:
+                ready += ring[lane, slot]
+                ring[lane, slot] = 0
+            minute = s // 60
+            if s - minute * 60 == delay:
+                current = schedule[row, minute]
+                if current > pods:
+                    wanted = max(current, desired_of[lane])
+                    ready = _set_pods(ring, lane, s, cs, pods, ready, wanted)
+                    pods = wanted
+                    desired_of[lane] = pods
+            if a > 0:
+                last_arrival = s
+            due = a > 0 and pods == 0
+            if not due and s % tick == 0:
+                due = (s - last_arrival < stable_w or pods != current or in_panic_of[lane]
+                       or not np.isnan(zero_since_of[lane]))
+            if due:
+                panic = pan / panic_w
+                desired = kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_since_of, lane, k,
+                                        float(s), win / stable_w, panic, ready, panic / cap, current, max_scale)
+                ready = _set_pods(ring, lane, s, cs, pods, ready, desired)
+                pods = desired
+            scored = s >= scored_from
+            if a > 0 or backlog > 0:
+                budget = int(ready * cap)
+                served_old = min(backlog, budget)
+                served_new = min(a, budget - served_old)
+                waiting = a - served_new
+                backlog += waiting - served_old
+                if scored:
+                    requests += a
+                    if ready == 0:
+                        cold += a
+                    else:
+                        over += waiting
+                    used = min(ready, int(math.ceil((served_old + served_new) / cap)))
+                    wasted += pods - used
+                    pod_s += pods
+            elif scored:
+                wasted += pods
+                pod_s += pods
+            if record_row[lane] >= 0:
+                recorded[record_row[lane], s] = ready
+        pods_of[lane], ready_of[lane], backlog_of[lane] = pods, ready, backlog
+        last_arrival_of[lane], current_of[lane] = last_arrival, current
+        requests_of[lane] += requests
+        cold_of[lane] += cold
+        over_of[lane] += over
+        pod_seconds_of[lane] += pod_s
+        wasted_of[lane] += wasted
 
 
 @dataclass
@@ -174,9 +265,9 @@ def simulate_lanes(
     the same schedule are the same Service under the same control: each is simulated once,
     except the `distinct` lanes, whose schedule the callback rewrites."""
     full_totals = LaneTotals.zeros(len(stream_of_lane))
+    schedule = np.ascontiguousarray(schedule, dtype=np.int64)
     rep, inverse = _unique_lanes(stream_of_lane, schedule, distinct)
-    full_schedule, schedule = schedule, None
-    stream_of_lane = np.asarray(stream_of_lane)[rep]
+    lanes_stream = np.ascontiguousarray(np.asarray(stream_of_lane, dtype=np.int64)[rep])
     record_full = tuple(record)
     record = tuple(sorted({int(inverse[lane]) for lane in record_full}))
 
@@ -186,145 +277,44 @@ def simulate_lanes(
         return full_totals
 
     kpa = config.kpa_config()
-    n = len(stream_of_lane)
+    n = len(lanes_stream)
     cs = int(config.cold_start_s)
     if cs < 1:
         raise ValueError("cold_start_s must be at least 1 s")
-    cap = float(config.capacity_rps)
     stable_w = int(round(kpa.stable_window_s))
     panic_w = max(1, int(round(panic_window_s(kpa))))
     state = LaneState.zeros(n)
-    ring = np.zeros((cs, n), np.int64)  # pods started at second t sit in slot t % cs until t + cs
-    pods = np.zeros(n, np.int64)
-    ready = np.zeros(n, np.int64)
-    backlog = np.zeros(n, np.int64)
+    ring = np.zeros((n, cs), np.int64)  # pods started at second t sit in slot t % cs until t + cs
+    pods, ready, backlog = (np.zeros(n, np.int64) for _ in range(3))
+    last_arrival = np.full(n, -10**9, np.int64)
+    current_ms = np.zeros(n, np.int64)  # the min-scale in force (set `actuation_delay_s` into a minute)
     totals = LaneTotals.zeros(n)
     recorded = np.zeros((len(record), seconds), np.int32)
-    rec_lanes = np.array(record, dtype=np.int64)
+    record_row = np.full(n, -1, np.int64)
+    for row, lane in enumerate(record):
+        record_row[lane] = row
+    constants = kpa_constants(kpa)
     carry = None  # the last stable-window seconds of the previous day, per stream
-    current_ms = np.zeros(n, np.int64)  # the min-scale in force (set `actuation_delay_s` into a minute)
-
-    def apply(idx: np.ndarray, desired: np.ndarray, s: int) -> None:
-        current = pods[idx]
-        up = desired > current
-        if up.any():
-            ring[s % cs, idx[up]] += desired[up] - current[up]
-        down = desired < current
-        if down.any():
-            di = idx[down]
-            drop = current[down] - desired[down]
-            for back in range(cs):  # pending pods go first, newest first
-                slot = (s - back) % cs
-                take = np.minimum(drop, ring[slot, di])
-                ring[slot, di] -= take
-                drop -= take
-            ready[di] -= drop
-        pods[idx] = desired
-
-    tick = int(round(kpa.tick_s))
-    last_arrival = np.full(n, -10**9, np.int64)
     for day in range((seconds + DAY_S - 1) // DAY_S):
-        arrivals = streams(day)[:, :max(0, seconds - day * DAY_S)]
-        length = arrivals.shape[1]
+        arrivals = np.asarray(streams(day))[:, :max(0, seconds - day * DAY_S)]
         head = np.zeros((arrivals.shape[0], stable_w), np.int64) if carry is None else carry
-        joined = np.concatenate((head, arrivals), axis=1)
-        # Second-major layouts: each step reads one contiguous row, not a column of every lane.
-        prefix = np.concatenate((np.zeros((1, arrivals.shape[0]), np.int64), np.cumsum(joined.T, axis=0, dtype=np.int64)))
-        carry = joined[:, -stable_w:].astype(np.int64)
-        by_second = np.ascontiguousarray(arrivals.T)
-        busy = by_second.any(axis=1)
-        next_busy = _next_true(busy)
+        joined = np.ascontiguousarray(np.concatenate((head, arrivals), axis=1), dtype=np.int64)
+        carry = joined[:, -stable_w:].copy()
         base = day * DAY_S
-        off = 0
-        while off < length:
-            s = base + off
-            slot = s % cs
-            matured = ring[slot]
-            if matured.any():
-                ready += matured
-                ring[slot] = 0
-            minute, offset = divmod(s, 60)
-            if offset == config.actuation_delay_s:
-                wanted = current_ms[:] = full_schedule[rep, minute]
-                raise_idx = np.flatnonzero(wanted > pods)
-                if len(raise_idx):
-                    apply(raise_idx, np.maximum(wanted[raise_idx], state.desired[raise_idx]), s)
-                    state.desired[raise_idx] = pods[raise_idx]
-            a = by_second[off][stream_of_lane].astype(np.int64) if busy[off] else None
-            if a is not None:
-                last_arrival[a > 0] = s
-            # Knative's decider ticks every 2 s; the activator's poke decides at once for a
-            # Service with no pod. A steady lane (no request in its stable window, as many pods
-            # as its min-scale, not in panic, no scale-to-zero grace running) would decide what
-            # it has: it is not evaluated.
-            live = ((s - last_arrival < stable_w) | (pods != current_ms) | state.in_panic
-                    | ~np.isnan(state.zero_wanted_since))
-            due = live if s % tick == 0 else np.zeros(n, bool)
-            if a is not None:
-                due |= (a > 0) & (pods == 0)
-            idx = np.flatnonzero(due)
-            if len(idx):
-                p = off + stable_w + 1  # prefix index just after second s
-                st = stream_of_lane[idx]
-                now_row = prefix[p]
-                stable = (now_row - prefix[p - stable_w])[st] / stable_w
-                panic = (now_row - prefix[p - panic_w])[st] / panic_w
-                if len(idx) <= SCALAR_LANES:
-                    desired = _kpa_tick_few(state, idx, kpa, float(s), stable, panic, ready, cap, current_ms, config.max_scale)
-                else:
-                    desired = kpa_tick_lanes(state, idx, kpa, float(s), stable, panic, ready[idx], panic / cap,
-                                             current_ms[idx], config.max_scale)
-                apply(idx, desired, s)
-            scored = s >= scored_from
-            has_backlog = backlog.any()
-            if a is not None or has_backlog:
-                if a is None:
-                    a = np.zeros(n, np.int64)
-                budget = (ready * cap).astype(np.int64)
-                served_old = np.minimum(backlog, budget)
-                served_new = np.minimum(a, budget - served_old)
-                waiting = a - served_new
-                backlog += waiting - served_old
-                has_backlog = backlog.any()
-                if scored:
-                    totals.requests += a
-                    cold_now = ready == 0
-                    totals.cold += np.where(cold_now, a, 0)
-                    totals.over += np.where(cold_now, 0, waiting)
-                    used = np.minimum(ready, np.ceil((served_old + served_new) / cap).astype(np.int64))
-                    totals.wasted_pod_seconds += pods - used
-                    totals.pod_seconds += pods
-            elif scored:
-                totals.wasted_pod_seconds += pods
-                totals.pod_seconds += pods
-            # Skip the seconds in which nothing can change: no arrival, no backlog, no pod
-            # becoming ready, no actuation, and no tick of a live lane.
-            step = 1
-            if not has_backlog:
-                horizon = min(length, int(next_busy[off + 1]) if off + 1 < length else length)
-                to_actuation = (config.actuation_delay_s - offset - 1) % 60 + 1
-                horizon = min(horizon, off + to_actuation)
-                if ring.any():
-                    horizon = off + 1
-                elif live.any():  # computed before this second's tick: at worst it skips less
-                    horizon = min(horizon, off + (tick - s % tick))
-                step = max(1, horizon - off)
-            hour_end = (s // 3600 + 1) * 3600
-            if on_hour is not None and s + step > hour_end:
-                step = hour_end - s  # never skip past an hour: the callback may rewrite what follows
-            scored_quiet = max(0, s + step - max(s + 1, scored_from))
-            if scored_quiet:
-                totals.wasted_pod_seconds += pods * scored_quiet
-                totals.pod_seconds += pods * scored_quiet
-            if len(rec_lanes):
-                recorded[:, s:s + step] = ready[rec_lanes][:, None]
-            if on_hour is not None and s + step == hour_end:
-                on_hour(hour_end // 3600, expanded(totals))
-            off += step
+        for s0 in range(base, base + arrivals.shape[1], 3600):
+            s1 = min(base + arrivals.shape[1], s0 + 3600)
+            _simulate_span(joined, stable_w, base, s0, s1, lanes_stream, rep, schedule, ring, pods, ready, backlog,
+                           last_arrival, current_ms, state.desired, state.in_panic,
+                           state.panic_since, state.max_panic_pods, state.zero_wanted_since, constants, cs,
+                           float(config.capacity_rps), stable_w, panic_w, int(round(kpa.tick_s)), config.actuation_delay_s,
+                           config.max_scale, scored_from, totals.requests, totals.cold, totals.over,
+                           totals.pod_seconds, totals.wasted_pod_seconds, record_row, recorded)
+            if on_hour is not None and s1 % 3600 == 0:
+                on_hour(s1 // 3600, expanded(totals))
         if progress is not None:
             progress(day)
-    row = {lane: k for k, lane in enumerate(record)}
-    return FleetRun(expanded(totals), {lane: recorded[row[int(inverse[lane])]] for lane in record_full})
+    row_of = {lane: k for k, lane in enumerate(record)}
+    return FleetRun(expanded(totals), {lane: recorded[row_of[int(inverse[lane])]] for lane in record_full})
 
 
 def _unique_lanes(stream_of_lane: np.ndarray, schedule: np.ndarray, distinct: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -339,13 +329,6 @@ def _unique_lanes(stream_of_lane: np.ndarray, schedule: np.ndarray, distinct: fr
             rep.append(lane)
         inverse[lane] = seen[key]
     return np.array(rep, dtype=np.int64), inverse
-
-
-def _next_true(mask: np.ndarray) -> np.ndarray:
-    """For each index, the first index at or after it where `mask` holds (len if none)."""
-    n = len(mask)
-    index = np.where(mask, np.arange(n), n)
-    return np.minimum.accumulate(index[::-1])[::-1] if n else index
 
 
 @dataclass

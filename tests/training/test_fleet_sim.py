@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.controllers import KeepAlive
-from training.fleet_sim import FleetSimConfig, LaneState, PoolModelCache, kpa_tick_lanes, simulate_lanes
+from training.fleet_sim import FleetSimConfig, LaneState, PoolModelCache, kpa_constants, kpa_tick_lane, simulate_lanes
 from training.kpa_model import KpaConfig, KpaState, kpa_tick
 from training.simulator import KpaOnly, SimConfig, simulate, spread_minutes
 
@@ -112,25 +112,38 @@ def test_agrees_with_the_single_trace_simulator():
         assert abs(fleet.pod_seconds[lane] - single.pod_seconds) <= 0.01 * single.pod_seconds
 
 
-def test_vectorised_kpa_tick_follows_kpa_tick_rule_by_rule():
+def test_compiled_kpa_tick_follows_kpa_tick_rule_by_rule():
     rng = np.random.default_rng(0)
-    cfg = KpaConfig(target_rps=10.0)
-    lanes = 40
-    scalar = [KpaState() for _ in range(lanes)]
-    vector = LaneState.zeros(lanes)
-    ready = rng.integers(0, 6, lanes)
-    for step in range(300):
-        now = 2.0 * step
-        stable = rng.choice([0.0, 0.5, 3.0, 7.0, 20.0, 70.0], lanes)
-        panic = stable * rng.choice([0.0, 1.0, 3.0], lanes)
-        min_scale = rng.choice([0, 0, 1, 3], lanes)
-        idx = np.flatnonzero(rng.random(lanes) < 0.7)
-        got = kpa_tick_lanes(vector, idx, cfg, now, stable[idx], panic[idx], ready[idx], panic[idx] / 10.0, min_scale[idx], 8)
-        want = [kpa_tick(scalar[i], cfg, now, stable[i], panic[i], int(ready[i]), panic[i] / 10.0,
-                         min_scale=int(min_scale[i]), max_scale=8) for i in idx]
-        assert got.tolist() == want
-        assert vector.in_panic[idx].tolist() == [scalar[i].in_panic for i in idx]
-        ready[idx] = np.maximum(0, got - rng.integers(0, 2, len(idx)))  # some pods still pending
+    for cfg in (KpaConfig(target_rps=10.0), KpaConfig(target_rps=10.0, target_burst_capacity=0.0),
+                KpaConfig(target_rps=10.0, target_burst_capacity=-1.0)):
+        k = kpa_constants(cfg)
+        lanes = 40
+        scalar = [KpaState() for _ in range(lanes)]
+        state = LaneState.zeros(lanes)
+        ready = rng.integers(0, 6, lanes)
+        panicked = graced = 0
+        for step in range(300):
+            now = 2.0 * step
+            stable = rng.choice([0.0, 0.5, 3.0, 7.0, 20.0, 70.0], lanes)
+            panic = stable * rng.choice([0.0, 1.0, 3.0], lanes)
+            min_scale = rng.choice([0, 0, 1, 3], lanes)
+            idx = np.flatnonzero(rng.random(lanes) < 0.7)
+            got = [kpa_tick_lane(state.desired, state.in_panic, state.panic_since, state.max_panic_pods,
+                                 state.zero_wanted_since, int(i), k, now, float(stable[i]), float(panic[i]), int(ready[i]),
+                                 float(panic[i]) / 10.0, int(min_scale[i]), 8) for i in idx]
+            want = [kpa_tick(scalar[i], cfg, now, stable[i], panic[i], int(ready[i]), panic[i] / 10.0,
+                             min_scale=int(min_scale[i]), max_scale=8) for i in idx]
+            assert got == want
+            assert state.in_panic[idx].tolist() == [scalar[i].in_panic for i in idx]
+            assert state.max_panic_pods[idx].tolist() == [scalar[i].max_panic_pods for i in idx]
+            assert [None if np.isnan(state.zero_wanted_since[i]) else state.zero_wanted_since[i] for i in idx] == \
+                [scalar[i].zero_wanted_since for i in idx]
+            panicked += int(state.in_panic.sum())
+            graced += int((~np.isnan(state.zero_wanted_since)).sum())
+            ready[idx] = np.maximum(0, np.array(got) - rng.integers(0, 2, len(idx)))  # some pods still pending
+        assert panicked > 0  # the panic rules were exercised, not only the stable ones
+        if cfg.target_burst_capacity == 0.0:
+            assert graced > 0  # and the scale-to-zero grace where the activator leaves the path
 
 
 class _ReferenceCache:
