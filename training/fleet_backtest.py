@@ -28,14 +28,14 @@ import copy
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from forecast.forecaster import RateForecaster
 from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
-from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings
+from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
 from scale.placement import BudgetSettings, Placement, PlacementSettings, place, tune_price
 from tqdm import tqdm
 
@@ -81,36 +81,52 @@ class Forecasts:
 class PolicySchedule:
     """The scale function's whole decision (scale.decision.plan, as training.controllers
     .PolicyController calls it) over one series' forecast rows, minute by minute, with its
-    cool-down state carried along. Minutes where P(any) of the covered minutes is under the
-    warm threshold while min-scale is 0 skip the call: plan would keep 0 there (no window lever
-    in the fleet backtest)."""
+    cool-down state carried along, for several prices at once. Minutes where P(any) of the
+    covered minutes is under the warm threshold while min-scale is 0 skip the call: plan would
+    keep 0 there (no window lever in the fleet backtest).
+
+    Prices that agree on a minute share one call: the settings differ only in the price, and
+    plan reads the price only through the warm threshold on P(any in the covered minutes) (the
+    window lever is off), so prices whose state (min-scale, cool-down clock) is the same and
+    whose threshold falls on the same side of that P get the same decision. On a busy series
+    every price agrees nearly every minute."""
 
     def __init__(self, point: np.ndarray, upper: np.ndarray, p_any: np.ndarray):
         self.point, self.upper, self.p_any = point, upper, p_any
-        p = np.clip(np.nan_to_num(p_any, nan=0.0), 0, 1)
-        self.covered = 1.0 - np.prod(1.0 - p, axis=1)
         self.known = ~np.isnan(point[:, 0])
-        self.current = 0
-        self.raised_at: float | None = None
 
-    def fill(self, out: np.ndarray, m0: int, m1: int, settings: PolicySettings, active: np.ndarray | None = None) -> None:
-        threshold = settings.warm_threshold
-        lead = LEAD_MINUTES
-        policy = ServicePolicy(settings, dry_run=False, user_window=None, may_set_window=False)
+    def fill(self, outs: list[np.ndarray], m0: int, m1: int, settings: list[PolicySettings],
+             active: np.ndarray | None = None) -> None:
+        if len({replace(s, cold_start_cost_pod_s=0.0) for s in settings}) > 1:
+            raise ValueError("PolicySchedule runs prices in lockstep: the settings may differ in the price only")
+        thresholds = [s.warm_threshold for s in settings]
+        policies = [ServicePolicy(s, dry_run=False, user_window=None, may_set_window=False) for s in settings]
+        state: list[tuple[int, float | None]] = [(0, None)] * len(settings)
+        horizon = min(LEAD_MINUTES, self.point.shape[1])
+        point, upper, p_any = self.point.tolist(), self.upper.tolist(), self.p_any.tolist()
         for m in range(m0, m1):
-            if active is not None and not active[m]:
-                self.current, self.raised_at = 0, None
-                out[m] = 0
+            if (active is not None and not active[m]) or not self.known[m]:
+                if active is not None and not active[m]:
+                    state = [(0, None)] * len(settings)
+                for j, out in enumerate(outs):
+                    out[m] = state[j][0]
                 continue
-            if not self.known[m] or (self.current == 0 and self.covered[m] < threshold):
-                out[m] = self.current
-                continue
-            forecast = [MinuteForecast(float(self.point[m, h]) / 60.0, float(self.upper[m, h]) / 60.0, float(self.p_any[m, h]))
-                        for h in range(min(lead, self.point.shape[1]))]
-            view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(self.current)}})
-            decided = plan(view, policy, forecast, m * 60.0, self.raised_at)
-            self.current, self.raised_at = decided.min_scale, decided.raised_at_s
-            out[m] = decided.min_scale
+            forecast = [MinuteForecast(point[m][h] / 60.0, upper[m][h] / 60.0, p_any[m][h]) for h in range(horizon)]
+            covered = p_any_in(forecast)
+            decided: dict[tuple, tuple[int, float | None]] = {}
+            for j, out in enumerate(outs):
+                current, raised_at = state[j]
+                warm = covered >= thresholds[j]
+                if current == 0 and not warm:
+                    out[m] = 0
+                    continue
+                key = (current, raised_at, warm)
+                if key not in decided:
+                    view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(current)}})
+                    p = plan(view, policies[j], forecast, m * 60.0, raised_at)
+                    decided[key] = (p.min_scale, p.raised_at_s)
+                state[j] = decided[key]
+                out[m] = state[j][0]
 
 
 def keepalive_schedule(counts: np.ndarray, minutes: int) -> np.ndarray:
@@ -283,22 +299,26 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     per_model_group("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, True, hybrid_schedule(counts))
     costs = (60, 120, 600, 1200, 3000) if options.sweep else ()
 
-    def policy_rows(fc: Forecasts, settings: PolicySettings, active: np.ndarray | None = None) -> np.ndarray:
-        out = np.zeros(fc.point.shape[:2], np.int64)
+    def policy_rows(fc: Forecasts, settings: list[PolicySettings], active: np.ndarray | None = None) -> list[np.ndarray]:
+        """Each series' schedule under each of `settings` (prices), in lockstep."""
+        outs = [np.zeros(fc.point.shape[:2], np.int64) for _ in settings]
         for i in range(fc.point.shape[0]):
-            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i]).fill(out[i], 0, n, settings, None if active is None else active[i])
-        return out
+            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i]).fill(
+                [out[i] for out in outs], 0, n, settings, None if active is None else active[i])
+        return outs
 
-    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True, policy_rows(per_model, base))
+    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True, policy_rows(per_model, [base])[0])
     per_model_group("oracle_per_model", {}, True, oracle_schedule(peaks[:n_models], options.capacity_rps))
 
     ded_fc = Forecasts(per_model.point[ever_dedicated], per_model.upper[ever_dedicated], per_model.p_any[ever_dedicated])
     dedicated_now = ~member[ever_dedicated]
     candidates: list[Group] = []
-    for cost in (options.cost,) + costs:
-        s = PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=float(cost), max_scale=options.max_scale)
+    prices = (options.cost,) + costs
+    price_settings = [replace(base, cold_start_cost_pod_s=float(cost)) for cost in prices]
+    pool_rows, ded_rows = policy_rows(pool_fc, price_settings), policy_rows(ded_fc, price_settings, dedicated_now)
+    for cost, pool_row, ded_row in zip(prices, pool_rows, ded_rows):
         candidates.append(pooled_group("pool_predictive", {"cold_start_cost_pod_s": cost}, cost == options.cost,
-                                       policy_rows(pool_fc, s)[0], policy_rows(ded_fc, s, dedicated_now)))
+                                       pool_row[0], ded_row))
     pooled_group("pool_kpa", {}, True, zeros, np.zeros((n_ded, n), np.int64))
     for k in POOL_KEEPALIVE_MINUTES:
         candidates.append(pooled_group("pool_keepalive", {"minutes": k}, k == 10, keepalive_schedule(pool_counts[None, :], k)[0],

@@ -120,17 +120,19 @@ def _pods_for(upper_rps: float, settings: PolicySettings) -> int:
 
 def peak_second(rate: float, risk: float, seconds: int = 60) -> float:
     """The count k that no second of a minute exceeds, with probability >= 1 - risk, when each
-    second's count is Poisson(rate): the smallest k with seconds * P(X > k) <= risk. Exact sum in
-    log space up to a rate of 100 per second; a normal approximation above."""
+    second's count is Poisson(rate): the smallest k with seconds * P(X > k) <= risk. Exact sum
+    (each term from the one before: exp(-100) is still a normal double) up to a rate of 100 per
+    second; a normal approximation above."""
     tail = min(1.0, max(risk, 1e-12) / seconds)
     if rate > 100:
         return rate + NormalDist().inv_cdf(1.0 - tail) * math.sqrt(rate) + 1.0
-    log_rate, cumulative, k = math.log(rate), 0.0, 0
-    while True:
-        cumulative += math.exp(-rate + k * log_rate - math.lgamma(k + 1))
-        if 1.0 - cumulative <= tail or k > rate + 60 * math.sqrt(rate) + 60:
-            return float(k)
+    term = math.exp(-rate)
+    cumulative, k, limit = term, 0, rate + 60 * math.sqrt(rate) + 60
+    while 1.0 - cumulative > tail and k <= limit:
         k += 1
+        term *= rate / k
+        cumulative += term
+    return float(k)
 
 
 def decide(
