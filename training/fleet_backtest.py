@@ -17,8 +17,10 @@ Designs scored (ratios to per-model Knative, `kpa`, in the same run):
   load models on demand (`model_loads`, LRU within `models_per_pod`); `predictive` (the default:
   the pool and the dedicated Services pre-warmed by our policy), `pool_kpa` (Knative alone),
   `pool_keepalive` (the fixed keep-alive on the same pool), `oracle_pooled`, and with
-  `--fleet-budget` the same design with one price tuned online to spend the budget
-  (1.0 = what per-model Knative spends over the same elapsed time); `pool_all_kpa`: every model
+  `--fleet-budget` the same design with one price set every hour from the history
+  (scale.placement.budget_price: the price at which each Service's cheapest candidate so far
+  spends at the budget's rate, plus a share of the gap so far) to spend the budget (1.0 = what
+  per-model Knative spends over the same elapsed time); `pool_all_kpa`: every model
   in one pool under Knative alone (no placement).
 """
 
@@ -36,7 +38,7 @@ from forecast.forecaster import RateForecaster
 from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
-from scale.placement import BudgetSettings, Placement, PlacementSettings, place, tune_price
+from scale.placement import BudgetSettings, Placement, PlacementSettings, allowed_spend, budget_price, place
 from tqdm import tqdm
 
 from training.controllers import HybridHistogram
@@ -47,7 +49,7 @@ DAY = 1440
 DEFAULT_COST = 300.0
 PLACE_EVERY_MINUTES = 10
 PLACE_RATE_MINUTES = 60
-POOL_KEEPALIVE_MINUTES = (1, 2, 5, 10, 20, 60)
+POOL_KEEPALIVE_MINUTES = (1, 2, 5, 10, 20, 60, 180, 720)
 
 
 @dataclass(frozen=True)
@@ -351,11 +353,17 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
             snapshot["t"] = copy.deepcopy(totals)
         default_chooser(hour, totals, schedule, options.cost, n)
         if budget_chooser is not None:
-            if totals is not None and "t" in snapshot and hour * 3600 > scored_from:
-                spent = since_scored(totals, "pod_seconds", np.array(budget_group.lanes))
-                target = options.fleet_budget * since_scored(totals, "pod_seconds", kpa_lanes)
-                hours = (hour * 3600 - scored_from) / 3600
-                price["now"] = tune_price(price["now"], spent, target, target / hours, BudgetSettings())
+            if totals is not None and hour > 0:
+                budget_rate = options.fleet_budget * float(totals.pod_seconds[kpa_lanes].sum()) / hour
+                spent = budgeted = 0.0
+                scored_hours = (hour * 3600 - scored_from) / 3600
+                if "t" in snapshot and scored_hours > 0:  # the budget is met over the scored days
+                    spent = since_scored(totals, "pod_seconds", np.array(budget_group.lanes))
+                    budgeted = options.fleet_budget * since_scored(totals, "pod_seconds", kpa_lanes)
+                per_hour = allowed_spend(budget_rate, spent, budgeted, 1.0, scored_hours, BudgetSettings())
+                pod_s = [[float(totals.pod_seconds[c.lanes[j]]) for c in candidates] for j in range(len(budget_group.lanes))]
+                cold = [[float(totals.cold[c.lanes[j]]) for c in candidates] for j in range(len(budget_group.lanes))]
+                price["now"] = budget_price(pod_s, cold, per_hour * hour, BudgetSettings())
                 budget_trace.append((hour, price["now"]))
             budget_chooser(hour, totals, schedule, price["now"], n)
 
@@ -450,6 +458,7 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         "simulate_seconds": round(sim_s, 1), "total_seconds": round(time.perf_counter() - began_all, 1),
         "budget_trace": budget_trace,
         "default_choices": default_chooser.summary(["pool"] + [fleet.services[i] for i in ever_dedicated]),
+        "budget_choices": budget_chooser.summary(["pool"] + [fleet.services[i] for i in ever_dedicated]) if budget_chooser else [],
     }
     if plots is not None:
         from training.plots import fleet_pareto_plot
@@ -542,7 +551,7 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
           f"{ {k: v for k, v in pool.items() if k != 'service'} if pool else '-' }; services by main choice {choices}")
     if info["budget_trace"]:
         prices = [p for _, p in info["budget_trace"]]
-        print(f"fleet budget: price (pod-s per cold start) tuned hourly, from {prices[0]:.0f} to {prices[-1]:.0f} "
+        print(f"fleet budget: price (pod-s per cold start) set hourly from the history, from {prices[0]:.0f} to {prices[-1]:.0f} "
               f"(min {min(prices):.0f}, max {max(prices):.0f})")
 
 

@@ -7,7 +7,7 @@ import math
 
 from scale.min_scale_policy import MinuteForecast
 from scale.placement import (DEDICATED, POOL, BudgetSettings, Placement, PlacementSettings, models_per_pod, place,
-                             place_fleet, preload, tune_price)
+                             allowed_spend, budget_price, place_fleet, preload)
 
 S = PlacementSettings(capacity_rps=10.0, hold_minutes=30)  # dedicate at >= 7 req/s, back below 3.5
 
@@ -55,18 +55,39 @@ def test_place_fleet_moves_only_models_with_a_forecast():
     assert out["a"].tier == DEDICATED and out["b"] == current["b"]
 
 
-def test_budget_price_moves_toward_the_budget_within_its_bounds():
-    b = BudgetSettings(gain=0.5, max_step=2.0, min_price=10.0, max_price=1000.0)
-    # under budget by one step's budget: pay more to avoid cold starts, by exp(0.5)
-    assert math.isclose(tune_price(300.0, spent=90.0, budget=100.0, step_budget=10.0, settings=b), 300.0 * math.exp(0.5))
-    assert math.isclose(tune_price(300.0, spent=110.0, budget=100.0, step_budget=10.0, settings=b), 300.0 * math.exp(-0.5))
-    # the same gap moves the price the same, early or late: it is measured in steps of budget
-    assert math.isclose(tune_price(300.0, 990.0, 1000.0, 10.0, b), tune_price(300.0, 90.0, 100.0, 10.0, b))
-    assert tune_price(300.0, spent=0.0, budget=100.0, step_budget=10.0, settings=b) == 600.0  # at most a doubling
-    assert tune_price(300.0, spent=500.0, budget=100.0, step_budget=10.0, settings=b) == 150.0
-    assert tune_price(900.0, spent=0.0, budget=100.0, step_budget=10.0, settings=b) == 1000.0
-    assert tune_price(300.0, spent=0.0, budget=0.0, step_budget=0.0, settings=b) == 300.0  # nothing to compare: hold
-    assert math.isclose(tune_price(300.0, 100.0, 100.0, 10.0, b), 300.0)
+def test_budget_price_is_the_one_whose_choices_spend_nearest_the_allowed():
+    b = BudgetSettings(min_price=10.0, max_price=1000.0)
+    # two Services, three candidates each: (pod-seconds, cold starts) over the same history
+    pod = [[100.0, 200.0, 400.0], [50.0, 60.0, 300.0]]
+    cold = [[10.0, 4.0, 1.0], [2.0, 1.0, 0.0]]
+
+    def spent_at(price):
+        return sum(min(zip(p, c), key=lambda pc: pc[0] + price * pc[1])[0] for p, c in zip(pod, cold))
+
+    price = budget_price(pod, cold, allowed=270.0, settings=b)
+    # Service 0 takes 200 (4 cold), Service 1 takes 60 (1 cold): 260, the nearest to 270 (the
+    # next step up, Service 0 at 400, spends 460)
+    assert spent_at(price) == 260.0 < 270.0 < spent_at(price * 1.01)
+    # nearest on either side: 440 allowed is nearer 460 than 260, so it rounds up
+    assert spent_at(budget_price(pod, cold, allowed=440.0, settings=b)) == 460.0
+    assert budget_price(pod, cold, allowed=1e9, settings=b) == 1000.0  # everything fits: the dearest
+    assert budget_price(pod, cold, allowed=0.0, settings=b) == 10.0  # nothing fits: the cheapest
+    # more budget never buys a lower price
+    allowances = [150.0, 200.0, 260.0, 300.0, 460.0, 700.0]
+    prices = [budget_price(pod, cold, a, b) for a in allowances]
+    assert prices == sorted(prices)
+
+
+def test_allowed_spend_makes_up_the_gap_over_as_long_as_it_took():
+    b = BudgetSettings(recover_hours=24.0)
+    assert allowed_spend(100.0, spent=0.0, budgeted=0.0, hours=1.0, elapsed_hours=5.0, settings=b) == 100.0
+    # 240 pod-seconds under budget after 48 hours: a 24th of it (the cap) is due in the next hour
+    assert allowed_spend(100.0, spent=760.0, budgeted=1000.0, hours=1.0, elapsed_hours=48.0, settings=b) == 110.0
+    assert allowed_spend(100.0, spent=1240.0, budgeted=1000.0, hours=1.0, elapsed_hours=48.0, settings=b) == 90.0
+    # the same gap after 4 hours: a quarter of it
+    assert allowed_spend(100.0, spent=760.0, budgeted=1000.0, hours=1.0, elapsed_hours=4.0, settings=b) == 160.0
+    assert allowed_spend(100.0, spent=1e6, budgeted=0.0, hours=1.0, elapsed_hours=4.0, settings=b) == 0.0  # never negative
+    assert allowed_spend(100.0, spent=0.0, budgeted=240.0, hours=48.0, elapsed_hours=48.0, settings=b) == 100.0 * 48 + 240.0
 
 
 def test_preload_takes_the_likeliest_models_up_to_what_a_pod_holds():

@@ -149,25 +149,49 @@ def models_per_pod(pool_memory_mb: float, model_mb: float) -> int:
 
 @dataclass(frozen=True)
 class BudgetSettings:
-    gain: float = 0.5
-    """Price factor per step = exp(gain x (budget - spent) / one step's budget): an integral
-    controller on the spend gap measured in steps of budget, so that a gap of one hour's budget
-    moves the price as much on the last day as on the first (a ratio of totals would not)."""
-    max_step: float = 2.0
-    """No step changes the price by more than this factor either way."""
     min_price: float = 10.0
     max_price: float = 100_000.0
+    recover_hours: float = 24.0
+    """A spend gap (over or under the budget so far) is made up over as many hours as it took to
+    build up, at most this many, not all in the next hour: the budget is a total over the span,
+    and an hour-by-hour target would make the fleet follow per-model Knative's hourly profile
+    (spend in busy hours, where pooled pods are warm anyway, and save in quiet ones, where the
+    cold starts are)."""
 
 
-def tune_price(price: float, spent: float, budget: float, step_budget: float,
-               settings: BudgetSettings = BudgetSettings()) -> float:
-    """One step of the fleet budget's price (a cold start's worth in pod-seconds, shared by
-    every Service): raise it while the fleet has spent less than its budget so far, lower it
-    while it has spent more. `spent` and `budget` are totals over the same elapsed time,
-    `step_budget` the budget of one step; with nothing to compare yet the price holds."""
-    values = (spent, budget, step_budget)
-    if step_budget <= 0 or budget <= 0 or not all(math.isfinite(v) for v in values):
-        return price
-    exponent = settings.gain * (budget - spent) / step_budget
-    factor = math.exp(min(math.log(settings.max_step), max(-math.log(settings.max_step), exponent)))
-    return min(settings.max_price, max(settings.min_price, price * factor))
+def allowed_spend(budget_rate: float, spent: float, budgeted: float, hours: float, elapsed_hours: float,
+                  settings: BudgetSettings = BudgetSettings()) -> float:
+    """Pod-seconds the fleet may spend in the next `hours`: the budget's rate (budget x per-model
+    Knative's pod-seconds per hour, as estimated from the history), plus the share of the gap so
+    far (`budgeted` - `spent`, totals over the `elapsed_hours` the budget has run) due in that
+    time. Never negative."""
+    gap = budgeted - spent if math.isfinite(budgeted - spent) else 0.0
+    over = min(settings.recover_hours, max(1.0, elapsed_hours))
+    return max(0.0, budget_rate * hours + gap * min(1.0, hours / over))
+
+
+def budget_price(pod_seconds: Sequence[Sequence[float]], cold: Sequence[Sequence[float]], allowed: float,
+                 settings: BudgetSettings = BudgetSettings()) -> float:
+    """The fleet budget's price (a cold start's worth in pod-seconds, one for every Service),
+    from the history instead of by trial: `pod_seconds[s][c]` and `cold[s][c]` are what candidate
+    schedule c of Service s spent and left cold over the same history, `allowed` what the fleet
+    may spend over a history that long. Each Service takes the candidate cheapest at the price
+    (pod-seconds + price x cold), so the fleet's spend is a step function of the price; the
+    answer is the price whose spend is nearest `allowed` (on either side: always rounding down
+    would leave a fleet of few Services under its budget for good; the gap feeds back through
+    `allowed_spend`), within the bounds."""
+    rows = [list(zip(p, c)) for p, c in zip(pod_seconds, cold)]
+
+    def spend(price: float) -> float:
+        return sum(min(row, key=lambda pc: pc[0] + price * pc[1])[0] for row in rows if row)
+
+    lo, hi = math.log(settings.min_price), math.log(settings.max_price)
+    if spend(settings.max_price) <= allowed:
+        return settings.max_price
+    if spend(settings.min_price) > allowed:
+        return settings.min_price
+    for _ in range(40):  # bisect on the log of the price for the step that crosses `allowed`
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if spend(math.exp(mid)) <= allowed else (lo, mid)
+    below, above = math.exp(lo), math.exp(hi)
+    return above if spend(above) - allowed < allowed - spend(below) else below
