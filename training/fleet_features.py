@@ -50,9 +50,10 @@ def scored_days(n_minutes: int, warmup_days: int, every: int) -> list[int]:
 
 
 def forecaster_brier(counts: np.ndarray, start_minute: int, warmup_days: int = 2, every: int = 1,
-                     seed: int = 0) -> dict:
+                     horizon: int = 2, seed: int = 0) -> dict:
     """Walk-forward Brier score of the RateForecaster's next-minute P(any request), pooled over
-    services and scored days; the model of a day is fitted on every service's minutes before it.
+    services and scored days; the model of a day is fitted on every service's minutes before it
+    (horizon 2 as in the fleet backtest: the two minutes a decision covers).
     References on the same rows: the fleet's base rate before the day (one constant), and each
     service's own base rate before the day."""
     scores: dict[str, list[np.ndarray]] = {"forecaster": [], "fleet_base_rate": [], "service_base_rate": []}
@@ -60,7 +61,7 @@ def forecaster_brier(counts: np.ndarray, start_minute: int, warmup_days: int = 2
     for start in scored_days(counts.shape[1], warmup_days, every):
         origins = np.arange(start, min(counts.shape[1], start + DAY))
         past = np.nan_to_num(counts[:, :start]) > 0
-        model = RateForecaster(random_state=seed).fit(list(counts[:, :start]), start_minute=start_minute)
+        model = RateForecaster(horizon=horizon, random_state=seed).fit(list(counts[:, :start]), start_minute=start_minute)
         for i in range(len(counts)):
             scores["forecaster"].append(model.predict_origins(counts[i], origins, start_minute).p_any[:, 0])
             scores["fleet_base_rate"].append(np.full(len(origins), past.mean()))
