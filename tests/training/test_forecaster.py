@@ -78,6 +78,43 @@ def test_no_peeking_forecasts_do_not_change_when_the_future_does():
     assert not np.array_equal(table.p_any[before + 1:], table2.p_any[before + 1:])
 
 
+PERIOD_COLUMNS = [features.FEATURE_NAMES.index(f"period_{p}_share") for p in features.PERIODS]
+BEST_PERIOD = features.FEATURE_NAMES.index("best_period_share")
+
+
+def test_feature_rows_do_not_move_when_the_future_changes():
+    """Every column, the period shares included: the row of origin t uses minutes < t only."""
+    rng = np.random.default_rng(1)
+    series = np.where(rng.random(4 * 1440) < 0.2, rng.poisson(2.0, 4 * 1440), 0).astype(float)
+    series[::60] += 3  # an hourly job, so that the period shares are not all zero
+    origins = np.arange(0, len(series), 37)
+    rows = features.build(features.SeriesIndex(series), origins, 5, 0)
+    for cut in (100, 1500, 4000):
+        changed = series.copy()
+        changed[cut:] = rng.integers(0, 30, len(series) - cut)
+        moved = features.build(features.SeriesIndex(changed), origins, 5, 0)
+        past = np.repeat(origins <= cut, 5)
+        np.testing.assert_array_equal(moved[past], rows[past])
+        later = np.repeat(origins > cut + 60, 5)  # a whole hourly cycle after the cut
+        assert not np.array_equal(moved[later][:, PERIOD_COLUMNS], rows[later][:, PERIOD_COLUMNS])
+
+
+def test_period_shares_see_an_hourly_job_and_treat_gaps_as_unknown():
+    hourly = np.zeros(400)
+    hourly[10::60] = 2  # a job at minute 10 of every hour
+    k60 = features.FEATURE_NAMES.index("period_60_share")
+    k30 = features.FEATURE_NAMES.index("period_30_share")
+    rows = features.build(features.SeriesIndex(hourly), np.array([369, 384]), 2, 0)
+    # origin 369, h=1: target 370 = 10 + 6 * 60, every past cycle had the job (+-1 minute)
+    assert rows[1, k60] == 1.0 and rows[1, BEST_PERIOD] == 1.0
+    assert rows[1, k30] == 0.5  # 30 minutes back: off phase; 60: on phase; 90: off; 120: on
+    assert rows[2, k60] == 0.0  # origin 384: target 384, off phase
+    assert np.isnan(rows[:, features.FEATURE_NAMES.index("period_1440_share")]).all()  # no day yet
+    gap = hourly.copy()
+    gap[:380] = np.nan  # no data at any past cycle: unknown, not idle
+    assert np.isnan(features.build(features.SeriesIndex(gap), np.array([384]), 1, 0)[0, PERIOD_COLUMNS]).all()
+
+
 @pytest.mark.parametrize("width", [3, 40, 1500, 10080, 11000])
 def test_vectorised_features_at_the_end_equal_the_per_series_ones(width):
     """The forecast function's fast path (all services at once) must featurise exactly as the
@@ -87,9 +124,13 @@ def test_vectorised_features_at_the_end_equal_the_per_series_ones(width):
     matrix[rng.random(matrix.shape) < 0.15] = np.nan
     matrix[0] = np.nan
     matrix[1] = 0.0
+    matrix[2, width % 30::30] += 4  # a half-hourly job: the period shares must agree on it too
     fast, scale = features.build_at_end(matrix.astype(np.float32), 5, 28_000_123)
     slow = np.vstack([features.build(features.SeriesIndex(row), np.array([width]), 5, 28_000_123) for row in matrix])
     np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
+    assert fast.shape[1] == len(features.FEATURE_NAMES)
+    if width > 4 * 30 + 1:
+        assert fast[2 * 5:3 * 5, BEST_PERIOD].max() == 1.0  # row 2's job, at some horizon
     np.testing.assert_allclose(scale,
                                [features.scale_at(features.SeriesIndex(r), np.array([width]))[0] for r in matrix])
 

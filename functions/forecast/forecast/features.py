@@ -6,9 +6,15 @@ global model serves quiet and busy services alike; log(scale) stays a feature so
 knows the absolute level, which is what P(any request) depends on. Gaps (NaN) count as no data,
 never as idle: rolling features average over the minutes that have data, and the share of
 minutes with data is a feature of its own.
+
+Periods at minute resolution (`period_shares`): timers are the second trigger of Azure Functions
+after HTTP (16%, "Serverless in the Wild"), jobs every 30 or 60 minutes or at a fixed time of day.
+The day and week lags see the last one, once; a half-hourly or hourly job they do not see at all.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -16,14 +22,18 @@ DAY = 1440
 WEEK = 7 * DAY
 LAGS = (1, 2, 3, 4, 5, 10)
 MIN_SCALE = 1.0
+PERIODS = (30, 60, DAY)  # minutes: half-hourly and hourly timers, a fixed time of day
+CYCLES = 4  # how many past cycles each period's share looks at
+PHASE_SLACK = 1  # +-1 minute around the phase: a timer's requests straddle minute boundaries
 
 FEATURE_NAMES = (
     [f"lag_{k}" for k in LAGS]
     + ["mean_15", "mean_60", "max_60", "nonzero_15", "nonzero_60", "nonzero_day",
        "log_minutes_since_request", "log_scale", "data_share_day",
        "yesterday", "yesterday_window_mean", "yesterday_window_nonzero",
-       "last_week", "last_week_window_nonzero",
-       "tod_sin", "tod_cos", "dow_sin", "dow_cos", "horizon"]
+       "last_week", "last_week_window_nonzero"]
+    + [f"period_{p}_share" for p in PERIODS] + ["best_period_share"]
+    + ["tod_sin", "tod_cos", "dow_sin", "dow_cos", "horizon"]
 )
 
 
@@ -102,13 +112,34 @@ def build(index: SeriesIndex, origins: np.ndarray, horizon: int, start_minute: i
     y_nz = index.nonzero_share(target - DAY - 5, target - DAY + 6)
     week = index.at(target - WEEK) / rep_scale
     w_nz = index.nonzero_share(target - WEEK - 5, target - WEEK + 6)
+    periods = period_shares(lambda lo, hi: index.window(lo, hi)[1:], target, np.repeat(t, horizon))
     minute_of_day = (start_minute + target) % DAY
     day_of_week = ((start_minute + target) // DAY + 3) % 7  # 1970-01-01 was a Thursday
     angle_d = 2 * np.pi * minute_of_day / DAY
     angle_w = 2 * np.pi * day_of_week / 7
-    per_row = np.stack([yesterday, y_mean, y_nz, week, w_nz, np.sin(angle_d), np.cos(angle_d),
+    per_row = np.stack([yesterday, y_mean, y_nz, week, w_nz, *periods, np.sin(angle_d), np.cos(angle_d),
                         np.sin(angle_w), np.cos(angle_w), h.astype(float)], axis=1)
     return np.hstack([base, per_row])
+
+
+def period_shares(window: Callable, target, origin) -> list[np.ndarray]:
+    """For each period p of PERIODS, the share of the last CYCLES cycles that had a request
+    within +-PHASE_SLACK minutes of the target minute's phase (minutes target - c * p), then the
+    largest share (how strongly the series keeps its best period). A cycle counts only if its
+    window lies wholly before the origin (no peeking) and has data (a gap is unknown, not idle);
+    NaN where no cycle counts. `window(lo, hi)` gives (minutes with data, nonzero minutes) over
+    [lo, hi); `target` and `origin` are arrays (per row) or ints (the live tick's one column)."""
+    shares = []
+    for p in PERIODS:
+        hits, seen = 0, 0
+        for c in range(1, CYCLES + 1):
+            lo, hi = target - c * p - PHASE_SLACK, target - c * p + PHASE_SLACK + 1
+            with_data, nonzero = window(lo, hi)
+            usable = (lo >= 0) & (hi <= origin) & (with_data > 0)
+            hits = hits + (usable & (nonzero > 0))
+            seen = seen + usable
+        shares.append(np.where(seen > 0, hits / np.maximum(seen, 1), np.nan))
+    return shares + [np.fmax.reduce(shares)]  # fmax: NaN only where every share is NaN
 
 
 def targets(index: SeriesIndex, origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -190,6 +221,7 @@ def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> tuple[n
             share(target - DAY - 5, target - DAY + 6),
             at(target - WEEK) / scale,
             share(target - WEEK - 5, target - WEEK + 6),
+            *period_shares(lambda lo, hi: stats(lo, hi)[1:], target, t),
             np.full(n, np.sin(angle_d)), np.full(n, np.cos(angle_d)),
             np.full(n, np.sin(angle_w)), np.full(n, np.cos(angle_w)), np.full(n, float(h)),
         ], axis=1))

@@ -7,7 +7,8 @@ artifact can be replaced together with it, so the digest can also be pinned wher
 cannot change it (FORECASTER_SHA256 in the function's environment): then only that artifact loads. The manifest is re-checked every tick
 (one stat): when training publishes a new version, the next tick loads it, no restart. A new
 version that fails its check is refused and the verified one keeps serving; the refusal is
-reported in `problem` (and logged by the caller).
+reported in `problem` (and logged by the caller). So is a forecaster fitted on other features
+than this release's features.py builds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import joblib
 
+from . import features
 from .verified_file import inside, read_verified
 
 MANIFEST = "manifest.json"
@@ -77,6 +79,11 @@ class ModelStore:
         for attribute in ("predict", "horizon", "quantile"):
             if not hasattr(estimator, attribute):
                 raise ModelUnavailable(f"{path.name} is not a forecaster (no {attribute})")
+        # A model fitted on other features (an older release) would fail on every row, or worse
+        # read one column as another: refused until a forecaster of these features is published.
+        if list(getattr(estimator, "feature_names_", [])) != list(features.FEATURE_NAMES):
+            raise ModelUnavailable(f"{path.name} was fitted on other features than this function builds; "
+                                   "publish it again (make models)")
         return LoadedModel(estimator, str(entry.get("version", digest[:12])), digest,
                            float(estimator.quantile), int(estimator.horizon))
 
