@@ -1,0 +1,166 @@
+"""Where per-model Knative's requests over capacity come from on a fleet, and what the min-scale
+policy's sizing costs and saves there, walk-forward (issue 17, the busy tenants' target).
+
+    python -m training.sizing_study --fleet FILE.csv [--cache DIR] [--min-rate 7] [--diagnose]
+
+Subset: the tenants whose mean rate over the whole span is at least `--min-rate` req/s (default
+7: scale.placement's dedicate threshold, 70% of one pod, the tenants the pooled design gives a
+Service of their own), every day of the span; the first two days are warm-up (not scored), as in
+the fleet backtest. Forecasts are the fleet backtest's own (`walk_forward`, refitted daily on
+every tenant's past), cached in `--cache` so that the study can be re-run on the same forecasts.
+
+`--diagnose` splits Knative's over-capacity requests by cause, from each lane's recorded ready
+pods and its per-second arrivals (the simulator's own serving rule, backlog first):
+- `start`: in a 600 s source window that follows an idle one (an active period begins);
+- `step`: in the first 120 s of a window with more requests than the one before (Knative's 60 s
+  stable window and a 5 s cold start lag behind a step up at the window boundary);
+- `noise`: everything else (the rate is flat within a window: the busiest seconds of a Poisson
+  stream over the pods Knative keeps at 70% of their capacity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from scale.min_scale_policy import PolicySettings
+from training.fleet_backtest import DAY, FleetOptions, Forecasts, Placer, PolicySchedule, walk_forward
+from training.fleet_sim import DAY_S, FleetSimConfig, simulate_lanes
+from training.fleet_trace import FleetTrace, load_fleet
+
+SIZE_EDGES = (0.7, 7.0, 70.0, 700.0)
+"""Size classes by mean req/s: below one pod's dedicate share, 1-10, 10-100, 100+ pods' worth."""
+STEP_SECONDS = 120
+
+
+def size_class(rate: float) -> str:
+    edges = (0.0,) + SIZE_EDGES + (math.inf,)
+    for lo, hi in zip(edges, edges[1:]):
+        if lo <= rate < hi:
+            return f"{lo:g}-{hi:g} req/s"
+    raise ValueError(rate)
+
+
+class _Quiet:
+    def update(self, n: int) -> None:
+        pass
+
+
+def cached_forecasts(fleet: FleetTrace, options: FleetOptions, cache: Path) -> tuple[np.ndarray, Forecasts]:
+    """(minute counts, per-model walk-forward forecasts) of the whole fleet, as the fleet
+    backtest makes them (placement included: it decides the pool series the model is fitted on)."""
+    path = cache / f"{fleet.name}.forecasts.npz"
+    if path.exists():
+        z = np.load(path)
+        return z["counts"], Forecasts(z["point"], z["upper"], z["p_any"])
+    counts = fleet.minute_counts()
+    placer = Placer(counts.shape[0], options.placement)
+    per_model, _, _, _ = walk_forward(counts, fleet, options, placer, _Quiet())
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, counts=counts, point=per_model.point, upper=per_model.upper, p_any=per_model.p_any)
+    return counts, per_model
+
+
+def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int) -> np.ndarray:
+    out = np.zeros((len(rows), n), np.int64)
+    for k, i in enumerate(rows):
+        PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i]).fill(out[k], 0, n, settings)
+    return out
+
+
+def waiting_per_second(arrivals: np.ndarray, ready: np.ndarray, capacity: float) -> np.ndarray:
+    """Requests not served within their arrival second while pods were ready (the simulator's
+    rule: the backlog is served first, then new arrivals, up to ready x capacity per second)."""
+    budget = (ready.astype(np.int64) * int(capacity))
+    out = np.zeros(len(arrivals), np.int64)
+    candidates = np.flatnonzero(arrivals > budget)  # with no pod ready, the activator's buffer builds
+    backlog, last = 0, -1
+    for s in candidates:
+        if s <= last:
+            continue
+        t = s
+        while t < len(arrivals):
+            served_old = min(backlog, budget[t])
+            served_new = min(int(arrivals[t]), budget[t] - served_old)
+            waiting = int(arrivals[t]) - served_new
+            if ready[t] > 0:
+                out[t] = waiting
+            backlog += waiting - served_old
+            if backlog == 0 and t > s:
+                break
+            t += 1
+        last = t
+    return out
+
+
+def diagnose(fleet: FleetTrace, lanes: np.ndarray, options: FleetOptions, days: range) -> dict[int, dict[str, int]]:
+    """Knative's over-capacity requests of each tenant split by cause, on `days` (the first
+    hour of the run is Knative warming up from zero, not scored)."""
+    config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
+    first = days.start
+    seconds = len(days) * DAY_S
+    streams = lambda d: fleet.day_arrivals(first + d)[lanes]  # noqa: E731
+    schedule = np.zeros((len(lanes), len(days) * DAY), np.int64)
+    run = simulate_lanes(streams, np.arange(len(lanes)), schedule, config, seconds, 3600, record=tuple(range(len(lanes))))
+    windows = np.zeros((len(fleet.services), fleet.seconds // fleet.bin_seconds + 1), np.int64)
+    np.add.at(windows, (fleet.service_index, fleet.bins), fleet.counts)
+    out: dict[int, dict[str, int]] = {}
+    arrivals = np.concatenate([fleet.day_arrivals(d)[lanes] for d in days], axis=1)
+    for k, i in enumerate(lanes):
+        wait = waiting_per_second(arrivals[k], run.ready[k], options.capacity_rps)
+        wait[:3600] = 0
+        s = np.flatnonzero(wait) + first * DAY_S
+        w = s // fleet.bin_seconds
+        prev = windows[i, np.maximum(w - 1, 0)]
+        cur = windows[i, w]
+        start = prev == 0
+        step = ~start & (cur > prev) & (s - w * fleet.bin_seconds < STEP_SECONDS)
+        v = wait[s - first * DAY_S]
+        out[int(i)] = {"start": int(v[start].sum()), "step": int(v[step].sum()), "noise": int(v[~start & ~step].sum()),
+                       "total": int(run.totals.over[k]), "requests": int(run.totals.requests[k]),
+                       "pod_seconds": int(run.totals.pod_seconds[k])}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fleet", required=True, type=Path)
+    p.add_argument("--cache", type=Path, default=Path("reports/sizing"))
+    p.add_argument("--min-rate", type=float, default=7.0)
+    p.add_argument("--diagnose", action="store_true")
+    p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
+    args = p.parse_args()
+    fleet = load_fleet(args.fleet)
+    options = FleetOptions()
+    rate = fleet.totals() / fleet.seconds
+    lanes = np.flatnonzero(rate >= args.min_rate)
+    print(f"{fleet.name}: {len(lanes)} of {len(rate)} tenants with mean rate >= {args.min_rate:g} req/s "
+          f"({fleet.totals()[lanes].sum() / fleet.totals().sum():.1%} of requests)")
+    if args.diagnose:
+        report = diagnose(fleet, np.flatnonzero(rate > 0), options, range(*args.diagnose_days))
+        print_diagnosis(report, rate, args.diagnose_days)
+
+
+def print_diagnosis(report: dict[int, dict[str, int]], rate: np.ndarray, days: tuple[int, int]) -> None:
+    print(f"\nper-model Knative (min-scale 0), days {days[0]}-{days[1] - 1}, over-capacity requests by cause\n")
+    print("| tenant size | tenants | requests | over capacity | over % | start of active period | step up at a window boundary | noise within a window | split / simulator |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    classes: dict[str, dict[str, int]] = {}
+    for i, r in report.items():
+        c = classes.setdefault(size_class(float(rate[i])), {"tenants": 0, "requests": 0, "total": 0, "start": 0, "step": 0, "noise": 0})
+        c["tenants"] += 1
+        for key in ("requests", "total", "start", "step", "noise"):
+            c[key] += r[key]
+    for name in sorted(classes, key=lambda x: float(x.split("-")[0])):
+        c = classes[name]
+        parts = sum(c[k] for k in ("start", "step", "noise")) or 1
+        print(f"| {name} | {c['tenants']} | {c['requests']} | {c['total']} | {100 * c['total'] / max(1, c['requests']):.3f} | "
+              f"{c['start'] / parts:.1%} | {c['step'] / parts:.1%} | {c['noise'] / parts:.1%} | {parts / max(1, c['total']):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
