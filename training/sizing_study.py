@@ -28,13 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from scale.min_scale_policy import PolicySettings
-from training.fleet_backtest import DAY, FleetOptions, Forecasts, Placer, PolicySchedule, walk_forward
+from training.fleet_backtest import (DAY, FleetOptions, Forecasts, Placer, PolicySchedule, oracle_schedule, span_peaks,
+                                     walk_forward)
 from training.fleet_sim import DAY_S, FleetSimConfig, simulate_lanes
 from training.fleet_trace import FleetTrace, load_fleet
 
 SIZE_EDGES = (0.7, 7.0, 70.0, 700.0)
 """Size classes by mean req/s: below one pod's dedicate share, 1-10, 10-100, 100+ pods' worth."""
 STEP_SECONDS = 120
+STEP_RATIOS = (1 / 0.7, 1.6, 2.0, 3.0)
+"""Buckets of a step's size (window count over the one before): up to Knative's 43% headroom,
+then up to its panic threshold (2x) in two, then beyond."""
 
 
 def size_class(rate: float) -> str:
@@ -120,10 +124,107 @@ def diagnose(fleet: FleetTrace, lanes: np.ndarray, options: FleetOptions, days: 
         start = prev == 0
         step = ~start & (cur > prev) & (s - w * fleet.bin_seconds < STEP_SECONDS)
         v = wait[s - first * DAY_S]
-        out[int(i)] = {"start": int(v[start].sum()), "step": int(v[step].sum()), "noise": int(v[~start & ~step].sum()),
+        ratio = np.digitize(cur[step] / np.maximum(prev[step], 1), STEP_RATIOS)
+        by_ratio = np.bincount(ratio, weights=v[step], minlength=len(STEP_RATIOS) + 1).astype(np.int64)
+        out[int(i)] = {"step_by_ratio": by_ratio, "start": int(v[start].sum()), "step": int(v[step].sum()), "noise": int(v[~start & ~step].sum()),
                        "total": int(run.totals.over[k]), "requests": int(run.totals.requests[k]),
                        "pod_seconds": int(run.totals.pod_seconds[k])}
     return out
+
+
+def forecast_sizing(counts: np.ndarray, fc: Forecasts, lanes: np.ndarray, settings: PolicySettings,
+                    warmup: int, window_minutes: int) -> list[dict]:
+    """Why the policy's min-scale exceeds what Knative keeps, per tenant: over scored minutes,
+    the forecast's point and upper quantile against the minute's actual count, the pods the
+    upper quantile asks for with and without peak-second sizing, against Knative's steady pods
+    (ceil(rate / (capacity x 70%)) at the actual rate); and whether the forecast made a minute
+    before a window boundary sees a step up of more than Knative's 43% headroom."""
+    n = counts.shape[1]
+    target = settings.capacity_rps * 0.7
+    rows = []
+    plain = replace(settings, burst_risk=None)
+    for i in lanes:
+        c = counts[i, warmup:]
+        point, upper = fc.point[i, warmup:, 0].astype(float), fc.upper[i, warmup:, 0].astype(float)
+        ok = ~np.isnan(point)
+        c, point, upper = c[ok], point[ok], upper[ok]
+        kpa = np.ceil(c / 60.0 / target - 1e-9)
+        with_peak = np.array([_pods(u / 60.0, settings) for u in upper])
+        without = np.array([_pods(u / 60.0, plain) for u in upper])
+        minutes = np.arange(warmup, n)[ok]
+        boundary = minutes[(minutes % window_minutes == 0) & (minutes > warmup)]
+        before, after = counts[i, boundary - 1], counts[i, boundary]
+        big = (before > 0) & (after > before / 0.7)
+        seen_point = fc.point[i, boundary - 1, 1] >= after / 1.0 * 0.7  # Knative's headroom on the forecast covers it
+        seen_upper = fc.upper[i, boundary - 1, 1] >= after
+        rel = c[point > 0] / point[point > 0]
+        rows.append({"tenant": int(i), "actual": float(c.sum()), "point": float(point.sum()), "upper": float(upper.sum()),
+                     "kpa_pods": float(kpa.sum()), "upper_pods": float(with_peak.sum()), "upper_pods_mean_only": float(without.sum()),
+                     "q90_actual_over_point": float(np.quantile(rel, 0.9)) if len(rel) else float("nan"),
+                     "big_steps": int(big.sum()), "boundaries": int(len(boundary)),
+                     "big_steps_seen_point": int((big & seen_point).sum()), "big_steps_seen_upper": int((big & seen_upper).sum())})
+    return rows
+
+
+def _pods(rate: float, settings: PolicySettings) -> int:
+    from scale.min_scale_policy import _pods_for
+
+    return _pods_for(rate, settings)
+
+
+def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
+    print("\nthe forecast against the actual minute (scored minutes, next-minute forecast), sums per tenant size\n")
+    print("| tenant size | tenants | point / actual | upper / actual | median tenant q90(actual / point) | pods for upper, mean only / Knative's steady pods | "
+          "pods for upper's peak second / Knative's | boundary steps > 43% | seen by point x 1/0.7 | seen by upper |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    classes: dict[str, list[dict]] = {}
+    for r in rows:
+        classes.setdefault(size_class(float(rate[r["tenant"]])), []).append(r)
+    for name in sorted(classes, key=lambda x: float(x.split("-")[0])):
+        rs = classes[name]
+        tot = {k: sum(r[k] for r in rs) for k in rs[0] if k != "tenant"}
+        q90 = float(np.nanmedian([r["q90_actual_over_point"] for r in rs]))
+        print(f"| {name} | {len(rs)} | {tot['point'] / tot['actual']:.3f} | {tot['upper'] / tot['actual']:.3f} | {q90:.3f} | "
+              f"{tot['upper_pods_mean_only'] / tot['kpa_pods']:.3f} | {tot['upper_pods'] / tot['kpa_pods']:.3f} | "
+              f"{tot['big_steps']} of {tot['boundaries']} | {tot['big_steps_seen_point'] / max(1, tot['big_steps']):.1%} | "
+              f"{tot['big_steps_seen_upper'] / max(1, tot['big_steps']):.1%} |")
+
+
+def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Forecasts, options: FleetOptions,
+            variants: dict[str, PolicySettings]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-model Knative, the once-a-minute oracle and the policy under each settings variant on
+    the same arrivals of the `lanes` tenants (each a Service of its own, as the busy tenants are
+    in the pooled design), scored after the warm-up days: per-tenant totals of each."""
+    n = counts.shape[1]
+    names = ["kpa", "oracle"] + list(variants)
+    sub = Forecasts(fc.point[lanes], fc.upper[lanes], fc.p_any[lanes])
+    streams = lambda d: fleet.day_arrivals(d)[lanes]  # noqa: E731
+    peaks = span_peaks(streams, fleet.days, n, options)
+    rows = [np.zeros((len(lanes), n), np.int64), oracle_schedule(peaks, options.capacity_rps)]
+    rows += [schedules(sub, np.arange(len(lanes)), s, n) for s in variants.values()]
+    config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
+    run = simulate_lanes(streams, np.tile(np.arange(len(lanes)), len(names)), np.concatenate(rows), config,
+                         fleet.seconds, options.warmup_days * DAY_S)
+    t = run.totals
+    k = len(lanes)
+    return {name: {"requests": t.requests[j * k:(j + 1) * k], "cold": t.cold[j * k:(j + 1) * k],
+                   "over": t.over[j * k:(j + 1) * k], "pod_seconds": t.pod_seconds[j * k:(j + 1) * k]}
+            for j, name in enumerate(names)}
+
+
+def print_compare(result: dict[str, dict[str, np.ndarray]], lanes: np.ndarray, rate: np.ndarray, title: str) -> None:
+    print(f"\n{title}: ratios to per-model Knative (kpa) in the same run\n")
+    print("| tenant size | tenants | policy | over capacity | over cap vs KPA | pod-s | pod-s vs KPA | cold | cold vs KPA |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    sizes = np.array([size_class(float(rate[i])) for i in lanes])
+    for name in sorted(set(sizes), key=lambda x: float(x.split("-")[0])) + ["all"]:
+        mask = np.ones(len(lanes), bool) if name == "all" else sizes == name
+        kpa = {key: int(v[mask].sum()) for key, v in result["kpa"].items()}
+        for policy, totals in result.items():
+            mine = {key: int(v[mask].sum()) for key, v in totals.items()}
+            ratio = lambda key: f"{mine[key] / kpa[key]:.3f}" if kpa[key] else "-"  # noqa: E731
+            print(f"| {name} | {int(mask.sum())} | {policy} | {mine['over']} | {ratio('over')} | {mine['pod_seconds']} | "
+                  f"{ratio('pod_seconds')} | {mine['cold']} | {ratio('cold')} |")
 
 
 def main() -> None:
@@ -132,6 +233,8 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=Path("reports/sizing"))
     p.add_argument("--min-rate", type=float, default=7.0)
     p.add_argument("--diagnose", action="store_true")
+    p.add_argument("--forecast-sizing", action="store_true")
+    p.add_argument("--headroom", type=float, nargs="*", default=(1 / 0.7,), help="level_headroom values to score")
     p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
     args = p.parse_args()
     fleet = load_fleet(args.fleet)
@@ -143,6 +246,15 @@ def main() -> None:
     if args.diagnose:
         report = diagnose(fleet, np.flatnonzero(rate > 0), options, range(*args.diagnose_days))
         print_diagnosis(report, rate, args.diagnose_days)
+    counts, fc = cached_forecasts(fleet, options, args.cache)
+    base = PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=options.cost, max_scale=options.max_scale)
+    warmup = options.warmup_days * DAY
+    if args.forecast_sizing:
+        print_forecast_sizing(forecast_sizing(counts, fc, np.flatnonzero(rate > 0), base, warmup, fleet.bin_seconds // 60), rate)
+    variants = {"old (main)": replace(base, size_unbacked=True), "backed only": base}
+    variants.update({f"backed, point x {h:g}": replace(base, headroom=h) for h in args.headroom})
+    result = compare(fleet, lanes, counts, fc, options, variants)
+    print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
 
 
 def print_diagnosis(report: dict[int, dict[str, int]], rate: np.ndarray, days: tuple[int, int]) -> None:
@@ -160,6 +272,13 @@ def print_diagnosis(report: dict[int, dict[str, int]], rate: np.ndarray, days: t
         parts = sum(c[k] for k in ("start", "step", "noise")) or 1
         print(f"| {name} | {c['tenants']} | {c['requests']} | {c['total']} | {100 * c['total'] / max(1, c['requests']):.3f} | "
               f"{c['start'] / parts:.1%} | {c['step'] / parts:.1%} | {c['noise'] / parts:.1%} | {parts / max(1, c['total']):.3f} |")
+    edges = ("1",) + tuple(f"{r:.2f}" for r in STEP_RATIOS) + ("inf",)
+    print("\nstep over-capacity requests by step size (window count / previous window's)\n")
+    print("| tenant size | " + " | ".join(f"{a}-{b}x" for a, b in zip(edges, edges[1:])) + " |")
+    print("|---|" + "---|" * (len(edges) - 1))
+    for name in sorted(classes, key=lambda x: float(x.split("-")[0])):
+        v = sum(r["step_by_ratio"] for i, r in report.items() if size_class(float(rate[i])) == name)
+        print(f"| {name} | " + " | ".join(f"{x / max(1, v.sum()):.1%}" for x in v) + " |")
 
 
 if __name__ == "__main__":
