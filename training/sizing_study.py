@@ -27,14 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from scale.min_scale_policy import PolicySettings
+from scale.min_scale_policy import MinuteForecast, PolicySettings, error_headroom, minute_pods
 from training.fleet_backtest import (DAY, FleetOptions, Forecasts, Placer, PolicySchedule, oracle_schedule, span_peaks,
                                      walk_forward)
 from training.fleet_sim import DAY_S, FleetSimConfig, simulate_lanes
 from training.fleet_trace import FleetTrace, load_fleet
 
 SIZE_EDGES = (0.7, 7.0, 70.0, 700.0)
-"""Size classes by mean req/s: below one pod's dedicate share, 1-10, 10-100, 100+ pods' worth."""
+"""Size classes by mean req/s (10 per pod): under 7% of a pod, under the dedicate threshold (70%
+of a pod), 1-10, 10-100 and 100+ pods' worth at Knative's 70% target."""
 STEP_SECONDS = 120
 STEP_RATIOS = (1 / 0.7, 1.6, 2.0, 3.0)
 """Buckets of a step's size (window count over the one before): up to Knative's 43% headroom,
@@ -69,10 +70,41 @@ def cached_forecasts(fleet: FleetTrace, options: FleetOptions, cache: Path) -> t
     return counts, per_model
 
 
-def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int) -> np.ndarray:
+ERROR_WINDOW_MINUTES = 60
+ERROR_MIN_MINUTES = 10
+
+
+def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int, counts: np.ndarray | None = None,
+              error_quantile: float | None = None) -> np.ndarray:
+    """PolicySchedule over each series. With `error_quantile`, every minute's settings carry
+    the series' own `error_headroom` over the last ERROR_WINDOW_MINUTES complete minutes of the
+    same day (the forecaster is refitted daily, and a refit changes its errors), from backed
+    minutes only; with fewer than ERROR_MIN_MINUTES of them, the forecaster's upper quantile."""
     out = np.zeros((len(rows), n), np.int64)
     for k, i in enumerate(rows):
-        PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i]).fill(out[k], 0, n, settings)
+        schedule = PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i])
+        if error_quantile is None:
+            schedule.fill(out[k], 0, n, settings)
+            continue
+        heads = rolling_error_headroom(counts[i], fc.point[i, :, 0], fc.upper[i, :, 0], error_quantile)
+        for m in range(n):
+            h = heads[m]
+            schedule.fill(out[k], m, m + 1, settings if np.isnan(h) else replace(settings, headroom=float(h)))
+    return out
+
+
+def rolling_error_headroom(actual: np.ndarray, point: np.ndarray, upper: np.ndarray, quantile: float) -> np.ndarray:
+    """scale.min_scale_policy.error_headroom (per-minute counts against each minute's own point
+    forecast) at every minute over the window before it: NaN where it has too few backed minutes."""
+    n = len(actual)
+    backed_minute = (point > 0) & (upper > point) & ~np.isnan(actual)
+    out = np.full(n, np.nan)
+    for m in range(n):
+        lo = max(m - ERROR_WINDOW_MINUTES, (m // DAY) * DAY)
+        keep = np.flatnonzero(backed_minute[lo:m]) + lo
+        if len(keep) >= ERROR_MIN_MINUTES:
+            h = error_headroom(actual[keep].tolist(), point[keep].astype(float).tolist(), quantile)
+            out[m] = np.nan if h is None else h
     return out
 
 
@@ -155,7 +187,7 @@ def forecast_sizing(counts: np.ndarray, fc: Forecasts, lanes: np.ndarray, settin
         boundary = minutes[(minutes % window_minutes == 0) & (minutes > warmup)]
         before, after = counts[i, boundary - 1], counts[i, boundary]
         big = (before > 0) & (after > before / 0.7)
-        seen_point = fc.point[i, boundary - 1, 1] >= after / 1.0 * 0.7  # Knative's headroom on the forecast covers it
+        seen_point = fc.point[i, boundary - 1, 1] / 0.7 >= after  # Knative's headroom over the forecast covers it
         seen_upper = fc.upper[i, boundary - 1, 1] >= after
         rel = c[point > 0] / point[point > 0]
         rows.append({"tenant": int(i), "actual": float(c.sum()), "point": float(point.sum()), "upper": float(upper.sum()),
@@ -167,9 +199,8 @@ def forecast_sizing(counts: np.ndarray, fc: Forecasts, lanes: np.ndarray, settin
 
 
 def _pods(rate: float, settings: PolicySettings) -> int:
-    from scale.min_scale_policy import _pods_for
-
-    return _pods_for(rate, settings)
+    """The policy's pods for a minute whose upper quantile is `rate` req/s."""
+    return minute_pods(MinuteForecast(0.0, rate, 1.0), settings)
 
 
 def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
@@ -191,17 +222,20 @@ def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
 
 
 def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Forecasts, options: FleetOptions,
-            variants: dict[str, PolicySettings]) -> dict[str, dict[str, np.ndarray]]:
+            variants: dict[str, PolicySettings], error_variants: dict[str, tuple[PolicySettings, float]] | None = None
+            ) -> dict[str, dict[str, np.ndarray]]:
     """Per-model Knative, the once-a-minute oracle and the policy under each settings variant on
     the same arrivals of the `lanes` tenants (each a Service of its own, as the busy tenants are
     in the pooled design), scored after the warm-up days: per-tenant totals of each."""
     n = counts.shape[1]
-    names = ["kpa", "oracle"] + list(variants)
+    error_variants = error_variants or {}
+    names = ["kpa", "oracle"] + list(variants) + list(error_variants)
     sub = Forecasts(fc.point[lanes], fc.upper[lanes], fc.p_any[lanes])
     streams = lambda d: fleet.day_arrivals(d)[lanes]  # noqa: E731
     peaks = span_peaks(streams, fleet.days, n, options)
     rows = [np.zeros((len(lanes), n), np.int64), oracle_schedule(peaks, options.capacity_rps)]
     rows += [schedules(sub, np.arange(len(lanes)), s, n) for s in variants.values()]
+    rows += [schedules(sub, np.arange(len(lanes)), s, n, counts[lanes], q) for s, q in error_variants.values()]
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     run = simulate_lanes(streams, np.tile(np.arange(len(lanes)), len(names)), np.concatenate(rows), config,
                          fleet.seconds, options.warmup_days * DAY_S)
@@ -234,13 +268,16 @@ def main() -> None:
     p.add_argument("--min-rate", type=float, default=7.0)
     p.add_argument("--diagnose", action="store_true")
     p.add_argument("--forecast-sizing", action="store_true")
-    p.add_argument("--headroom", type=float, nargs="*", default=(1 / 0.7,), help="level_headroom values to score")
+    p.add_argument("--headroom", type=float, nargs="*", default=(), help="uniform headroom values to score")
+    p.add_argument("--error-quantile", type=float, nargs="*", default=(0.9,),
+                   help="score the policy with each Service's own error_headroom at these quantiles")
+    p.add_argument("--all-tenants", action="store_true", help="score every tenant, not only the busy ones")
     p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
     args = p.parse_args()
     fleet = load_fleet(args.fleet)
     options = FleetOptions()
     rate = fleet.totals() / fleet.seconds
-    lanes = np.flatnonzero(rate >= args.min_rate)
+    lanes = np.flatnonzero(rate > 0) if args.all_tenants else np.flatnonzero(rate >= args.min_rate)
     print(f"{fleet.name}: {len(lanes)} of {len(rate)} tenants with mean rate >= {args.min_rate:g} req/s "
           f"({fleet.totals()[lanes].sum() / fleet.totals().sum():.1%} of requests)")
     if args.diagnose:
@@ -253,7 +290,8 @@ def main() -> None:
         print_forecast_sizing(forecast_sizing(counts, fc, np.flatnonzero(rate > 0), base, warmup, fleet.bin_seconds // 60), rate)
     variants = {"old (main)": replace(base, size_unbacked=True), "backed only": base}
     variants.update({f"backed, point x {h:g}": replace(base, headroom=h) for h in args.headroom})
-    result = compare(fleet, lanes, counts, fc, options, variants)
+    errors = {f"backed, point x own q{q:g} error": (base, q) for q in args.error_quantile}
+    result = compare(fleet, lanes, counts, fc, options, variants, errors)
     print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
 
 
