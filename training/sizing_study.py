@@ -190,9 +190,14 @@ def forecast_sizing(counts: np.ndarray, fc: Forecasts, lanes: np.ndarray, settin
         seen_point = fc.point[i, boundary - 1, 1] / 0.7 >= after  # Knative's headroom over the forecast covers it
         seen_upper = fc.upper[i, boundary - 1, 1] >= after
         rel = c[point > 0] / point[point > 0]
+        unbacked = ~(upper > point)
         rows.append({"tenant": int(i), "actual": float(c.sum()), "point": float(point.sum()), "upper": float(upper.sum()),
                      "kpa_pods": float(kpa.sum()), "upper_pods": float(with_peak.sum()), "upper_pods_mean_only": float(without.sum()),
                      "q90_actual_over_point": float(np.quantile(rel, 0.9)) if len(rel) else float("nan"),
+                     "median_upper_over_actual": float(np.median(upper[c > 0] / c[c > 0])) if (c > 0).any() else float("nan"),
+                     "minutes": int(len(c)), "unbacked_minutes": int(unbacked.sum()),
+                     "upper_pods_unbacked": float(with_peak[unbacked].sum()),
+                     "max_scale_minutes": int((with_peak >= settings.max_scale).sum()),
                      "big_steps": int(big.sum()), "boundaries": int(len(boundary)),
                      "big_steps_seen_point": int((big & seen_point).sum()), "big_steps_seen_upper": int((big & seen_upper).sum())})
     return rows
@@ -205,18 +210,22 @@ def _pods(rate: float, settings: PolicySettings) -> int:
 
 def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
     print("\nthe forecast against the actual minute (scored minutes, next-minute forecast), sums per tenant size\n")
-    print("| tenant size | tenants | point / actual | upper / actual | median tenant q90(actual / point) | pods for upper, mean only / Knative's steady pods | "
-          "pods for upper's peak second / Knative's | boundary steps > 43% | seen by point x 1/0.7 | seen by upper |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| tenant size | tenants | point / actual | upper / actual | median tenant's median minute upper / actual | median tenant q90(actual / point) | pods for upper, mean only / Knative's steady pods | "
+          "pods for upper's peak second / Knative's | minutes unbacked (upper <= point) | their share of those pods | minutes at max-scale | "
+          "boundary steps > 43% | seen by point x 1/0.7 | seen by upper |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     classes: dict[str, list[dict]] = {}
     for r in rows:
         classes.setdefault(size_class(float(rate[r["tenant"]])), []).append(r)
     for name in sorted(classes, key=lambda x: float(x.split("-")[0])):
         rs = classes[name]
-        tot = {k: sum(r[k] for r in rs) for k in rs[0] if k != "tenant"}
+        tot = {k: sum(r[k] for r in rs) for k in rs[0] if k not in ("tenant", "median_upper_over_actual", "q90_actual_over_point")}
         q90 = float(np.nanmedian([r["q90_actual_over_point"] for r in rs]))
-        print(f"| {name} | {len(rs)} | {tot['point'] / tot['actual']:.3f} | {tot['upper'] / tot['actual']:.3f} | {q90:.3f} | "
+        typical = float(np.nanmedian([r["median_upper_over_actual"] for r in rs]))
+        print(f"| {name} | {len(rs)} | {tot['point'] / tot['actual']:.3f} | {tot['upper'] / tot['actual']:.3f} | {typical:.3f} | {q90:.3f} | "
               f"{tot['upper_pods_mean_only'] / tot['kpa_pods']:.3f} | {tot['upper_pods'] / tot['kpa_pods']:.3f} | "
+              f"{tot['unbacked_minutes'] / tot['minutes']:.1%} | {tot['upper_pods_unbacked'] / max(1.0, tot['upper_pods']):.1%} | "
+              f"{tot['max_scale_minutes'] / tot['minutes']:.2%} | "
               f"{tot['big_steps']} of {tot['boundaries']} | {tot['big_steps_seen_point'] / max(1, tot['big_steps']):.1%} | "
               f"{tot['big_steps_seen_upper'] / max(1, tot['big_steps']):.1%} |")
 
@@ -272,6 +281,7 @@ def main() -> None:
     p.add_argument("--error-quantile", type=float, nargs="*", default=(0.9,),
                    help="score the policy with each Service's own error_headroom at these quantiles")
     p.add_argument("--all-tenants", action="store_true", help="score every tenant, not only the busy ones")
+    p.add_argument("--no-compare", action="store_true", help="the analyses only, no policy simulation")
     p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
     args = p.parse_args()
     fleet = load_fleet(args.fleet)
@@ -290,6 +300,8 @@ def main() -> None:
         print_forecast_sizing(forecast_sizing(counts, fc, np.flatnonzero(rate > 0), base, warmup, fleet.bin_seconds // 60), rate)
     variants = {"old (main)": replace(base, size_unbacked=True), "backed only": base}
     variants.update({f"backed, point x {h:g}": replace(base, headroom=h) for h in args.headroom})
+    if args.no_compare:
+        return
     errors = {f"backed, point x own q{q:g} error": (base, q) for q in args.error_quantile}
     result = compare(fleet, lanes, counts, fc, options, variants, errors)
     print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
