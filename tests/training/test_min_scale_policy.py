@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from scale.min_scale_policy import MinuteForecast, PolicySettings, decide, desired_min_scale, peak_second
+from scale.min_scale_policy import MinuteForecast, PolicySettings, decide, desired_min_scale, error_headroom, peak_second
 
 S = PolicySettings(capacity_rps=10.0, cold_start_cost_pod_s=300.0, max_scale=5, cooldown_s=120)
 
@@ -25,7 +25,8 @@ def test_load_sets_replicas_from_the_upper_quantile_and_bounds_clamp():
     mean_only = replace(S, burst_risk=None)
     assert desired_min_scale([f(1.0, upper=60 * 25)], mean_only) == 3  # 25 req/s over 10 per pod
     assert desired_min_scale([f(1.0, upper=60 * 1000)], S) == 5  # max_scale
-    assert desired_min_scale([f(1.0, upper=float("inf"))], S) == 5  # never an overflow
+    assert desired_min_scale([MinuteForecast(1.0, float("inf"), 1.0)], S) == 5  # never an overflow
+    assert desired_min_scale([f(1.0, upper=float("inf"))], S) == 1  # an infinite mean too: unbacked (below)
     assert desired_min_scale([f(1.0, upper=1e308)], S) == 5
     floor = PolicySettings(min_scale=2)
     assert desired_min_scale([f(0.0)], floor) == 2
@@ -72,3 +73,40 @@ def test_pods_cover_the_busiest_second_not_the_mean():
     big = peak_second(2000.0, risk)
     assert 2000 + 2.5 * math.sqrt(2000) < big < 2000 + 3.5 * math.sqrt(2000)  # z(1 - 0.1/60) = 2.94
     assert peak_second(1.0, 0.5) <= peak_second(1.0, 0.01)  # less risk, more headroom
+
+
+BIG = PolicySettings(capacity_rps=10.0, cold_start_cost_pod_s=300.0, max_scale=1000, burst_risk=None)
+
+
+def test_a_minute_whose_upper_quantile_does_not_exceed_its_mean_sizes_no_pods():
+    # The forecaster returns upper = max(quantile, mean): a run-away mean comes back as both.
+    runaway = MinuteForecast(point_rps=1e6, upper_rps=1e6, p_any=1.0)
+    sane = MinuteForecast(point_rps=40.0, upper_rps=45.0, p_any=1.0)
+    assert desired_min_scale([runaway], BIG) == 1  # warm (P(any) says so), but no pods from it
+    assert desired_min_scale([sane, runaway], BIG) == 5  # the backed minute alone sizes: 45 / 10
+    assert desired_min_scale([runaway, sane], BIG) == 5
+    # A forecaster with no quantile model of its own (upper = point) opts back in.
+    assert desired_min_scale([runaway], replace(BIG, size_unbacked=True)) == 1000
+    assert desired_min_scale([MinuteForecast(40.0, 40.0, 1.0)], replace(BIG, size_unbacked=True)) == 4
+
+
+def test_headroom_sizes_from_the_point_times_the_services_own_error():
+    # 70 req/s expected, upper quantile 130: the forecaster's upper asks 13 pods; a Service whose
+    # load strayed at most 20% above its point forecast asks ceil(70 x 1.2 / 10) = 9.
+    f70 = MinuteForecast(point_rps=70.0, upper_rps=130.0, p_any=1.0)
+    assert desired_min_scale([f70], BIG) == 13
+    assert desired_min_scale([f70], replace(BIG, headroom=1.2)) == 9
+    # The busiest second of that rate still counts with burst_risk, and an unbacked minute adds nothing.
+    assert desired_min_scale([f70], replace(BIG, headroom=1.2, burst_risk=0.1)) == math.ceil(peak_second(84.0, 0.1) / 10)
+    runaway = MinuteForecast(point_rps=1e6, upper_rps=1e6, p_any=1.0)
+    assert desired_min_scale([f70, runaway], replace(BIG, headroom=1.2)) == 9
+
+
+def test_error_headroom_is_the_quantile_of_actual_over_point():
+    point = [10.0] * 10 + [0.0]
+    actual = [float(x) for x in range(5, 15)] + [50.0]  # ratios 0.5 .. 1.4; the 0-forecast minute is left out
+    assert error_headroom(actual, point, 0.0) == 0.5
+    assert error_headroom(actual, point, 1.0) == 1.4
+    assert math.isclose(error_headroom(actual, point, 0.9), 1.31)  # between 1.3 and 1.4, linearly
+    assert error_headroom([3.0], [0.0], 0.9) is None
+    assert error_headroom([], [], 0.9) is None
