@@ -91,3 +91,31 @@ def test_cli_json_has_every_policy_and_field(tmp_path, capsys):
     assert per_model["model_loads"] == 0
     default = next(s for s in scores if s["policy"] == "predictive" and s["default"])
     assert default["services_dedicated"] >= 1  # at 0.5 req/s per pod the busy model gets its own Service
+
+
+def test_prices_in_lockstep_decide_as_each_price_alone():
+    """PolicySchedule shares one plan call among prices that agree on a minute: the schedules
+    must be those each price gives when run by itself."""
+    from scale.min_scale_policy import PolicySettings
+
+    from training.fleet_backtest import PolicySchedule
+
+    rng = np.random.default_rng(5)
+    n = 1500
+    settings = [PolicySettings(capacity_rps=10.0, cold_start_cost_pod_s=c, max_scale=50) for c in (300.0, 60.0, 1200.0)]
+    for level in (0.05, 3.0, 400.0):
+        point = rng.gamma(0.5, level, (n, 2)).astype(np.float32)
+        upper = (point * rng.uniform(0.8, 3.0, (n, 2))).astype(np.float32)
+        p_any = rng.beta(0.5, 0.5, (n, 2)).astype(np.float32)
+        point[:30] = np.nan
+        active = rng.random(n) < 0.9
+        together = [np.zeros(n, np.int64) for _ in settings]
+        PolicySchedule(point, upper, p_any).fill(together, 0, n, settings, active)
+        for s, row in zip(settings, together):
+            alone = np.zeros(n, np.int64)
+            PolicySchedule(point, upper, p_any).fill([alone], 0, n, [s], active)
+            assert np.array_equal(alone, row)
+        assert len({row.tobytes() for row in together}) > 1 or level > 100  # the prices do differ where P(any) matters
+    with pytest.raises(ValueError):
+        PolicySchedule(point, upper, p_any).fill([np.zeros(n, np.int64)] * 2, 0, n,
+                                                 [settings[0], PolicySettings(capacity_rps=5.0)], active)
