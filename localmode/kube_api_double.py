@@ -26,17 +26,36 @@ exercised over real HTTP against this double, which behaves as the parts it stan
 - Revisions carry `status.actualReplicas` (ready pods), set by whoever runs the pods here (the
   Serving stand-in, or a test) through `set_actual_replicas`.
 - Every request is recorded (method, verb, resource, name, status), and faults can be injected
-  (a status for the next N matching requests; a concurrent writer before the next patch).
+  (a status for the next N matching requests; a concurrent writer before the next patch; events
+  applied but never delivered to watchers).
+- Watch (`?watch=1`), as the API server's watch cache serves it (k8s.io/apiserver
+  pkg/storage/cacher/watch_cache.go; "Efficient detection of changes" in the API concepts docs):
+  every write is an event in a bounded history (`watch_history` events, the watch cache's
+  capacity); a watch from resourceVersion R streams, as chunked JSON lines, the ADDED / MODIFIED /
+  DELETED events after R (an object leaving a label selector is DELETED for that watch, one
+  entering it ADDED), BOOKMARK events carrying the current resourceVersion while idle when
+  `allowWatchBookmarks=true`, and ends after `timeoutSeconds`. A watch without a resourceVersion
+  (or "0") starts with a synthetic ADDED per object. R older than the history (the events after it
+  were dropped, or `compact()` was called) is answered as the cacher does: HTTP 200 with one ERROR
+  event whose Status is 410 Expired "too old resource version: R (oldest-1)".
+- Paged lists (`limit` / `continue`, "Retrieving large results sets in chunks"): pages of a
+  consistent snapshot at the first page's resourceVersion, in key order, with
+  `metadata.continue` and `remainingItemCount` (not with a label selector, as the docs say); a
+  continue token older than the history (etcd compacted) is 410 Expired, and the client must
+  start over.
 """
 
 from __future__ import annotations
 
+import base64
+import bisect
 import copy
 import json
 import re
 import threading
 import time
 import uuid
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -62,6 +81,7 @@ class Recorded:
     name: str | None
     status: int
     body: Any = None
+    query: dict = field(default_factory=dict)
     at: float = 0.0
     """Wall-clock time the request was answered."""
 
@@ -120,7 +140,8 @@ def scale_function_rules(root, legacy: bool = False, namespaces: list[str] | Non
 
 class KubeApiDouble:
     def __init__(self, rules: list[Rule] | None = None, version: str = "1.21", domain: str = "example.com",
-                 schemas: dict[tuple[str, str], dict] | None = None, mapping_reconcile_s: float = 0.0):
+                 schemas: dict[tuple[str, str], dict] | None = None, mapping_reconcile_s: float = 0.0,
+                 watch_history: int = 100_000, bookmark_interval_s: float = 1.0):
         self.rules = rules
         self.version = version
         self.domain = domain
@@ -136,6 +157,20 @@ class KubeApiDouble:
         self._before_patch: list[Callable[[], None]] = []
         self._lock = threading.RLock()
         self._rv = 1000
+        # -- watch: the history of writes (the watch cache), and who is waiting on it
+        self._events: deque[_Event] = deque()
+        self._history = watch_history
+        self._compacted_rv = 0
+        """The resourceVersion of the newest event dropped from the history (a watch from an
+        older one, or a continue token older than it, is 410 Gone)."""
+        self._changed = threading.Condition(self._lock)
+        self._drops: list[tuple[Callable[[tuple], bool], list[int]]] = []
+        self._snapshots: OrderedDict[tuple, list[tuple[str, str]]] = OrderedDict()
+        self.bookmark_interval_s = bookmark_interval_s
+        self._closing = False
+        self._epoch = 0
+        self._watching: dict[int, int] = {}
+        """Open watch -> the resourceVersion up to which its events have been sent."""
         self.add_namespace("knative-serving", {"app.kubernetes.io/version": "1.21.0" if _version(version) >= (1, 21) else "1.20.2"})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -144,6 +179,9 @@ class KubeApiDouble:
         self._thread.start()
 
     def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
@@ -155,10 +193,41 @@ class KubeApiDouble:
     def put_object(self, group: str, plural: str, namespace: str | None, obj: dict) -> dict:
         with self._lock:
             obj = copy.deepcopy(obj)
-            obj.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+            obj.setdefault("metadata", {})
             obj["metadata"].setdefault("uid", str(uuid.uuid4()))  # a recreated object gets a new one
-            self.objects[(group, plural, namespace, obj["metadata"]["name"])] = obj
+            self._commit((group, plural, namespace, obj["metadata"]["name"]), obj)
             return obj
+
+    def delete_object(self, group: str, plural: str, namespace: str | None, name: str) -> None:
+        """The object is removed (a DELETED event for watchers)."""
+        with self._lock:
+            key = (group, plural, namespace, name)
+            obj = self.objects.pop(key)
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._log("DELETED", key, obj, obj["metadata"].get("labels") or {}, None)
+
+    def _commit(self, key: tuple, obj: dict) -> None:
+        """Store `obj` as the object at `key` with a new resourceVersion, and record the write
+        as a watch event (under the lock). Every write goes through here."""
+        before = self.objects.get(key)
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        self.objects[key] = obj
+        self._log("ADDED" if before is None else "MODIFIED", key, obj,
+                  None if before is None else (before["metadata"].get("labels") or {}),
+                  obj["metadata"].get("labels") or {})
+
+    def _log(self, kind: str, key: tuple, obj: dict, labels_before: dict | None, labels_after: dict | None) -> None:
+        delivered = True
+        for match, left in self._drops:
+            if left[0] > 0 and match(key):
+                left[0] -= 1
+                delivered = False
+        if len(self._events) >= self._history:
+            self._compacted_rv = self._events.popleft().rv
+        self._events.append(_Event(int(obj["metadata"]["resourceVersion"]), kind, key, json.dumps(obj),
+                                   dict(labels_before) if labels_before is not None else None,
+                                   dict(labels_after) if labels_after is not None else None, delivered))
+        self._changed.notify_all()
 
     def add_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         self.put_object("", "namespaces", None, {"apiVersion": "v1", "kind": "Namespace",
@@ -222,8 +291,9 @@ class KubeApiDouble:
             obj = self.objects.get((SERVING[0], "revisions", namespace, revision))
             if obj is None or (obj.get("status") or {}).get("actualReplicas") == ready:
                 return
+            obj = copy.deepcopy(obj)
             obj.setdefault("status", {})["actualReplicas"] = ready
-            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._commit((SERVING[0], "revisions", namespace, revision), obj)
 
     def _mapping_status(self, namespace: str, host: str, target: str, generation: int) -> dict:
         found = (SERVING[0], "services", namespace, target) in self.objects
@@ -237,22 +307,22 @@ class KubeApiDouble:
         now = time.monotonic()
         for key, at in list(self._settle_at.items()):
             if at <= now and key in self.objects:
-                obj = self.objects[key]
+                obj = copy.deepcopy(self.objects[key])
                 target = obj["spec"]["ref"]["name"]
                 obj["status"] = self._mapping_status(key[2], key[3], target, obj["metadata"]["generation"])
                 if obj["status"]["conditions"][0]["status"] == "True":
                     self._routed[key] = target  # an unresolvable ref leaves the old route in place
-                obj["metadata"]["resourceVersion"] = self._next_rv()
+                self._commit(key, obj)
                 del self._settle_at[key]
 
     def roll_out(self, namespace: str, service: str, revision: str) -> None:
         """A new Revision from the Service's template takes all traffic (what a deploy does)."""
         with self._lock:
-            ksvc = self.objects[(SERVING[0], "services", namespace, service)]
+            ksvc = copy.deepcopy(self.objects[(SERVING[0], "services", namespace, service)])
             self.add_revision(namespace, service, revision, ksvc["spec"]["template"]["metadata"].get("annotations", {}))
             ksvc["status"]["traffic"] = [{"revisionName": revision, "percent": 100, "latestRevision": True}]
             ksvc["status"]["latestReadyRevisionName"] = revision
-            ksvc["metadata"]["resourceVersion"] = self._next_rv()
+            self._commit((SERVING[0], "services", namespace, service), ksvc)
 
     def get(self, group: str, plural: str, namespace: str | None, name: str) -> dict:
         with self._lock:
@@ -273,12 +343,37 @@ class KubeApiDouble:
         with self._lock:
             self._before_patch.append(action)
 
+    def drop_events(self, match: Callable[[tuple], bool], times: int = 1) -> None:
+        """The next `times` writes whose key (group, plural, namespace, name) matches are applied
+        but never reach a watcher: a watch that missed an event, which only a list corrects."""
+        with self._lock:
+            self._drops.append((match, [times]))
+
+    def compact(self) -> None:
+        """Forget the watch history (etcd compaction, a watch cache re-initialised): open watches
+        end, and every watch resuming from an earlier resourceVersion, and every continue token,
+        gets 410 Gone."""
+        with self._lock:
+            self._events.clear()
+            self._compacted_rv = self._rv
+            self._snapshots.clear()
+            self._epoch += 1  # open watches end, as when the watch cache is re-initialised
+            self._changed.notify_all()
+
+    def settle_watches(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every open watch has been sent every event written so far (True), or the
+        timeout passes (False): a test that changes the cluster and then sends an event at once
+        would otherwise race the function's watch-fed cache (eventually consistent, as any
+        controller's)."""
+        with self._lock:
+            return self._changed.wait_for(lambda: all(p >= self._rv for p in self._watching.values()), timeout_s)
+
     def touch(self, group: str, plural: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Another writer changes the object (bumps its resourceVersion)."""
         with self._lock:
-            obj = self.objects[(group, plural, namespace, name)]
+            obj = copy.deepcopy(self.objects[(group, plural, namespace, name)])
             obj["metadata"].setdefault("annotations", {}).update(annotations)
-            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._commit((group, plural, namespace, name), obj)
 
     def calls(self, method: str | None = None, resource: str | None = None) -> list[Recorded]:
         return [r for r in self.requests if (method is None or r.method == method)
@@ -330,16 +425,21 @@ class KubeApiDouble:
             except ValueError:
                 self._reply(http, 400, _status(400, "BadRequest", "body is not JSON"))
                 return
-        record = Recorded(method, verb, group, plural, namespace, name, 0, body)
+        query = parse_qs(url.query)
+        if verb == "list" and _flag(query, "watch"):
+            self._watch(http, Recorded(method, "watch", group, plural, namespace, name, 0, None, query))
+            return
+        record = Recorded(method, verb, group, plural, namespace, name, 0, body, query)
         with self._lock:
             self._settle()
-            status, payload = self._answer(record, parse_qs(url.query), http.headers.get("Content-Type", ""))
+            status, payload = self._answer(record, query, http.headers.get("Content-Type", ""))
             record.status = status
             record.at = time.time()
             self.requests.append(record)
         self._reply(http, status, payload)
 
-    def _answer(self, record: Recorded, query: dict, content_type: str) -> tuple[int, dict]:
+    def _refused(self, record: Recorded) -> tuple[int, dict] | None:
+        """An injected fault, or RBAC's 403, for this request (None: go on)."""
         for match, status, left in self._faults:
             if left[0] > 0 and match(record):
                 left[0] -= 1
@@ -348,13 +448,14 @@ class KubeApiDouble:
                 r.allows(record.group, record.resource, record.verb, record.name, record.namespace) for r in self.rules):
             return 403, _status(403, "Forbidden",
                                 f'{record.resource}.{record.group} "{record.name}" is forbidden: cannot {record.verb}')
+        return None
+
+    def _answer(self, record: Recorded, query: dict, content_type: str) -> tuple[int, dict | bytes]:
+        refused = self._refused(record)
+        if refused is not None:
+            return refused
         if record.verb == "list":
-            selector = dict(p.split("=", 1) for p in query.get("labelSelector", [""])[0].split(",") if "=" in p)
-            items = [copy.deepcopy(o) for (g, p, ns, _), o in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
-                     if g == record.group and p == record.resource
-                     and (record.namespace is None or ns == record.namespace)
-                     and all(o["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]
-            return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+            return self._list(record, query)
         key = (record.group, record.resource, record.namespace, record.name)
         current = self.objects.get(key)
         if current is None:
@@ -389,8 +490,7 @@ class KubeApiDouble:
             self._settle_at[key] = time.monotonic() + self.mapping_reconcile_s
         if record.resource == "podautoscalers" and _version(self.version) >= (1, 21):
             return 200, copy.deepcopy(current)  # the revision reconciler puts it back at once
-        updated["metadata"]["resourceVersion"] = self._next_rv()
-        self.objects[key] = updated
+        self._commit(key, updated)
         if key in self._settle_at and self.mapping_reconcile_s <= 0:
             self._settle()
             updated = self.objects[key]
@@ -401,9 +501,124 @@ class KubeApiDouble:
                            if k.startswith("autoscaling.knative.dev/")}
                 pa_ann = {k: v for k, v in pa["metadata"].get("annotations", {}).items()
                           if not k.startswith("autoscaling.knative.dev/")}
+                pa = copy.deepcopy(pa)
                 pa["metadata"]["annotations"] = {**pa_ann, **scaling}
-                pa["metadata"]["resourceVersion"] = self._next_rv()
+                self._commit((AUTOSCALING[0], "podautoscalers", record.namespace, record.name), pa)
         return 200, copy.deepcopy(updated)
+
+    # -- list (paged) and watch -------------------------------------------------------------
+    def _list(self, record: Recorded, query: dict) -> tuple[int, dict | bytes]:
+        """A list; with `limit`, one page of the snapshot taken at the first page's
+        resourceVersion (etcd serves the continuation at that revision until it is compacted)."""
+        selector = _selector(query)
+        limit = int(query.get("limit", ["0"])[0] or 0)
+        token = query.get("continue", [""])[0]
+        scope = (record.group, record.resource, record.namespace, tuple(sorted(selector.items())))
+        if token:
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+                rv, start = int(decoded["rv"]), str(decoded["start"])
+            except (ValueError, KeyError, TypeError):
+                return 400, _status(400, "BadRequest", "continue key is not valid")
+            snapshot = self._snapshots.get((rv, *scope))
+            if rv <= self._compacted_rv or snapshot is None:
+                return 410, _status(410, "Expired", "The provided continue parameter is too old to display a consistent "
+                                    "list result. You can start a new list without the continue parameter.")
+            at = bisect.bisect_left(snapshot, (start, ""))
+        else:
+            rv = self._rv
+            snapshot = sorted((f"{ns or ''}/{name}", json.dumps(o)) for (g, p, ns, name), o in self.objects.items()
+                              if g == record.group and p == record.resource
+                              and (record.namespace is None or ns == record.namespace) and _matches(o, selector))
+            at = 0
+            if limit > 0 and len(snapshot) > limit:
+                self._snapshots[(rv, *scope)] = snapshot
+                while len(self._snapshots) > 32:
+                    self._snapshots.popitem(last=False)
+        end = len(snapshot) if limit <= 0 else min(len(snapshot), at + limit)
+        meta: dict = {"resourceVersion": str(rv)}
+        if end < len(snapshot):
+            meta["continue"] = base64.urlsafe_b64encode(
+                json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": snapshot[end - 1][0] + "\x00"}).encode()).decode()
+            if not selector:
+                meta["remainingItemCount"] = len(snapshot) - end
+        head = json.dumps({"kind": "List", "apiVersion": "v1", "metadata": meta})[:-1]
+        return 200, (head + ', "items": [' + ", ".join(text for _, text in snapshot[at:end]) + "]}").encode()
+
+    def _watch(self, http: BaseHTTPRequestHandler, record: Recorded) -> None:
+        """Serve one watch: chunked JSON lines until `timeoutSeconds`, the client leaving, or close()."""
+        query = record.query
+        selector = _selector(query)
+        timeout = float(query.get("timeoutSeconds", ["1800"])[0] or 1800)
+        bookmarks = _flag(query, "allowWatchBookmarks")
+        since = query.get("resourceVersion", [""])[0]
+        with self._lock:
+            refused = self._refused(record)
+            record.status = refused[0] if refused else 200
+            record.at = time.time()
+            self.requests.append(record)
+            if refused:
+                self._reply(http, *refused)
+                return
+            lines: list[bytes] = []
+            if since in ("", "0"):
+                position = self._rv  # "Any" / "most recent": the current state as synthetic ADDED events
+                lines = [_line("ADDED", json.dumps(o)) for (g, p, ns, _), o in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
+                         if g == record.group and p == record.resource
+                         and (record.namespace is None or ns == record.namespace) and _matches(o, selector)]
+            else:
+                position = int(since)
+            epoch = self._epoch
+        http.protocol_version = "HTTP/1.1"
+        http.send_response(200)
+        http.send_header("Content-Type", "application/json")
+        http.send_header("Transfer-Encoding", "chunked")
+        http.send_header("Connection", "close")
+        http.end_headers()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                with self._lock:
+                    if position < self._compacted_rv:
+                        lines.append(_line("ERROR", json.dumps(_status(
+                            410, "Expired", f"too old resource version: {position} ({self._compacted_rv})"))))
+                        deadline = 0.0
+                    else:
+                        news = []
+                        for event in reversed(self._events):
+                            if event.rv <= position:
+                                break
+                            news.append(event)
+                        for event in reversed(news):
+                            position = event.rv
+                            kind = event.seen_as(record.group, record.resource, record.namespace, selector)
+                            if kind is not None:
+                                lines.append(_line(kind, event.obj))
+                        left = deadline - time.monotonic()
+                        if not lines and not self._closing and left > 0:
+                            if self._changed.wait(min(left, self.bookmark_interval_s)) or not bookmarks \
+                                    or time.monotonic() >= deadline or epoch != self._epoch:
+                                continue
+                            # idle: a BOOKMARK (only metadata.resourceVersion) lets the client resume from here
+                            lines.append(_line("BOOKMARK", json.dumps({"metadata": {"resourceVersion": str(position)}})))
+                    closing = self._closing or epoch != self._epoch
+                for line in lines:
+                    http.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                http.wfile.flush()
+                lines = []
+                with self._lock:
+                    self._watching[id(record)] = position
+                    self._changed.notify_all()
+                if closing or time.monotonic() >= deadline:
+                    break
+            http.wfile.write(b"0\r\n\r\n")
+            http.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the client went away
+        finally:
+            with self._lock:
+                self._watching.pop(id(record), None)
+                self._changed.notify_all()
 
     def _invalid(self, obj: dict) -> str | None:
         """The API server's structural validation against the CRD schema (None: valid)."""
@@ -445,13 +660,59 @@ class KubeApiDouble:
         return None
 
     @staticmethod
-    def _reply(http: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
+    def _reply(http: BaseHTTPRequestHandler, status: int, payload: dict | bytes) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         http.send_response(status)
         http.send_header("Content-Type", "application/json")
         http.send_header("Content-Length", str(len(data)))
         http.end_headers()
         http.wfile.write(data)
+
+
+@dataclass
+class _Event:
+    """One write, as the watch cache keeps it: the object after it (JSON), and the labels
+    before and after (None: the object did not exist), for label-selector watches."""
+    rv: int
+    kind: str
+    key: tuple
+    obj: str
+    labels_before: dict | None
+    labels_after: dict | None
+    delivered: bool = True
+
+    def seen_as(self, group: str, plural: str, namespace: str | None, selector: dict[str, str]) -> str | None:
+        """The event type a watch of (group, plural, namespace, selector) receives (None: none)."""
+        g, p, ns, _ = self.key
+        if not self.delivered or g != group or p != plural or (namespace is not None and ns != namespace):
+            return None
+        was = self.labels_before is not None and all(self.labels_before.get(k) == v for k, v in selector.items())
+        now = self.labels_after is not None and all(self.labels_after.get(k) == v for k, v in selector.items())
+        if was and now:
+            return self.kind
+        if now:
+            return "ADDED"
+        if was:
+            return "DELETED"
+        return None
+
+
+def _line(kind: str, obj: str) -> bytes:
+    return ('{"type": "%s", "object": %s}\n' % (kind, obj)).encode()
+
+
+def _flag(query: dict, name: str) -> bool:
+    """A boolean query parameter as Go's strconv.ParseBool reads it (the client sends "True")."""
+    return query.get(name, [""])[0] in ("1", "t", "T", "true", "True", "TRUE")
+
+
+def _selector(query: dict) -> dict[str, str]:
+    return dict(p.split("=", 1) for p in query.get("labelSelector", [""])[0].split(",") if "=" in p)
+
+
+def _matches(obj: dict, selector: dict[str, str]) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def _duration_s(text: str) -> float | None:

@@ -75,6 +75,7 @@ def scale_fn(redis_db, warmup_sink, tmp_path) -> Iterator[Callable[..., RunningF
             "BURST_RISK": "off", **env,
         }, tmp_path / f"scale-{len(started)}.log")
         started.append(fn)
+        _DOUBLES[id(fn)] = double
         return fn
 
     yield start
@@ -102,7 +103,16 @@ def forecast(tick_minute: int, services: dict[str, list[dict] | str], event_id: 
     }, data={"tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"), "model": {"version": "test"}, "services": entries})
 
 
+_DOUBLES: dict[int, KubeApiDouble] = {}
+"""The API double each started function reads, so that `send` lets its watches deliver first."""
+
+
 def send(fn: RunningFunction, event: CloudEvent, structured: bool = False) -> requests.Response:
+    """Send the event once the function's watches have been sent what the test changed in the
+    double (its cache is eventually consistent, as a controller's is)."""
+    double = _DOUBLES.get(id(fn))
+    if double is not None:
+        double.settle_watches()
     message = to_structured_event(event) if structured else to_binary_event(event)
     return requests.post(fn.url, data=message.body, headers=message.headers, timeout=30)
 

@@ -47,7 +47,7 @@ def test_podautoscaler_path_uses_exactly_what_is_granted(scale_fn):
         used = _exercise(double, scale_fn)
     finally:
         double.close()
-    revision_only = {("serving.knative.dev", "revisions", v) for v in ("get", "list", "patch")}
+    revision_only = {("serving.knative.dev", "revisions", v) for v in ("get", "list", "watch", "patch")}
     assert used == _granted(rules) - revision_only
 
 

@@ -170,14 +170,20 @@ def test_duplicates_and_out_of_order_events_change_nothing(api_double, scale_fn)
     assert "out-of-order forecast ignored" in log
 
 
-def test_unchanged_decisions_cost_one_list_of_each_kind_and_no_write(api_double, scale_fn):
+def test_unchanged_decisions_make_no_api_call_and_the_list_per_event_mode_lists_each_kind(api_double, scale_fn):
     api_double.add_service("models", "wine", LABEL)
     fn = scale_fn(api_double)
     decisions(send(fn, forecast(TICK0, {"models/wine": minutes(15, 0.99)}, "1")))
     before = len(api_double.requests)
     decisions(send(fn, forecast(TICK0 + 1, {"models/wine": minutes(15, 0.99)}, "2")))
+    new = [c for c in api_double.requests[before:] if c.verb != "watch"]
+    # the watch-fed cache answers the reads: an unchanged event costs no call at all
+    assert new == []
+    listing = scale_fn(api_double, API_READS="list")
+    decisions(send(listing, forecast(TICK0 + 2, {"models/wine": minutes(15, 0.99)}, "3")))
+    before = len(api_double.requests)
+    decisions(send(listing, forecast(TICK0 + 3, {"models/wine": minutes(15, 0.99)}, "4")))
     new = api_double.requests[before:]
-    # the cluster is the truth: the namespace's Services and Revisions are listed, nothing else
     assert [(c.method, c.verb, c.resource) for c in new] == [("GET", "list", "services"), ("GET", "list", "revisions")]
 
 
@@ -267,5 +273,5 @@ def test_state_survives_a_restart(api_double, scale_fn):
     d = by_service(decisions(send(fn, forecast(TICK0 + 1, {"models/wine": minutes(15, 0.99)}, "after"))))["models/wine"]
     assert d["previous_min_scale"] == 2 and not d["applied"]
     # a new process reads the Knative version once, then only lists the opted-in services and revisions
-    assert [(c.verb, c.resource) for c in api_double.requests[before:]] == [
+    assert [(c.verb, c.resource) for c in api_double.requests[before:] if c.verb != "watch"] == [
         ("get", "namespaces"), ("list", "services"), ("list", "revisions")]

@@ -1,9 +1,11 @@
 """The Kubernetes API calls of the scale function, through the official `kubernetes` client.
 
-Five calls, and RBAC grants exactly these (serving/rbac-scale.yaml):
-- list Knative Services in a namespace, by the opt-in label (one call per namespace per event);
-- list the Revisions (PodAutoscalers on <= 1.20) of a namespace: what they carry now, the
-  cluster being the truth, not a copy (one call per namespace per event);
+Reads go through a watch-fed cache (kube_cache.py; `API_READS=watch`, the default): each
+namespace's opted-in Services and Revisions are listed once, in pages of `API_PAGE_SIZE`, then
+watched; a steady event makes no read at all. `API_READS=list` pages a fresh list every event
+instead (no watch). The calls, and RBAC grants exactly these (serving/rbac-scale.yaml):
+- list and watch Knative Services in a namespace, by the opt-in label;
+- list and watch the Revisions (PodAutoscalers on <= 1.20) of a namespace;
 - get a Revision (after a conflict: its fresh resourceVersion);
 - merge-patch a Revision's annotations (Knative >= 1.21), or a PodAutoscaler's (<= 1.20);
 - get the knative-serving Namespace (KNATIVE_VERSION=auto reads its version label).
@@ -14,21 +16,23 @@ And, with the model pool (serving/pool/, its own ClusterRole predictive-scale-pl
 
 Errors are types: `ApiSkip` for what a retry cannot fix (403 RBAC, 404 gone, 400 webhook
 denial: log and skip that service), `ApiTransient` when 5xx or connection failures outlast the
-retries (the event is answered 503 so the broker retries it). A 409 re-reads the object and
-retries the patch with its fresh resourceVersion.
+retries (the event is answered 503 so the broker retries it), `ApiExpired` (a transient) for a
+410 Gone. A 409 re-reads the live object and retries the patch with its fresh resourceVersion.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
 from . import metrics
+from .kube_cache import Expired, KubeCache
 
 SERVING = ("serving.knative.dev", "v1")
 MAPPINGS = ("serving.knative.dev", "v1beta1", "domainmappings")
@@ -46,8 +50,13 @@ class ApiTransient(RuntimeError):
     pass
 
 
+class ApiExpired(ApiTransient):
+    """410 Gone: a continue token (or a watch's resourceVersion) older than the server's history."""
+
+
 class KnativeApi:
-    def __init__(self, api_url: str | None, retries: int, backoff_s: float = 0.1):
+    def __init__(self, api_url: str | None, retries: int, backoff_s: float = 0.1, reads: str = "watch",
+                 page_size: int = 500, relist_s: float = 600.0, watch_timeout_s: float = 300.0, connections: int = 8):
         if api_url:
             configuration = client.Configuration(host=api_url)
         else:
@@ -57,12 +66,19 @@ class KnativeApi:
             except config.ConfigException:
                 config.load_kube_config(client_configuration=configuration)
         configuration.retries = False  # retries are ours: they re-read on 409
+        configuration.connection_pool_maxsize = connections  # the writers' pool (scaler.py), and the watches
         api_client = client.ApiClient(configuration)
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.retries = retries
         self.backoff_s = backoff_s
         self.calls = 0
+        self.page_size = page_size
+        self.cache = KubeCache(self._lister, self._watcher, relist_s, watch_timeout_s) if reads == "watch" else None
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
 
     # -- reads -----------------------------------------------------------------------------
     def knative_version(self) -> tuple[int, int]:
@@ -74,14 +90,70 @@ class KnativeApi:
         return parts[0], parts[1]
 
     def list_services(self, namespace: str, label: tuple[str, str]) -> list[dict]:
-        result = self._call(lambda: self.custom.list_namespaced_custom_object(
-            *SERVING, namespace, "services", label_selector=f"{label[0]}={label[1]}"), verb="list")
-        return result.get("items", [])
+        return self._read(*SERVING, namespace, "services", f"{label[0]}={label[1]}")
 
     def list_targets(self, namespace: str, legacy: bool) -> list[dict]:
         group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
-        return self._call(lambda: self.custom.list_namespaced_custom_object(group, version, namespace, plural),
-                          verb="list").get("items", [])
+        return self._read(group, version, namespace, plural)
+
+    def _read(self, group: str, version: str, namespace: str, plural: str, selector: str | None = None) -> list[dict]:
+        """The objects now: from the watch-fed cache, or a fresh paged list (API_READS=list)."""
+        if self.cache is not None:
+            return self.cache.items(group, version, namespace, plural, selector)
+        return self.list_all(group, version, namespace, plural, selector)[0]
+
+    def list_all(self, group: str, version: str, namespace: str, plural: str,
+                 selector: str | None = None) -> tuple[list[dict], str]:
+        """Every object, in pages of `page_size` (one consistent snapshot at the first page's
+        resourceVersion); a continue token that expired (410) starts the list over, as
+        client-go's pager does. Returns the items and the list's resourceVersion."""
+        for _ in range(3):
+            items: list[dict] = []
+            token: str | None = None
+            try:
+                while True:
+                    kwargs = {"limit": self.page_size, "label_selector": selector or ""}
+                    if token:
+                        kwargs["_continue"] = token
+                    page = self._call(lambda: self.custom.list_namespaced_custom_object(
+                        group, version, namespace, plural, **kwargs), verb="list")
+                    items += page.get("items") or []
+                    token = (page.get("metadata") or {}).get("continue")
+                    if not token:
+                        return items, str((page.get("metadata") or {}).get("resourceVersion") or "")
+            except ApiExpired:
+                continue
+        raise ApiExpired(f"{plural}.{group} in {namespace}: continue token expired three times in a row")
+
+    def _lister(self, group: str, version: str, namespace: str, plural: str, selector: str | None):
+        return lambda: self.list_all(group, version, namespace, plural, selector)
+
+    def _watcher(self, group: str, version: str, namespace: str, plural: str, selector: str | None):
+        def watch(resource_version: str, timeout_s: float, opened: Callable[[object], None]) -> Iterator[tuple[str, dict]]:
+            try:
+                response = self._call(lambda: self.custom.list_namespaced_custom_object(
+                    group, version, namespace, plural, label_selector=selector or "", watch=True,
+                    resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=int(timeout_s),
+                    _preload_content=False, _request_timeout=(10, timeout_s + 30)), verb="watch")
+            except ApiExpired as exc:
+                raise Expired(str(exc)) from None
+            opened(response)
+            try:
+                for line in iter_resp_lines(response):
+                    event = json.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            raise Expired(obj.get("message", "410 Gone"))
+                        raise ApiTransient(f"watch error {obj.get('code')}: {obj.get('message')}")
+                    yield kind, obj
+            finally:
+                response.release_conn()
+        return watch
+
+    def observe(self, group: str, version: str, namespace: str, plural: str, obj: dict | None) -> None:
+        if self.cache is not None and obj:
+            self.cache.observe(group, version, namespace, plural, obj)
 
     def get_target(self, namespace: str, revision: str, legacy: bool) -> dict:
         group, version, plural = (*AUTOSCALING, "podautoscalers") if legacy else (*SERVING, "revisions")
@@ -102,8 +174,10 @@ class KnativeApi:
             if rv is not None:
                 body["metadata"]["resourceVersion"] = rv
             try:
-                return self._call(lambda: self.custom.patch_namespaced_custom_object(
+                written = self._call(lambda: self.custom.patch_namespaced_custom_object(
                     group, version, namespace, plural, revision, body), conflict_is_error=True, verb="patch")
+                self.observe(group, version, namespace, plural, written)
+                return written
             except _Conflict:
                 if attempt == self.retries:
                     raise ApiTransient(f"{plural}/{revision}: still conflicting after {attempt + 1} attempts") from None
@@ -125,6 +199,8 @@ class KnativeApi:
                 metrics.api_call(verb, exc.status or "error", time.perf_counter() - started)
                 if exc.status == 409 and conflict_is_error:
                     raise _Conflict() from None
+                if exc.status == 410:
+                    raise ApiExpired(_message(exc)) from None
                 if exc.status in (400, 403, 404, 409, 422):
                     raise ApiSkip(exc.status, _message(exc)) from None
                 failure = f"{exc.status}: {_message(exc)}"
@@ -137,8 +213,7 @@ class KnativeApi:
 
     # -- the model pool's routing ----------------------------------------------------------
     def list_mappings(self, namespace: str) -> list[dict]:
-        return self._call(lambda: self.custom.list_namespaced_custom_object(*MAPPINGS[:2], namespace, MAPPINGS[2]),
-                          verb="list").get("items", [])
+        return self._read(*MAPPINGS[:2], namespace, MAPPINGS[2])
 
     def repoint_mapping(self, namespace: str, host: str, source: str, target: str, resource_version: str | None) -> dict:
         """Point the DomainMapping `host` at the Service `target` (spec.ref.name), from `source`:
@@ -151,8 +226,10 @@ class KnativeApi:
             if rv is not None:
                 body["metadata"]["resourceVersion"] = rv
             try:
-                return self._call(lambda: self.custom.patch_namespaced_custom_object(
+                written = self._call(lambda: self.custom.patch_namespaced_custom_object(
                     *MAPPINGS[:2], namespace, MAPPINGS[2], host, body), conflict_is_error=True, verb="patch")
+                self.observe(*MAPPINGS[:2], namespace, MAPPINGS[2], written)
+                return written
             except _Conflict:
                 if attempt == self.retries:
                     raise ApiTransient(f"domainmappings/{host}: still conflicting after {attempt + 1} attempts") from None

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import redis
@@ -40,7 +41,14 @@ log = logging.getLogger("scale.scaler")
 class Scaler:
     def __init__(self, settings: ScaleSettings, api: KnativeApi | None = None, client: redis.Redis | None = None):
         self.settings = settings
-        self.api = api or KnativeApi(settings.api_url, settings.api_retries)
+        self.api = api or KnativeApi(settings.api_url, settings.api_retries, reads=settings.api_reads,
+                                     page_size=settings.api_page_size, relist_s=settings.api_relist_s,
+                                     watch_timeout_s=settings.api_watch_timeout_s,
+                                     connections=settings.api_writers + 4)
+        # Writes of one event go through a bounded pool: 10,000 patches one after the other take
+        # longer than the minute they are for; `API_WRITERS` in flight at once, never more.
+        self._writers = ThreadPoolExecutor(settings.api_writers, thread_name_prefix="scale-writer") \
+            if settings.api_writers > 1 else None
         self.store = StateStore(client or redis.Redis.from_url(settings.redis_url, password=settings.redis_password,
                                                                socket_timeout=5, socket_connect_timeout=2),
                                 settings.dedupe_ttl_s, settings.decision_history, settings.state_ttl_s)
@@ -53,6 +61,9 @@ class Scaler:
                                        settings.opt_in_label)
 
     def close(self) -> None:
+        if self._writers is not None:
+            self._writers.shutdown(wait=False, cancel_futures=True)
+        self.api.close()
         self.placement.close()
         self.warmup.close()
         self.store.close()
@@ -154,9 +165,14 @@ class Scaler:
                 skipped.append({"service": f"{namespace}/{name}",
                                 "reason": "not opted in (label {}={}) or not found: untouched".format(*self.settings.opt_in_label)})
             states = self.store.load([_uid(s) for s in ksvcs.values()])
+            owned: dict[str, dict[str, dict]] = defaultdict(dict)  # one pass, not one per service
+            for revision, target in targets.items():
+                service = (target["metadata"].get("labels") or {}).get("serving.knative.dev/service")
+                if service is not None:
+                    owned[service][revision] = target
+            work = []
             for name, ksvc in sorted(ksvcs.items()):
                 key = f"{namespace}/{name}"
-                uid = _uid(ksvc)
                 try:
                     policy = service_policy(ksvc, self.settings.policy, self.settings.dry_run)
                 except BadAnnotation as exc:
@@ -164,26 +180,34 @@ class Scaler:
                     continue
                 if placed is not None:
                     policy = placed.policy_for(name, policy)  # placement's floor: a move's target, a route's source
-                state = states.get(uid)
+                state = states.get(_uid(ksvc))
                 if state is not None and now_s < state.tick_s <= trust_until_s:
                     skipped.append({"service": key, "reason": "out of order: a newer forecast was already applied"})
                     json_log.event(log, "out-of-order forecast ignored", logging.WARNING, service=key,
                                    tick=forecast.tick.isoformat(), applied_tick=state.tick_s)
                     continue
+                work.append((key, ksvc, targets, owned.get(name, {}), entries.get(name), policy, state))
+
+            def one(item):
                 try:
-                    decision, new_state = self._service(key, ksvc, targets, entries.get(name), policy, state, now_s,
-                                                        not too_old, legacy, age)
-                except ApiSkip as exc:
+                    return self._service(*item, now_s, not too_old, legacy, age), None
+                except (ApiSkip, ApiTransient) as exc:
+                    return None, exc
+
+            results = self._writers.map(one, work) if self._writers is not None and len(work) > 1 else map(one, work)
+            for (key, ksvc, *_), (result, exc) in zip(work, results):
+                if isinstance(exc, ApiSkip):
                     skipped.append({"service": key, "reason": f"API refused, skipped: {exc}"})
                     json_log.event(log, "service skipped", logging.WARNING, service=key, reason=str(exc))
                     continue
-                except ApiTransient as exc:
+                if exc is not None:
                     transient.append(str(exc))
                     skipped.append({"service": key, "reason": f"API unavailable, will retry: {exc}"})
                     continue
+                decision, new_state = result
                 decisions.append(decision)
                 if new_state is not None:
-                    states_out[uid] = new_state
+                    states_out[_uid(ksvc)] = new_state
         data = {"tick": tick_text, "forecast_model": forecast.model_version,
                 "actuation": "podautoscaler" if legacy else "revision", "decisions": decisions, "skipped": skipped}
         if placement_records:
@@ -192,10 +216,11 @@ class Scaler:
         self.placement.save(placement_states, trust_until_s)
         return data, transient
 
-    def _service(self, key: str, ksvc: dict, targets: dict[str, dict], entry: events.ServiceForecast | None,
-                 policy: ServicePolicy, state: ServiceState | None, now_s: float, event_fresh: bool, legacy: bool,
-                 age_s: float) -> tuple[dict, ServiceState | None]:
-        """Read what the cluster carries, let decision.plan decide, write what it says."""
+    def _service(self, key: str, ksvc: dict, targets: dict[str, dict], owned: dict[str, dict],
+                 entry: events.ServiceForecast | None, policy: ServicePolicy, state: ServiceState | None, now_s: float,
+                 event_fresh: bool, legacy: bool, age_s: float) -> tuple[dict, ServiceState | None]:
+        """Read what the cluster carries, let decision.plan decide, write what it says. `owned`:
+        the Revisions labelled as this Service's. Runs in the writers' pool: no shared state."""
         namespace, name = ksvc["metadata"]["namespace"], ksvc["metadata"]["name"]
         routed = [t["revisionName"] for t in (ksvc.get("status") or {}).get("traffic") or []
                   if t.get("percent", 0) > 0 and t.get("revisionName")]
@@ -204,8 +229,7 @@ class Scaler:
         missing = [r for r in routed if r not in targets]
         if missing:
             raise ApiSkip(404, f"routed Revision {missing[0]} is not in the namespace's list (yet)")
-        mine = {r: t for r, t in targets.items()
-                if r in routed or (t["metadata"].get("labels") or {}).get("serving.knative.dev/service") == name}
+        mine = {**owned, **{r: targets[r] for r in routed}}
         template = (((ksvc.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
         view = ServiceView(routed, {r: t["metadata"].get("annotations") or {} for r, t in mine.items()}, template)
         if entry is None:

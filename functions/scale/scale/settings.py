@@ -19,6 +19,11 @@
 | WARMUP_GATEWAY | (none) | send it to this ingress URL with the Service's host as `Host:` |
 | WARMUP_TIMEOUT_SECONDS | 2 | the request is fire-and-forget: it only has to reach the activator |
 | API_RETRIES | 4 | retries on 409 (re-read first) and 5xx, with exponential backoff |
+| API_READS | watch | `watch`: list each namespace once, then keep a watch-fed cache (kube_cache.py); `list`: a fresh paged list every event |
+| API_PAGE_SIZE | 500 | objects per list page (`limit`; client-go's pager uses 500) |
+| API_RELIST_SECONDS | 600 | the watch cache lists again this often (a missed event is corrected by the next list) |
+| API_WATCH_TIMEOUT_SECONDS | 300 | one watch request lasts at most this long, then is re-opened from its resourceVersion |
+| API_WRITERS | 8 | patches in flight at once (a bounded pool: one event raising 10,000 services) |
 | (model pool) | | PLACEMENT_EVERY_MINUTES, PLACEMENT_HOLD_MINUTES, PLACEMENT_DEDICATE_SHARE, PLACEMENT_POOL_SHARE, POOL_MODELS_PER_POD, PRELOAD_TIMEOUT_SECONDS, PRELOAD_GATEWAY: pool_settings.py |
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
 | DECISION_HISTORY | 60 | decisions kept per service in Redis (the log expires with the state) |
@@ -64,6 +69,11 @@ class ScaleSettings:
     max_ahead_s: float
     state_ttl_s: int
     metrics_max_services: int = 1000
+    api_reads: str = "watch"
+    api_page_size: int = 500
+    api_relist_s: float = 600.0
+    api_watch_timeout_s: float = 300.0
+    api_writers: int = 8
 
     def manages(self, namespace: str) -> bool:
         return "*" in self.managed_namespaces or namespace in self.managed_namespaces
@@ -74,6 +84,9 @@ class ScaleSettings:
         if "=" not in label:
             raise SettingsError(f"OPT_IN_LABEL={label!r} must be key=value")
         key, value = label.split("=", 1)
+        reads = text(env, "API_READS", "watch")
+        if reads not in ("watch", "list"):
+            raise SettingsError(f"API_READS={reads!r} must be watch or list")
         version = text(env, "KNATIVE_VERSION", "auto")
         if version not in ("auto", "1.21", "1.20"):
             raise SettingsError(f"KNATIVE_VERSION={version!r} must be auto, 1.21 or 1.20")
@@ -104,4 +117,9 @@ class ScaleSettings:
             max_ahead_s=number(env, "MAX_AHEAD_SECONDS", 60.0, 0.0),
             state_ttl_s=whole(env, "STATE_TTL_SECONDS", 7 * 86400, 60),
             metrics_max_services=whole(env, "METRICS_MAX_SERVICES", 1000, 0),
+            api_reads=reads,
+            api_page_size=whole(env, "API_PAGE_SIZE", 500, 1),
+            api_relist_s=number(env, "API_RELIST_SECONDS", 600.0, 1.0),
+            api_watch_timeout_s=number(env, "API_WATCH_TIMEOUT_SECONDS", 300.0, 1.0),
+            api_writers=whole(env, "API_WRITERS", 8, 1),
         )
