@@ -1,21 +1,34 @@
-"""Scale function decision time for one forecast event covering N services (100 / 1,000 /
-10,000), against the Kubernetes API double over HTTP, the function under func-python with real
-Redis. Three events per size: the first (every service raised: list + get + patch each), a
-repeat with nothing changed (target: no API call beyond the per-namespace list), and one where
-10% of services change. Target (issue 6): 1,000 services decided and patched in < 5 s.
+"""Scale function decision time for one forecast event covering N services (SIZES, e.g. 1,000 and
+10,000, in 10 namespaces), against the Kubernetes API double over HTTP, the function under
+func-python with real Redis. Per size, in one run:
 
-    make bench-scale        # or: .venv/bin/python bench/bench_scale.py --sizes 100 1000 10000
+- first event: the function's first (its cache is empty: each namespace's Services and Revisions
+  are listed in pages, then watched) and every service raised (one patch each, API_WRITERS at once);
+- steady events: the same forecast again, three times (nothing to write: no API call expected),
+  and one where 10% of the services are lowered (one patch each);
+- API calls made during each event (watch streams opened by the cache are counted apart), the
+  function's peak RSS, Redis bytes per service, and an estimate for 100,000 services from the
+  growth between the two largest sizes measured (on paper: t(100k) = t(n) * (100k / n)^b, b the
+  measured exponent).
+
+Targets (issue 25, 10,000 services): first event <= 10 s, steady event <= 2 s, API calls per
+steady event O(1). Not a test: a table, one run, this machine.
+
+    make bench-scale SIZES="1000 10000"     # or: .venv/bin/python bench/bench_scale.py --sizes 1000 10000
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import redis
 import requests
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
@@ -27,6 +40,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 TICK0 = 29_000_000
 NAMESPACES = 10
+STEADY_REPEATS = 3
 
 
 def event(n: int, tick: int, busy: set[int], event_id: str) -> CloudEvent:
@@ -41,7 +55,14 @@ def event(n: int, tick: int, busy: set[int], event_id: str) -> CloudEvent:
                       data={"tick": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "services": services})
 
 
-def run(n: int, base: Path) -> list[dict]:
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(n: int, base: Path, extra: dict[str, str]) -> dict:
     rules = scale_function_rules(ROOT, namespaces=[f"ns-{k}" for k in range(NAMESPACES)])
     double = KubeApiDouble(rules)
     for i in range(n):
@@ -49,14 +70,16 @@ def run(n: int, base: Path) -> list[dict]:
     store = start_redis(base / "redis")
     env = {"REDIS_URL": store.url, "KUBERNETES_API_URL": double.url, "MAX_FORECAST_AGE_SECONDS": "0",
            "WARMUP": "false", "COOLDOWN_SECONDS": "0", "LOG_LEVEL": "WARNING",
-           "ACCEPTED_SOURCES": "/bench", "MANAGED_NAMESPACES": ",".join(f"ns-{k}" for k in range(NAMESPACES))}
+           "ACCEPTED_SOURCES": "/bench", "MANAGED_NAMESPACES": ",".join(f"ns-{k}" for k in range(NAMESPACES)), **extra}
     url, fn = start_function(ROOT / "functions" / "scale", env, base / "fn.log")
-    rows = []
+    events = []
     try:
-        plan = [("first: all raised", set(range(n))), ("repeat: unchanged", set(range(n))),
-                ("10% lowered", set(range(n)) - set(range(0, n, 10)))]
+        everyone = set(range(n))
+        plan = [("first", everyone)] + [("steady", everyone)] * STEADY_REPEATS + \
+               [("10% lowered", everyone - set(range(0, n, 10)))]
         for k, (label, busy) in enumerate(plan):
             message = to_binary_event(event(n, TICK0 + k, busy, f"bench-{k}"))
+            double.settle_watches(60)  # the previous event's writes have reached the cache
             calls = len(double.requests)
             started = time.perf_counter()
             r = requests.post(url, data=message.body, headers=message.headers, timeout=600)
@@ -64,29 +87,65 @@ def run(n: int, base: Path) -> list[dict]:
             assert r.status_code == 200, r.text[:300]
             new = double.requests[calls:]
             data = r.json()
-            rows.append({"services": n, "event": label, "wall_s": wall,
-                         "applied": sum(d["applied"] for d in data["decisions"]),
-                         "calls": len(new), "patches": sum(c.method == "PATCH" for c in new)})
+            events.append({"event": label, "wall_s": wall, "applied": sum(d["applied"] for d in data["decisions"]),
+                           "calls": sum(c.verb != "watch" for c in new), "watches": sum(c.verb == "watch" for c in new),
+                           "patches": sum(c.method == "PATCH" for c in new)})
+        rss = peak_rss_mib(fn.pid)
+        redis_bytes = redis.Redis.from_url(store.url).info("memory")["used_memory"]
     finally:
         stop(fn)
         store.stop()
         double.close()
-    return rows
+    steady = [e for e in events if e["event"] == "steady"]
+    return {"services": n, "events": events, "first": events[0],
+            "steady_s": statistics.median(e["wall_s"] for e in steady),
+            "steady_calls": max(e["calls"] for e in steady), "lowered": events[-1],
+            "rss_mib": rss, "redis_b_per_service": redis_bytes / n}
+
+
+def estimate(rows: list[dict], value, target: int = 100_000) -> str:
+    """value(row) at `target` services from the growth between the two largest sizes."""
+    if len(rows) < 2:
+        return "n/a"
+    a, b = rows[-2], rows[-1]
+    va, vb = value(a), value(b)
+    if va <= 0 or vb <= 0:
+        return f"{vb:.2f}"
+    exponent = math.log(vb / va) / math.log(b["services"] / a["services"])
+    return f"{vb * (target / b['services']) ** exponent:.1f} (growth n^{exponent:.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra settings for the function, e.g. API_READS=list API_WRITERS=1")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.set)
     rows = []
-    for n in tqdm(args.sizes, desc="bench-scale: sizes", unit="size", file=sys.stderr):
+    for n in tqdm(sorted(args.sizes), desc="bench-scale: sizes", unit="size", file=sys.stderr):
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{n}-") as tmp:
-            rows += run(n, Path(tmp))
-    print("\n| services | event | wall s | services patched | API calls | of which PATCH | calls / service |")
+            rows.append(run(n, Path(tmp), extra))
+    print("\nPer event (API calls: requests made during the event; watch streams opened are counted apart)")
+    print("\n| services | event | wall s | services patched | API calls | of which PATCH | watches opened |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['services']:,} | {r['event']} | {r['wall_s']:.2f} | {r['applied']:,} | {r['calls']:,} | "
-              f"{r['patches']:,} | {r['calls'] / r['services']:.2f} |")
+        for e in r["events"]:
+            print(f"| {r['services']:,} | {e['event']} | {e['wall_s']:.2f} | {e['applied']:,} | {e['calls']:,} | "
+                  f"{e['patches']:,} | {e['watches']} |")
+    print("\n| services | first event s | steady event s (median) | API calls per steady event | 10% lowered s | "
+          "function peak RSS MiB | Redis bytes per service | targets (first <= 10 s, steady <= 2 s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        verdict = "met" if r["first"]["wall_s"] <= 10 and r["steady_s"] <= 2 else "MISSED"
+        print(f"| {r['services']:,} | {r['first']['wall_s']:.2f} | {r['steady_s']:.2f} | {r['steady_calls']} | "
+              f"{r['lowered']['wall_s']:.2f} | {r['rss_mib']:.0f} | {r['redis_b_per_service']:.0f} | {verdict} |")
+    if len(rows) >= 2:
+        print(f"\nOn paper, 100,000 services (from the growth {rows[-2]['services']:,} -> {rows[-1]['services']:,}): "
+              f"first event {estimate(rows, lambda r: r['first']['wall_s'])} s; "
+              f"steady event {estimate(rows, lambda r: r['steady_s'])} s; "
+              f"peak RSS {estimate(rows, lambda r: r['rss_mib'])} MiB; "
+              f"Redis {estimate(rows, lambda r: r['redis_b_per_service'] * r['services'] / 2**20)} MiB.")
 
 
 if __name__ == "__main__":

@@ -384,6 +384,9 @@ class KubeApiDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the API server: one connection serves many requests
+            disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms delayed-ACK stall)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -569,7 +572,6 @@ class KubeApiDouble:
             else:
                 position = int(since)
             epoch = self._epoch
-        http.protocol_version = "HTTP/1.1"
         http.send_response(200)
         http.send_header("Content-Type", "application/json")
         http.send_header("Transfer-Encoding", "chunked")

@@ -36,6 +36,8 @@ from .state_store import ServiceState, StateStore
 from .warmup import WarmUp
 
 log = logging.getLogger("scale.scaler")
+WRITE_CHUNK = 25
+POLICY_MEMO = 200_000
 
 
 class Scaler:
@@ -56,6 +58,7 @@ class Scaler:
         self._legacy: bool | None = {"1.21": False, "1.20": True}.get(settings.knative_version)
         self.metrics = metrics.DecisionMetrics(settings.metrics_max_services)
         self._lock = threading.Lock()
+        self._policies: dict[str, tuple[str, ServicePolicy]] = {}
         # -- model pool placement (pool_placement.py): only namespaces with a pool Service use it
         self.placement = PoolPlacement(settings.pool, self.api, self.store.redis, settings.state_ttl_s,
                                        settings.opt_in_label)
@@ -174,7 +177,7 @@ class Scaler:
             for name, ksvc in sorted(ksvcs.items()):
                 key = f"{namespace}/{name}"
                 try:
-                    policy = service_policy(ksvc, self.settings.policy, self.settings.dry_run)
+                    policy = self._policy(ksvc)
                 except BadAnnotation as exc:
                     skipped.append({"service": key, "reason": f"bad annotation, untouched: {exc}"})
                     continue
@@ -188,13 +191,20 @@ class Scaler:
                     continue
                 work.append((key, ksvc, targets, owned.get(name, {}), entries.get(name), policy, state))
 
-            def one(item):
-                try:
-                    return self._service(*item, now_s, not too_old, legacy, age), None
-                except (ApiSkip, ApiTransient) as exc:
-                    return None, exc
+            def chunk(items: list) -> list:
+                done = []
+                for item in items:
+                    try:
+                        done.append((self._service(*item, now_s, not too_old, legacy, age), None))
+                    except (ApiSkip, ApiTransient) as exc:
+                        done.append((None, exc))
+                return done
 
-            results = self._writers.map(one, work) if self._writers is not None and len(work) > 1 else map(one, work)
+            # chunks of WRITE_CHUNK services per task: the pool's overhead stays small at 10,000
+            # services, and at most API_WRITERS patches are in flight
+            chunks = [work[at:at + WRITE_CHUNK] for at in range(0, len(work), WRITE_CHUNK)]
+            mapped = self._writers.map(chunk, chunks) if self._writers is not None and len(chunks) > 1 else map(chunk, chunks)
+            results = [r for done in mapped for r in done]
             for (key, ksvc, *_), (result, exc) in zip(work, results):
                 if isinstance(exc, ApiSkip):
                     skipped.append({"service": key, "reason": f"API refused, skipped: {exc}"})
@@ -277,6 +287,21 @@ class Scaler:
             # nothing was written: remember the decision clock only
             return record, ServiceState(now_s, decided.previous, state.raised_at_s if state else None)
         return record, ServiceState(now_s, decided.min_scale, decided.raised_at_s)
+
+    def _policy(self, ksvc: dict) -> ServicePolicy:
+        """service_policy of the Service, parsed again only when the Service changed (its
+        resourceVersion): 10,000 annotation sets are not re-read every minute."""
+        meta = ksvc["metadata"]
+        uid, version = _uid(ksvc), meta.get("resourceVersion")
+        known = self._policies.get(uid)
+        if known is not None and version is not None and known[0] == version:
+            return known[1]
+        policy = service_policy(ksvc, self.settings.policy, self.settings.dry_run)
+        if version is not None:
+            if len(self._policies) >= POLICY_MEMO:
+                self._policies.clear()  # bounded: services deleted long ago do not pile up
+            self._policies[uid] = (version, policy)
+        return policy
 
     def _still_current(self, uid: str, tick_s: float):
         def check() -> bool:
