@@ -31,6 +31,23 @@ RING_PREFIX = "forecast:ring:"
 END_KEY = "forecast:ring-end"
 FILL_KEY = "forecast:ring-fill"
 """JSON {"end": E, "done": D} while a cold fill toward end E has stored the minutes before D."""
+RING_BATCH = 500
+"""Rings written per script call, and read per MGET: bounded work per Redis call."""
+
+# SETRANGE the same minutes of many rings: KEYS are the rings, ARGV the byte offset, the bytes
+# before the ring wraps, the bytes per ring, then every ring's bytes back to back (one argument).
+_WRITE_RINGS = """
+local at, head, size = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local blob = ARGV[4]
+for i, key in ipairs(KEYS) do
+  local part = string.sub(blob, (i - 1) * size + 1, i * size)
+  redis.call('SETRANGE', key, at, string.sub(part, 1, head))
+  if head < size then
+    redis.call('SETRANGE', key, 0, string.sub(part, head + 1))
+  end
+end
+return #KEYS
+"""
 
 
 class HistoryCache:
@@ -50,6 +67,7 @@ class HistoryCache:
         self._evicted_hour: int | None = None
         self._expected = 0
         self._loaded = False
+        self._write_rings = client.register_script(_WRITE_RINGS)
 
     def start_minute(self) -> int:
         assert self.end_minute is not None
@@ -77,7 +95,7 @@ class HistoryCache:
         earlier = []
         if new:
             try:
-                earlier = self._read_chunks(source, end_minute - self.width, start, new)
+                earlier = self._read_chunks(source, end_minute - self.width, start, new, zeros=False)
             except PrometheusUnavailable:
                 self.pending, new = new, []
         self._advance(end_minute)
@@ -100,7 +118,7 @@ class HistoryCache:
         a = done
         while a < end_minute:
             b = min(a + self._chunk_minutes(), end_minute)
-            reading = source.read(a, b, None)
+            reading = source.read(a, b, None, zeros=False)
             self._add(sorted(set(reading.counts) - set(self._row)))
             self._store(reading, self.services)
             a = b
@@ -115,12 +133,12 @@ class HistoryCache:
         services = max(1, len(self.services), self._expected)
         return max(10, min(self.chunk, self.max_points // services))
 
-    def _read_chunks(self, source, start: int, end: int, services: list[str] | None):
+    def _read_chunks(self, source, start: int, end: int, services: list[str] | None, zeros: bool = True):
         readings = []
         a = start
         while a < end:
             b = min(a + self._chunk_minutes(), end)
-            readings.append(source.read(a, b, services))
+            readings.append(source.read(a, b, services, zeros=zeros))
             a = b
         return readings
 
@@ -180,27 +198,32 @@ class HistoryCache:
         self._row = {s: i for i, s in enumerate(self.services)}
 
     def _store(self, reading, services: list[str]) -> None:
-        """Write a reading's minutes for `services` into the matrix and the Redis rings."""
+        """Write a reading's minutes for `services` into the matrix and the Redis rings: one
+        block for all of them (a service without a series is 0 where scraped, NaN elsewhere),
+        and the rings in batches of RING_BATCH per script call (the same minutes for each)."""
         assert self.end_minute is not None
         offset = reading.start_minute - self.start_minute()
         n = len(reading.scraped)
         lo, hi = max(0, offset), min(self.width, offset + n)
-        if hi <= lo:
+        if hi <= lo or not services:
             return
+        block = np.zeros((len(services), hi - lo), dtype=np.float32)
+        for k, name in enumerate(services):
+            values = reading.counts.get(name)
+            if values is not None:
+                block[k] = np.nan_to_num(values[lo - offset: hi - offset], nan=0.0)
+        block[:, ~reading.scraped[lo - offset: hi - offset]] = np.nan
+        self.matrix[[self._row[name] for name in services], lo:hi] = block
+        first = self.start_minute() + lo
+        at = first % self.width
+        head = min(hi - lo, self.width - at)
         pipe = self.redis.pipeline(transaction=False)
-        for name in services:
-            values = reading.series_for(name)[lo - offset: hi - offset].astype(np.float32)
-            self.matrix[self._row[name], lo:hi] = values
-            self._write_ring(pipe, name, self.start_minute() + lo, values)
+        for k in range(0, len(services), RING_BATCH):
+            names = services[k:k + RING_BATCH]
+            self._write_rings(keys=[RING_PREFIX + name for name in names],
+                              args=[at * 4, head * 4, (hi - lo) * 4, block[k:k + RING_BATCH].astype("<f4").tobytes()],
+                              client=pipe)
         pipe.execute()
-
-    def _write_ring(self, pipe, name: str, first_minute: int, values: np.ndarray) -> None:
-        key = RING_PREFIX + name
-        at = first_minute % self.width
-        head = min(len(values), self.width - at)
-        pipe.setrange(key, at * 4, values[:head].astype("<f4").tobytes())
-        if head < len(values):
-            pipe.setrange(key, 0, values[head:].astype("<f4").tobytes())
 
     def _persist_end(self) -> None:
         if self.end_minute is not None:
@@ -213,19 +236,20 @@ class HistoryCache:
         end = self.redis.get(END_KEY)
         if end is not None and int(end) <= now_minute:
             names = sorted(k.decode()[len(RING_PREFIX):] for k in self.redis.scan_iter(RING_PREFIX + "*", count=1000))
-            rings = self.redis.mget([RING_PREFIX + n for n in names]) if names else []
             self.end_minute = int(end)
             for name in names:
                 self._row[name] = len(self.services)
                 self.services.append(name)
             self.matrix = np.full((len(names), self.width), np.nan, dtype=np.float32)
             order = (np.arange(self.start_minute(), self.end_minute) % self.width)
-            for name, raw in zip(names, rings):
-                ring = np.full(self.width, np.nan, dtype=np.float32)
-                if raw:
-                    data = np.frombuffer(raw[: self.width * 4], dtype="<f4")
-                    ring[: len(data)] = data
-                self.matrix[self._row[name]] = ring[order]
+            for k in range(0, len(names), RING_BATCH):  # 10,000 rings are 400 MB: never in one reply
+                batch = names[k:k + RING_BATCH]
+                for name, raw in zip(batch, self.redis.mget([RING_PREFIX + n for n in batch])):
+                    ring = np.full(self.width, np.nan, dtype=np.float32)
+                    if raw:
+                        data = np.frombuffer(raw[: self.width * 4], dtype="<f4")
+                        ring[: len(data)] = data
+                    self.matrix[self._row[name]] = ring[order]
             fill = self._fill_progress()
             if fill is not None and fill[0] == self.end_minute:
                 self.matrix[:, fill[1] - self.start_minute():] = np.nan  # not read yet

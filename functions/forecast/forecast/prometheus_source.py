@@ -10,9 +10,11 @@ or a hole in its storage) is a gap for every service: NaN, never read as idle.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterator
 
 import numpy as np
 import requests
@@ -24,6 +26,7 @@ from .metrics import prometheus_call
 
 HEARTBEAT = "__scraped__"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_BRACKETS = bytes.maketrans(b'[]"', b"   ")
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -75,9 +78,23 @@ class PrometheusSource:
         except (requests.RequestException, KeyError, TypeError, IndexError, ValueError) as exc:
             raise PrometheusUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
-    def _query_range(self, promql: str, first: datetime, last: datetime) -> list[dict]:
-        return self._post("query_range", {"query": promql, "start": f"{first.timestamp():.3f}",
-                                          "end": f"{last.timestamp():.3f}", "step": str(self.minute_s)})
+    def _query_range(self, promql: str, first: datetime, last: datetime) -> Iterator[tuple[dict, np.ndarray]]:
+        """The matrix answer as (labels, [t0, v0, t1, v1, ...]) per series."""
+        self.queries_sent += 1
+        form = {"query": promql, "start": f"{first.timestamp():.3f}", "end": f"{last.timestamp():.3f}",
+                "step": str(self.minute_s)}
+        with prometheus_call("query_range"):
+            response = self._session.post(f"{self._api}/query_range", data=form, timeout=self.timeout_s,
+                                          headers={"Accept-Encoding": "identity"})
+            body = response.content
+        if response.status_code != 200 or not body.lstrip().startswith(b'{"status":"success"'):
+            try:
+                error = json.loads(body)
+            except ValueError:
+                raise PrometheusUnavailable(f"HTTP {response.status_code}: not JSON: {body[:200]!r}") from None
+            if response.status_code != 200 or error.get("status") != "success":
+                raise PrometheusUnavailable(f"HTTP {response.status_code}: {error.get('errorType')}: {error.get('error')}"[:400])
+        return _matrix(body)
 
     def _post(self, endpoint: str, form: dict[str, str]) -> list[dict]:
         self.queries_sent += endpoint == "query_range"
@@ -91,8 +108,11 @@ class PrometheusSource:
                 raise PrometheusUnavailable(f"HTTP {response.status_code}: {body.get('errorType')}: {body.get('error')}"[:400])
             return body["data"]["result"]
 
-    def read(self, start_minute: int, end_minute: int, services: list[str] | None = None) -> Reading:
-        """Counts for the minutes [start_minute, end_minute); `services` restricts the query."""
+    def read(self, start_minute: int, end_minute: int, services: list[str] | None = None,
+             zeros: bool = True) -> Reading:
+        """Counts for the minutes [start_minute, end_minute); `services` restricts the query;
+        `zeros=False` leaves the minutes without requests out of the answer (read as 0 where
+        scraped, exactly as when they are sent)."""
         n = end_minute - start_minute
         window = f"{self.minute_s}s"
         # A series the instant selector still sees (Prometheus' lookback delta, 5 min by default)
@@ -100,30 +120,29 @@ class PrometheusSource:
         # minute: a back-filled series has no staleness marker at its end (the accelerated demo,
         # with 2 s minutes, read its history's last counter value as traffic every minute).
         lookback = f"{max(10 * self.minute_s, 300)}s"
-        promql = f"({self.query.render(self._selector(services), window, lookback)}) or label_replace(" \
+        counted = self.query.render(self._selector(services), window, lookback)
+        if not zeros:
+            counted = f"({counted}) > 0"
+        promql = f"({counted}) or label_replace(" \
                  f"{self.query.heartbeat_promql(window)}, \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
         # The value at step t counts the minute ending at t: minute m is read at (m + 1) * 60.
         first = datetime.fromtimestamp((start_minute + 1) * self.minute_s, timezone.utc)
         last = datetime.fromtimestamp(end_minute * self.minute_s, timezone.utc)
-        try:
-            result = self._query_range(promql, first, last)
-        except (requests.RequestException, KeyError, TypeError) as exc:
-            raise PrometheusUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         counts: dict[str, np.ndarray] = {}
         scraped = np.zeros(n, dtype=bool)
-        for series in result:
-            labels = series.get("metric", {})
-            name = labels.get(self.query.service_label, "")
-            stamps = np.array([float(t) for t, _ in series["values"]])
-            values = np.array([float(v) for _, v in series["values"]])
-            index = np.round(stamps / self.minute_s).astype(np.int64) - 1 - start_minute
-            inside = (index >= 0) & (index < n)
-            if name == HEARTBEAT:
-                scraped[index[inside]] = True
-                continue
-            key = f"{labels.get(self.query.namespace_label, '')}/{name}"
-            row = counts.setdefault(key, np.full(n, np.nan))
-            row[index[inside]] = np.nan_to_num(row[index[inside]], nan=0.0) + values[inside]
+        try:
+            for labels, pairs in self._query_range(promql, first, last):
+                name = labels.get(self.query.service_label, "")
+                index = np.round(pairs[0::2] / self.minute_s).astype(np.int64) - 1 - start_minute
+                inside = (index >= 0) & (index < n)
+                if name == HEARTBEAT:
+                    scraped[index[inside]] = True
+                    continue
+                key = f"{labels.get(self.query.namespace_label, '')}/{name}"
+                row = counts.setdefault(key, np.full(n, np.nan))
+                row[index[inside]] = np.nan_to_num(row[index[inside]], nan=0.0) + pairs[1::2][inside]
+        except (requests.RequestException, KeyError, TypeError, ValueError) as exc:
+            raise PrometheusUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         return Reading(start_minute, counts, scraped)
 
     def _selector(self, services: list[str] | None) -> str:
@@ -133,3 +152,29 @@ class PrometheusSource:
         names = sorted({s.split("/", 1)[1] for s in services if _DNS_LABEL.match(s.split("/", 1)[1])})
         alternatives = "|".join(names)
         return f'{self.query.service_label}=~"{alternatives}"'
+
+
+def _matrix(body: bytes) -> Iterator[tuple[dict, np.ndarray]]:
+    """Scan a query_range answer (`{"status":"success","data":{"resultType":"matrix","result":
+    [{"metric":{...},"values":[[t,"v"],...]},...]}}`) without building a Python object per sample.
+    The byte patterns it looks for cannot occur inside a JSON string (a quote there is escaped),
+    and a sample value is a number, "NaN" or "+Inf"/"-Inf": all of which numpy reads."""
+    head = body.find(b'"result":[')
+    if head < 0 or b'"resultType":"matrix"' not in body[:head]:
+        raise ValueError("not a matrix answer")
+    pos = head
+    while True:
+        start = body.find(b'{"metric":', pos)
+        if start < 0:
+            return
+        values = body.find(b',"values":[', start)
+        end = body.find(b"]]", values)
+        if values < 0 or end < 0:
+            raise ValueError("truncated matrix answer")
+        labels = json.loads(body[start + 10:values])
+        section = body[values + 11:end + 1].translate(_BRACKETS)
+        pairs = np.fromstring(section, sep=",") if section.strip() else np.zeros(0)  # noqa: NPY201 - text mode
+        if len(pairs) % 2:
+            raise ValueError("a sample is not a [time, value] pair")
+        yield labels, pairs
+        pos = end

@@ -32,6 +32,23 @@ PENDING, DONE = b"pending", b"done"
 LOG_TTL_S = 86400
 LATEST_KEY = "forecast:latest"
 LOG_PREFIX = "forecast:log:"
+RECORD_BATCH = 500
+"""Services per Redis script call when recording a tick's forecasts."""
+MODEL_WAIT_S = 1.0
+"""How long a tick waits for a newly published forecaster to load before it serves the previous one."""
+
+# Push one line per service log (KEYS; the lines: one JSON array in ARGV[3]), keep the newest
+# ARGV[1] + 1, refresh the TTL (ARGV[2]): 10,000 services are 20 calls, not 40,000 commands.
+_APPEND_LOGS = """
+local last, ttl = tonumber(ARGV[1]), ARGV[2]
+local lines = cjson.decode(ARGV[3])
+for i, key in ipairs(KEYS) do
+  redis.call('LPUSH', key, lines[i])
+  redis.call('LTRIM', key, 0, last)
+  redis.call('EXPIRE', key, ttl)
+end
+return #KEYS
+"""
 
 
 class TickHandler:
@@ -46,13 +63,16 @@ class TickHandler:
         self.models = ModelStore(settings.forecaster_root, settings.forecaster_sha256)
         self.metrics = TickMetrics(settings.metrics_max_services, settings.quality_window_minutes)
         self._lock = threading.Lock()  # one tick at a time: the history cache is not shared-safe
+        self._append_logs = self.redis.register_script(_APPEND_LOGS)
+        self._loading: threading.Thread | None = None
+        self._loader_lock = threading.Lock()
 
     def close(self) -> None:
         self.source.close()
         self.redis.close()
 
     def ready(self) -> tuple[bool, str]:
-        model = self.models.refresh()
+        model = self._model(wait_s=0.0)  # a probe never waits on a load
         if model is None:
             return False, self.models.problem or "no forecaster"
         return True, f"forecaster {model.version}"
@@ -116,9 +136,23 @@ class TickHandler:
             raise RetryLater("this event is being handled by another delivery")
         return False
 
+    def _model(self, wait_s: float = MODEL_WAIT_S):
+        """The verified forecaster now. A newly published one (a refit) is loaded in a background
+        thread: a tick waits for it at most `wait_s`, then forecasts with the one it has, and a
+        later tick picks the new one up. The first load is waited for (there is nothing else)."""
+        if self.models.model is None:
+            return self.models.refresh()
+        with self._loader_lock:
+            if self._loading is None or not self._loading.is_alive():
+                self._loading = threading.Thread(target=self.models.refresh, name="forecaster-load", daemon=True)
+                self._loading.start()
+            loading = self._loading
+        loading.join(wait_s)
+        return self.models.model
+
     def _forecast(self, tick: datetime) -> dict:
         end = int((tick.timestamp() - self.settings.ingest_lag_s) // self.settings.minute_s)
-        model = self.models.refresh()
+        model = self._model()
         sent_before = self.source.queries_sent
         problem: str | None = None
         now_minute = int((time.time() - self.settings.ingest_lag_s) // self.settings.minute_s)
@@ -204,13 +238,17 @@ class TickHandler:
         return entry
 
     def _record(self, data: dict) -> None:
+        """The latest forecast per service (one hash) and its bounded log, in batches of
+        RECORD_BATCH services per call, one pipeline round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        for entry in data["services"]:
-            line = json.dumps({"tick": data["tick"], "model": data["model"].get("version"), **entry})
-            pipe.hset(LATEST_KEY, entry["service"], line)
-            pipe.lpush(LOG_PREFIX + entry["service"], line)
-            pipe.ltrim(LOG_PREFIX + entry["service"], 0, self.settings.forecast_history - 1)
-            pipe.expire(LOG_PREFIX + entry["service"], LOG_TTL_S)
+        lines = [(entry["service"], json.dumps({"tick": data["tick"], "model": data["model"].get("version"), **entry}))
+                 for entry in data["services"]]
+        for at in range(0, len(lines), RECORD_BATCH):
+            batch = lines[at:at + RECORD_BATCH]
+            pipe.hset(LATEST_KEY, mapping=dict(batch))
+            self._append_logs(keys=[LOG_PREFIX + service for service, _ in batch],
+                              args=[self.settings.forecast_history - 1, LOG_TTL_S, json.dumps([line for _, line in batch])],
+                              client=pipe)
         if self.cache.evicted:
             pipe.hdel(LATEST_KEY, *self.cache.evicted)
         pipe.execute()
