@@ -12,7 +12,9 @@ service seen for the first time, or a stretch the function missed, is read in ch
 A cold fill (a week for every service) is saved as it goes: each chunk lands in the rings, and
 FILL_KEY records how far the fill got, so a pod killed mid-fill resumes where it stopped instead
 of starting over. Chunks are sized so that one answer holds at most `max_points` samples: the
-function's peak memory is bounded by that, not by the fleet's size. A service seen for the first
+function's peak memory is bounded by that (times FILL_CONCURRENCY, the answers in flight: while
+one is stored, Prometheus evaluates the next), not by the fleet's size. Rings are written many
+per Redis call (a script), never one command per service. A service seen for the first
 time whose back-fill fails is left out of this tick (and tried again on the next one): it never
 fails the tick for the others. A service with no sample in the whole window (it has gone) is
 dropped from the matrix and its ring deleted.
@@ -20,7 +22,10 @@ dropped from the matrix and its ring deleted.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import redis
@@ -51,12 +56,14 @@ return #KEYS
 
 
 class HistoryCache:
-    def __init__(self, client: redis.Redis, width: int, topup: int, chunk: int, max_points: int = 2_000_000):
+    def __init__(self, client: redis.Redis, width: int, topup: int, chunk: int, max_points: int = 2_000_000,
+                 concurrency: int = 2):
         self.redis = client
         self.width = width
         self.topup = topup
         self.chunk = chunk
         self.max_points = max_points
+        self.concurrency = concurrency
         self.services: list[str] = []
         self._row: dict[str, int] = {}
         self.matrix = np.full((0, width), np.nan, dtype=np.float32)
@@ -115,14 +122,29 @@ class HistoryCache:
             self._persist_end()
         self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": done}))
         self._expected = max(len(self.services), source.count_services(end_minute, min(self.chunk, self.width)))
-        a = done
-        while a < end_minute:
-            b = min(a + self._chunk_minutes(), end_minute)
-            reading = source.read(a, b, None, zeros=False)
-            self._add(sorted(set(reading.counts) - set(self._row)))
-            self._store(reading, self.services)
-            a = b
-            self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": a}))
+        step = self._chunk_minutes()
+        chunks = [(a, min(a + step, end_minute)) for a in range(done, end_minute, step)]
+        # `concurrency` queries in flight (Prometheus evaluates the next while this one is decoded
+        # and stored), consumed in order so that FILL_KEY always records a finished prefix; never
+        # more than `concurrency` answers held at once.
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="fill")
+        flight: deque = deque()
+        queued = iter(chunks)
+        try:
+            for a, b in itertools.islice(queued, self.concurrency):
+                flight.append(pool.submit(source.read, a, b, None, zeros=False))
+            while flight:
+                reading = flight.popleft().result()
+                self._add(sorted(set(reading.counts) - set(self._row)))
+                self._store(reading, self.services)
+                done_to = reading.start_minute + len(reading.scraped)
+                del reading
+                self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": done_to}))
+                following = next(queued, None)
+                if following is not None:
+                    flight.append(pool.submit(source.read, *following, None, zeros=False))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         self.redis.delete(FILL_KEY)
         self._expected = 0
         self._evict_vanished()

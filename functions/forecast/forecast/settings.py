@@ -15,6 +15,7 @@
 | TOPUP_MINUTES | 5 | minutes re-read every tick (late scrapes correct the recent past) |
 | FILL_CHUNK_MINUTES | 1440 | largest range of one query when a service is first seen (Prometheus' sample limit) |
 | FILL_MAX_POINTS | 2000000 | samples one back-fill answer may hold: chunks shrink as the fleet grows, which bounds the function's peak memory |
+| FILL_CONCURRENCY | 2 | back-fill queries in flight at once (Prometheus evaluates one while the function decodes another); peak memory grows with it |
 | INGEST_LAG_SECONDS | 0 | the minute ending this close to the tick is not read yet |
 | STALE_AFTER_MINUTES | 5 | a service whose last data is older than this gets no forecast |
 | DEDUPE_TTL_SECONDS | 3600 | how long an event id is remembered |
@@ -65,6 +66,7 @@ class ForecastSettings:
     redis_password: str | None
     metrics_max_services: int = 500
     quality_window_minutes: int = 60
+    fill_concurrency: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ForecastSettings":
@@ -91,6 +93,7 @@ class ForecastSettings:
             topup_minutes=whole(env, "TOPUP_MINUTES", 5, 1),
             fill_chunk_minutes=whole(env, "FILL_CHUNK_MINUTES", 1440, 10),
             fill_max_points=whole(env, "FILL_MAX_POINTS", 2_000_000, 10_000),
+            fill_concurrency=whole(env, "FILL_CONCURRENCY", 2, 1),
             ingest_lag_s=whole(env, "INGEST_LAG_SECONDS", 0, 0),
             stale_after_minutes=whole(env, "STALE_AFTER_MINUTES", 5, 1),
             dedupe_ttl_s=whole(env, "DEDUPE_TTL_SECONDS", 3600, 1),

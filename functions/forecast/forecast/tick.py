@@ -59,7 +59,7 @@ class TickHandler:
         self.source = PrometheusSource(settings.prometheus_url, settings.query, settings.prometheus_timeout_s,
                                        settings.minute_s)
         self.cache = HistoryCache(self.redis, settings.history_minutes, settings.topup_minutes,
-                                  settings.fill_chunk_minutes, settings.fill_max_points)
+                                  settings.fill_chunk_minutes, settings.fill_max_points, settings.fill_concurrency)
         self.models = ModelStore(settings.forecaster_root, settings.forecaster_sha256)
         self.metrics = TickMetrics(settings.metrics_max_services, settings.quality_window_minutes)
         self._lock = threading.Lock()  # one tick at a time: the history cache is not shared-safe
