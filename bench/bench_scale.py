@@ -6,6 +6,7 @@ func-python with real Redis. Per size, in one run:
   are listed in pages, then watched) and every service raised (one patch each, API_WRITERS at once);
 - steady events: the same forecast again, three times (nothing to write: no API call expected),
   and one where 10% of the services are lowered (one patch each);
+- the first event of a restarted function (empty cache; the cluster already carries the decisions);
 - API calls made during each event (watch streams opened by the cache are counted apart), the
   function's peak RSS, Redis bytes per service, and an estimate for 100,000 services from the
   growth between the two largest sizes measured (on paper: t(100k) = t(n) * (100k / n)^b, b the
@@ -92,14 +93,28 @@ def run(n: int, base: Path, extra: dict[str, str]) -> dict:
                            "patches": sum(c.method == "PATCH" for c in new)})
         rss = peak_rss_mib(fn.pid)
         redis_bytes = redis.Redis.from_url(store.url).info("memory")["used_memory"]
+        # a restarted function (a new pod): its cache is empty, the cluster already carries the decisions
+        stop(fn)
+        url, fn = start_function(ROOT / "functions" / "scale", env, base / "fn.log")
+        message = to_binary_event(event(n, TICK0 + len(plan), everyone - set(range(0, n, 10)), "bench-restart"))
+        calls = len(double.requests)
+        started = time.perf_counter()
+        r = requests.post(url, data=message.body, headers=message.headers, timeout=600)
+        wall = time.perf_counter() - started
+        assert r.status_code == 200, r.text[:300]
+        new = double.requests[calls:]
+        events.append({"event": "first after a restart", "wall_s": wall,
+                       "applied": sum(d["applied"] for d in r.json()["decisions"]),
+                       "calls": sum(c.verb != "watch" for c in new), "watches": sum(c.verb == "watch" for c in new),
+                       "patches": sum(c.method == "PATCH" for c in new)})
     finally:
         stop(fn)
         store.stop()
         double.close()
     steady = [e for e in events if e["event"] == "steady"]
-    return {"services": n, "events": events, "first": events[0],
+    return {"services": n, "events": events, "first": events[0], "restart": events[-1],
             "steady_s": statistics.median(e["wall_s"] for e in steady),
-            "steady_calls": max(e["calls"] for e in steady), "lowered": events[-1],
+            "steady_calls": max(e["calls"] for e in steady), "lowered": events[-2],
             "rss_mib": rss, "redis_b_per_service": redis_bytes / n}
 
 
@@ -133,13 +148,16 @@ def main() -> None:
         for e in r["events"]:
             print(f"| {r['services']:,} | {e['event']} | {e['wall_s']:.2f} | {e['applied']:,} | {e['calls']:,} | "
                   f"{e['patches']:,} | {e['watches']} |")
-    print("\n| services | first event s | steady event s (median) | API calls per steady event | 10% lowered s | "
+    print("\n| services | first event s (all raised / after a restart) | steady event s (median) | API calls per steady event | 10% lowered s | "
           "function peak RSS MiB | Redis bytes per service | targets (first <= 10 s, steady <= 2 s) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        verdict = "met" if r["first"]["wall_s"] <= 10 and r["steady_s"] <= 2 else "MISSED"
-        print(f"| {r['services']:,} | {r['first']['wall_s']:.2f} | {r['steady_s']:.2f} | {r['steady_calls']} | "
-              f"{r['lowered']['wall_s']:.2f} | {r['rss_mib']:.0f} | {r['redis_b_per_service']:.0f} | {verdict} |")
+        first_ok = "met" if r["first"]["wall_s"] <= 10 else "MISSED"
+        restart_ok = "met" if r["restart"]["wall_s"] <= 10 else "MISSED"
+        steady_ok = "met" if r["steady_s"] <= 2 else "MISSED"
+        print(f"| {r['services']:,} | {r['first']['wall_s']:.2f} / {r['restart']['wall_s']:.2f} | {r['steady_s']:.2f} | "
+              f"{r['steady_calls']} | {r['lowered']['wall_s']:.2f} | {r['rss_mib']:.0f} | {r['redis_b_per_service']:.0f} | "
+              f"first {first_ok} / {restart_ok}, steady {steady_ok} |")
     if len(rows) >= 2:
         print(f"\nOn paper, 100,000 services (from the growth {rows[-2]['services']:,} -> {rows[-1]['services']:,}): "
               f"first event {estimate(rows, lambda r: r['first']['wall_s'])} s; "
