@@ -81,7 +81,7 @@ def _minutes(raw, i: int) -> list[MinuteForecast]:
             point, upper, p_any = (float(m["point_rps"]), float(m["upper_rps"]), float(m["p_any"]))
         except (KeyError, TypeError, ValueError):
             raise BadEvent(f"data.services[{i}].minutes[{j}] needs numeric point_rps, upper_rps, p_any") from None
-        if not all(math.isfinite(v) and v >= 0 for v in (point, upper, p_any)) or p_any > 1:
+        if not (0 <= point < math.inf and 0 <= upper < math.inf and 0 <= p_any <= 1):  # NaN fails every comparison
             raise BadEvent(f"data.services[{i}].minutes[{j}]: rates must be finite and >= 0, p_any in [0, 1]")
         minutes.append(MinuteForecast(point_rps=point, upper_rps=upper, p_any=p_any))
     return minutes
