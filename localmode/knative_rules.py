@@ -49,6 +49,19 @@ FEATURE_DEFAULTS = {
 }
 
 
+# Every flag name config-features knows for pod specs (pkg/apis/config/features.go): a name not in
+# here is silently ignored by Knative, so a misspelt one in a doc or manifest is a bug.
+FEATURE_FLAGS = frozenset(f"kubernetes.{name}" for name in (
+    "containerspec-addcapabilities", "podspec-affinity", "podspec-dnsconfig", "podspec-dnspolicy",
+    "podspec-fieldref", "podspec-hostaliases", "podspec-hostipc", "podspec-hostnetwork", "podspec-hostpid",
+    "podspec-init-containers", "podspec-nodeselector", "podspec-persistent-volume-claim",
+    "podspec-persistent-volume-write", "podspec-priorityclassname", "podspec-runtimeclassname",
+    "podspec-schedulername", "podspec-securitycontext", "podspec-shareprocessnamespace", "podspec-tolerations",
+    "podspec-topologyspreadconstraints", "podspec-volumes-csi", "podspec-volumes-emptydir",
+    "podspec-volumes-ephemeral", "podspec-volumes-hostpath", "podspec-volumes-image",
+    "podspec-volumes-mount-propagation"))
+
+
 def duration_s(text: Any) -> float | None:
     """A Go duration as Knative parses it (time.ParseDuration), in seconds; None if invalid."""
     text = str(text).strip()
