@@ -252,7 +252,7 @@ def check_hosts(api: Api, args, services: list[dict], mappings: list[dict]) -> l
     targets = []
     for mapping in mappings:
         model = (mapping["metadata"].get("labels") or {}).get("predictive-scaling.io/model") or mapping["metadata"]["name"].split(".")[0]
-        targets.append((mapping["metadata"]["name"], f"/v2/models/{model}/ready"))
+        targets.append((mapping["metadata"]["name"], f"/v2/models/{model}"))  # metadata: loads a pooled model
     for service in services:
         url = (service.get("status") or {}).get("url", "")
         if url and not service["metadata"].get("labels", {}).get("networking.knative.dev/visibility") == "cluster-local":
