@@ -20,7 +20,9 @@ Each rule names the upstream file it follows (knative/serving at 98e5ef90):
   is `user-container`; `pkg/reconciler/revision/resources/deploy.go` and `queue.go`: the user
   container's serving port is renamed `user-port` in the pod, and the queue-proxy sidecar exposes
   `queue-port`, `http-autometric` (9090) and `http-usermetric` (9091);
-- `pkg/apis/config/features.go`: the feature flags a pod spec needs (`kubernetes.podspec-*`).
+- `pkg/apis/config/features.go`: the feature flags a pod spec needs (`kubernetes.podspec-*`), and
+  `pkg/apis/serving/k8s_validation.go`: the pod spec refused without them, volume mounts read-only
+  except on emptyDir / PVC / ephemeral volumes, the reserved mount paths and container name.
 """
 
 from __future__ import annotations
@@ -140,6 +142,31 @@ def pod_containers(service: dict) -> list[dict]:
             else {"name": p.get("name", ""), "containerPort": int(p["containerPort"])} for i, p in enumerate(ports)]})
     containers.append({"name": "queue-proxy", "ports": [{"name": n, "containerPort": p} for n, p in QUEUE_PROXY_PORTS]})
     return containers
+
+
+RESERVED_PATHS = frozenset({"/", "/dev", "/dev/log"})
+
+
+def pod_spec_denial(service: dict, config_features: dict[str, str]) -> str | None:
+    """What the Service webhook refuses in the pod spec under these config-features, or None."""
+    missing = features_missing(service, config_features)
+    if missing:
+        return f"spec.template.spec: {', '.join(missing)} is disabled in config-features, but the pod spec needs it"
+    spec = ((service.get("spec") or {}).get("template") or {}).get("spec") or {}
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        if container.get("name") == "queue-proxy":
+            return "spec.template.spec.containers.name: queue-proxy is a reserved container name"
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                return f"spec.template.spec volumeMounts.name: volume {mount['name']!r} does not exist"
+            if mount["mountPath"] in RESERVED_PATHS:
+                return f"spec.template.spec volumeMounts.mountPath: {mount['mountPath']} is a reserved path"
+            writable_kind = any(k in volume for k in ("emptyDir", "persistentVolumeClaim", "ephemeral"))
+            if not writable_kind and not mount.get("readOnly"):
+                return f"spec.template.spec volumeMounts.readOnly: volume mount should be readOnly for this type of volume ({mount['name']})"
+    return None
 
 
 def features_needed(service: dict) -> dict[str, str]:

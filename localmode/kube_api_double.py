@@ -13,7 +13,9 @@ exercised over real HTTP against this double, which behaves as the parts it stan
   upstream file it follows, are in knative_rules.py): a change to a Revision's spec (immutable);
   Revision annotations out of range (min-scale not a non-negative integer or above max-scale,
   `window` outside 6 s-1 h, `scale-to-zero-pod-retention-period` outside 0-1 h); a Service (create
-  or update) with any `autoscaling.knative.dev/*` annotation on its own metadata.
+  or update) with any `autoscaling.knative.dev/*` annotation on its own metadata, or a pod spec
+  that the `config_features` given (default: Knative's defaults) do not allow (an init container
+  without kubernetes.podspec-init-containers, a writable mount of a ConfigMap, ...).
 - Services created (POST) stamp out a Revision as the Configuration reconciler does: its labels
   are the template's plus Knative's `serving.knative.dev/*` keys, never the Service's own labels.
 - Knative >= 1.21 (`version="1.21"`): autoscaling annotations patched on a Revision are copied to
@@ -136,8 +138,10 @@ def scale_function_rules(root, legacy: bool = False, namespaces: list[str] | Non
 class KubeApiDouble:
     def __init__(self, rules: list[Rule] | None = None, version: str = "1.21", domain: str = "example.com",
                  schemas: dict[tuple[str, str], dict] | None = None, mapping_reconcile_s: float = 0.0,
-                 autocreate_domain_claims: bool = False):
+                 autocreate_domain_claims: bool = False, config_features: dict[str, str] | None = None):
         self.rules = rules
+        self.config_features = dict(config_features or {})
+        """knative-serving's config-features data (empty: Knative's defaults) the webhook checks pod specs against."""
         self.autocreate_domain_claims = autocreate_domain_claims
         self.version = version
         self.domain = domain
@@ -469,11 +473,10 @@ class KubeApiDouble:
             return f"{'.'.join(str(p) for p in exc.absolute_path) or '<root>'}: {exc.message}"
         return None
 
-    @staticmethod
-    def _webhook(resource: str, before: dict | None, after: dict) -> str | None:
+    def _webhook(self, resource: str, before: dict | None, after: dict) -> str | None:
         """Knative's admission webhooks, as far as the project relies on them (knative_rules)."""
         if resource == "services":
-            return knative_rules.service_denial(after)
+            return knative_rules.service_denial(after) or knative_rules.pod_spec_denial(after, self.config_features)
         if resource == "revisions" and before is not None and before.get("spec") != after.get("spec"):
             return "Revision spec is immutable"
         if resource == MAPPINGS[2]:

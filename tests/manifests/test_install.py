@@ -248,6 +248,30 @@ def test_the_pool_repository_needs_no_persistent_volume_and_is_filled_in_the_pod
     assert knative_rules.features_missing(pool, features["data"]) == []
 
 
+def test_the_webhook_refuses_the_pool_until_its_flag_is_on_and_accepts_every_other_service_as_is():
+    (pool,) = load_documents(ROOT / "serving" / "pool" / "infer-pool.yaml")
+    (features,) = load_documents(ROOT / "serving" / "pool" / "features" / "config-features.yaml")
+    stock, flagged = KubeApiDouble(), KubeApiDouble(config_features=features["data"])
+    try:
+        url = "/apis/serving.knative.dev/v1/namespaces/models/services"
+        refused = requests.post(stock.url + url, json=pool, timeout=5)
+        assert refused.status_code == 400 and "kubernetes.podspec-init-containers" in refused.json()["message"]
+        assert requests.post(flagged.url + url, json=pool, timeout=5).status_code == 201
+        others = [d for p in (ROOT / "serving").glob("infer-*.yaml") for d in load_documents(p)]
+        others += [render_service(ROOT / "functions" / n / "func.yaml") for n in FUNCTIONS]
+        for index, service in enumerate(others):  # serving/ and func deploy need no flag beyond Knative's defaults
+            service["metadata"].update(namespace="models", name=f"{service['metadata']['name']}-{index}")
+            reply = requests.post(stock.url + url, json=service, timeout=5)
+            assert reply.status_code == 201, reply.text
+    finally:
+        stock.close()
+        flagged.close()
+    bad = json.loads(json.dumps(pool))
+    bad["spec"]["template"]["spec"]["volumes"].append({"name": "cfg", "configMap": {"name": "x"}})
+    bad["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].append({"name": "cfg", "mountPath": "/cfg"})
+    assert "readOnly" in knative_rules.pod_spec_denial(bad, features["data"])
+
+
 def test_feature_flags_are_applied_before_the_services_that_need_them():
     """The webhook reads config-features from an informer: in one apply the Service can meet the
     old flags. No kustomization carries both, and the README applies the flags first."""
