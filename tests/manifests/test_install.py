@@ -364,3 +364,17 @@ def test_readme_install_commands_work_as_written():
         assert step in section, step
     assert "/workspace/models/forecaster" not in README
     assert "not been run on a real cluster" in section
+
+
+def test_every_manifest_path_the_readme_and_comments_name_exists():
+    """Files moved into the optional overlays: no doc or comment may point at the old place."""
+    texts = {"README.md": README}
+    texts.update({str(p.relative_to(ROOT)): p.read_text() for d in ("functions", "serving", "eventing")
+                  for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".yaml") and ".venv" not in p.parts})
+    missing, found = set(), 0
+    for name, text in texts.items():
+        for match in re.finditer(r"(?<![\w/.-])((?:serving|eventing)/[\w./-]*[\w/])(?![\w*-])", text):
+            found += 1
+            if not (ROOT / match[1]).exists():
+                missing.add(f"{name}: {match[1]}")
+    assert found > 40 and not missing, (found, sorted(missing))
