@@ -343,6 +343,26 @@ def test_gunicorn_gets_a_writable_worker_tmp_dir_under_a_read_only_root(monkeypa
     assert parse_args([]).worker_tmp_dir == "/tmp/heartbeat"  # what gunicorn's worker_tmp_dir is set to
 
 
+def test_the_real_server_puts_its_worker_heartbeat_where_worker_tmp_dir_says(models_dir, infer_server_factory, tmp_path):
+    """gunicorn itself: with WORKER_TMP_DIR on a directory that is not there, no worker can boot
+    (so the setting reaches gunicorn); on a writable one (the pod's emptyDir) it serves."""
+    import os
+
+    from localmode.processes import free_port
+    from training.publish_model import pinned_env
+
+    model = models_dir / "wine.onnx"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), **pinned_env(model),
+           "WORKER_TMP_DIR": str(tmp_path / "not-there")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    failed = subprocess.run([sys.executable, "-m", "infer.serve", "--model", str(model), "--port", str(free_port()),
+                             "--workers", "1"], env=env, capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0 and "workertmp" in failed.stdout + failed.stderr
+    (tmp_path / "writable").mkdir()
+    server = infer_server_factory(model, env={"WORKER_TMP_DIR": str(tmp_path / "writable")}, workers=1)
+    assert requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 200
+
+
 # -- the README's install section --------------------------------------------------------------------
 
 def test_readme_install_commands_work_as_written():
