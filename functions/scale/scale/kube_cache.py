@@ -24,6 +24,7 @@ Items are shared, never copied: callers must treat them as read-only.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -101,6 +102,10 @@ class Informer:
                 self._synced = True
                 self._listed_at = time.monotonic()
             self.lists += 1
+            # A list leaves tens of thousands of long-lived objects: frozen, CPython's cyclic
+            # collector stops re-scanning them on every collection (a third of a steady event's
+            # CPU at 10,000 services). They hold no cycles: replaced ones are freed by refcount.
+            gc.freeze()
             json_log.event(log, "cache listed", logging.DEBUG, informer=self.name, items=len(items),
                            resource_version=rv, seconds=round(time.perf_counter() - started, 3))
 
