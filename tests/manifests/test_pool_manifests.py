@@ -96,7 +96,7 @@ def test_placement_rbac_is_exactly_reading_and_repointing_domain_mappings():
     documents = load_documents(ROOT / "serving" / "rbac-scale.yaml")
     (role,) = [d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "predictive-scale-placement"]
     assert role["rules"] == [{"apiGroups": ["serving.knative.dev"], "resources": ["domainmappings"],
-                              "verbs": ["get", "list", "patch"]}]
+                              "verbs": ["get", "list", "watch", "patch"]}]  # watch: the watch-fed cache
     bindings = load_documents(POOL / "rbac-scale-placement-bindings.yaml")
     assert {b["kind"] for b in bindings} == {"RoleBinding"}
     rules = scale_function_rules(ROOT, placement=True)
