@@ -31,6 +31,7 @@ from forecast.forecaster import RateForecaster
 from scale.min_scale_policy import PolicySettings
 from tqdm import tqdm
 
+from training import skill
 from training.controllers import (
     AlwaysOn,
     ForecastTable,
@@ -75,18 +76,20 @@ def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster
 
 
 def accuracy(table: ForecastTable, naive: ForecastTable, counts: np.ndarray) -> dict:
-    """Next-minute MAE relative to seasonal naive (MASE with the naive forecast's error on the
-    same minutes as the scale) and Brier score of P(any request), both on scored minutes."""
+    """Next-minute skill on scored minutes (training/skill.py): MAE relative to seasonal naive
+    (MASE, the naive forecast's error on the same minutes as the scale), the Brier score of
+    P(any request) against the seasonal naive's and the series' own walk-forward base rate's
+    (Brier skill), and the reliability (calibration curve) of P(any)."""
     m = np.arange(table.first_minute, table.first_minute + len(table.point))
     actual = counts[m]
+    got = skill.skill(table.point[:, 0], naive.point[:, 0], table.p_any[:, 0], skill.own_base_rate(counts, m), actual)
     ok = ~np.isnan(actual)
-    a = actual[ok]
-    ours, base = table.point[ok, 0], naive.point[ok, 0]
-    mae, mae_naive = float(np.mean(np.abs(ours - a))), float(np.mean(np.abs(base - a)))
-    hit = (a > 0).astype(float)
-    brier, brier_naive = float(np.mean((table.p_any[ok, 0] - hit) ** 2)), float(np.mean((naive.p_any[ok, 0] - hit) ** 2))
-    return {"mae": mae, "mae_seasonal_naive": mae_naive, "mase": mae / mae_naive if mae_naive else float("nan"),
-            "brier": brier, "brier_seasonal_naive": brier_naive}
+    hit = (actual[ok] > 0).astype(float)
+    curve = skill.reliability(table.p_any[ok, 0], hit)
+    return {"mae": got.mae, "mae_seasonal_naive": got.mae_naive, "mase": got.mase,
+            "brier": got.brier, "brier_seasonal_naive": float(np.mean((naive.p_any[ok, 0] - hit) ** 2)),
+            "brier_base_rate": got.brier_base_rate, "brier_skill": got.brier_skill,
+            "calibration_error": skill.calibration_error(curve), "reliability": curve}
 
 
 def score(policy: str, settings: dict, result: SimResult, default: bool) -> dict:
@@ -168,11 +171,12 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         s["pod_seconds_vs_kpa"] = s["pod_seconds"] / kpa["pod_seconds"] if kpa["pod_seconds"] else float("nan")
         s["over_capacity_vs_kpa"] = s["over_capacity_requests"] / kpa["over_capacity_requests"] if kpa["over_capacity_requests"] else float("nan")
     if plots is not None:
-        from training.plots import day_plot, pareto_plot
+        from training.plots import day_plot, pareto_plot, reliability_plot
 
         plots.mkdir(parents=True, exist_ok=True)
         stem = trace.name.split(".")[0]
         day_plot(plots / f"{stem}_day.png", trace, table, kept["predictive"], kept["kpa"], warmup)
+        reliability_plot(plots / f"{stem}_reliability.png", trace.name, {"forecaster": info["reliability"]})
         pareto_plot(plots / f"{stem}_pareto.png", trace.name, scores)
     return scores, info
 
@@ -182,7 +186,10 @@ def print_table(scores: list[dict], info: dict) -> None:
           f"refit every {info['refit_every_minutes']} min, cold start {info['cold_start_s']} s, "
           f"{info['capacity_rps']} req/s per pod, forecaster fitted on {info['fit_on']}")
     print(f"forecast (next minute): MASE vs seasonal naive {info['mase']:.3f} (MAE {info['mae']:.3f} vs {info['mae_seasonal_naive']:.3f}); "
-          f"Brier P(any) {info['brier']:.4f} vs seasonal naive {info['brier_seasonal_naive']:.4f}; longest fit {info['max_fit_seconds']} s\n")
+          f"Brier P(any) {info['brier']:.4f} vs seasonal naive {info['brier_seasonal_naive']:.4f}, vs own base rate "
+          f"{info['brier_base_rate']:.4f}: Brier skill {info['brier_skill']:+.3f}; longest fit {info['max_fit_seconds']} s")
+    print(f"reliability of P(any) (predicted -> observed, minutes), calibration error {info['calibration_error']:.4f}: "
+          f"{skill.format_reliability(info['reliability'])}\n")
     print("| policy | settings | requests | cold | cold % | cold vs KPA | over capacity | over cap vs KPA | "
           "p50 s | p99 s | pod-s | pod-s vs KPA | pod-s / 1k req | scale actions |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
