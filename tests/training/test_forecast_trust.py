@@ -68,16 +68,18 @@ def test_calibration_refuses_what_it_cannot_calibrate():
 def test_the_classifier_never_sees_the_held_back_day_and_the_calibration_learns_from_it():
     """The time split: change only the last day of every series, and the classifier (fitted on
     the older rows) is the same, while the calibration map (fitted on the last day) moves."""
-    counts, _ = known_probability_fleet(n=6, days=3, shift_day=3)
-    quieter = counts.copy()
-    quieter[:, 2 * DAY:] = np.where(np.arange(DAY) % 7 == 0, quieter[:, 2 * DAY:], 0.0)
+    counts, _ = known_probability_fleet(n=6, days=5, shift_day=5)
     a = RateForecaster(horizon=2, max_iter=10, max_train_rows=6000).fit(list(counts))
+    held = a._held_back(counts.shape[1])
+    assert held == DAY  # a day, as long as that is at most a quarter of the history
+    quieter = counts.copy()
+    quieter[:, -held:] = np.where(np.arange(held) % 7 == 0, quieter[:, -held:], 0.0)
     b = RateForecaster(horizon=2, max_iter=10, max_train_rows=6000).fit(list(quieter))
-    probe = features.build(features.SeriesIndex(counts[0]), np.arange(DAY, 2 * DAY, 7), 2, 0)
+    probe = features.build(features.SeriesIndex(counts[0]), np.arange(3 * DAY, 4 * DAY, 7), 2, 0)
     np.testing.assert_array_equal(a.any_model_.predict_proba(probe), b.any_model_.predict_proba(probe))
     assert a.calibrator_ is not None and b.calibrator_ is not None
-    pa = a.predict_origins(counts[0], np.arange(DAY, 2 * DAY, 7)).p_any
-    pb = b.predict_origins(counts[0], np.arange(DAY, 2 * DAY, 7)).p_any
+    pa = a.predict_origins(counts[0], np.arange(3 * DAY, 4 * DAY, 7)).p_any
+    pb = b.predict_origins(counts[0], np.arange(3 * DAY, 4 * DAY, 7)).p_any
     assert pb.mean() < pa.mean()  # the recent day was quieter: so is the calibrated P(any)
 
 
@@ -121,3 +123,51 @@ def test_the_mean_never_runs_away_above_the_quantile_model_and_the_recent_level(
     assert np.all(out.point <= ceiling)
     assert np.all(out.upper <= ceiling)
     assert np.all(out.upper >= out.point) and np.all(np.isfinite(out.point))
+
+
+def test_skill_against_the_seasonal_naive_and_the_own_base_rate():
+    from training import skill
+
+    counts = np.array([0, 2, 0, 0, 4, np.nan, 0, 1], dtype=float)
+    rate = skill.own_base_rate(counts, np.arange(8))
+    np.testing.assert_allclose(rate, [0, 0, 1 / 2, 1 / 3, 1 / 4, 2 / 5, 2 / 5, 2 / 6])  # the gap is no data
+    changed = counts.copy()
+    changed[5:] = 9.0
+    np.testing.assert_array_equal(skill.own_base_rate(changed, np.arange(6)), rate[:6])  # walk-forward
+    actual = np.array([1.0, 0.0, 3.0, np.nan])
+    got = skill.skill(point=np.array([1.0, 1.0, 1.0, 50.0]), naive=np.array([0.0, 0.0, 0.0, 0.0]),
+                      p_any=np.array([0.9, 0.1, 0.8, 0.0]), base_rate=np.full(4, 0.5), actual=actual)
+    assert got.minutes == 3  # the gap is not scored
+    assert got.mase == (0 + 1 + 2) / (1 + 0 + 3)
+    assert np.isclose(got.brier_skill, 1 - np.mean([0.01, 0.01, 0.04]) / 0.25)
+    fleet = skill.pooled([got, skill.Skill(mae=1.0, mae_naive=1.0, brier=0.25, brier_base_rate=0.25, minutes=3)])
+    assert np.isclose(fleet.mase, (3 + 3) / (4 + 3)) and fleet.minutes == 6  # errors summed, then the ratio
+    curve = skill.reliability(np.array([0.02, 0.03, 0.6, 0.65]), np.array([0, 1, 1, 1]))
+    assert [b["minutes"] for b in curve] == [2, 2]
+    assert np.isclose(curve[0]["observed"], 0.5) and np.isclose(skill.calibration_error(curve), (0.475 + 0.375) / 2)
+
+
+def test_online_quality_scores_the_forecast_beside_the_baselines():
+    from forecast.quality import OnlineQuality, baselines
+
+    history = np.full((2, 2 * DAY), np.nan, dtype=np.float32)
+    history[0, :] = 0.0
+    history[0, DAY + 10] = 7.0  # a day before the target minute (column 2 * DAY + 10)
+    history[0, -5:] = [1, 2, 3, 4, 5]
+    history[1, -100:] = 0.0
+    history[1, -50:-40] = 2.0
+    naive, base = baselines(history, 2 * DAY + 10)
+    assert naive.tolist() == [7.0, 0.0]  # max(yesterday's minute, the last 5 minutes' mean 3)
+    np.testing.assert_allclose(base, [6 / (2 * DAY), 10 / 100])  # share of minutes *with data*
+    q = OnlineQuality(window_minutes=60, settle_minutes=1)
+    names = ["ns/a", "ns/b"]
+    q.expect(100, names, point=np.array([5.0, 1.0]), p_any=np.array([0.9, 0.2]), naive=np.array([7.0, 0.0]),
+             base_rate=np.array([0.5, 0.1]))
+    matrix = np.array([[6.0, 0.0], [0.0, 0.0]])  # minute 100: a got 6, b got none
+    assert q.score(100, 102, names, matrix) == 2
+    a, b = q.per_service()["ns/a"], q.per_service()["ns/b"]
+    assert a.mase == 1.0 / 1.0 and np.isclose(a.brier_skill, 1 - 0.01 / 0.25)
+    assert b.mase != b.mase  # NaN: the naive was perfect (0 for an idle minute), skill undefined
+    assert np.isclose(b.brier_skill, 1 - 0.04 / 0.01)  # worse than its base rate: negative
+    fleet = q.fleet()
+    assert np.isclose(fleet.mase, (1.0 + 1.0) / (1.0 + 0.0))
