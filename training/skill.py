@@ -97,3 +97,40 @@ def calibration_error(curve: list[dict]) -> float:
 def format_reliability(curve: list[dict]) -> str:
     """One line: `[lo-hi) predicted -> observed (minutes)` per bin."""
     return "; ".join(f"[{b['lo']:g}-{b['hi']:g}) {b['predicted']:.3f}->{b['observed']:.3f} ({b['minutes']})" for b in curve)
+
+
+def fleet_skill(counts: np.ndarray, point: np.ndarray, p_any: np.ndarray, first: int) -> dict:
+    """Next-minute skill of every series of a fleet (rows of `counts`; `point[i, m]` and
+    `p_any[i, m]` forecast minute m) over minutes `first`..: per series, and pooled over the
+    fleet; how many series the forecast helps (MASE < 1, Brier skill > 0); the reliability of
+    P(any) pooled over every series-minute."""
+    from training.controllers import seasonal_naive_table
+
+    n = counts.shape[1]
+    minutes = np.arange(first, n)
+    per, hits, probs = [], [], []
+    for i in range(len(counts)):
+        naive = seasonal_naive_table(counts[i], first, n, 1).point[:, 0]
+        per.append(skill(point[i, first:].astype(float), naive, p_any[i, first:].astype(float),
+                         own_base_rate(counts[i], minutes), counts[i, first:]))
+        ok = ~np.isnan(counts[i, first:])
+        hits.append(counts[i, first:][ok] > 0)
+        probs.append(p_any[i, first:][ok].astype(float))
+    fleet = pooled(per)
+    curve = reliability(np.concatenate(probs), np.concatenate(hits))
+    mase = np.array([s.mase for s in per])
+    bss = np.array([s.brier_skill for s in per])
+    return {"mase": fleet.mase, "brier": fleet.brier, "brier_base_rate": fleet.brier_base_rate,
+            "brier_skill": fleet.brier_skill, "calibration_error": calibration_error(curve), "reliability": curve,
+            "series": len(per), "series_mase_below_1": int(np.sum(mase < 1)), "series_with_mase": int(np.sum(np.isfinite(mase))),
+            "series_brier_skill_above_0": int(np.sum(bss > 0)), "series_with_brier_skill": int(np.sum(np.isfinite(bss))),
+            "median_series_brier_skill": float(np.nanmedian(bss)) if np.isfinite(bss).any() else float("nan")}
+
+
+def format_fleet_skill(s: dict) -> str:
+    return (f"forecast skill (next minute, every model, scored days): MASE vs seasonal naive {s['mase']:.3f} pooled, "
+            f"< 1 for {s['series_mase_below_1']}/{s['series_with_mase']} models; Brier P(any) {s['brier']:.5f} vs own base "
+            f"rate {s['brier_base_rate']:.5f}: Brier skill {s['brier_skill']:+.3f} pooled, > 0 for "
+            f"{s['series_brier_skill_above_0']}/{s['series_with_brier_skill']} models (median {s['median_series_brier_skill']:+.3f})\n"
+            f"reliability of P(any) (predicted -> observed, minutes), calibration error {s['calibration_error']:.4f}: "
+            f"{format_reliability(s['reliability'])}")
