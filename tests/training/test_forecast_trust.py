@@ -42,11 +42,14 @@ def test_p_any_is_calibrated_against_the_known_probability_after_a_regime_change
 
     def predicted(cal):
         model = RateForecaster(horizon=2, max_iter=40, max_train_rows=30_000, calibration=cal).fit(list(counts[:, :train]))
+        assert model.calibrator_ is not None  # fitted on the held-back (most recent) day
         return np.concatenate([model.predict_origins(c, origins).p_any[:, 0] for c in counts])
 
-    calibrated, raw = predicted("stacked"), predicted(None)
+    calibrated = predicted("stacked")
+    # Per bin of the prediction, the mean prediction is within 0.02 of the mean true probability
+    # (the reliability curve on the diagonal), and no minute is far off its truth on average.
     assert reliability_error(calibrated, truth) < 0.02
-    assert reliability_error(calibrated, truth) < 0.6 * reliability_error(raw, truth)
+    assert np.mean(np.abs(calibrated - truth)) < 0.04
     hit = np.concatenate([c[origins] > 0 for c in counts])
     own_rate = np.concatenate([np.full(len(origins), (c[:train] > 0).mean()) for c in counts])
     # Brier skill against each series' own base rate is positive, and close to the oracle's.
