@@ -84,12 +84,12 @@ def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
     for k, i in enumerate(rows):
         schedule = PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i])
         if error_quantile is None:
-            schedule.fill(out[k], 0, n, settings)
+            schedule.fill([out[k]], 0, n, [settings])
             continue
         heads = rolling_error_headroom(counts[i], fc.point[i, :, 0], fc.upper[i, :, 0], error_quantile)
         for m in range(n):
             h = heads[m]
-            schedule.fill(out[k], m, m + 1, settings if np.isnan(h) else replace(settings, headroom=float(h)))
+            schedule.fill([out[k]], m, m + 1, [settings if np.isnan(h) else replace(settings, headroom=float(h))])
     return out
 
 

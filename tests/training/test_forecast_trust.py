@@ -113,7 +113,8 @@ def test_the_mean_never_runs_away_above_the_quantile_model_and_the_recent_level(
     """No run-away: each forecast minute's mean is at most the larger of the quantile model's
     own upper and the series' recent level (last minute, mean of the last 15), so the upper the
     policy sizes pods from is one of those two, never a mean that ran away (the old forecaster:
-    a mean 7x its own quantile model on such fleets, returned as the upper too)."""
+    a mean 7x its own quantile model on such fleets, returned as the upper too); and no forecast
+    is above twice the busiest minute the series had in its last day (or one request)."""
     fleet, busy = adversarial_fleet(seed, burst, level, quiet, sleepers)
     model = RateForecaster(horizon=2, max_iter=30, max_train_rows=12_000).fit(fleet + [busy[:-1]])
     probe = np.stack([busy] + fleet[-3:])
@@ -125,6 +126,8 @@ def test_the_mean_never_runs_away_above_the_quantile_model_and_the_recent_level(
     ceiling = np.maximum(quantile.reshape(-1, 2), recent[:, None]) * (1 + 1e-9) + 1e-9
     assert np.all(out.point <= ceiling)
     assert np.all(out.upper <= ceiling)
+    peak = np.nan_to_num(probe[:, -DAY:]).max(axis=1)
+    assert np.all(out.upper <= np.maximum(2 * peak, 1.0)[:, None] * (1 + 1e-9))
     assert np.all(out.upper >= out.point) and np.all(np.isfinite(out.point))
 
 

