@@ -13,7 +13,8 @@ warm-up (the first two days, or a third of a short trace) is simulated but not s
 Policies: kpa (Knative alone), predictive (KPA + our min-scale policy; with and without the
 window lever), keepalive (fixed keep-alive), hybrid_histogram (Shahrad et al. 2020),
 always_on (min-scale 1), seasonal_naive (our policy fed by same-minute-yesterday / last
-minutes), oracle_minute (knows every arrival; the least a min-scale schedule set once a minute
+minutes), ets_baseline (our policy fed by statsforecast's AutoETS: training/ets_baseline.py),
+oracle_minute (knows every arrival; the least a min-scale schedule set once a minute
 pays for zero cold starts). Ratios are against KPA in the same run.
 """
 
@@ -41,6 +42,7 @@ from training.controllers import (
     PolicyController,
     seasonal_naive_table,
 )
+from training.ets_baseline import ets_table
 from training.publish_forecaster import TRAIN_START_MINUTE
 from training.simulator import KpaOnly, SimConfig, SimResult, simulate, spread_minutes
 from training.synthetic_traces import fleet_on_calendar
@@ -128,9 +130,11 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
     table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet, bar=bar)
     bar.close()
     naive = seasonal_naive_table(trace.minutes, warmup, n, horizon)
+    ets = ets_table(trace.minutes, warmup, block, horizon)
     info = {"trace": trace.name, "minutes": n, "fit_on": "fleet+trace" if with_fleet else "trace", "warmup_minutes": warmup, "refit_every_minutes": block,
             "cold_start_s": cold_start_s, "capacity_rps": capacity_rps, "max_fit_seconds": round(fit_s, 2),
-            "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes)}
+            "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes),
+            "ets": accuracy(ets, naive, trace.minutes)}
 
     base = PolicySettings(capacity_rps=capacity_rps, cold_start_cost_pod_s=DEFAULT_COST)  # window lever off
     with_window = replace(base, idle_window_s=IDLE_WINDOW_S)
@@ -144,6 +148,8 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         ("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, HybridHistogram(), True),
         ("always_on", {"min_scale": 1}, AlwaysOn(), True),
         ("seasonal_naive", {"cold_start_cost_pod_s": DEFAULT_COST}, PolicyController(naive, base), True),
+        ("ets_baseline", {"model": "statsforecast AutoETS + Poisson", "cold_start_cost_pod_s": DEFAULT_COST},
+         PolicyController(ets, base), True),
         ("oracle_minute", {"window_lever": False}, OracleMinute(arrivals, capacity_rps, sim.actuation_delay_s, cold_start_s, False), True),
         ("oracle_minute", {"window_lever": True}, OracleMinute(arrivals, capacity_rps, sim.actuation_delay_s, cold_start_s, True), False),
     ]
@@ -189,7 +195,10 @@ def print_table(scores: list[dict], info: dict) -> None:
           f"Brier P(any) {info['brier']:.4f} vs seasonal naive {info['brier_seasonal_naive']:.4f}, vs own base rate "
           f"{info['brier_base_rate']:.4f}: Brier skill {info['brier_skill']:+.3f}; longest fit {info['max_fit_seconds']} s")
     print(f"reliability of P(any) (predicted -> observed, minutes), calibration error {info['calibration_error']:.4f}: "
-          f"{skill.format_reliability(info['reliability'])}\n")
+          f"{skill.format_reliability(info['reliability'])}")
+    e = info["ets"]
+    print(f"off-the-shelf baseline (statsforecast AutoETS, Poisson around its mean): MASE vs seasonal naive {e['mase']:.3f}; "
+          f"Brier P(any) {e['brier']:.4f}, Brier skill vs own base rate {e['brier_skill']:+.3f}\n")
     print("| policy | settings | requests | cold | cold % | cold vs KPA | over capacity | over cap vs KPA | "
           "p50 s | p99 s | pod-s | pod-s vs KPA | pod-s / 1k req | scale actions |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
