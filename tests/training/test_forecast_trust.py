@@ -177,3 +177,19 @@ def test_online_quality_scores_the_forecast_beside_the_baselines():
     assert np.isclose(b.brier_skill, 1 - 0.04 / 0.01)  # worse than its base rate: negative
     fleet = q.fleet()
     assert np.isclose(fleet.mase, (1.0 + 1.0) / (1.0 + 0.0))
+
+
+def test_fleet_skill_counts_the_models_the_forecast_helps():
+    from training import skill
+
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(2.0, (2, 3 * DAY)).astype(float)
+    point = np.zeros_like(counts)
+    point[0] = counts[0]  # a perfect forecast of model 0
+    point[1] = counts[1] + 50  # a useless one of model 1
+    p_any = np.where(counts > 0, 1.0, 0.0)
+    p_any[1] = 0.5
+    got = skill.fleet_skill(counts, point, p_any, DAY)
+    assert got["series_mase_below_1"] == 1 and got["series_brier_skill_above_0"] == 1
+    assert got["series_with_mase"] == 2 and got["calibration_error"] >= 0
+    assert "Brier skill" in skill.format_fleet_skill(got)
