@@ -193,3 +193,16 @@ def test_fleet_skill_counts_the_models_the_forecast_helps():
     assert got["series_mase_below_1"] == 1 and got["series_brier_skill_above_0"] == 1
     assert got["series_with_mase"] == 2 and got["calibration_error"] >= 0
     assert "Brier skill" in skill.format_fleet_skill(got)
+
+
+def test_an_artifact_published_before_calibration_still_forecasts():
+    """A running forecast function may load an artifact the previous version published (its
+    pickle has no calibrator_ and no bound_mean): it forecasts as that version did."""
+    counts, _ = known_probability_fleet(n=4, days=2)
+    model = RateForecaster(horizon=2, max_iter=10, max_train_rows=4000).fit(list(counts))
+    old = RateForecaster(horizon=2, max_iter=10, max_train_rows=4000, calibration=None, bound_mean=False).fit(list(counts))
+    del old.calibrator_
+    del old.bound_mean
+    out = old.predict(counts)
+    assert np.all(np.isfinite(out.p_any)) and out.point.shape == (4, 2)
+    assert model.predict(counts).p_any.shape == (4, 2)

@@ -192,11 +192,12 @@ class RateForecaster(BaseEstimator):
             relative_point = self.point_model_.predict(Xf)
         relative_point = np.clip(np.nan_to_num(relative_point, nan=0.0, posinf=ceiling), 0, ceiling)
         relative_upper = np.clip(np.nan_to_num(self.upper_model_.predict(Xf), nan=0.0, posinf=ceiling), 0, ceiling)
-        if self.bound_mean:
+        bound = getattr(self, "bound_mean", False)  # an artifact published before the bound has none
+        if bound:
             relative_point = np.minimum(relative_point, mean_bound(Xf, relative_upper))
         point = relative_point * scale
         upper = np.maximum(relative_upper * scale, point)
-        if self.bound_mean and peak is not None:
+        if bound and peak is not None:
             # The hard bound (no model is trusted beyond it): twice the busiest minute the series
             # had in its last day, or one request. On the ServeGen fleet, walk-forward, 0.03% of
             # the busy tenants' minutes had an upper above it.
@@ -206,8 +207,9 @@ class RateForecaster(BaseEstimator):
             p_any = np.full(len(Xf), self.constant_p_any_)
         else:
             p_any = self.any_model_.predict_proba(self._any_rows(Xf))[:, 1]
-            if self.calibrator_ is not None:
-                p_any = self.calibrator_(p_any, Xf)
+            calibrator = getattr(self, "calibrator_", None)  # None in an artifact published before calibration
+            if calibrator is not None:
+                p_any = calibrator(p_any, Xf)
         return Forecast(point.reshape(shape), upper.reshape(shape), p_any.reshape(shape))
 
 
