@@ -26,6 +26,8 @@ class Request:
     """Set when the body was over the limit and not read: reading it is then a 413."""
     params: dict[str, str] = field(default_factory=dict)
     """Filled by the router from the path."""
+    bound: str | None = None
+    """The model whose own host the request came on (the pool's boundary), else None."""
 
     @property
     def body(self) -> bytes:

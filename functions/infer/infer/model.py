@@ -170,6 +170,10 @@ class ModelRegistry:
         """The model a request names outside its path: none here, one model serves them all."""
         return None
 
+    def boundary(self, headers: Any) -> str | None:
+        """One model serves every host (its Service is its boundary)."""
+        return None
+
     def may_block(self, name: str | None) -> bool:
         return False
 

@@ -83,8 +83,11 @@ def repository_unload(plane: DataPlane, request: Request) -> Reply:
     doc = _optional_object(request)
     if not isinstance(doc.get("parameters", {}), dict):
         raise BadRequest("parameters must be an object")
-    plane.models.unload(request.params["name"])
-    return json_reply({"name": request.params["name"], "unload": True})
+    pending = plane.models.unload(request.params["name"])
+    reply = {"name": request.params["name"], "unload": True}
+    if pending:
+        reply["parameters"] = {"when": "its load in flight ends"}
+    return json_reply(reply)
 
 
 def _optional_object(request: Request) -> dict:
@@ -262,8 +265,8 @@ PROTOCOL = Protocol(
         Route("GET", MODEL, model_metadata),
         Route("GET", VERSION, model_metadata),
         # control, not traffic: a pre-load by the scale function is no user's request
-        Route("POST", "/v2/repository/index", repository_index, traffic=False),
-        Route("POST", "/v2/repository/models/{name}/load", repository_load, traffic=False),
-        Route("POST", "/v2/repository/models/{name}/unload", repository_unload, traffic=False),
+        Route("POST", "/v2/repository/index", repository_index, traffic=False, control=True),
+        Route("POST", "/v2/repository/models/{name}/load", repository_load, traffic=False, control=True),
+        Route("POST", "/v2/repository/models/{name}/unload", repository_unload, traffic=False, control=True),
     ],
 )
