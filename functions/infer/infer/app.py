@@ -60,6 +60,8 @@ class WsgiApp:
                     request.body_limit = limit
                 else:
                     request.raw_body = raw
+        if cost and request.refused is None and request.body_limit is None:
+            cost = _admit_decoding_blocking(self.plane.admission, request, cost, headers)
         try:
             reply = self.plane.handle(request)
         finally:
@@ -105,6 +107,36 @@ async def _admit(admission: Admission | None, request: Request, expected: int, h
     return 0
 
 
+def _admit_decoding_blocking(admission: Admission, request: Request, held: int, headers: dict) -> int:
+    """Once the body is read: hold what decoding it may cost instead of what reading it did."""
+    need = max(held, admission.decoding_cost(request.raw_body, headers))
+    request.refused = admission.check(need, len(request.raw_body), headers)
+    if request.refused is None and (need == held or admission.acquire(need - held)):
+        return need
+    if request.refused is None:
+        request.refused = admission.busy()
+    admission.release(held)
+    return 0
+
+
+async def _admit_decoding(admission: Admission, request: Request, held: int, headers: dict) -> int:
+    need = max(held, admission.decoding_cost(request.raw_body, headers))
+    request.refused = admission.check(need, len(request.raw_body), headers)
+    if request.refused is None:
+        if need == held or admission.try_acquire(need - held):
+            return need
+        import asyncio
+
+        deadline = time.monotonic() + ADMISSION_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            if admission.try_acquire(need - held):
+                return need
+        request.refused = admission.busy()
+    admission.release(held)
+    return 0
+
+
 def _headers(reply: Reply) -> list[tuple[str, str]]:
     """Content-Length is the body's even for HEAD, which sends none (RFC 9110 9.3.2)."""
     return [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body))), *reply.headers]
@@ -143,6 +175,8 @@ class AsgiApp:
                     more = message.get("more_body", False)
                 if request.body_limit is None:
                     request.raw_body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    if cost:
+                        cost = await _admit_decoding(self.plane.admission, request, cost, headers)
         try:
             if len(request.raw_body) <= INLINE_BODY_BYTES and not self.plane.may_block(request):
                 reply = self.plane.handle(request)
