@@ -15,8 +15,9 @@ models exactly as it serves the one model of a one-model server.
 - Loaded models are kept within POOL_MEMORY_MB, least recently used evicted first. A load
   reserves an estimate first (file size x a per-format factor + a per-model overhead, or what
   the model took the last time), then is charged what it actually took: the process's resident
-  memory before and after the load and warm-up, loads measured one at a time so that no load is
-  charged another's. Memory freed meanwhile cannot make a charge smaller than the estimate; a
+  memory before the load against its peak during the load and warm-up prediction (the kernel's
+  high-water mark, VmHWM, restarted before each load), loads measured one at a time so that no
+  load is charged another's. Memory freed meanwhile cannot make a charge smaller than the estimate; a
   request decoded meanwhile can make it larger (eviction then comes early, never late). A model
   that took more than the whole budget is refused and dropped.
 - A request on a model's own host reaches only that model (POOL_ROUTING, `boundary`).
@@ -73,6 +74,27 @@ def resident_bytes() -> int:
             return int(f.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def reset_peak() -> None:
+    """Restart the kernel's resident high-water mark (VmHWM) from now (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_resident_bytes() -> int:
+    """The resident high-water mark since the last `reset_peak` (VmHWM), 0 where there is none."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 @dataclass(slots=True)
@@ -504,13 +526,14 @@ class ModelPool:
                 return
             self._measuring = token
         model = ServedModel(self._settings_for(entry), entry.entry)
+        reset_peak()
         before = resident_bytes()
         started = time.perf_counter()
         ok = False
         try:
             ok = model.load(log_loaded=False)
         finally:
-            took = max(0, resident_bytes() - before)
+            took = max(0, max(resident_bytes(), peak_resident_bytes()) - before)
             elapsed = time.perf_counter() - started
             self._finish(slot, token, model, ok, took, elapsed)
 

@@ -11,13 +11,15 @@ equals it. The files themselves are checked when a model loads, never before and
 skipped: the path is resolved inside the directory (symlinks included) and the bytes read are
 hashed and compared with the manifest's sha256 before they are loaded
 (`artifacts.load_artifact`): a tampered or missing file is refused at its load, and only that
-model is. Each entry keeps its manifest object as compact JSON bytes (~0.5 KiB), parsed again
-only when the model loads: an unloaded entry costs ~1 KiB of memory.
+model is. Each entry keeps what a load reads of its manifest object (`SERVED_KEYS`) as compact
+JSON bytes (~0.5 KiB for the examples), parsed again only when the model loads: an unloaded
+entry costs ~1 KiB of memory (`make bench-pool` measures it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sys
 from dataclasses import dataclass, field, replace
@@ -37,6 +39,9 @@ class RepositoryRefused(ModelRefused):
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 """RFC 1123 label, as Kubernetes names a Service or a DomainMapping's first label."""
+SERVED_KEYS = ("name", "version", "format", "path", "sha256", "server", "example")
+"""What a load reads of a manifest entry (the publishing report, `verification` and `converter`,
+is the publisher's record, not kept in memory per entry)."""
 RUNS_CODE = {"onnx": False, "skops": False, "joblib": True}
 """Whether a format's file runs code when loaded, known without reading it (MLflow: its MLmodel says)."""
 
@@ -173,11 +178,15 @@ def _entry(item: Any, wanted: set[str]) -> RepositoryEntry | None:
     fmt = str(item.get("format") or "auto").lower()
     if fmt == "auto":
         fmt = _format_of(path)
-    if fmt not in modules():
-        raise ModelRefused(f"{name!r} ({path}) has unknown format {fmt!r}")
+    known = modules()
+    if fmt not in known:
+        raise ModelRefused(f"{name!r} ({path}) has unknown format {fmt[:40]!r}")
+    fmt = next(k for k in known if k == fmt)  # the one interned string per format
     if fmt not in wanted:
         return None
-    return RepositoryEntry(sys.intern(name), version, fmt, path, sha.lower(), orjson.dumps(item))
+    kept = {k: item[k] for k in SERVED_KEYS if k in item}
+    raw = json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()
+    return RepositoryEntry(sys.intern(name), sys.intern(version) if version else None, fmt, path, sha.lower(), raw)
 
 
 def _format_of(path: str) -> str:
