@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from . import metrics
 from .errors import InferError, ModelNotReady, PayloadTooLarge
 
+PREDICT_BYTES_PER_ELEMENT = 32
+"""What onnxruntime allocates while predicting, per input element (RSS high-water mark over
+10^4-10^6-row batches of the example models, arena off: 16-17 bytes; doubled for models with
+wider intermediates). Reserved around `predict`, beside the decoding's reservation."""
 COSTS = {"byte": 2, "json_separator": 120, "json_open": 240, "json_string": 210, "csv_byte": 16,
          "binary_element": 80}
 """Peak bytes held while decoding and answering (measured with tracemalloc on the wine model,
@@ -100,6 +105,18 @@ class Admission:
             self.used -= cost
             metrics.REQUEST_MEMORY_RESERVED.set(self.used)
             self._cond.notify_all()
+
+    def predict_cost(self, rows: Any) -> int:
+        return int(getattr(rows, "size", 0)) * PREDICT_BYTES_PER_ELEMENT
+
+    def hold(self, cost: int, what: str) -> None:
+        """Reserve `cost` (blocking up to ADMISSION_WAIT_S) or raise the 413/503 that says why."""
+        if cost > self.budget:
+            metrics.ADMISSION_REFUSED.labels("too_large").inc()
+            raise PayloadTooLarge(f"{what} would take ~{cost / 2**20:.0f} MB to predict, over REQUEST_MEMORY_MB "
+                                  f"({self.budget / 2**20:.0f} MB): send smaller batches")
+        if not self.acquire(cost):
+            raise self.busy()
 
     def busy(self) -> InferError:
         metrics.ADMISSION_REFUSED.labels("busy").inc()

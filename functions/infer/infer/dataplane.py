@@ -123,7 +123,14 @@ class DataPlane:
             order = model.arrange_columns(columns)
             if order is not None:
                 rows = rows[:, order]
-        return model.predict(rows, outputs)
+        if self.admission is None:
+            return model.predict(rows, outputs)
+        cost = self.admission.predict_cost(rows)  # what the runtime allocates, beside the decoding
+        self.admission.hold(cost, f"a batch of {rows.shape[0]} rows")
+        try:
+            return model.predict(rows, outputs)
+        finally:
+            self.admission.release(cost)
 
     # -- requests ----------------------------------------------------------------------------
     def may_block(self, request: Request) -> bool:
