@@ -19,7 +19,6 @@ entry costs ~1 KiB of memory (`make bench-pool` measures it).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import sys
 from dataclasses import dataclass, field, replace
@@ -38,6 +37,9 @@ class RepositoryRefused(ModelRefused):
 
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+FORMAT_NAMES = {"onnx": "onnx", "skops": "skops", "joblib": "joblib", "mlflow": "mlflow", "auto": "auto"}
+"""One string object per format name (an entry holds a reference, not a copy)."""
 """RFC 1123 label, as Kubernetes names a Service or a DomainMapping's first label."""
 SERVED_KEYS = ("name", "version", "format", "path", "sha256", "server", "example")
 """What a load reads of a manifest entry (the publishing report, `verification` and `converter`,
@@ -54,13 +56,23 @@ class RepositoryEntry:
     path: str
     """As listed: relative to the repository directory (resolved inside it at load)."""
     sha256: str
-    raw: bytes = field(repr=False, compare=True)
-    """The manifest entry as written, compact JSON (the ONNX `server` block, the warm-up
-    `example`): parsed at load, so that an unloaded entry holds no dicts."""
+    blob: bytes = field(repr=False, compare=False)
+    """The manifest entries' served keys, all of them in one bytes object (`raw` is this one's):
+    one allocation for the repository, not one per entry."""
+    start: int = field(repr=False, compare=False)
+    end: int = field(repr=False, compare=False)
+    raw_hash: int = field(repr=False)
+    """Of `raw`: a republished entry (another `server` block or `example`) compares unequal."""
     runs_code: bool | None = None
     """Pickle-based (joblib, MLflow): loading it runs code. None until settled (`_settle`)."""
     refused: str | None = None
     """Why the pool will not load this entry, known from the manifest alone."""
+
+    @property
+    def raw(self) -> bytes:
+        """The manifest entry's served keys as written (the ONNX `server` block, the warm-up
+        `example`), compact JSON."""
+        return self.blob[self.start:self.end]
 
     @property
     def entry(self) -> dict[str, Any]:
@@ -111,39 +123,72 @@ def read_repository(root: Path, formats: tuple[str, ...], pinned_sha256: str | N
             raise TypeError("artifacts is not a list")
     except (ValueError, KeyError, TypeError) as exc:
         raise RepositoryRefused(f"{str(manifest)!r} is not a valid manifest (an object with an artifacts list): {exc}") from None
+    del raw
     problems: list[str] = []
-    candidates: dict[tuple[str, str | None], dict[str, RepositoryEntry]] = {}
+    candidates: dict[tuple[str, str | None], Any] = {}
+    """(name, version) -> its one listed _Listed, or {format: _Listed} when listed in several."""
     wanted = set(formats)
     for i, item in enumerate(artifacts):
         try:
-            entry = _entry(item, wanted)
+            listed = _entry(item, wanted)
         except ModelRefused as exc:
             problems.append(f"artifacts[{i}]: {exc}")
             if len(problems) > 20:
                 break
             continue
-        if entry is None:
+        if listed is None:
             continue
-        listed = candidates.setdefault((entry.name, entry.version), {})
-        if entry.format in listed:
-            problems.append(f"artifacts[{i}]: {entry.name!r} version {entry.version!r} is listed twice as {entry.format}")
-        listed[entry.format] = entry
+        key = (listed[0], listed[1])
+        seen = candidates.get(key)
+        if seen is None:
+            candidates[key] = listed
+            continue
+        by_format = seen if isinstance(seen, dict) else {seen[2]: seen}
+        if listed[2] in by_format:
+            problems.append(f"artifacts[{i}]: {listed[0]!r} version {listed[1]!r} is listed twice as {listed[2]}")
+        by_format[listed[2]] = listed
+        candidates[key] = by_format
     if problems:
         raise RepositoryRefused(f"{str(manifest)!r} does not verify: " + "; ".join(problems[:20]))
-    models = {}
-    for key, by_format in candidates.items():
+    del doc, artifacts
+    # Pack the served keys of every entry into one bytes object, then make the entries: their
+    # few small objects are allocated after the parsed manifest is freed, so they do not pin
+    # its memory (interleaved, they kept ~4 KiB per entry of it resident).
+    chosen_listed = []
+    for by_format in candidates.values():
+        if not isinstance(by_format, dict):
+            chosen_listed.append(by_format)
+            continue
         try:
-            chosen = choose_format(by_format, formats, pinned_sha256 is not None, root)
+            pick = choose_format({f: _listed_entry(v, b"", 0) for f, v in by_format.items()}, formats,
+                                 pinned_sha256 is not None, root)
         except ModelRefused as exc:
             problems.append(str(exc))
             continue
-        if chosen is not None:
-            models[key] = chosen
+        if pick is not None:
+            chosen_listed.append(by_format[pick.format])
+    del candidates
+    blob = b"".join(listed[5] for listed in chosen_listed)
+    models: dict[tuple[str, str | None], RepositoryEntry] = {}
+    offset = 0
+    for listed in chosen_listed:
+        entry = _listed_entry(listed, blob, offset)
+        offset = entry.end
+        entry = _settle(entry, pinned_sha256 is not None, root)
+        models[(entry.name, entry.version)] = entry
     if problems:
-        raise RepositoryRefused(f"{str(manifest)!r} does not verify: " + "; ".join(problems[:20]))
+        raise RepositoryRefused(f"{str(manifest)!r} does not verify: " + "; ".join(problems))
     if not models:
         raise RepositoryRefused(f"{str(manifest)!r} lists no model in a served format ({', '.join(formats)})")
     return Repository(root, digest, pinned_sha256 is not None, models)
+
+
+def _listed_entry(listed: tuple, blob: bytes, offset: int) -> RepositoryEntry:
+    name, version, fmt, path, sha, raw = listed
+    if not blob:
+        blob, offset = raw, 0
+    return RepositoryEntry(sys.intern(name), sys.intern(version) if version else None, fmt, path, sha, blob,
+                           offset, offset + len(raw), hash(raw), RUNS_CODE.get(fmt))
 
 
 def choose_format(by_format: Mapping[str, RepositoryEntry], formats: tuple[str, ...], pinned: bool,
@@ -160,9 +205,9 @@ def choose_format(by_format: Mapping[str, RepositoryEntry], formats: tuple[str, 
     return listed[0] if listed else None
 
 
-def _entry(item: Any, wanted: set[str]) -> RepositoryEntry | None:
-    """One manifest object checked by its text alone (no file is touched); None when its
-    (declared) format is not served."""
+def _entry(item: Any, wanted: set[str]) -> tuple | None:
+    """One manifest object checked by its text alone (no file is touched): (name, version,
+    format, path, sha256, its served keys as JSON bytes), or None when its format is not served."""
     if not isinstance(item, dict):
         raise ModelRefused("is not an object")
     name, path, sha = item.get("name"), item.get("path"), item.get("sha256")
@@ -172,21 +217,19 @@ def _entry(item: Any, wanted: set[str]) -> RepositoryEntry | None:
                            "the model's host")
     if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/") or "\\" in path:
         raise ModelRefused(f"{name!r} has no path inside the repository (a relative path without '..')")
-    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower()):
+    if not isinstance(sha, str) or not SHA256.match(sha):
         raise ModelRefused(f"{name!r} ({path}) records no sha256 (64 hex digits)")
     version = str(item["version"]) if item.get("version") not in (None, "") else None
-    fmt = str(item.get("format") or "auto").lower()
+    fmt = item.get("format") or "auto"
+    fmt = FORMAT_NAMES.get(fmt) or FORMAT_NAMES.get(str(fmt).lower()) or str(fmt).lower()
     if fmt == "auto":
         fmt = _format_of(path)
-    known = modules()
-    if fmt not in known:
+    if fmt not in modules():
         raise ModelRefused(f"{name!r} ({path}) has unknown format {fmt[:40]!r}")
-    fmt = next(k for k in known if k == fmt)  # the one interned string per format
     if fmt not in wanted:
         return None
     kept = {k: item[k] for k in SERVED_KEYS if k in item}
-    raw = json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()
-    return RepositoryEntry(sys.intern(name), sys.intern(version) if version else None, fmt, path, sha.lower(), raw)
+    return name, version, fmt, path, sha.lower(), orjson.dumps(kept)
 
 
 def _format_of(path: str) -> str:
@@ -202,9 +245,9 @@ def _settle(entry: RepositoryEntry, pinned: bool, root: Path) -> RepositoryEntry
     """Whether the pool may load it: a pickle-based file only from a pinned manifest. Known
     from the format, except an MLflow directory's (its MLmodel names its flavour, read here
     only for an entry that the preference order reaches)."""
-    if entry.runs_code is not None:
+    if entry.runs_code is False or (entry.runs_code and (pinned or entry.refused)):
         return entry
-    runs_code = RUNS_CODE.get(entry.format)
+    runs_code = entry.runs_code
     if runs_code is None:
         try:
             resolved = resolve_inside(root, entry.path)
