@@ -10,7 +10,7 @@ API is the control plane's, and the pool answers it nowhere else (its serving po
 hosts reach, gives 404). These reach one pool pod: the Service balances requests, not models. With more than one pod,
 the others load a model on its first request anyway (an ONNX model loads in milliseconds), so a
 pre-load makes the first pod warm for the model, which is what a pool scaled up from zero has.
-With PRELOAD_GATEWAY (default WARMUP_GATEWAY) the calls go there with the pool's host as `Host:`
+With PRELOAD_GATEWAY set the calls go there with the pool's host as `Host:`
 (local mode: its stand-in routes the repository paths to a replica's control port). Errors are one type carrying what went wrong; the
 caller records them and tries again next tick (a failed pre-load never blocks a decision).
 """
