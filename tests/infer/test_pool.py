@@ -394,6 +394,7 @@ def test_sha256_gate_per_model_refuses_a_tampered_file_and_the_others_serve(mode
     ({"name": "a/b"}, "DNS label"),
     ({"name": "Wine"}, "DNS label"),
     ({"name": "vin\u00f6"}, "DNS label"),
+    ({"name": "10"}, "DNS label"),
 ])
 def test_a_manifest_that_does_not_verify_keeps_the_pool_not_ready(models_dir, tmp_path, start_pool, bad, said):
     repo = make_repository(models_dir, tmp_path / "repo")

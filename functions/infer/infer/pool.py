@@ -372,7 +372,9 @@ class ModelPool:
     def index(self, ready_only: bool = False) -> list[dict]:
         self.require_ready()
         rows = []
-        for (name, version), slot in sorted(self._slots.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        slots = self._slots
+        items = [(key, slots[key]) for key in list(self._lru) if key in slots] if ready_only else slots.items()
+        for (name, version), slot in sorted(items, key=lambda kv: (kv[0][0], str(kv[0][1]))):
             if ready_only and slot.state != "READY":
                 continue
             row = {"name": name}

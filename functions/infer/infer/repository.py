@@ -37,11 +37,12 @@ class RepositoryRefused(ModelRefused):
     """The manifest cannot be served; the pool stays up, not ready, and says why."""
 
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""An RFC 1035 label, as Kubernetes names a Service (DNS-1035): it starts with a letter, so no
+model is named like the first label of an IP address (a pod's, which Prometheus scrapes)."""
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 FORMAT_NAMES = {"onnx": "onnx", "skops": "skops", "joblib": "joblib", "mlflow": "mlflow", "auto": "auto"}
 """One string object per format name (an entry holds a reference, not a copy)."""
-"""RFC 1123 label, as Kubernetes names a Service or a DomainMapping's first label."""
 SERVED_KEYS = ("name", "version", "format", "path", "sha256", "server", "example")
 """What a load reads of a manifest entry (the publishing report, `verification` and `converter`,
 is the publisher's record, not kept in memory per entry)."""
@@ -233,7 +234,7 @@ def _entry(item: Any, wanted: set[str]) -> tuple | None:
     name, path, sha = item.get("name"), item.get("path"), item.get("sha256")
     if not isinstance(name, str) or not DNS_LABEL.match(name):
         raise ModelRefused(f"name {str(name)[:80]!r} is not a DNS label (lower-case letters, digits and '-', "
-                           "at most 63, starting and ending with a letter or digit): it is the first label of "
+                           "at most 63, starting with a letter, ending with a letter or digit): it is the first label of "
                            "the model's host")
     if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/") or "\\" in path:
         raise ModelRefused(f"{name!r} has no path inside the repository (a relative path without '..')")
