@@ -90,6 +90,7 @@ def test_a_model_host_reaches_only_its_model_whatever_names_another(three):
         ("/invocations", {**host("diabetes"), "X-Model-Name": "wine"}, {"instances": WINE.tolist()}),
         ("/invocations", {**host("diabetes"), "X-Forwarded-Host": "wine.models.example.com"}, {"instances": WINE.tolist()}),
         ("/v2/models/diabetes/infer", {**host("diabetes"), "X-Forwarded-Host": "wine.models.example.com"}, V2),
+        ("/v2/models/wine/infer", {"Host": "infer-pool.models.svc", "K-Original-Host": "diabetes.models.example.com"}, V2),
         ("/invocations", {"Host": "infer-pool.models.svc", "X-Forwarded-Host": "diabetes.models.example.com",
                           "X-Model-Name": "wine"}, {"instances": WINE.tolist()}),
     ]

@@ -16,6 +16,7 @@ body (GETs) are not counted.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from typing import Any
@@ -37,6 +38,9 @@ FACTORS = {"json": 2, "csv": 2, "binary": 2}
 """Before the body is read: bytes per body byte (reading it)."""
 FIXED_BYTES = 256 * 1024
 ADMISSION_WAIT_S = 1.0
+ON_EVENT_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("on_event_loop", default=False)
+"""Set while the ASGI adapter answers a small request on the event loop itself: a reservation
+there never waits (it would stall every request), it is taken at once or answered 503."""
 
 
 def kind(headers: dict) -> str:
@@ -115,7 +119,7 @@ class Admission:
             metrics.ADMISSION_REFUSED.labels("too_large").inc()
             raise PayloadTooLarge(f"{what} would take ~{cost / 2**20:.0f} MB to predict, over REQUEST_MEMORY_MB "
                                   f"({self.budget / 2**20:.0f} MB): send smaller batches")
-        if not self.acquire(cost):
+        if not (self.try_acquire(cost) if ON_EVENT_LOOP.get() else self.acquire(cost)):
             raise self.busy()
 
     def busy(self) -> InferError:

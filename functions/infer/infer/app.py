@@ -8,7 +8,7 @@ import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .admission import ADMISSION_WAIT_S, Admission
+from .admission import ADMISSION_WAIT_S, ON_EVENT_LOOP, Admission
 from .dataplane import DataPlane
 from .http_io import Reply, Request
 from .model import ModelRegistry, ServedModel
@@ -179,7 +179,11 @@ class AsgiApp:
                         cost = await _admit_decoding(self.plane.admission, request, cost, headers)
         try:
             if len(request.raw_body) <= INLINE_BODY_BYTES and not self.plane.may_block(request):
-                reply = self.plane.handle(request)
+                inline = ON_EVENT_LOOP.set(True)
+                try:
+                    reply = self.plane.handle(request)
+                finally:
+                    ON_EVENT_LOOP.reset(inline)
             else:
                 import asyncio  # here: the WSGI server never needs it (0.1 s of its cold start)
 

@@ -56,6 +56,7 @@ log = logging.getLogger("infer.pool")
 # little above what `make bench-pool` measured as the RSS per loaded model of the examples.
 OVERHEAD_BYTES = {"onnx": 192 * 1024, "skops": 32 * 1024, "joblib": 32 * 1024, "mlflow": 32 * 1024}
 BYTES_PER_FILE_BYTE = {"onnx": 3.0, "skops": 1.0, "joblib": 3.0, "mlflow": 3.0}
+HOST_HEADERS = ("host", "k-original-host", "x-forwarded-host")
 NOT_LOADED = "not loaded (loads on its first request, or a control-plane load)"
 NO_MODEL_LABEL = "none"
 """The metrics label of a request that names no model of the repository (bounded label set)."""
@@ -304,22 +305,24 @@ class ModelPool:
         return metrics.model_label(name)
 
     def boundary(self, headers: Any) -> str | None:
-        """The model whose host this request came on, or None (POOL_ROUTING `open`, or a host
-        that names no model). `Host` first: it is what the gateway routed on; X-Forwarded-Host
-        only when Host names no model (a proxy that rewrote it). A second model named by
-        X-Forwarded-Host or X-Model-Name on a model's host is a 404 that names no other."""
+        """The model whose host this request came on, or None (POOL_ROUTING `open`, or hosts
+        that name no model). Every header that carries the host the client called counts:
+        `Host` (what the gateway routed on), `K-Original-Host` (Knative's: the host before a
+        DomainMapping or the activator rewrote it, knative/networking's OriginalHostHeader) and
+        `X-Forwarded-Host` (a proxy's). Naming a model can only narrow what a request reaches,
+        so a header a client forged cannot widen it; two of them naming different models is a
+        404, and so is another model named by X-Model-Name or the path (`DataPlane`)."""
         if self.repository is None or self.routing == "open":
             return None
         by_name = self.repository.by_name
-        host = routing.host_label(headers.get("host", ""))
-        forwarded = routing.host_label(headers.get("x-forwarded-host", ""))
-        bound = host if host in by_name else forwarded if forwarded in by_name else None
+        named = {label for label in (routing.host_label(headers.get(h, "")) for h in HOST_HEADERS) if label in by_name}
+        if len(named) > 1:
+            raise ModelNotFound("the request's host headers name different models")
+        bound = named.pop() if named else None
         if bound is None:
             if self.routing == "host-only":
                 raise ModelNotFound("this host names no model: call the model's own host (<model>.<namespace>.<domain>)")
             return None
-        if forwarded is not None and forwarded != bound and forwarded in by_name:
-            raise ModelNotFound(f"X-Forwarded-Host names another model than this host's ({bound!r})")
         given = routing.explicit_name(headers)
         if given is not None and given != bound:
             raise ModelNotFound(f"model {given[:80]!r} (X-Model-Name) is not served on this host")

@@ -93,7 +93,7 @@ class InferSettings:
     (serving/pool/infer-pool.yaml): Knative routes one port per Service, so tenants cannot reach it."""
 
     pool_routing: str = "host"
-    """POOL_ROUTING (default host). `host`: a request whose host (`Host`, else
+    """POOL_ROUTING (default host). `host`: a request whose host (`Host`, `K-Original-Host` or
     `X-Forwarded-Host`) names a model of the repository is served by that model only; another
     model's name there (path, X-Model-Name, X-Forwarded-Host) is a 404 that lists nothing. A host
     that names no model (the pool's own cluster-local host, a pod IP) serves any model by name.
