@@ -117,6 +117,8 @@ class _Slot:
     charged: int = 0
     """What its last load took (the next load reserves it)."""
     loader: threading.Thread | None = None
+    deadline: threading.Timer | None = None
+    """The load's deadline; cancelled when the load ends (a sleeping timer is a thread)."""
 
 
 class _Labels:
@@ -480,9 +482,9 @@ class ModelPool:
         slot.token, slot.loading, slot.state, slot.unload_pending = token, threading.Event(), "LOADING", False
         slot.loader = threading.Thread(target=self._load, args=(slot, token), name=f"load-{slot.entry.name}", daemon=True)
         slot.loader.start()
-        timer = threading.Timer(self.settings.pool_load_deadline_s, self._expire, (slot, token))
-        timer.daemon = True
-        timer.start()
+        slot.deadline = threading.Timer(self.settings.pool_load_deadline_s, self._expire, (slot, token))
+        slot.deadline.daemon = True
+        slot.deadline.start()
 
     def _make_room(self, slot: _Slot) -> None:
         """Reserve the slot's footprint, evicting least recently used models first (lock held)."""
@@ -520,7 +522,7 @@ class ModelPool:
         return self.settings.for_entry(entry.path, entry.format, entry.sha256, entry.name, entry.version, source)
 
     def _load(self, slot: _Slot, token: int) -> None:
-        """The loader thread: measured one at a time (RSS before and after)."""
+        """The loader thread: measured one at a time (resident memory before, peak after)."""
         entry = slot.entry
         with self._lock:
             while self._measuring is not None and slot.token == token:
@@ -528,6 +530,8 @@ class ModelPool:
             if slot.token != token:  # expired or retired while waiting to start
                 if slot.token == -1:
                     self._release(slot)
+                    if slot.deadline is not None:
+                        slot.deadline.cancel()
                 return
             self._measuring = token
         model = ServedModel(self._settings_for(entry), entry.entry)
@@ -549,6 +553,9 @@ class ModelPool:
             if self._measuring == token:
                 self._measuring = None
                 self._measure.notify_all()
+            if slot.token == token and slot.deadline is not None:
+                slot.deadline.cancel()
+                slot.deadline = None
             if slot.token != token:  # given up (deadline) or retired (repository change) meanwhile
                 if slot.token == -1:
                     self._release(slot)
