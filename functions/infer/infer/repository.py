@@ -50,7 +50,7 @@ RUNS_CODE = {"onnx": False, "skops": False, "joblib": True}
 """Whether a format's file runs code when loaded, known without reading it (MLflow: its MLmodel says)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RepositoryEntry:
     name: str
     version: str | None
@@ -171,15 +171,16 @@ def read_repository(root: Path, formats: tuple[str, ...], pinned_sha256: str | N
             chosen_listed.append(by_format[pick.format])
     blob = b"".join(listed[5] for listed in chosen_listed)
     sizes = array("Q", (len(listed[5]) for listed in chosen_listed))
+    hashes = array("q", (hash(listed[5]) for listed in chosen_listed))
     fields = "\n".join("\t".join((name, version or "", fmt, path, sha)) for name, version, fmt, path, sha, _ in chosen_listed)
     del doc, artifacts, candidates, chosen_listed
     models: dict[tuple[str, str | None], RepositoryEntry] = {}
     offset = 0
-    for line, size in zip(fields.split("\n"), sizes):
+    for line, size, raw_hash in zip(fields.split("\n"), sizes, hashes):
         name, version, fmt, path, sha = line.split("\t")
         end = offset + size
         entry = RepositoryEntry(sys.intern(name), sys.intern(version) if version else None, FORMAT_NAMES.get(fmt, fmt),
-                                path, sha, blob, offset, end, hash(blob[offset:end]), RUNS_CODE.get(fmt))
+                                path, sha, blob, offset, end, raw_hash, RUNS_CODE.get(fmt))
         offset = end
         entry = _settle(entry, pinned_sha256 is not None, root)
         models[(entry.name, entry.version)] = entry
