@@ -33,6 +33,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(cpu_share()))))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "1")))
+    # gunicorn's worker heartbeat needs a writable directory: under readOnlyRootFilesystem, an
+    # emptyDir mounted there (serving/infer-*.yaml mount one at /tmp and set WORKER_TMP_DIR).
+    parser.add_argument("--worker-tmp-dir", default=os.environ.get("WORKER_TMP_DIR") or None)
     return parser.parse_args(argv)
 
 
@@ -72,7 +75,13 @@ def main(argv: list[str] | None = None) -> None:
         settings = InferSettings.from_env()
     except SettingsError as exc:
         sys.exit(f"infer: {exc}")
-    app, _ = start(settings)  # a refusal keeps the server up, not ready, answering 503 with the reason
+    app, served = start(settings)  # a refusal keeps the server up, not ready, answering 503 with the reason
+
+    def post_worker_init(worker) -> None:
+        """The pool's repository poll and control port run in the worker, which holds the pool
+        (threads do not survive gunicorn's fork of the preloaded app)."""
+        if hasattr(served, "start_background"):
+            served.start_background(args.host)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -84,7 +93,10 @@ def main(argv: list[str] | None = None) -> None:
             self.cfg.set("keepalive", 75)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _child_exit)
+            if args.worker_tmp_dir:
+                self.cfg.set("worker_tmp_dir", args.worker_tmp_dir)
             self.cfg.set("worker_exit", _worker_exit)
+            self.cfg.set("post_worker_init", post_worker_init)
 
         def load(self):
             return app
