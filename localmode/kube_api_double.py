@@ -10,7 +10,8 @@ exercised over real HTTP against this double, which behaves as the parts it stan
 - RBAC: given the rules of the ClusterRoles bound to the function's ServiceAccount (parsed from
   serving/rbac.yaml), any request they do not allow gets 403 Forbidden.
 - 404 for what does not exist; 400 for what Knative's webhooks deny: a change to a Revision's
-  spec (immutable), a min-scale that is not a non-negative integer or exceeds max-scale.
+  spec (immutable), a min-scale that is not a non-negative integer or exceeds max-scale, a window
+  outside 6 s-1 h, a scale-to-zero-pod-retention-period outside 0-1 h.
 - Knative >= 1.21 (`version="1.21"`): autoscaling annotations patched on a Revision are copied to
   its PodAutoscaler (the revision reconciler does so); a direct PodAutoscaler patch is reverted.
   `version="1.20"`: the PodAutoscaler is where min-scale must be patched.
@@ -442,6 +443,11 @@ class KubeApiDouble:
             seconds = _duration_s(window)
             if seconds is None or not 6 <= seconds <= 3600:
                 return f"invalid value: {window}: autoscaling.knative.dev/window"
+        retention = annotations.get("autoscaling.knative.dev/scale-to-zero-pod-retention-period")
+        if retention is not None:  # autoscaling.ValidateAnnotations: a duration of 0-1 h
+            seconds = _duration_s(retention)
+            if seconds is None or not 0 <= seconds <= 3600:
+                return f"invalid value: {retention}: autoscaling.knative.dev/scale-to-zero-pod-retention-period"
         return None
 
     @staticmethod

@@ -214,9 +214,15 @@ class PoolPlanDriver:
     placement does not depend on warmth, so they share the routes of the first."""
 
     def __init__(self, counts: np.ndarray, per_model: "Forecasts", names: list[str], variants: list[PoolPlanSettings],
-                 options: "FleetOptions"):
+                 options: "FleetOptions", minute0: int = 0, policy: PolicySettings | None = None):
+        """`counts[i, m]`: model i's requests in minute m, the fleet's minute 0 being `minute0` since
+        the epoch (the clock the plan sees); `policy`: the scale function's policy settings (the
+        fleet's capacity, max-scale and the user's price by default)."""
         self.counts, self.fc, self.names = counts, per_model, names
         self.variants, self.options = variants, options
+        self.minute0 = minute0
+        self.policy = policy or PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=options.cost,
+                                               max_scale=options.max_scale)
         n_models, n = counts.shape
         self.n = n
         self.routed = [POOL] * n_models
@@ -229,6 +235,7 @@ class PoolPlanDriver:
         self.member = np.ones((n_models, n), bool)
         self.moves = 0
         self.in_force: list[dict[str, int]] = [{} for _ in variants]
+        self.warmth: list[list[str]] = [[""] * n for _ in variants]  # the pool's warmth label, minute by minute
         self.scored_from = options.warmup_days * DAY
         # covered P(any) of each model at each minute (the history's forecast column), NaN: none
         h = min(LEAD_MINUTES, per_model.p_any.shape[2])
@@ -246,7 +253,7 @@ class PoolPlanDriver:
         """pool_plan.tier_history, vectorised (a test holds the two equal)."""
         first = max(0, m - settings.history_minutes)  # every minute of a replayed fleet was observed
         if m == first or not members:
-            return TierHistory(m, [], [], 0.0)
+            return TierHistory(self.minute0 + m, [], [], 0.0)
         c = self.counts[members, first:m]
         total = c.sum(axis=0)
         p = self.p_cov[members, first:m]
@@ -256,7 +263,8 @@ class PoolPlanDriver:
         prev = self.counts[members, first - 1:m - 1] if first > 0 else np.concatenate(
             (np.zeros((len(members), 1)), self.counts[members, first:m - 1]), axis=1)
         per_model = float(((c > 0) | (prev > 0)).sum())
-        return TierHistory(first, total.tolist(), [None if math.isnan(v) else float(v) for v in p_out], per_model)
+        return TierHistory(self.minute0 + first, total.tolist(), [None if math.isnan(v) else float(v) for v in p_out],
+                           per_model)
 
     def __call__(self, start: int, end: int, _per_minute: np.ndarray | None = None) -> np.ndarray:
         began = time.perf_counter()
@@ -270,7 +278,7 @@ class PoolPlanDriver:
         h = min(LEAD_MINUTES, fc.point.shape[2])
         n_models = len(self.names)
         for m in range(start, end):
-            now_s = m * 60.0
+            now_s = (self.minute0 + m) * 60.0
             point, upper, p_any = fc.point[:, m, :h], fc.upper[:, m, :h], fc.p_any[:, m, :h]
             known = ~np.isnan(point[:, 0])
             rows = np.flatnonzero(known)
@@ -282,7 +290,7 @@ class PoolPlanDriver:
             observed = {}
             if m > 0:
                 for i in np.flatnonzero(self.counts[:, m - 1]):
-                    observed[self.names[i]] = (m - 1, (float(self.counts[i, m - 1]),))
+                    observed[self.names[i]] = (self.minute0 + m - 1, (float(self.counts[i, m - 1]),))
             if self._views is None:
                 self._views = [ModelView(self.names[i], self.routed[i], self.dedicated[i], True, True, False, True)
                                for i in range(n_models)]
@@ -295,7 +303,7 @@ class PoolPlanDriver:
                 history = {}
                 if choice_due(tier_state, now_s, settings):
                     members = [i for i in range(n_models) if self.routed[i] == POOL]
-                    history["pool"] = self.history(m, members, settings)
+                    history["pool"] = self.history(m, members, settings)  # minutes since the fleet's start
                 tiers = {"pool": note_observed(tier_state or TierState(), observed,
                                                [n for i, n in enumerate(self.names) if self.routed[i] == POOL])}
                 out = plan_pool(view, forecasts, self.states[v], tiers, history, settings, now_s, True)
@@ -309,6 +317,7 @@ class PoolPlanDriver:
                     if service == "pool":
                         self.pool_min[v][m] = min_scale
                         self.pool_keep[v][m] = _seconds(tier.retention)
+                        self.warmth[v][m] = tier.warmth
                         if m >= self.scored_from:
                             self.in_force[v][tier.warmth] = self.in_force[v].get(tier.warmth, 0) + 1
                     elif min_scale:
@@ -324,11 +333,9 @@ class PoolPlanDriver:
     def _decide(self, v: int, service: str, tier, settings: PoolPlanSettings, now_s: float) -> int:
         """decision.plan for one tier, as the scaler calls it with the placement's policy_for."""
         current, raised_at = self.current[v].get(service, (0, None))
-        if current == 0 and tier.floor == 0 and tier.forecast is not None and service != "pool" and \
-                all(f.p_any == 0 and f.upper_rps == 0 for f in tier.forecast):
+        if current == 0 and tier.floor == 0 and tier.idle:
             return 0  # an idle dedicated Service at 0: plan keeps it there (skipped for speed)
-        base = PolicySettings(capacity_rps=self.options.capacity_rps, cold_start_cost_pod_s=tier.price,
-                              max_scale=self.options.max_scale)
+        base = replace(self.policy, cold_start_cost_pod_s=tier.price)
         if tier.floor > 0:
             base = replace(base, min_scale=min(tier.floor, base.max_scale))
         policy = ServicePolicy(base, dry_run=False, user_window=None, may_set_window=False)
@@ -376,7 +383,7 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     drivers: list[PoolPlanDriver] = []
 
     def the_plan(forecasts: Forecasts) -> PoolPlanDriver:
-        drivers.append(PoolPlanDriver(counts, forecasts, list(fleet.services), variants, options))
+        drivers.append(PoolPlanDriver(counts, forecasts, list(fleet.services), variants, options, fleet.start_minute))
         return drivers[0]
 
     per_model, pool_fc, member, longest_fit = walk_forward(counts, fleet, options, the_plan, bar)

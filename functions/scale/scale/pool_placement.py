@@ -179,6 +179,9 @@ class PoolPlacement:
             states[v.name] = state
         forecasts = {v.name: (entries[v.name].minutes if v.name in entries else None) for v in views}
         observed = {v.name: entries[v.name].observed for v in views if v.name in entries and entries[v.name].observed}
+        # the history is what was observed and forecast (kept in dry run too), recorded before it is read
+        self.history.record(namespace, int(now_s // 60),
+                            {n: (p_any_in(f[:LEAD_MINUTES]) if f else None) for n, f in forecasts.items()}, observed)
         tier_states = self.history.load_tiers(namespace, [pool_name])
         history: dict[str, plan.TierHistory] = {}
         if plan.choice_due(tier_states.get(pool_name), now_s, settings):
@@ -193,9 +196,6 @@ class PoolPlacement:
                               if v.dedicated and v.dedicated in ksvcs},
                              capacity_models(pool, self.settings))
         decided = plan.plan_pool(view, forecasts, states, tier_states, history, settings, now_s, fresh)
-        # the history is what was observed and forecast: kept in dry run too
-        self.history.record(namespace, int(now_s // 60),
-                            {n: (p_any_in(f[:LEAD_MINUTES]) if f else None) for n, f in forecasts.items()}, observed)
         self.history.save_tiers(namespace, decided.tier_states)
 
         # -- pre-loads --------------------------------------------------------------------------

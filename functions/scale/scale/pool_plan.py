@@ -35,6 +35,7 @@ from .placement import (DEDICATED, MOVE, POOL, Placement, PlacementSettings, exp
 
 RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
 RETENTION_MAX_MINUTES = 60
+IDLE = (MinuteForecast(0.0, 0.0, 0.0),) * LEAD_MINUTES
 """autoscaling.ValidateAnnotations accepts a retention of 0-1 h: a longer keep-alive is a floor."""
 
 
@@ -242,6 +243,8 @@ class TierPlan:
     """RETENTION's value on the routed Revisions (None: the Service template's own, restored)."""
     warmth: str
     reason: str
+    idle: bool = False
+    """A dedicated Service nothing routes to: its forecast is idle (it goes to zero)."""
 
 
 @dataclass
@@ -369,14 +372,15 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
         if serving:
             fc, why = (list(f), None) if f else (None, f"no forecast for model {p.name}")
         else:
-            fc, why = [MinuteForecast(0.0, 0.0, 0.0)] * LEAD_MINUTES, None
+            fc, why = list(IDLE), None
         dfloor = 0
         if (p.decided == DEDICATED and p.routed != DEDICATED) or (p.routed == DEDICATED and not m.settled and not p.not_ready):
             dfloor = 1
         if p.routed != DEDICATED and not m.settled and not p.not_ready:
             dfloor = max(dfloor, view.dedicated_current.get(m.dedicated, 0))  # its route may still send requests
         tiers[m.dedicated] = TierPlan(m.dedicated, fc, why, dfloor, settings.cost, None, "forecast",
-                                      "dedicated: forecast at the user's price" if serving else "not serving: idle")
+                                      "dedicated: forecast at the user's price" if serving else "not serving: idle",
+                                      idle=not serving)
     return PoolPlan(plans, tiers, new_tier_states, sorted(p.name for p in members), missing,
                     sorted(p.name for p in plans.values() if p.not_ready))
 
