@@ -634,6 +634,18 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
           "alone, no plan), `keepalive` (per-model retention); every other row is a baseline no deployment runs")
 
 
+def pool_capacity_models(manifest: Path = Path(__file__).resolve().parent.parent / "serving" / "pool" / "infer-pool.yaml") -> int:
+    """The pool's capacity in models, read from the pool manifest by the scale function's own
+    rule (pool_placement.capacity_models: its POOL_MEMORY_MB over its model-memory-mb): the one
+    number infer (POOL_MEMORY_MB), scale and this backtest share."""
+    import yaml
+    from scale.pool_placement import capacity_models
+    from scale.pool_settings import PoolSettings
+
+    pool = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "Service")
+    return capacity_models(pool, PoolSettings())
+
+
 def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = True) -> list[dict]:
     """The fleet half of `python -m training.backtest` (its parser holds the options): the
     fleet files named, or `fleets` already read (the what-if on Prometheus). Returns the JSON
@@ -643,7 +655,8 @@ def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = 
     from training.fleet_trace import load_fleet
 
     options = FleetOptions(cold_start_s=int(math.ceil(args.cold_start_s)), capacity_rps=args.capacity_rps,
-                           max_scale=args.max_scale, models_per_pod=args.models_per_pod, model_load_ms=args.model_load_ms,
+                           max_scale=args.max_scale,
+                           models_per_pod=args.models_per_pod if args.models_per_pod is not None else pool_capacity_models(), model_load_ms=args.model_load_ms,
                            fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed, warmup_days=args.warmup_days,
                            placement=PlacementSettings(capacity_rps=args.capacity_rps))
     everything = []
