@@ -245,3 +245,16 @@ def test_the_function_and_the_backtest_driver_take_the_same_decisions(fleet_doub
     assert {s["tiers"] for s in function_side} >= {(True, True), (False, True)}
     assert max(s["dedicated"][0] for s in function_side) >= 1 and max(s["pool"] for s in function_side) >= 1
     assert driver.moves >= 2
+
+
+@pytest.mark.parametrize("observed", [{"start": "2025-02-19T09:20:30Z", "requests": [1]}, {"start": "x", "requests": [1]},
+                                      {"start": "2025-02-19T09:20:00Z", "requests": [-1]},
+                                      {"start": "2025-02-19T09:20:00Z", "requests": [0] * 61}])
+def test_a_malformed_observed_block_is_a_400(fleet_double, scale_fn, observed):
+    setup_pool(fleet_double, {"wine": "pool"})
+    fn = scale_fn(fleet_double)
+    bad = event(TICK0, {"models/wine": minutes(1.0, 0.5)}, "bad-observed")
+    data = bad.get_data()
+    data["services"][0]["observed"] = observed
+    response = send(fn, bad)
+    assert response.status_code == 400 and "observed" in response.text
