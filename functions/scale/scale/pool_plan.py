@@ -483,7 +483,9 @@ def note_observed(state: TierState, observed: Mapping[str, tuple[int, Sequence[f
 
 # -- the choice --------------------------------------------------------------------------------
 def candidates(history: TierHistory, settings: PoolPlanSettings) -> list[Warmth]:
-    out = [Warmth("forecast", float(p)) for p in sorted(set(settings.prices) | {settings.cost})]
+    # the user's price first: on a tie (a short or silent history) the default stands
+    out = [Warmth("forecast", float(settings.cost))]
+    out += [Warmth("forecast", float(p)) for p in sorted(set(settings.prices) - {settings.cost})]
     out += [Warmth("keepalive", tail=k) for k in settings.keepalive_minutes]
     if settings.hybrid:
         h = hybrid_window(history.counts)
