@@ -278,7 +278,7 @@ class PoolPlacement:
                 json_log.event(log, "move", logging.WARNING if p.fallback else logging.INFO, namespace=namespace,
                                model=p.name, **move, **({"reason": p.reason} if p.fallback else {}))
             if p.state is not None:
-                out.states[_uid(mapping)] = PlacementState.from_plan(p.state)
+                out.states[_uid(mapping)] = p.state
         for tier in (POOL, DEDICATED):
             metrics.MODELS.labels(namespace, tier).set(sum(1 for r in routed_now.values() if r == tier))
         metrics.NOT_READY.labels(namespace).set(len(decided.not_ready))

@@ -120,10 +120,6 @@ class ModelState:
             return None  # unreadable: as if evicted (placement restarts from where the route points)
         return state if all(math.isfinite(v) for _, v in state.samples) else None
 
-    @classmethod
-    def from_plan(cls, state: "ModelState") -> "ModelState":
-        return state
-
 
 @dataclass(frozen=True)
 class Warmth:
