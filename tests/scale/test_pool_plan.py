@@ -39,11 +39,11 @@ SETTINGS = PoolPlanSettings(placement=PlacementSettings(capacity_rps=10.0, hold_
 
 
 # -- tiers ---------------------------------------------------------------------------------------------
-def test_a_busy_model_stays_pooled_while_the_pool_holds_the_working_set():
+def test_a_busy_model_stays_pooled_while_a_pod_holds_the_models_in_every_pod():
     models = [model("busy"), model("quiet")]
     states = {"busy": leaning(POOL, NOW - 3600)}
     out = plan_pool(view(models, capacity=64), {"busy": fc(8.0), "quiet": fc(0.05)}, states, {}, {}, SETTINGS, NOW)
-    assert out.models["busy"].decided == POOL and "working set" in out.models["busy"].reason
+    assert out.models["busy"].decided == POOL and "every-pod" in out.models["busy"].reason
     # the same pool holding one model a pod cannot hold both: the busiest leaves, through its own Service
     out = plan_pool(view(models, capacity=1), {"busy": fc(8.0), "quiet": fc(1.0)}, states, {}, {}, SETTINGS, NOW)
     assert out.models["busy"].decided == DEDICATED and out.models["busy"].action == MOVE

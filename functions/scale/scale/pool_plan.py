@@ -388,11 +388,14 @@ def capacity_models(view: PoolView) -> int:
 def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str, float], capacity: int,
                  evaluate: bool, capacity_rps: float) -> None:
     """Placement by memory: a model that placement would dedicate (its rate keeps a pod busy,
-    with hysteresis) leaves the pool only while the pool cannot hold its working set: the models
-    a pool pod meets in a minute. Knative spreads requests over the pool's pods, so with P pods a
-    model of r requests a minute reaches min(r, P) of them: a pod's working set is the sum of
-    min(1, r / P). While that fits a pod's capacity, sharing the pool's warm pods beats a Service
-    of one's own; beyond it, the busiest go first, only as many as it takes to fit."""
+    with hysteresis) leaves the pool only while the pool cannot hold the models that live in
+    every one of its pods. Knative spreads requests over the pool's P pods, so a model of r
+    requests a minute reaches min(r, P) of them: a model with r >= P is in every pod all the
+    time and takes a slot of each; the sparse rest rotate through the remaining slots, loaded on
+    demand (milliseconds for ONNX), least recently used out. While the every-pod models fit a
+    pod's capacity, sharing the pool's warm pods and headroom beats a Service of one's own (a
+    model load costs a request milliseconds; a Service of its own, its own cold starts and
+    bursts); beyond it, the busiest leave first, only as many as it takes to fit."""
     if not evaluate:
         return
     wanting = [p for p in plans.values() if p.decided == DEDICATED and p.routed == POOL]
@@ -401,16 +404,16 @@ def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str
     staying = [p.name for p in plans.values() if p.decided == POOL or p in wanting]
     per_min = {n: max(0.0, rates[n]) * 60.0 if math.isfinite(rates[n]) else 0.0 for n in staying}
 
-    def working_set(names: list[str]) -> float:
+    def every_pod(names: list[str]) -> int:
         pods = max(1.0, math.ceil(sum(per_min[n] for n in names) / 60.0 / (0.7 * capacity_rps)))
-        return sum(min(1.0, per_min[n] / pods) for n in names)
+        return sum(1 for n in names if per_min[n] >= pods)
 
     for p in sorted(wanting, key=lambda p: -per_min[p.name]):
-        if working_set(staying) <= capacity:
+        held = every_pod(staying)
+        if held <= capacity:
             p.decided, p.leaning_since = POOL, None
             p.state.tier, p.state.leaning_since = POOL, None
-            p.reason = (f"the pool holds its working set ({working_set(staying):.1f} <= {capacity} models a pod): "
-                        "stays pooled")
+            p.reason = f"the pool holds its every-pod models ({held} <= {capacity} a pod): stays pooled"
         else:
             staying.remove(p.name)
 
