@@ -20,7 +20,7 @@ FIT_ON ?= fleet+trace
 .PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
 
 help:
-	@echo "make demo | demo-fleet | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | chaos | readme-plot"
+	@echo "make demo | demo-fleet | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | readme-plot"
 
 apt:
 	@bash scripts/ensure-apt.sh redis-server:redis-server prometheus:prometheus promtool:prometheus
@@ -136,6 +136,18 @@ whatif: venv
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m training.backtest --prometheus $(PROMETHEUS_URL) --preset $(PRESET) \
 	  --selector '$(SELECTOR)' --days $(DAYS) --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) \
 	  --fit-on $(FIT_ON) --plots reports
+
+# A real install, checked end to end (read-only, your kubeconfig): CRDs, flags, the functions
+# Ready, a ping producing a forecast and a decision (REDIS_URL), a model through its host
+# (INGRESS_URL), the pool's mappings (POOL=1), Prometheus' series (PROMETHEUS_URL, PRESET).
+.PHONY: verify-cluster
+REDIS_URL ?=
+INGRESS_URL ?=
+POOL ?=
+verify-cluster: venv
+	$(PY) scripts/verify_cluster.py --preset $(PRESET) $(if $(REDIS_URL),--redis-url '$(REDIS_URL)') \
+	  $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(INGRESS_URL),--ingress-url $(INGRESS_URL)) \
+	  $(if $(POOL),--pool) $(if $(CONTEXT),--context $(CONTEXT))
 
 # The plot the README shows (docs/ is git-ignored: it is generated, not committed).
 README_PLOT := docs/alibaba_sd_lora_2024_train_pareto.png

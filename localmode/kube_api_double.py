@@ -9,9 +9,15 @@ exercised over real HTTP against this double, which behaves as the parts it stan
   resourceVersion (or a PUT without the current one) gets 409 Conflict.
 - RBAC: given the rules of the ClusterRoles bound to the function's ServiceAccount (parsed from
   serving/rbac.yaml), any request they do not allow gets 403 Forbidden.
-- 404 for what does not exist; 400 for what Knative's webhooks deny: a change to a Revision's
-  spec (immutable), a min-scale that is not a non-negative integer or exceeds max-scale, a window
-  outside 6 s-1 h, a scale-to-zero-pod-retention-period outside 0-1 h.
+- 404 for what does not exist; 400 for what Knative's webhooks deny (the rules, each with the
+  upstream file it follows, are in knative_rules.py): a change to a Revision's spec (immutable);
+  Revision annotations out of range (min-scale not a non-negative integer or above max-scale,
+  `window` outside 6 s-1 h, `scale-to-zero-pod-retention-period` outside 0-1 h); a Service (create
+  or update) with any `autoscaling.knative.dev/*` annotation on its own metadata, or a pod spec
+  that the `config_features` given (default: Knative's defaults) do not allow (an init container
+  without kubernetes.podspec-init-containers, a writable mount of a ConfigMap, ...).
+- Services created (POST) stamp out a Revision as the Configuration reconciler does: its labels
+  are the template's plus Knative's `serving.knative.dev/*` keys, never the Service's own labels.
 - Knative >= 1.21 (`version="1.21"`): autoscaling annotations patched on a Revision are copied to
   its PodAutoscaler (the revision reconciler does so); a direct PodAutoscaler patch is reverted.
   `version="1.20"`: the PodAutoscaler is where min-scale must be patched.
@@ -23,7 +29,14 @@ exercised over real HTTP against this double, which behaves as the parts it stan
   `metadata.generation`, and the mapping reports Ready at that generation only after
   `mapping_reconcile_s` (the reconciler and net-istio programming the gateways), and only if its
   ref names a Service that exists (else Ready False), as `status.observedGeneration` and the Ready
-  condition say on a cluster.
+  condition say on a cluster; and only if its host is claimed for its namespace: a
+  ClusterDomainClaim (networking.internal.knative.dev/v1alpha1, cluster-scoped) naming that
+  namespace, or `autocreate_domain_claims` on (config-network's autocreate-cluster-domain-claims,
+  off by default: then the double creates the claim as Knative's reconciler does). Without it the
+  mapping is DomainClaimed False and not Ready (knative/serving
+  pkg/reconciler/domainmapping/reconciler.go `reconcileDomainClaim`).
+- Anything else a check reads can be laid in as an object (`put_object`): CRDs
+  (apiextensions.k8s.io), ConfigMaps, Deployments, Knative Eventing resources.
 - Revisions carry `status.actualReplicas` (ready pods), set by whoever runs the pods here (the
   Serving stand-in, or a test) through `set_actual_replicas`.
 - Every request is recorded (method, verb, resource, name, status), and faults can be injected
@@ -43,11 +56,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
+from localmode import knative_rules
+
 SERVING = ("serving.knative.dev", "v1")
 MAPPINGS = ("serving.knative.dev", "v1beta1", "domainmappings")
 AUTOSCALING = ("autoscaling.internal.knative.dev", "v1alpha1")
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
+CLAIMS = ("networking.internal.knative.dev", "v1alpha1", "clusterdomainclaims")
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$")
@@ -121,8 +137,12 @@ def scale_function_rules(root, legacy: bool = False, namespaces: list[str] | Non
 
 class KubeApiDouble:
     def __init__(self, rules: list[Rule] | None = None, version: str = "1.21", domain: str = "example.com",
-                 schemas: dict[tuple[str, str], dict] | None = None, mapping_reconcile_s: float = 0.0):
+                 schemas: dict[tuple[str, str], dict] | None = None, mapping_reconcile_s: float = 0.0,
+                 autocreate_domain_claims: bool = False, config_features: dict[str, str] | None = None):
         self.rules = rules
+        self.config_features = dict(config_features or {})
+        """knative-serving's config-features data (empty: Knative's defaults) the webhook checks pod specs against."""
+        self.autocreate_domain_claims = autocreate_domain_claims
         self.version = version
         self.domain = domain
         self.schemas = schemas or {}
@@ -167,7 +187,7 @@ class KubeApiDouble:
 
     def add_service(self, namespace: str, name: str, labels: dict[str, str] | None = None,
                     template_annotations: dict[str, str] | None = None, revisions: tuple[str, ...] | None = None,
-                    traffic: dict[str, int] | None = None) -> None:
+                    traffic: dict[str, int] | None = None, template_labels: dict[str, str] | None = None) -> None:
         """A Knative Service with its Revisions (and their PodAutoscalers), all Ready."""
         revisions = revisions or (f"{name}-00001",)
         traffic = traffic or {revisions[-1]: 100}
@@ -175,7 +195,8 @@ class KubeApiDouble:
         self.put_object(SERVING[0], "services", namespace, {
             "apiVersion": "serving.knative.dev/v1", "kind": "Service",
             "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {}), "generation": 1},
-            "spec": {"template": {"metadata": {"annotations": template_annotations},
+            "spec": {"template": {"metadata": {"annotations": template_annotations,
+                                               "labels": dict(template_labels or {})},
                                   "spec": {"containers": [{"image": f"registry.example/{name}:1"}]}}},
             "status": {"url": f"http://{name}.{namespace}.{self.domain}", "latestReadyRevisionName": revisions[-1],
                        "traffic": [{"revisionName": r, "percent": p, "latestRevision": r == revisions[-1]}
@@ -186,8 +207,10 @@ class KubeApiDouble:
             self.add_revision(namespace, name, revision, template_annotations)
 
     def add_revision(self, namespace: str, service: str, revision: str, annotations: dict[str, str]) -> None:
-        meta = {"name": revision, "namespace": namespace, "annotations": dict(annotations),
-                "labels": {"serving.knative.dev/service": service}}
+        ksvc = self.objects.get((SERVING[0], "services", namespace, service))
+        labels = (knative_rules.revision_labels(ksvc, revision) if ksvc is not None
+                  else {"serving.knative.dev/service": service})
+        meta = {"name": revision, "namespace": namespace, "annotations": dict(annotations), "labels": labels}
         self.put_object(SERVING[0], "revisions", namespace, {
             "apiVersion": "serving.knative.dev/v1", "kind": "Revision", "metadata": meta,
             "spec": {"containers": [{"image": f"registry.example/{service}:1"}]},
@@ -197,11 +220,16 @@ class KubeApiDouble:
             "metadata": {**copy.deepcopy(meta)}, "spec": {"reachability": "Reachable"}})
 
     def add_domain_mapping(self, namespace: str, host: str, target: str, labels: dict[str, str] | None = None,
-                           annotations: dict[str, str] | None = None) -> dict:
-        """A DomainMapping `host` -> the Knative Service `target`, reconciled and Ready."""
+                           annotations: dict[str, str] | None = None, claimed: bool = True) -> dict:
+        """A DomainMapping `host` -> the Knative Service `target`, reconciled (Ready when its
+        target exists and its host is claimed). `claimed`: lay in its ClusterDomainClaim too, as
+        the install's serving/pool/domain-claims/ does."""
         with self._lock:
             key = (MAPPINGS[0], MAPPINGS[2], namespace, host)
-            if (SERVING[0], "services", namespace, target) in self.objects:
+            if claimed and (CLAIMS[0], CLAIMS[2], None, host) not in self.objects:
+                self.add_cluster_domain_claim(host, namespace)
+            if (SERVING[0], "services", namespace, target) in self.objects and (
+                    claimed or self.autocreate_domain_claims):
                 self._routed[key] = target
             return self.put_object(MAPPINGS[0], MAPPINGS[2], namespace, {
                 "apiVersion": f"{MAPPINGS[0]}/{MAPPINGS[1]}", "kind": "DomainMapping",
@@ -226,12 +254,36 @@ class KubeApiDouble:
             obj.setdefault("status", {})["actualReplicas"] = ready
             obj["metadata"]["resourceVersion"] = self._next_rv()
 
+    def add_cluster_domain_claim(self, host: str, namespace: str) -> dict:
+        """A ClusterDomainClaim delegating `host` to `namespace` (the cluster admin's object)."""
+        with self._lock:
+            return self.put_object(CLAIMS[0], CLAIMS[2], None, {
+                "apiVersion": f"{CLAIMS[0]}/{CLAIMS[1]}", "kind": "ClusterDomainClaim",
+                "metadata": {"name": host}, "spec": {"namespace": namespace}})
+
+    def _claim(self, namespace: str, host: str) -> dict:
+        """The DomainClaimed condition, creating the claim when autocreate is on."""
+        claim = self.objects.get((CLAIMS[0], CLAIMS[2], None, host))
+        if claim is None and self.autocreate_domain_claims:
+            claim = self.add_cluster_domain_claim(host, namespace)
+        if claim is None:
+            return {"type": "DomainClaimed", "status": "False", "reason": "DomainAlreadyClaimed",
+                    "message": f'no ClusterDomainClaim found for domain "{host}" '
+                               "(and autocreate-cluster-domain-claims property is not true)"}
+        if (claim.get("spec") or {}).get("namespace") != namespace:
+            return {"type": "DomainClaimed", "status": "False", "reason": "DomainAlreadyClaimed",
+                    "message": f'namespace "{namespace}" does not own ClusterDomainClaim for "{host}"'}
+        return {"type": "DomainClaimed", "status": "True"}
+
     def _mapping_status(self, namespace: str, host: str, target: str, generation: int) -> dict:
+        claimed = self._claim(namespace, host)
         found = (SERVING[0], "services", namespace, target) in self.objects
-        ready = {"type": "Ready", "status": "True" if found else "False"}
-        if not found:
+        ready = {"type": "Ready", "status": "True" if found and claimed["status"] == "True" else "False"}
+        if claimed["status"] != "True":
+            ready.update(reason=claimed["reason"], message=claimed["message"])
+        elif not found:
             ready.update(reason="DomainMappingResolveFailed", message=f'services.serving.knative.dev "{target}" not found')
-        return {"observedGeneration": generation, "url": f"https://{host}", "conditions": [ready]}
+        return {"observedGeneration": generation, "url": f"https://{host}", "conditions": [ready, claimed]}
 
     def _settle(self) -> None:
         """Reconcile the mappings whose programming delay has passed (called under the lock)."""
@@ -356,6 +408,8 @@ class KubeApiDouble:
                      and (record.namespace is None or ns == record.namespace)
                      and all(o["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]
             return 200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+        if record.verb == "create":
+            return self._create(record)
         key = (record.group, record.resource, record.namespace, record.name)
         current = self.objects.get(key)
         if current is None:
@@ -419,9 +473,11 @@ class KubeApiDouble:
             return f"{'.'.join(str(p) for p in exc.absolute_path) or '<root>'}: {exc.message}"
         return None
 
-    @staticmethod
-    def _webhook(resource: str, before: dict, after: dict) -> str | None:
-        if resource == "revisions" and before.get("spec") != after.get("spec"):
+    def _webhook(self, resource: str, before: dict | None, after: dict) -> str | None:
+        """Knative's admission webhooks, as far as the project relies on them (knative_rules)."""
+        if resource == "services":
+            return knative_rules.service_denial(after) or knative_rules.pod_spec_denial(after, self.config_features)
+        if resource == "revisions" and before is not None and before.get("spec") != after.get("spec"):
             return "Revision spec is immutable"
         if resource == MAPPINGS[2]:
             ref = (after.get("spec") or {}).get("ref") or {}
@@ -430,25 +486,37 @@ class KubeApiDouble:
             if not ref.get("name") or not ref.get("kind"):
                 return "spec.ref: missing field(s): kind, name"
             return None
-        annotations = after.get("metadata", {}).get("annotations") or {}
-        if MIN_SCALE in annotations:
-            value = annotations[MIN_SCALE]
-            if not re.fullmatch(r"\d+", str(value)):
-                return f"invalid value: {value}: {MIN_SCALE}"
-            if MAX_SCALE in annotations and re.fullmatch(r"\d+", str(annotations[MAX_SCALE])) and \
-                    0 < int(annotations[MAX_SCALE]) < int(value):
-                return f"min-scale={value} is greater than max-scale={annotations[MAX_SCALE]}"
-        window = annotations.get("autoscaling.knative.dev/window")
-        if window is not None:
-            seconds = _duration_s(window)
-            if seconds is None or not 6 <= seconds <= 3600:
-                return f"invalid value: {window}: autoscaling.knative.dev/window"
-        retention = annotations.get("autoscaling.knative.dev/scale-to-zero-pod-retention-period")
-        if retention is not None:  # autoscaling.ValidateAnnotations: a duration of 0-1 h
-            seconds = _duration_s(retention)
-            if seconds is None or not 0 <= seconds <= 3600:
-                return f"invalid value: {retention}: autoscaling.knative.dev/scale-to-zero-pod-retention-period"
+        if resource in ("revisions", "podautoscalers"):
+            return knative_rules.revision_annotation_denial(after.get("metadata", {}).get("annotations") or {})
         return None
+
+    def _create(self, record: Recorded) -> tuple[int, dict]:
+        """POST: the object as sent; a Knative Service is checked by the webhook, then its
+        Configuration's first Revision is stamped out from the template (labels and annotations
+        from the template only) and reported Ready."""
+        body = copy.deepcopy(record.body or {})
+        name = (body.get("metadata") or {}).get("name")
+        if not name:
+            return 400, _status(400, "BadRequest", "metadata.name: Required value")
+        if record.namespace is not None:
+            body["metadata"]["namespace"] = record.namespace
+        key = (record.group, record.resource, record.namespace, name)
+        if key in self.objects:
+            return 409, _status(409, "AlreadyExists", f'{record.resource}.{record.group} "{name}" already exists')
+        denial = self._webhook(record.resource, None, body)
+        if denial:
+            return 400, _status(400, "BadRequest", f"admission webhook denied the request: {denial}")
+        if record.group == SERVING[0] and record.resource == "services":
+            body["metadata"]["generation"] = 1
+            revision = f"{name}-00001"
+            body["status"] = {"url": f"http://{name}.{record.namespace}.{self.domain}", "latestReadyRevisionName": revision,
+                              "traffic": [{"revisionName": revision, "percent": 100, "latestRevision": True}],
+                              "conditions": [{"type": "Ready", "status": "True"}]}
+            stored = self.put_object(record.group, record.resource, record.namespace, body)
+            template = (body.get("spec") or {}).get("template") or {}
+            self.add_revision(record.namespace, name, revision, (template.get("metadata") or {}).get("annotations") or {})
+            return 201, copy.deepcopy(stored)
+        return 201, copy.deepcopy(self.put_object(record.group, record.resource, record.namespace, body))
 
     @staticmethod
     def _reply(http: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
@@ -458,13 +526,6 @@ class KubeApiDouble:
         http.send_header("Content-Length", str(len(data)))
         http.end_headers()
         http.wfile.write(data)
-
-
-def _duration_s(text: str) -> float | None:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h)", str(text))
-    if not match:
-        return None
-    return float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 def _merge(target: Any, patch: Any) -> Any:

@@ -46,17 +46,13 @@ def test_pool_service_scales_to_zero_is_hardened_and_mounts_the_repository_read_
     assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    (mount,) = container["volumeMounts"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] != "/tmp"]
     assert mount["readOnly"] is True and env["MODEL_REPOSITORY"] == mount["mountPath"]
     assert float(env["POOL_MEMORY_MB"]) > 0
     (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
-    assert volume["persistentVolumeClaim"]["readOnly"] is True
-    (claim,) = load_documents(POOL / "model-repository.yaml")
-    assert claim["metadata"]["name"] == volume["persistentVolumeClaim"]["claimName"]
-    assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]
-    (features,) = load_documents(POOL / "config-features.yaml")
-    assert features["data"]["kubernetes.podspec-persistent-volume-claim"] == "enabled"
-    assert features["data"]["kubernetes.podspec-persistent-volume-write"] == "disabled"
+    assert "emptyDir" in volume  # filled by the init container from the models image, per pod
+    (features,) = load_documents(POOL / "features" / "config-features.yaml")
+    assert features["data"]["kubernetes.podspec-init-containers"] == "enabled"
 
 
 def test_every_model_keeps_its_own_host_and_starts_in_the_pool():

@@ -24,6 +24,11 @@ def _exercise(double: KubeApiDouble, scale_fn, extra: dict | None = None,
     return {(c.group, c.resource, c.verb) for c in double.requests}
 
 
+OPERATOR_FALLBACK = {("apps", "deployments", "get")}
+"""Used only where the knative-serving namespace has no version label (Knative Operator installs):
+test_operator_install_reads_the_controller_deployment_version covers it."""
+
+
 def _granted(rules) -> set[tuple[str, str, str]]:
     return {(g, r, v) for rule in rules for g in rule.api_groups for r in rule.resources for v in rule.verbs}
 
@@ -35,7 +40,7 @@ def test_revision_path_uses_exactly_what_is_granted(scale_fn):
         used = _exercise(double, scale_fn)
     finally:
         double.close()
-    assert used == _granted(rules)
+    assert used == _granted(rules) - OPERATOR_FALLBACK
     assert ("autoscaling.internal.knative.dev", "podautoscalers", "patch") not in _granted(rules)
     assert not any(v in ("create", "delete", "update", "*") for _, _, v in _granted(rules))
 
@@ -48,7 +53,29 @@ def test_podautoscaler_path_uses_exactly_what_is_granted(scale_fn):
     finally:
         double.close()
     revision_only = {("serving.knative.dev", "revisions", v) for v in ("get", "list", "patch")}
-    assert used == _granted(rules) - revision_only
+    assert used == _granted(rules) - revision_only - OPERATOR_FALLBACK
+
+
+def test_operator_install_reads_the_controller_deployment_version(scale_fn):
+    """KNATIVE_VERSION=auto on a Knative Operator install: the knative-serving namespace carries no
+    version label, the `controller` Deployment does (both installs ship it labelled); the function
+    reads that one object, as granted, and actuates on the Revision (>= 1.21)."""
+    rules = rbac_rules()
+    double = KubeApiDouble(rules, version="1.21")
+    try:
+        double.add_namespace("knative-serving", {})  # what the Operator leaves
+        double.put_object("apps", "deployments", "knative-serving", {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "controller", "namespace": "knative-serving",
+                         "labels": {"app.kubernetes.io/name": "knative-serving", "app.kubernetes.io/version": "1.21.1"}}})
+        used = _exercise(double, scale_fn)
+        assert double.annotations("revisions", "models", "wine-00001").get("autoscaling.knative.dev/min-scale")
+    finally:
+        double.close()
+    assert OPERATOR_FALLBACK <= used
+    assert used == _granted(rules)
+    (rule,) = [r for r in rules if "deployments" in r.resources]
+    assert rule.resource_names == ["controller"] and rule.namespace == "knative-serving" and rule.verbs == ["get"]
 
 
 def test_namespace_read_is_limited_to_knative_serving():
@@ -86,6 +113,6 @@ def test_placement_path_uses_exactly_what_is_granted(scale_fn):
                           "diabetes.models.example.com")["spec"]["ref"]["name"] == "infer-diabetes"
     finally:
         double.close()
-    assert used == _granted(rules)
+    assert used == _granted(rules) - OPERATOR_FALLBACK
     assert {("serving.knative.dev", "domainmappings", v) for v in ("get", "list", "patch")} <= used
     assert not any(v in ("create", "delete", "update", "*") for _, _, v in _granted(rules))

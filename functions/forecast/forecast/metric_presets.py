@@ -58,7 +58,7 @@ def counted(series: str) -> str:
     return f"(({series} unless last_over_time({series}[{{lookback}}] offset {{window}})) or increase({series}[{{window}}]))"
 
 
-# The queue-proxy job of serving/prometheus-config.yaml scrapes every Knative pod, including the
+# The queue-proxy job of serving/prometheus/prometheus-config.yaml scrapes every Knative pod, including the
 # control-plane functions themselves (min-scale 1): it has live targets even when every model
 # Service is at zero, so "no series while the job is scraped" can honestly read as idle.
 _QUEUE_PROXY = 'job="queue-proxy"'
@@ -98,7 +98,7 @@ PRESETS: dict[str, MetricQuery] = {
         ' "destination_service_name", "$1", "service", "(.+)"))',
         service_label="label_serving_knative_dev_service", namespace_label="destination_service_namespace",
         heartbeat='job="istio-ingressgateway"; job="kube-state-metrics"'),
-    # The infer function's own counter; serving/prometheus-scrape.yaml relabels the pod's
+    # The infer function's own counter; serving/prometheus/prometheus-config.yaml relabels the pod's
     # serving.knative.dev/service label to `service` and its namespace to `namespace`.
     "infer": MetricQuery(
         "infer",

@@ -10,7 +10,7 @@
 | HEARTBEAT_SELECTOR | (preset) | matchers of the scrape job(s) whose successful scrapes (`up == 1`) make a minute observed, `;` between jobs all needed; e.g. `job="queue-proxy"` |
 | REDIS_URL | redis://redis:6379/0 | dedupe keys, history cache, forecasts |
 | REDIS_PASSWORD | (none) | Redis password (from the Secret `redis-auth` in the cluster install) |
-| FORECASTER_ROOT | /models/forecaster | directory with manifest.json and the artifacts it names |
+| FORECASTER_ROOT | models/forecaster | directory with manifest.json and the artifacts it names; a relative path is under this package's own directory (`forecast/`), wherever the builder put it (see `package_relative`) |
 | HISTORY_MINUTES | 10080 | per-service minute history kept (one week: the features look a week back) |
 | TOPUP_MINUTES | 5 | minutes re-read every tick (late scrapes correct the recent past) |
 | FILL_CHUNK_MINUTES | 1440 | largest range of one query when a service is first seen (Prometheus' sample limit) |
@@ -35,6 +35,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from .env_settings import SettingsError, names, optional, sha256, text, whole
@@ -86,7 +87,7 @@ class ForecastSettings:
             prometheus_url=env.get("PROMETHEUS_URL", "http://prometheus.monitoring.svc:9090").rstrip("/"),
             query=query,
             redis_url=text(env, "REDIS_URL", "redis://redis:6379/0"),
-            forecaster_root=text(env, "FORECASTER_ROOT", "/models/forecaster"),
+            forecaster_root=package_relative(text(env, "FORECASTER_ROOT", "models/forecaster")),
             history_minutes=whole(env, "HISTORY_MINUTES", 10080, 60),
             topup_minutes=whole(env, "TOPUP_MINUTES", 5, 1),
             fill_chunk_minutes=whole(env, "FILL_CHUNK_MINUTES", 1440, 10),
@@ -107,3 +108,18 @@ class ForecastSettings:
             quality_window_minutes=whole(env, "QUALITY_WINDOW_MINUTES", 60, 1),
         )
         return settings
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def package_relative(path: str) -> str:
+    """An absolute path as given; a relative one under this package's directory. Why: the working
+    directory and the function's place differ per builder (func's pack builder moves the code to
+    /workspace/fn and installs it editable; the host builder pip-installs the wheel under
+    /func/.func/build/lib; `func run` runs from the source), but in each the artifact shipped inside
+    the `forecast` package sits beside this file (the wheel carries it: pyproject's hatch
+    `artifacts`)."""
+    candidate = Path(path)
+    return str(candidate if candidate.is_absolute() else PACKAGE_DIR / candidate)
+

@@ -33,6 +33,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", str(cpu_share()))))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "1")))
+    # gunicorn's worker heartbeat needs a writable directory: under readOnlyRootFilesystem, an
+    # emptyDir mounted there (serving/infer-*.yaml mount one at /tmp and set WORKER_TMP_DIR).
+    parser.add_argument("--worker-tmp-dir", default=os.environ.get("WORKER_TMP_DIR") or None)
     return parser.parse_args(argv)
 
 
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
             self.cfg.set("keepalive", 75)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _child_exit)
+            if args.worker_tmp_dir:
+                self.cfg.set("worker_tmp_dir", args.worker_tmp_dir)
             self.cfg.set("worker_exit", _worker_exit)
 
         def load(self):

@@ -6,7 +6,9 @@ Five calls, and RBAC grants exactly these (serving/rbac-scale.yaml):
   cluster being the truth, not a copy (one call per namespace per event);
 - get a Revision (after a conflict: its fresh resourceVersion);
 - merge-patch a Revision's annotations (Knative >= 1.21), or a PodAutoscaler's (<= 1.20);
-- get the knative-serving Namespace (KNATIVE_VERSION=auto reads its version label).
+- get the knative-serving Namespace (KNATIVE_VERSION=auto reads its version label), and when it
+  has none (a Knative Operator install labels no namespace), the `controller` Deployment there,
+  which carries the same label on YAML and Operator installs alike.
 And, with the model pool (serving/pool/, its own ClusterRole predictive-scale-placement):
 - list the DomainMappings of a namespace (one call per namespace per event);
 - merge-patch one mapping's `spec.ref.name`, with the resourceVersion read (a move between the
@@ -60,6 +62,7 @@ class KnativeApi:
         api_client = client.ApiClient(configuration)
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
         self.retries = retries
         self.backoff_s = backoff_s
         self.calls = 0
@@ -68,10 +71,16 @@ class KnativeApi:
     def knative_version(self) -> tuple[int, int]:
         namespace = self._call(lambda: self.core.read_namespace("knative-serving"), verb="get")
         label = (namespace.metadata.labels or {}).get("app.kubernetes.io/version", "")
-        parts = [int(p) for p in label.lstrip("v").split(".")[:2] if p.isdigit()]
-        if len(parts) < 2:
-            raise ApiSkip(0, f"knative-serving namespace has no usable app.kubernetes.io/version label ({label!r})")
-        return parts[0], parts[1]
+        found = _major_minor(label)
+        if found is None:
+            deployment = self._call(lambda: self.apps.read_namespaced_deployment("controller", "knative-serving"),
+                                    verb="get")
+            controller = (deployment.metadata.labels or {}).get("app.kubernetes.io/version", "")
+            found = _major_minor(controller)
+            if found is None:
+                raise ApiSkip(0, "no usable app.kubernetes.io/version label on the knative-serving namespace "
+                                 f"({label!r}) or its controller Deployment ({controller!r}): set KNATIVE_VERSION")
+        return found
 
     def list_services(self, namespace: str, label: tuple[str, str]) -> list[dict]:
         result = self._call(lambda: self.custom.list_namespaced_custom_object(
@@ -177,3 +186,10 @@ def _message(exc: ApiException) -> str:
         return json.loads(exc.body).get("message", exc.reason)
     except (TypeError, ValueError):
         return str(exc.reason)
+
+
+def _major_minor(label: str) -> tuple[int, int] | None:
+    """(1, 21) from "1.21.0" or "v1.21.0"; None for anything else (e.g. "devel", "")."""
+    parts = [int(p) for p in label.lstrip("v").split(".")[:2] if p.isdigit()]
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
