@@ -39,6 +39,9 @@ def test_the_pool_forecast_adds_requests_and_is_idle_only_when_every_model_is():
     assert second.point_rps == 1.0 and math.isclose(second.upper_rps, 1.0 + math.sqrt(2.0)) and math.isclose(second.p_any, 0.2)
     many = pooled_forecast([[MinuteForecast(1.0, 2.0, 0.5)]] * 100)[0]
     assert many.point_rps == 100.0 and math.isclose(many.upper_rps, 110.0)  # not 200: the spread grows as sqrt(n)
+    # a member whose mean ran away (upper not above it) sizes nothing, but still counts for P(any)
+    runaway = pooled_forecast([[MinuteForecast(1.0, 2.0, 0.5)], [MinuteForecast(500.0, 500.0, 0.5)]])[0]
+    assert (runaway.point_rps, runaway.upper_rps) == (1.0, 2.0) and math.isclose(runaway.p_any, 0.75)
     assert pooled_forecast([]) == [MinuteForecast(0.0, 0.0, 0.0)]
 
 

@@ -98,9 +98,11 @@ def pooled_forecast(members: Sequence[Sequence[MinuteForecast]]) -> list[MinuteF
     upper quantile is the summed point plus the members' spreads (upper - point) added in
     quadrature, as independent errors add (the plain sum of upper quantiles bounds the sum's
     quantile but grows with the number of members: on the ServeGen fleet it sized the pool at
-    1.27x per-model Knative's pod-seconds); and the pool is idle in a minute only if every
-    model is (taken independent). Over the minutes every member forecasts; no member: an idle
-    forecast of one minute."""
+    1.27x per-model Knative's pod-seconds); a member minute whose upper quantile does not lie
+    above its mean (`min_scale_policy.backed`: the forecaster's mean ran away) adds nothing to
+    the sizing, as it sizes no pods of a Service of its own (Knative's own scaling serves it);
+    and the pool is idle in a minute only if every model is (taken independent). Over the
+    minutes every member forecasts; no member: an idle forecast of one minute."""
     if not members:
         return [MinuteForecast(0.0, 0.0, 0.0)]
     horizon = min(len(m) for m in members)
@@ -110,8 +112,9 @@ def pooled_forecast(members: Sequence[Sequence[MinuteForecast]]) -> list[MinuteF
         for m in members:
             f = m[i]
             idle *= 1.0 - min(1.0, max(0.0, f.p_any))
-            point += f.point_rps
-            spread += max(0.0, f.upper_rps - f.point_rps) ** 2
+            if f.upper_rps > f.point_rps:  # min_scale_policy.backed: a run-away mean sizes nothing
+                point += f.point_rps
+                spread += (f.upper_rps - f.point_rps) ** 2
         out.append(MinuteForecast(point, point + math.sqrt(spread), 1.0 - idle))
     return out
 
