@@ -86,10 +86,12 @@ bench-infer: venv models
 	@bash scripts/ensure-apt.sh wrk:wrk
 	$(PY) bench/bench_infer.py
 
-# Pool model load p50/p99 (ONNX wine, diabetes) in a warm pod, and the pool's cold start against
-# the one-model server's, in one run: a table of ratios.
+# The pool at repository sizes (start, memory per entry; SIZES="1000 10000"), model load p50/p99
+# (ONNX wine, diabetes) in a warm pod, and the pool's cold start against the one-model server's,
+# in one run: tables of ratios.
+SIZES ?= 1000 10000
 bench-pool: venv models
-	$(PY) bench/bench_pool.py
+	$(PY) bench/bench_pool.py --sizes $(SIZES)
 
 bench-forecaster: venv
 	$(PY) bench/bench_forecaster.py

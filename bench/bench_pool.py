@@ -1,8 +1,19 @@
-"""The model pool's numbers, in one run: model load time in a warm pod, the estimated model
-footprint against the measured one, and the pool pod's cold start against the one-model
-server's. Prints Markdown tables with ratios and says which target is met or missed.
+"""The model pool's numbers, in one run: its start and memory per entry at repository sizes
+(issue 25), model load time in a warm pod, the estimated model footprint against the measured
+one, and the pool pod's cold start against the one-model server's. Prints Markdown tables with
+ratios and says which target is met or missed.
 
-    make bench-pool             # or: .venv/bin/python bench/bench_pool.py [--loads 200] [--cold-starts 5]
+    make bench-pool SIZES="1000 10000"   # or: .venv/bin/python bench/bench_pool.py --sizes 1000 10000
+                                         #     [--only-sizes] [--loads 200] [--cold-starts 5]
+
+Sizes (targets: ready within 1 s with 10,000 entries, <= 2 KiB per unloaded entry): a repository
+of N entries (the example models' manifest entries under N names, one file each per model), per
+size: the in-process verification time (manifest read, parsed, every entry checked, the pool's
+slots made; median of 5), the pool server's start (spawn -> /v2/health/ready, gunicorn, and its
+own `infer_start_to_ready_seconds` from the kernel's process start), the server's memory (PSS)
+per entry against a 2-entry repository's, the control port's index call, a request's time through
+routing to a loaded model, and the /metrics size after requests for 300 distinct models (the
+label cap, METRIC_MODELS, bounds it).
 
 Load time (target p99 < 50 ms, ONNX wine and diabetes): one pool server (`python -m
 infer.serve --repository`, as `make serve-pool` runs it) on a copy of models/; per model,
@@ -76,8 +87,26 @@ def call(url: str, body: bytes = b"") -> None:
 
 def pool_server(repository: Path, name: str = "pool gunicorn", log_level: str = "WARNING") -> Server:
     port = free_port()
-    return Server(name, [PY, "-m", "infer.serve", "--repository", str(repository), "--port", str(port)], port,
-                  {"PYTHONPATH": INFER_PATH, "LOG_LEVEL": log_level})
+    server = Server(name, [PY, "-m", "infer.serve", "--repository", str(repository), "--port", str(port)], port,
+                    {"PYTHONPATH": INFER_PATH, "LOG_LEVEL": log_level, "POOL_CONTROL_PORT": str(free_port())})
+    return server
+
+
+def control(server: Server) -> str:
+    """The pool's control port (its repository API is served there only)."""
+    return f"http://127.0.0.1:{server.env['POOL_CONTROL_PORT']}"
+
+
+def wait_control(server: Server, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{control(server)}/v2/health/live", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.01)
+    raise TimeoutError(f"{server.name}'s control port did not open within {timeout} s")
 
 
 def cold_start_servers() -> list[Server]:
@@ -133,11 +162,12 @@ def measure_loads(repository: Path, loads: int, work: Path) -> dict[str, dict[st
     results: dict[str, dict[str, list[float]]] = {}
     try:
         wait_ready(server, proc)
+        wait_control(server, proc)
         for model, rows in ROWS.items():
             body = v2_body(rows)
             first, warm = [], []
             for i in range(loads):
-                call(f"{server.url}/v2/repository/models/{model}/unload")
+                call(f"{control(server)}/v2/repository/models/{model}/unload")
                 started = time.perf_counter()
                 post(f"{server.url}/v2/models/{model}/infer", body)
                 first.append(time.perf_counter() - started)
@@ -175,25 +205,113 @@ def measure_footprint(work: Path, fmt: str, copies: int = 50) -> dict[str, float
             entries.append({**entry, "name": name, "path": f"{name}{suffix}"})
     (repository / "manifest.json").write_text(json.dumps({"artifacts": entries}))
     pin = hashlib.sha256((repository / "manifest.json").read_bytes()).hexdigest()
-    estimates = [footprint_bytes(e) for e in read_repository(repository, (fmt,), pin).models.values()]
+    estimates = [footprint_bytes(e, (repository / e.path).stat().st_size)
+                 for e in read_repository(repository, (fmt,), pin).models.values()]
     server = pool_server(repository)
     server.env.update(POOL_MEMORY_MB="4096", MODEL_REPOSITORY_SHA256=pin)
     proc = server.spawn()
     try:
         wait_ready(server, proc)
+        wait_control(server, proc)
         # one load first: allocator arenas and the runtime's first-model state are the
         # process's, not any model's
-        call(f"{server.url}/v2/repository/models/{entries[0]['name']}/load")
+        call(f"{control(server)}/v2/repository/models/{entries[0]['name']}/load")
         time.sleep(0.2)
         before, _ = memory_mib(proc.pid)
+        charged_before = scrape(server.url, "infer_pool_memory_used_bytes")
         for entry in entries[1:]:
-            call(f"{server.url}/v2/repository/models/{entry['name']}/load")
+            call(f"{control(server)}/v2/repository/models/{entry['name']}/load")
         time.sleep(0.2)
         after, _ = memory_mib(proc.pid)
+        charged = (scrape(server.url, "infer_pool_memory_used_bytes") - charged_before) / (len(entries) - 1)
     finally:
         stop(proc)
     measured = (after - before) * 2**20 / (len(entries) - 1)
-    return {"measured": measured, "estimated": statistics.mean(estimates[1:]), "models": len(entries) - 1}
+    return {"measured": measured, "estimated": statistics.mean(estimates[1:]), "models": len(entries) - 1,
+            "charged": charged}
+
+
+def scrape(url: str, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def sized_repository(work: Path, n: int) -> Path:
+    """N entries: the example models' ONNX entries under N names (one file per model)."""
+    repository = work / f"sized-{n}"
+    repository.mkdir()
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    onnx = [e for e in manifest["artifacts"] if e["format"] == "onnx"]
+    for e in onnx:
+        shutil.copy(MODELS / e["path"], repository / e["path"])
+    entries = onnx + [{**onnx[i % len(onnx)], "name": f"m{i:06d}"} for i in range(max(0, n - len(onnx)))]
+    (repository / "manifest.json").write_text(json.dumps({"artifacts": entries}))
+    return repository
+
+
+def pss_bytes(pid: int) -> int:
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def measure_size(work: Path, n: int) -> dict[str, float]:
+    from infer.pool import ModelPool
+    from infer.settings import InferSettings
+
+    repository = sized_repository(work, n)
+    settings = InferSettings.from_env({"MODEL_REPOSITORY": str(repository)})
+    verify = []
+    for _ in range(5):
+        pool = ModelPool(settings)
+        started = time.perf_counter()
+        assert pool.verify(), pool.reason
+        verify.append(time.perf_counter() - started)
+    server = pool_server(repository)
+    spawned = time.perf_counter()
+    proc = server.spawn()
+    try:
+        wait_ready(server, proc)
+        ready = time.perf_counter() - spawned
+        wait_control(server, proc)
+        time.sleep(0.3)
+        pss = pss_bytes(proc.pid)
+        start_to_ready = scrape(server.url, "infer_start_to_ready_seconds")
+        started = time.perf_counter()
+        call(f"{control(server)}/v2/repository/index", b'{"ready": true}')
+        index_s = time.perf_counter() - started
+        body = v2_body(ROWS["wine"])
+        post(f"{server.url}/v2/models/wine/infer", body)
+        times = []
+        for _ in range(200):
+            started = time.perf_counter()
+            post(f"{server.url}/v2/models/wine/infer", body)
+            times.append(time.perf_counter() - started)
+        for i in range(min(300, n - 2)):
+            try:
+                urllib.request.urlopen(f"{server.url}/v2/models/m{i:06d}/ready", timeout=5)
+            except OSError:
+                pass  # 503: not loaded (asking does not load it); the request is counted all the same
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as r:
+            metrics_bytes = len(r.read())
+    finally:
+        stop(proc)
+    return {"entries": n, "verify_s": statistics.median(verify), "ready_s": ready, "start_to_ready_s": start_to_ready,
+            "pss": pss, "index_s": index_s, "infer_p50_ms": percentile(times, 50) * 1000, "metrics_bytes": metrics_bytes}
 
 
 def measure_cold_starts(rounds: int) -> dict[str, list[float]]:
@@ -214,9 +332,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loads", type=int, default=200, help="loads per model (unload, then a request)")
     parser.add_argument("--cold-starts", type=int, default=9)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000], help="repository sizes (entries)")
+    parser.add_argument("--only-sizes", action="store_true", help="print the sizes table only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
         work = Path(tmp)
+        print("repository sizes ...", file=sys.stderr, flush=True)
+        base = measure_size(work, 2)
+        sizes = [measure_size(work, n) for n in args.sizes]
+        print_sizes(base, sizes)
+        if args.only_sizes:
+            return
         repository = work / "repo"
         shutil.copytree(MODELS, repository, ignore=shutil.ignore_patterns("forecaster"))
         print("load time in a warm pod ...", file=sys.stderr, flush=True)
@@ -226,6 +352,25 @@ def main() -> None:
         print("cold starts ...", file=sys.stderr, flush=True)
         cold = measure_cold_starts(args.cold_starts)
     print_tables(loads, footprint, cold, args)
+
+
+def print_sizes(base: dict, sizes: list[dict]) -> None:
+    print("\n### Repository size: start and memory per entry (targets: ready <= 1 s at 10,000, <= 2 KiB per entry)\n")
+    print("| entries | verify (in-process) ms | spawn -> ready s | process start -> ready s | start added vs 2 entries s "
+          "| PSS MiB | memory per entry KiB | index (control) ms | loaded infer p50 ms | /metrics KiB | |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in [base, *sizes]:
+        added = r["start_to_ready_s"] - base["start_to_ready_s"]
+        per_entry = (r["pss"] - base["pss"]) / max(1, r["entries"] - base["entries"])
+        verdict = ""
+        if r is not base:
+            verdict = (f"ready {'met' if r['start_to_ready_s'] <= 1.0 else 'MISSED'} ({r['start_to_ready_s']:.2f}x 1 s), "
+                       f"memory {'met' if per_entry <= 2048 else 'MISSED'} ({per_entry / 2048:.2f}x 2 KiB)")
+        print(f"| {r['entries']} | {r['verify_s'] * 1000:.1f} | {r['ready_s']:.2f} | {r['start_to_ready_s']:.2f} | "
+              f"{added:+.2f} | {r['pss'] / 2**20:.0f} | {per_entry / 1024 if r is not base else 0:.2f} | "
+              f"{r['index_s'] * 1000:.1f} | {r['infer_p50_ms']:.2f} | {r['metrics_bytes'] / 1024:.0f} | {verdict} |")
+    print("process start -> ready: the server's infer_start_to_ready_seconds (interpreter, imports, runtime warm-up, "
+          "manifest verified); spawn -> ready adds the client's polling.")
 
 
 def print_tables(loads: dict, footprint: dict, cold: dict, args: argparse.Namespace) -> None:
@@ -241,11 +386,12 @@ def print_tables(loads: dict, footprint: dict, cold: dict, args: argparse.Namesp
               f"| {percentile(r['first'], 99) * ms:.2f} | {percentile(r['warm'], 50) * ms:.2f} "
               f"| < {LOAD_TARGET_P99_MS:.0f} | {verdict} ({p99 / LOAD_TARGET_P99_MS:.2f}x the target) |")
     print("\n### Model footprint: measured vs the budget's estimate (100 models of each format loaded in one pool)\n")
-    print("| format | models | RSS delta per model KiB | estimate per model KiB | estimate / measured |")
-    print("|---|---:|---:|---:|---:|")
+    print("| format | models | RSS delta per model KiB | estimate per model KiB | charged per model KiB "
+          "| estimate / measured | charged / measured |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for fmt, f in footprint.items():
-        print(f"| {fmt} | {f['models']} | {f['measured'] / 1024:.0f} | {f['estimated'] / 1024:.0f} "
-              f"| {f['estimated'] / max(f['measured'], 1):.2f}x |")
+        print(f"| {fmt} | {f['models']} | {f['measured'] / 1024:.0f} | {f['estimated'] / 1024:.0f} | {f['charged'] / 1024:.0f} "
+              f"| {f['estimated'] / max(f['measured'], 1):.2f}x | {f['charged'] / max(f['measured'], 1):.2f}x |")
     print(f"\n### Cold start: spawn -> first V2 infer of wine (median of {args.cold_starts}, round-robin)\n")
     print("| server | one model s | pool s | pool / one model | target: no worse |")
     print("|---|---:|---:|---:|---|")

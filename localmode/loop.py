@@ -142,7 +142,7 @@ class LocalLoop:
     def _scale_env(self) -> dict[str, str]:
         return {"REDIS_URL": self.redis.url, "KUBERNETES_API_URL": self.double.url,
                 "MAX_FORECAST_AGE_SECONDS": "0", "COOLDOWN_SECONDS": str(self.minute_s),
-                "WARMUP_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", "DECISION_HISTORY": "1440",
+                "WARMUP_GATEWAY": self.standin.url, "PRELOAD_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", "DECISION_HISTORY": "1440",
                 **self.extra_scale_env}
 
     def start_function(self, name: str, env: dict[str, str], port: int | None = None) -> str:

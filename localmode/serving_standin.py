@@ -64,10 +64,19 @@ class Replica:
     stopped: float | None = None
     inflight: int = 0
     started_by_request: bool = False
+    control_port: int | None = None
+    """The pool's control port (POOL_CONTROL_PORT): where its repository API is served."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def url_for(self, path: str) -> str:
+        """The repository API goes to the control port, as the pool's `<pool>-control` Service
+        routes it in a cluster; every other path to the serving port."""
+        if self.control_port is not None and path.startswith("/v2/repository/"):
+            return f"http://127.0.0.1:{self.control_port}{path}"
+        return self.url + path
 
 
 @dataclass
@@ -138,7 +147,7 @@ class ServiceRuntime:
                 self.stats.cold_requests += 1
             replica.inflight += 1
         try:
-            response = self._session.request(method, replica.url + path, data=body, timeout=30, headers={
+            response = self._session.request(method, replica.url_for(path), data=body, timeout=30, headers={
                 **{k: v for k, v in headers.items() if k.lower() in ("content-type", "accept", "host")},
                 "X-Request-Start": stamp})
             status, out_headers, content = response.status_code, {"Content-Type": response.headers.get(
@@ -164,15 +173,17 @@ class ServiceRuntime:
         if self.closed:
             return
         port = free_port()
+        control = free_port() if self.repository is not None else None
         # the local publish step: the digest from the manifest, pinned in the replica's env
         env = {**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), "LOG_LEVEL": "WARNING",
-               **(pinned_env(self.model) if self.repository is None else {}), **self.extra_env}
+               **(pinned_env(self.model) if self.repository is None else {"POOL_CONTROL_PORT": str(control)}),
+               **self.extra_env}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         log = (self.log_dir / f"{self.name}-{port}.log").open("ab")
         serves = ["--repository", str(self.repository)] if self.repository is not None else ["--model", str(self.model)]
         process = subprocess.Popen([sys.executable, "-m", "infer.serve", *serves, "--port", str(port),
                                     "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        replica = Replica(port, process, time.time(), started_by_request=by_request)
+        replica = Replica(port, process, time.time(), started_by_request=by_request, control_port=control)
         self.replicas.append(replica)
         self._mark()
         threading.Thread(target=self._await_ready, args=(replica,), daemon=True).start()

@@ -177,7 +177,7 @@ class Fleet:
                                            annotations={"predictive-scaling.io/dedicated-service": f"ded-{name}"})
         self.scale_url, self._scale = start_function(ROOT / "functions" / "scale", {
             "REDIS_URL": self.redis.url, "KUBERNETES_API_URL": self.double.url, "MAX_FORECAST_AGE_SECONDS": "0",
-            "WARMUP_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", "LOG_LEVEL": "WARNING",
+            "WARMUP_GATEWAY": self.standin.url, "PRELOAD_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", "LOG_LEVEL": "WARNING",
             # the pool's warmth chosen every trace hour from what the plan has seen of the window
             # (on a cluster: once a day, from a week of history)
             "POOL_WARMTH_EVERY_MINUTES": "60", "POOL_HISTORY_MINUTES": "120",

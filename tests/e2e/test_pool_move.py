@@ -52,7 +52,7 @@ def fleet(models_dir, tmp_path, redis_db):
             log_dir=tmp_path, on_ready=lambda n, r=revision: double.set_actual_replicas(NS, r, n), **kwargs))
     fn = start_function("scale", {
         "REDIS_URL": redis_db, "KUBERNETES_API_URL": double.url, "MAX_FORECAST_AGE_SECONDS": "0",
-        "WARMUP_GATEWAY": standin.url, "WARMUP_PATH": "/v2/health/ready", "BURST_RISK": "off",
+        "WARMUP_GATEWAY": standin.url, "PRELOAD_GATEWAY": standin.url, "WARMUP_PATH": "/v2/health/ready", "BURST_RISK": "off",
         "COOLDOWN_SECONDS": "0", "PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "2",
         "POOL_MODELS_PER_POD": "1",
     }, tmp_path / "scale.log")

@@ -42,10 +42,16 @@ class Pool:
     process: subprocess.Popen
     log: Path
     spawned: float
+    control_url: str = ""
+    """The control port (POOL_CONTROL_PORT): the repository API is there, not at `url`."""
 
     @property
     def client(self) -> httpclient.InferenceServerClient:
         return httpclient.InferenceServerClient(self.url.removeprefix("http://"))
+
+    @property
+    def control(self) -> httpclient.InferenceServerClient:
+        return httpclient.InferenceServerClient(self.control_url.removeprefix("http://"))
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         text = requests.get(f"{self.url}/metrics", timeout=5).text
@@ -63,18 +69,22 @@ def start_pool(tmp_path):
     def start(repository: Path, env: dict[str, str] | None = None, wait_ready: bool = True) -> Pool:
         import os
 
-        port = free_port()
+        port, control = free_port(), free_port()
         log = tmp_path / f"pool-{port}.log"
         spawned = time.time()
+        env = {"POOL_CONTROL_PORT": str(control), "POOL_MEMORY_ACCOUNTING": "estimate", **(env or {})}
         proc = subprocess.Popen(
             [sys.executable, "-m", "infer.serve", "--repository", str(repository), "--port", str(port)],
-            env={**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), **(env or {})},
+            env={**os.environ, "PYTHONPATH": str(ROOT / "functions" / "infer"), **env},
             stdout=log.open("wb"), stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         probe = "/v2/health/ready" if wait_ready else "/v2/health/live"
         wait_until(lambda: requests.get(url + probe, timeout=1).status_code == 200, 60, "pool server", proc)
-        pool = Pool(url, proc, log, spawned)
+        control_url = f"http://127.0.0.1:{control}"
+        wait_until(lambda: requests.get(control_url + "/v2/health/live", timeout=1).status_code == 200, 30,
+                   "pool control port", proc)
+        pool = Pool(url, proc, log, spawned, control_url)
         started.append(pool)
         return pool
 
@@ -109,7 +119,7 @@ def infer_v2(client: httpclient.InferenceServerClient, model: str, X: np.ndarray
 
 
 def index(pool: Pool) -> dict[str, dict]:
-    return {row["name"]: row for row in pool.client.get_model_repository_index()}
+    return {row["name"]: row for row in pool.control.get_model_repository_index()}
 
 
 def test_pool_serves_every_model_by_name_through_v2_v1_and_mlflow(models_dir, tmp_path, start_pool):
@@ -145,10 +155,10 @@ def test_pool_serves_every_model_by_name_through_v2_v1_and_mlflow(models_dir, tm
     r = requests.post(f"{pool.url}/invocations", json={"instances": WINE.tolist()},
                       headers={"Host": "wine.models.example.com", "X-Model-Name": "wine"}, timeout=5)
     assert r.json()["predictions"] == wine.predict(WINE).tolist()
-    # the header wins over the host
+    # a model's host is its boundary: another model's name there is a 404 that lists nothing
     r = requests.post(f"{pool.url}/invocations", json={"instances": WINE.tolist()},
                       headers={"Host": "diabetes.models.example.com", "X-Model-Name": "wine"}, timeout=5)
-    assert r.json()["predictions"] == wine.predict(WINE).tolist()
+    assert r.status_code == 404 and "'diabetes'" not in r.json()["message"]
 
     # nothing names a model: 400 saying how to choose; an unknown one: 404 in each protocol's shape
     r = requests.post(f"{pool.url}/invocations", json={"instances": WINE.tolist()},
@@ -173,7 +183,8 @@ def test_pool_serves_every_model_by_name_through_v2_v1_and_mlflow(models_dir, tm
     assert 0 < m[("infer_pool_model_load_duration_seconds_sum", (("model", "diabetes"),))] < 5
     assert m[("infer_pool_models_loaded", ())] == 2
     repository = read_repository(tmp_path / "repo", ("onnx",), None)
-    expected = {name: footprint_bytes(repository.models[(name, "1")]) for name in ("wine", "diabetes")}
+    expected = {name: footprint_bytes(repository.models[(name, "1")], (tmp_path / "repo" / f"{name}.onnx").stat().st_size)
+                for name in ("wine", "diabetes")}
     for name, size in expected.items():
         assert m[("infer_pool_model_memory_bytes", (("model", name),))] == size
     assert m[("infer_pool_memory_used_bytes", ())] == sum(expected.values())
@@ -188,27 +199,27 @@ def test_pool_serves_every_model_by_name_through_v2_v1_and_mlflow(models_dir, tm
 
 def test_repository_index_load_and_unload_through_tritonclient(models_dir, tmp_path, start_pool):
     pool = start_pool(make_repository(models_dir, tmp_path / "repo"))
-    client = pool.client
+    client = pool.control
     rows = client.get_model_repository_index()
     assert [(r["name"], r["version"], r["state"]) for r in rows] == [("diabetes", "1", "UNAVAILABLE"), ("wine", "1", "UNAVAILABLE")]
     assert all("not loaded" in r["reason"] for r in rows)
 
     client.load_model("wine")  # a pre-load: the scale function's move
-    assert client.is_model_ready("wine")
+    assert pool.client.is_model_ready("wine")
     assert index(pool)["wine"] == {"name": "wine", "version": "1", "state": "READY", "reason": ""}
-    r = requests.post(f"{pool.url}/v2/repository/index", json={"ready": True}, timeout=5)
+    r = requests.post(f"{pool.control_url}/v2/repository/index", json={"ready": True}, timeout=5)
     assert [row["name"] for row in r.json()] == ["wine"]
     client.load_model("wine")  # loading a loaded model keeps it, loads nothing again
     assert pool.metric("infer_pool_model_loads_total", model="wine", outcome="loaded") == 1
     assert pool.metric("infer_pool_model_load_wait_seconds_count", model="wine") == 0  # a pre-load is no client's wait
 
     client.unload_model("wine")
-    assert not client.is_model_ready("wine")
+    assert not pool.client.is_model_ready("wine")
     assert index(pool)["wine"]["state"] == "UNAVAILABLE" and "unloaded" in index(pool)["wine"]["reason"]
     assert pool.metric("infer_pool_model_evictions_total", model="wine", reason="unload") == 1
     assert pool.metric("infer_pool_models_loaded") == 0 and pool.metric("infer_pool_memory_used_bytes") == 0
     # an unloaded model loads again on its next request
-    np.testing.assert_array_equal(infer_v2(client, "wine", WINE), joblib.load(models_dir / "wine.joblib").predict(WINE))
+    np.testing.assert_array_equal(infer_v2(pool.client, "wine", WINE), joblib.load(models_dir / "wine.joblib").predict(WINE))
     assert pool.metric("infer_pool_model_loads_total", model="wine", outcome="loaded") == 2
 
     def traffic() -> float:
@@ -217,11 +228,11 @@ def test_repository_index_load_and_unload_through_tritonclient(models_dir, tmp_p
     before = traffic()
     with pytest.raises(InferenceServerException, match="vino"):
         client.load_model("vino")
-    r = requests.post(f"{pool.url}/v2/repository/models/vino/unload", timeout=5)
+    r = requests.post(f"{pool.control_url}/v2/repository/models/vino/unload", timeout=5)
     assert r.status_code == 404 and "'vino'" in r.json()["error"]
-    r = requests.post(f"{pool.url}/v2/repository/models/wine/load", json={"parameters": {"config": "{}"}}, timeout=5)
+    r = requests.post(f"{pool.control_url}/v2/repository/models/wine/load", json={"parameters": {"config": "{}"}}, timeout=5)
     assert r.status_code == 400 and "config" in r.json()["error"]
-    r = requests.post(f"{pool.url}/v2/repository/index", data=b"{", timeout=5)
+    r = requests.post(f"{pool.control_url}/v2/repository/index", data=b"{", timeout=5)
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
     client.load_model("diabetes")
     client.unload_model("diabetes")
@@ -238,7 +249,8 @@ def test_lru_eviction_keeps_the_budget(models_dir, tmp_path, start_pool):
             entry["path"] = "wine.onnx"  # several names may list one file
     (repo / "manifest.json").write_text(json.dumps(manifest))
     (repo / "wine-c.onnx").unlink()
-    sizes = {k[0]: footprint_bytes(e) for k, e in read_repository(repo, ("onnx",), None).models.items()}
+    sizes = {k[0]: footprint_bytes(e, (repo / e.path).stat().st_size)
+             for k, e in read_repository(repo, ("onnx",), None).models.items()}
     # room for the two largest models, never three
     budget_mb = (sorted(sizes.values())[-1] + sorted(sizes.values())[-2]) / 2**20 + 0.001
     assert sum(sorted(sizes.values())[:3]) > budget_mb * 2**20
@@ -330,18 +342,18 @@ def test_a_load_longer_than_the_wait_bound_gets_a_retryable_503(models_dir, tmp_
     pool = start_pool(repo, {"MODEL_REPOSITORY_SHA256": pin, "GUNICORN_THREADS": "8", "POOL_LOAD_WAIT_SECONDS": "0.3"})
     replies = concurrent_infers(pool.url, "slow", 4)
     codes = sorted(r.status_code for r in replies)
-    assert codes == [200, 503, 503, 503]  # the request that loads it waits it out; the others are bounded
+    # every wait is bounded, the request that started the load too (the load runs on its own thread)
+    assert codes == [503, 503, 503, 503]
     for r in replies:
-        if r.status_code == 503:
-            assert r.headers["Retry-After"] == "1" and "still loading" in r.json()["error"]
+        assert r.headers["Retry-After"] == "1" and "still loading" in r.json()["error"]
+    wait_until(lambda: pool.client.is_model_ready("slow"), 10, "the slow load")
     assert pool.metric("infer_pool_model_loads_total", model="slow", outcome="loaded") == 1
-    assert pool.client.is_model_ready("slow")
 
 
 def test_pickles_serve_from_the_pool_only_with_the_manifest_pinned(models_dir, tmp_path, start_pool):
     repo, pin = slow_repository(models_dir, tmp_path / "repo", 0.0)
     pool = start_pool(repo)
-    r = requests.post(f"{pool.url}/v2/repository/models/slow/load", timeout=5)
+    r = requests.post(f"{pool.control_url}/v2/repository/models/slow/load", timeout=5)
     assert r.status_code == 400 and "MODEL_REPOSITORY_SHA256" in r.json()["error"]
     assert index(pool)["slow"]["state"] == "UNAVAILABLE" and "pickle" in index(pool)["slow"]["reason"]
     stop(pool.process)
@@ -366,8 +378,9 @@ def test_sha256_gate_per_model_refuses_a_tampered_file_and_the_others_serve(mode
     assert not client.is_model_ready("tampered")
     row = index(pool)["tampered"]
     assert row["state"] == "UNAVAILABLE" and "sha256" in row["reason"]
+    assert "repository manifest" in row["reason"] and "MODEL_SHA256" not in row["reason"]  # where the pin came from
     with pytest.raises(InferenceServerException, match="sha256"):
-        client.load_model("tampered")  # a failed load: 400, saying why
+        pool.control.load_model("tampered")  # a failed load: 400, saying why
     # the refusal is remembered (one load per refusal, not per request); the load call retried it once
     assert pool.metric("infer_pool_model_loads_total", model="tampered", outcome="refused") == 2
     np.testing.assert_array_equal(infer_v2(client, "wine", WINE), joblib.load(models_dir / "wine.joblib").predict(WINE))
@@ -375,10 +388,13 @@ def test_sha256_gate_per_model_refuses_a_tampered_file_and_the_others_serve(mode
 
 
 @pytest.mark.parametrize("bad, said", [
-    ({"path": "../wine.onnx"}, "outside"),
-    ({"path": "gone.onnx"}, "does not exist"),
+    ({"path": "../wine.onnx"}, "without '..'"),
+    ({"path": "/etc/passwd"}, "without '..'"),
     ({"sha256": None}, "sha256"),
-    ({"name": "a/b"}, "model name"),
+    ({"name": "a/b"}, "DNS label"),
+    ({"name": "Wine"}, "DNS label"),
+    ({"name": "vin\u00f6"}, "DNS label"),
+    ({"name": "10"}, "DNS label"),
 ])
 def test_a_manifest_that_does_not_verify_keeps_the_pool_not_ready(models_dir, tmp_path, start_pool, bad, said):
     repo = make_repository(models_dir, tmp_path / "repo")
@@ -430,7 +446,8 @@ def test_one_model_server_reports_its_cold_start_too(models_dir, infer_server_fa
 
 def test_function_shim_serves_the_pool(models_dir, tmp_path):
     repo = make_repository(models_dir, tmp_path / "repo")
-    fn = start_function("infer", {"MODEL_REPOSITORY": str(repo)}, tmp_path / "infer.log")
+    control = free_port()
+    fn = start_function("infer", {"MODEL_REPOSITORY": str(repo), "POOL_CONTROL_PORT": str(control)}, tmp_path / "infer.log")
     try:
         client = httpclient.InferenceServerClient(fn.url.removeprefix("http://"))
         assert not client.is_model_ready("wine")
@@ -438,7 +455,8 @@ def test_function_shim_serves_the_pool(models_dir, tmp_path):
         r = requests.post(f"{fn.url}/invocations", json={"dataframe_records": DIABETES.to_dict(orient="records")},
                           headers={"Host": "diabetes.models.example.com"}, timeout=5)
         np.testing.assert_allclose(r.json()["predictions"], joblib.load(models_dir / "diabetes.joblib").predict(DIABETES), rtol=1e-9)
-        client.unload_model("wine")
+        assert requests.post(f"{fn.url}/v2/repository/models/wine/unload", timeout=5).status_code == 404
+        httpclient.InferenceServerClient(f"127.0.0.1:{control}").unload_model("wine")
         assert not client.is_model_ready("wine")
         # the function logs the one JSON format of every function
         lines = [json.loads(line) for line in fn.log_lines() if line.startswith("{")]

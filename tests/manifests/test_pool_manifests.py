@@ -105,3 +105,36 @@ def test_placement_rbac_is_exactly_reading_and_repointing_domain_mappings():
     assert not [r for r in rules if "domainmappings" in r.resources and r.namespace is None]  # never cluster-wide
     assert ("serving.knative.dev", "domainmappings", "patch") not in {
         (g, r, v) for rule in scale_function_rules(ROOT) for g in rule.api_groups for r in rule.resources for v in rule.verbs}
+
+
+def test_the_repository_api_is_reachable_only_through_the_control_service_from_the_scale_function():
+    """The control port (POOL_CONTROL_PORT) is not the Knative Service's port, a plain Service selects
+    the pool's pods on it, and the NetworkPolicy admits only the scale function's pods there."""
+    svc = _pool_service()
+    (container,) = svc["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    control = int(env["POOL_CONTROL_PORT"])
+    assert [p["containerPort"] for p in container["ports"]] == [8080] and control != 8080
+    assert env.get("POOL_ROUTING", "host") != "open"
+    assert svc["spec"]["template"]["spec"]["containerConcurrency"] > 0
+    documents = load_documents(POOL / "control.yaml")
+    for doc in documents:
+        validate_resource(doc)
+    (service,) = [d for d in documents if d["kind"] == "Service"]
+    assert service["spec"]["selector"] == {"serving.knative.dev/service": svc["metadata"]["name"]}
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [control]
+    (policy,) = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"serving.knative.dev/service": svc["metadata"]["name"]}
+
+    def admits(rule: dict, port: int) -> bool:
+        return any(p["port"] <= port <= p.get("endPort", p["port"]) for p in rule["ports"])
+
+    to_control = [r for r in policy["spec"]["ingress"] if admits(r, control)]
+    assert len(to_control) == 1 and to_control[0]["from"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "predictive-scaling"}},
+        "podSelector": {"matchLabels": {"serving.knative.dev/service": "scale"}}}]
+    assert all(any(admits(r, port) and "from" not in r for r in policy["spec"]["ingress"]) for port in (8012, 8080, 9091))
+    from scale.pool_settings import PoolSettings
+
+    assert PoolSettings.control_url.format(name=svc["metadata"]["name"], namespace=svc["metadata"]["namespace"]) == \
+        f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{control}"

@@ -133,6 +133,8 @@ LABEL = {"predictive-scaling.io/enabled": "true"}
 class PoolServer:
     url: str
     process: object
+    control_url: str = ""
+    """The pool's control port: its repository API (pre-loads) is served there only."""
 
     def ready(self, model: str) -> bool:
         return requests.get(f"{self.url}/v2/models/{model}/ready", timeout=5).status_code == 200
@@ -148,13 +150,15 @@ def pool_server(models_dir, tmp_path) -> Iterator[PoolServer]:
     from localmode.processes import free_port, stop, wait_until
     from tests.support.servers import ROOT as root
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(root / "functions" / "infer")}
+    port, control = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(root / "functions" / "infer"), "POOL_CONTROL_PORT": str(control)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen([sys.executable, "-m", "infer.serve", "--repository", str(models_dir), "--port", str(port),
                              "--workers", "1"], env=env, stdout=(tmp_path / "pool.log").open("wb"),
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(url + "/v2/health/ready", timeout=1).status_code == 200, 60, "pool server", proc)
-    yield PoolServer(url, proc)
+    control_url = f"http://127.0.0.1:{control}"
+    wait_until(lambda: requests.get(control_url + "/v2/health/ready", timeout=1).status_code == 200, 30, "control port", proc)
+    yield PoolServer(url, proc, control_url)
     stop(proc)

@@ -121,7 +121,7 @@ def test_dry_run_decides_and_reports_placement_but_writes_nothing(fleet_double, 
     setup_fleet(fleet_double, {"wine": "pool", "diabetes": "dedicated"}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
     fleet_double.set_actual_replicas(NS, "infer-wine-00001", 1)
-    fn = scale_fn(fleet_double, DRY_RUN="true", PRELOAD_GATEWAY=pool_server.url, **CROWDED)
+    fn = scale_fn(fleet_double, DRY_RUN="true", PRELOAD_GATEWAY=pool_server.control_url, **CROWDED)
     busy, quiet = minutes(9, 1.0, point_rps=8), minutes(1, 1.0, point_rps=1)
     for i in range(5):
         data = decisions(send(fn, forecast(TICK0 + i, {"models/wine": busy, "models/diabetes": quiet}, f"dry-{i}")))
@@ -137,7 +137,7 @@ def test_dry_run_decides_and_reports_placement_but_writes_nothing(fleet_double, 
 def test_a_quiet_model_moves_back_to_the_pool_only_once_the_pool_has_it_loaded(fleet_double, scale_fn, pool_server):
     setup_fleet(fleet_double, {"diabetes": "dedicated"}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-diabetes-00001", 1)
-    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.url, **PLACEMENT_ENV)
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, **PLACEMENT_ENV)
     quiet = minutes(1, 1.0, point_rps=1)  # 1 req/s: under 0.35 x 10
     for i in range(3):
         data = decisions(send(fn, forecast(TICK0 + i, {"models/diabetes": quiet}, f"quiet-{i}")))
@@ -167,7 +167,7 @@ def test_a_quiet_model_moves_back_to_the_pool_only_once_the_pool_has_it_loaded(f
 def test_likely_pooled_models_are_preloaded_before_their_traffic(fleet_double, scale_fn, pool_server):
     setup_fleet(fleet_double, {"wine": "pool", "diabetes": "pool"}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
-    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.url, **PLACEMENT_ENV)
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, **PLACEMENT_ENV)
     data = decisions(send(fn, forecast(TICK0, {"models/wine": minutes(0.1, 0.9, point_rps=0.05),
                                                "models/diabetes": minutes(0, 0.01)}, "pre-1")))
     assert placement_of(data, "wine")["preload"] == {"outcome": "loaded"}

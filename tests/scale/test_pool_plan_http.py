@@ -133,7 +133,7 @@ def test_a_model_whose_dedicated_service_is_deleted_goes_back_to_the_pool(fleet_
     setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
     port = free_port()
-    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.url, PLACEMENT_EVERY_MINUTES="1", COOLDOWN_SECONDS="0",
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, PLACEMENT_EVERY_MINUTES="1", COOLDOWN_SECONDS="0",
                   METRICS_PORT=str(port), METRICS_ADDRESS="127.0.0.1")
     busy = minutes(9, 1.0, point_rps=8)
     decisions(send(fn, event(TICK0, {"models/wine": busy}, "d-0")))
@@ -211,7 +211,7 @@ def test_the_function_and_the_backtest_driver_take_the_same_decisions(fleet_doub
         fleet_double.set_actual_replicas(NS, f"{service}-00001", 1)
     env = {"PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "3", "COOLDOWN_SECONDS": "0",
            "POOL_MODELS_PER_POD": "1", "POOL_WARMTH_EVERY_MINUTES": "10", "POOL_HISTORY_MINUTES": "60",
-           "MAX_SCALE": "10", "PRELOAD_GATEWAY": pool_server.url}
+           "MAX_SCALE": "10", "PRELOAD_GATEWAY": pool_server.control_url}
     fn = scale_fn(fleet_double, **env)
     start = TICK0 - TICK0 % 10 + 3
     function_side = []

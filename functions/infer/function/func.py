@@ -38,6 +38,11 @@ class InferFunction:
             json_log.event(log, "configuration error", logging.ERROR, reason=str(exc))
             return
         app, self._model = start(settings)
+        if hasattr(self._model, "start_background"):  # the pool: its repository poll and control port
+            try:
+                self._model.start_background()
+            except OSError as exc:  # the control port is taken: serve, and say why the API is missing
+                json_log.event(log, "control plane not started", logging.ERROR, reason=str(exc))
         self._asgi = AsgiApp(app.plane)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
@@ -58,7 +63,9 @@ class InferFunction:
         return True, "alive"
 
     def stop(self) -> None:
-        """Nothing to release: models are in memory, requests hold no connections."""
+        """The pool's background threads and control port; models are only memory."""
+        if hasattr(self._model, "stop_background"):
+            self._model.stop_background()
 
 
 def new() -> InferFunction:

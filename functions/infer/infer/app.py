@@ -4,9 +4,11 @@ between the two: each adapter only turns its server's request into a `Request` a
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from .admission import ADMISSION_WAIT_S, ON_EVENT_LOOP, Admission
 from .dataplane import DataPlane
 from .http_io import Reply, Request
 from .model import ModelRegistry, ServedModel
@@ -43,20 +45,96 @@ class WsgiApp:
         request = Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "") or "/", headers)
         length = environ.get("CONTENT_LENGTH") or ""
         stream = environ["wsgi.input"]
-        if length.isdigit():
-            if int(length) > limit:
-                request.body_limit = limit
-            elif int(length):
-                request.raw_body = stream.read(int(length))
-        elif environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated"):
-            raw = stream.read(limit + 1)
-            if len(raw) > limit:
-                request.body_limit = limit
-            else:
-                request.raw_body = raw
-        reply = self.plane.handle(request)
+        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated")
+        expected = int(length) if length.isdigit() else limit if chunked else 0
+        cost = 0
+        if expected > limit:
+            request.body_limit = limit
+        elif expected:
+            cost = _admit_blocking(self.plane.admission, request, expected, headers)
+            if request.refused is None and length.isdigit():
+                request.raw_body = stream.read(expected)
+            elif request.refused is None:
+                raw = stream.read(limit + 1)
+                if len(raw) > limit:
+                    request.body_limit = limit
+                else:
+                    request.raw_body = raw
+        if cost and request.refused is None and request.body_limit is None:
+            cost = _admit_decoding_blocking(self.plane.admission, request, cost, headers)
+        try:
+            reply = self.plane.handle(request)
+        finally:
+            if cost:
+                self.plane.admission.release(cost)
         start_response(f"{reply.status} {_reason(reply.status)}", _headers(reply))
         return [b"" if request.method == "HEAD" else reply.body]
+
+
+def _admit_blocking(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
+    """Reserve the body's decoding memory (waiting a little); the cost held, or 0 with
+    `request.refused` set."""
+    if admission is None:
+        return 0
+    cost = admission.cost(expected, headers)
+    request.refused = admission.check(cost, expected, headers)
+    if request.refused is not None:
+        return 0
+    if not admission.acquire(cost):
+        request.refused = admission.busy()
+        return 0
+    return cost
+
+
+async def _admit(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
+    """As `_admit_blocking`, without blocking the event loop."""
+    if admission is None:
+        return 0
+    cost = admission.cost(expected, headers)
+    request.refused = admission.check(cost, expected, headers)
+    if request.refused is not None:
+        return 0
+    if admission.try_acquire(cost):
+        return cost
+    import asyncio
+
+    deadline = time.monotonic() + ADMISSION_WAIT_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        if admission.try_acquire(cost):
+            return cost
+    request.refused = admission.busy()
+    return 0
+
+
+def _admit_decoding_blocking(admission: Admission, request: Request, held: int, headers: dict) -> int:
+    """Once the body is read: hold what decoding it may cost instead of what reading it did."""
+    need = max(held, admission.decoding_cost(request.raw_body, headers))
+    request.refused = admission.check(need, len(request.raw_body), headers)
+    if request.refused is None and (need == held or admission.acquire(need - held)):
+        return need
+    if request.refused is None:
+        request.refused = admission.busy()
+    admission.release(held)
+    return 0
+
+
+async def _admit_decoding(admission: Admission, request: Request, held: int, headers: dict) -> int:
+    need = max(held, admission.decoding_cost(request.raw_body, headers))
+    request.refused = admission.check(need, len(request.raw_body), headers)
+    if request.refused is None:
+        if need == held or admission.try_acquire(need - held):
+            return need
+        import asyncio
+
+        deadline = time.monotonic() + ADMISSION_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            if admission.try_acquire(need - held):
+                return need
+        request.refused = admission.busy()
+    admission.release(held)
+    return 0
 
 
 def _headers(reply: Reply) -> list[tuple[str, str]]:
@@ -73,29 +151,46 @@ class AsgiApp:
         request = Request(scope["method"], scope["path"], headers)
         limit = self.plane.max_body_bytes
         declared = headers.get("content-length", "")
+        cost = 0
         if declared.isdigit() and int(declared) > limit:
             request.body_limit = limit
         else:
-            chunks, size, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    request.body_limit = limit
-                    break
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            if request.body_limit is None:
-                request.raw_body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if len(request.raw_body) <= INLINE_BODY_BYTES and not self.plane.may_block(request):
-            reply = self.plane.handle(request)
-        else:
-            import asyncio  # here: the WSGI server never needs it (0.1 s of its cold start)
+            expected = int(declared) if declared.isdigit() else 0 if scope["method"] in ("GET", "HEAD") else limit
+            if expected:
+                cost = await _admit(self.plane.admission, request, expected, headers)
+            if request.refused is None:  # refused: its body is not read, the data plane answers 503 or 413
+                chunks, size, more = [], 0, True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        if cost:
+                            self.plane.admission.release(cost)
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        request.body_limit = limit
+                        break
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+                if request.body_limit is None:
+                    request.raw_body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    if cost:
+                        cost = await _admit_decoding(self.plane.admission, request, cost, headers)
+        try:
+            if len(request.raw_body) <= INLINE_BODY_BYTES and not self.plane.may_block(request):
+                inline = ON_EVENT_LOOP.set(True)
+                try:
+                    reply = self.plane.handle(request)
+                finally:
+                    ON_EVENT_LOOP.reset(inline)
+            else:
+                import asyncio  # here: the WSGI server never needs it (0.1 s of its cold start)
 
-            reply = await asyncio.get_running_loop().run_in_executor(None, self.plane.handle, request)
+                reply = await asyncio.get_running_loop().run_in_executor(None, self.plane.handle, request)
+        finally:
+            if cost:
+                self.plane.admission.release(cost)
         await send({
             "type": "http.response.start",
             "status": reply.status,
@@ -110,7 +205,12 @@ def build_pool(settings: InferSettings) -> tuple[WsgiApp, "ModelPool"]:
     from .pool import ModelPool
 
     pool = ModelPool(settings)
-    return WsgiApp(DataPlane(pool, __version__, max_body_bytes=settings.max_body_bytes)), pool
+    return WsgiApp(DataPlane(pool, __version__, max_body_bytes=settings.max_body_bytes,
+                             admission=admission_for(settings))), pool
+
+
+def admission_for(settings: InferSettings) -> Admission:
+    return Admission(int(settings.request_memory_mb * 2**20), settings.retry_after_s)
 
 
 def start(settings: InferSettings) -> tuple[WsgiApp, ServedModel | "ModelPool"]:
@@ -133,5 +233,6 @@ def build(settings: InferSettings) -> tuple[WsgiApp, ServedModel]:
     """The WSGI app for the configured model; loading the model is the caller's step (see
     `infer.serve` and the function shim), so that the app can answer 503 while it loads."""
     model = ServedModel(settings)
-    plane = DataPlane(ModelRegistry([model]), __version__, max_body_bytes=settings.max_body_bytes)
+    plane = DataPlane(ModelRegistry([model]), __version__, max_body_bytes=settings.max_body_bytes,
+                      admission=admission_for(settings))
     return WsgiApp(plane), model

@@ -101,7 +101,8 @@ def load_artifact(settings: InferSettings, entry: dict | None = None) -> LoadedA
         )
     expected = settings.model_sha256 or listed
     try:
-        data, digest = read_verified(file, expected, "MODEL_SHA256" if settings.model_sha256 else "its manifest entry")
+        data, digest = read_verified(file, expected,
+                                     settings.model_sha256_source if settings.model_sha256 else "its manifest entry")
     except Refused as exc:
         raise ModelRefused(str(exc)) from None
     runtime = module.load(data, file, file_format, entry, settings)

@@ -18,12 +18,12 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import json_log, lifecycle, metrics
-from .errors import InferError, MethodNotAllowed, NotFound, headers_of
+from .errors import InferError, MethodNotAllowed, ModelNotFound, NotFound, headers_of
 from .http_io import Reply, Request, json_reply
 from .model import ModelRegistry, Prediction, ServedModel
 
@@ -45,6 +45,9 @@ class Route:
     traffic: bool = True
     """False for probes and scrapes: the forecast function reads the request counter as the
     Service's traffic, so they must not count."""
+    control: bool = False
+    """The control plane's (the pool's model repository API): served on the control port only
+    (`DataPlane.control`), never where tenants' requests arrive."""
 
     def compile(self) -> re.Pattern:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+?)", re.escape(self.pattern).replace(r"\{", "{").replace(r"\}", "}"))
@@ -70,6 +73,9 @@ class _Compiled:
 
 # Paths that are never traffic, matched or not: probes of every server kind and scrapes.
 NOT_TRAFFIC = frozenset({"/health/liveness", "/health/readiness", "/healthz"})
+# Served on the control port besides the control routes (its own probes).
+CONTROL_PROBES = frozenset({"/v2/health/live", "/v2/health/ready"})
+CONTROL_PREFIX = "/v2/repository"
 
 
 def discover_protocols() -> list[Protocol]:
@@ -87,9 +93,17 @@ class DataPlane:
     server_version: str
     protocols: Sequence[Protocol] = field(default_factory=discover_protocols)
     max_body_bytes: int = 10 * 1024 * 1024
+    control: bool = False
+    """The control plane's port: only the control routes (and probes). Otherwise every route
+    but those: the serving port answers the repository API's paths with 404."""
+    admission: Any = None
+    """`infer.admission.Admission` (the adapters reserve each request's decoding memory)."""
 
     def __post_init__(self) -> None:
-        self._routes = [_Compiled(r, p, r.compile()) for p in self.protocols for r in p.routes]
+        def served(route: Route) -> bool:
+            return route.control or route.pattern in CONTROL_PROBES if self.control else not route.control
+
+        self._routes = [_Compiled(r, p, r.compile()) for p in self.protocols for r in p.routes if served(r)]
         # Exact paths first: the common routes cost one dict lookup, not a regex scan.
         self._exact: dict[tuple[str, str], _Compiled] = {
             (c.route.method, c.route.pattern): c for c in self._routes if "{" not in c.route.pattern
@@ -109,7 +123,14 @@ class DataPlane:
             order = model.arrange_columns(columns)
             if order is not None:
                 rows = rows[:, order]
-        return model.predict(rows, outputs)
+        if self.admission is None:
+            return model.predict(rows, outputs)
+        cost = self.admission.predict_cost(rows)  # what the runtime allocates, beside the decoding
+        self.admission.hold(cost, f"a batch of {rows.shape[0]} rows")
+        try:
+            return model.predict(rows, outputs)
+        finally:
+            self.admission.release(cost)
 
     # -- requests ----------------------------------------------------------------------------
     def may_block(self, request: Request) -> bool:
@@ -124,9 +145,23 @@ class DataPlane:
         compiled, allowed = self._match(request)
         protocol = compiled.protocol if compiled else self._owner(request.path)
         traffic = (compiled.route.traffic if compiled else True) and request.path not in self._not_traffic
+        refused = None
+        try:
+            request.bound = None if self.control else self.models.boundary(request.headers)
+        except InferError as exc:
+            refused = exc
         if not traffic:
-            return self._dispatch(request, compiled, allowed, protocol)
-        label = self.models.label(request.params.get("name") or self.models.route_name(request))
+            if request.bound is not None and request.path == "/metrics":  # a tenant sees no other model's series
+                refused = NotFound(f"no endpoint {request.path!r} on a model's host")
+            elif compiled is not None:
+                refused = None  # probes answer on every host
+            return self._dispatch(request, compiled, allowed, protocol, refused)
+        if request.bound is not None:
+            label = self.models.label(request.bound)
+        elif refused is not None:
+            label = self.models.label(None)
+        else:
+            label = self.models.label(request.params.get("name") or self.models.route_name(request))
         lifecycle.observe_cold_start(request.headers)
         protocol_label = protocol.name if protocol else "other"
         in_flight = metrics.in_flight_series(label)
@@ -134,7 +169,7 @@ class DataPlane:
         started = time.perf_counter()
         status = 500
         try:
-            reply = self._dispatch(request, compiled, allowed, protocol)
+            reply = self._dispatch(request, compiled, allowed, protocol, refused)
             status = reply.status
             return reply
         finally:
@@ -143,13 +178,22 @@ class DataPlane:
             in_flight.dec()
 
     def _dispatch(
-        self, request: Request, compiled: _Compiled | None, allowed: tuple[str, ...], protocol: Protocol | None
+        self, request: Request, compiled: _Compiled | None, allowed: tuple[str, ...], protocol: Protocol | None,
+        refused: InferError | None = None,
     ) -> Reply:
         try:
             if compiled is None:
                 if allowed:
-                    raise MethodNotAllowed(f"method {request.method} is not allowed on {request.path!r}", allowed)
-                raise NotFound(f"no endpoint {request.path!r}")
+                    raise MethodNotAllowed(f"method {request.method[:20]} is not allowed on {request.path[:200]!r}", allowed)
+                if not self.control and request.path.startswith(CONTROL_PREFIX):
+                    raise NotFound("the model repository API is the control plane's (a pool's, MODEL_REPOSITORY, on its "
+                                   "POOL_CONTROL_PORT): it is not served on this port")
+                raise NotFound(f"no endpoint {request.path[:200]!r}")
+            if refused is not None:
+                raise refused
+            named = request.params.get("name")
+            if request.bound is not None and named is not None and named != request.bound:
+                raise ModelNotFound(f"model {named[:80]!r} is not served on this host")
             return compiled.route.handler(self, request)
         except InferError as exc:
             if type(exc) not in (NotFound, MethodNotAllowed):
@@ -171,12 +215,15 @@ class DataPlane:
 
     def _match(self, request: Request) -> tuple[_Compiled | None, tuple[str, ...]]:
         method = "GET" if request.method == "HEAD" else request.method
-        exact = self._exact.get((method, request.path))
+        path = request.path
+        if len(path) > 1 and path.endswith("/"):  # /v2/ is /v2: its 405s say what it allows
+            path = path.rstrip("/") or "/"
+        exact = self._exact.get((method, path))
         if exact is not None:
             return exact, ()
         allowed: list[str] = []
         for compiled in self._routes:
-            found = compiled.regex.match(request.path)
+            found = compiled.regex.match(path)
             if found is None:
                 continue
             if compiled.route.method == method:

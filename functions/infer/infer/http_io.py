@@ -26,9 +26,15 @@ class Request:
     """Set when the body was over the limit and not read: reading it is then a 413."""
     params: dict[str, str] = field(default_factory=dict)
     """Filled by the router from the path."""
+    bound: str | None = None
+    """The model whose own host the request came on (the pool's boundary), else None."""
+    refused: Exception | None = None
+    """Set when memory admission refused the body (503 busy, 413 never fits): reading it raises this."""
 
     @property
     def body(self) -> bytes:
+        if self.refused is not None:
+            raise self.refused
         if self.body_limit is not None:
             raise PayloadTooLarge(f"request body is over the limit of {self.body_limit} bytes")
         return self.raw_body

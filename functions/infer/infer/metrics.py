@@ -98,6 +98,50 @@ POOL_MEMORY_BUDGET = Gauge(
 )
 
 
+POOL_REPOSITORY_RELOADS = Counter(
+    "infer_pool_repository_reloads",
+    "Repository manifest changes the pool noticed, by outcome: applied, or refused (the last good "
+    "manifest keeps serving).",
+    ["outcome"],
+)
+POOL_REPOSITORY_MODELS = Gauge(
+    "infer_pool_repository_models", "Models the pool's verified repository lists.", multiprocess_mode="max"
+)
+REQUEST_MEMORY_RESERVED = Gauge(
+    "infer_request_memory_reserved_bytes",
+    "Memory reserved now by requests being read and decoded (body x its content type's decoding factor).",
+    multiprocess_mode="livesum",
+)
+ADMISSION_REFUSED = Counter(
+    "infer_requests_refused_for_memory",
+    "Requests not admitted because their decoding would not fit REQUEST_MEMORY_MB: busy (503, "
+    "retryable) or too_large (413: it can never fit).",
+    ["reason"],
+)
+
+OTHER_MODELS = "other"
+"""The `model` label of every model beyond METRIC_MODELS (bounded label cardinality)."""
+_model_labels: set[str] = set()
+_model_label_cap = 200
+
+
+def cap_model_labels(cap: int) -> None:
+    global _model_label_cap
+    _model_label_cap = cap
+
+
+def model_label(name: str) -> str:
+    """`name` as a label value while fewer than METRIC_MODELS names have been used, else
+    `other`: the series of a 10,000-model pool stay bounded, the busiest models (first seen)
+    keep theirs."""
+    if name in _model_labels:
+        return name
+    if len(_model_labels) < _model_label_cap:
+        _model_labels.add(name)
+        return name
+    return OTHER_MODELS
+
+
 @lru_cache(maxsize=1024)
 def request_series(model: str, protocol: str, code: str) -> Counter:
     """The counter child for one label set, looked up once: `labels()` costs ~15 us a call,

@@ -20,7 +20,7 @@ import numpy as np
 from . import json_log
 from .artifacts import LoadedArtifact, load_artifact
 from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused, NotFound
-from .metrics import LOAD_SECONDS
+from .metrics import LOAD_SECONDS, model_label
 from .runtime import ModelInfo, Runtime
 from .settings import InferSettings
 
@@ -69,7 +69,7 @@ class ServedModel:
             json_log.event(log, "model warm-up failed", logging.ERROR, model=self.name, traceback=traceback.format_exc())
             return False
         self.load_seconds = time.perf_counter() - started
-        LOAD_SECONDS.labels(self.name).set(self.load_seconds)
+        LOAD_SECONDS.labels(model_label(self.name)).set(self.load_seconds)  # bounded labels in a pool
         self.reason = "ready"
         self._ready.set()
         if log_loaded:
@@ -168,6 +168,10 @@ class ModelRegistry:
 
     def route_name(self, request: Any) -> str | None:
         """The model a request names outside its path: none here, one model serves them all."""
+        return None
+
+    def boundary(self, headers: Any) -> str | None:
+        """One model serves every host (its Service is its boundary)."""
         return None
 
     def may_block(self, name: str | None) -> bool:

@@ -45,7 +45,7 @@ def invocations(plane: DataPlane, request: Request) -> Reply:
     model.require_ready()
     kind = request.media_type
     if kind == CSV:
-        rows, columns = from_csv(_text(request.body))
+        rows, columns = from_csv(request.body)
     elif kind == JSON:
         rows, columns = parse_payload(parse_json_object(request.body))
     else:
@@ -75,13 +75,6 @@ def parse_payload(doc: dict) -> Table:
     if isinstance(payload, dict):
         return from_columns(payload, key)
     return from_rows(payload, key)
-
-
-def _text(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("CSV body is not UTF-8 text") from None
 
 
 PROTOCOL = Protocol(

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def list_models(plane: DataPlane, request: Request) -> Reply:
-    return json_reply({"models": plane.models.names})
+    return json_reply({"models": [request.bound] if request.bound else plane.models.names})
 
 
 def model_status(plane: DataPlane, request: Request) -> Reply:

@@ -83,8 +83,11 @@ def repository_unload(plane: DataPlane, request: Request) -> Reply:
     doc = _optional_object(request)
     if not isinstance(doc.get("parameters", {}), dict):
         raise BadRequest("parameters must be an object")
-    plane.models.unload(request.params["name"])
-    return json_reply({"name": request.params["name"], "unload": True})
+    pending = plane.models.unload(request.params["name"])
+    reply = {"name": request.params["name"], "unload": True}
+    if pending:
+        reply["parameters"] = {"when": "its load in flight ends"}
+    return json_reply(reply)
 
 
 def _optional_object(request: Request) -> dict:
@@ -94,7 +97,7 @@ def _optional_object(request: Request) -> dict:
 def infer(plane: DataPlane, request: Request) -> Reply:
     model = _model(plane, request)
     doc, binary = read_body(request)
-    rows, columns = decode_inputs(doc.get("inputs"), binary)
+    rows, columns = decode_inputs(doc.get("inputs"), binary, plane.max_body_bytes)
     outputs, binary_outputs = requested_outputs(doc, model)
     response: dict[str, Any] = {"model_name": model.name}
     if model.version:
@@ -162,7 +165,8 @@ def metadata(model: ServedModel) -> dict:
     return doc
 
 
-def decode_inputs(inputs: Any, binary: memoryview | None = None) -> tuple[np.ndarray, list[str] | None]:
+def decode_inputs(inputs: Any, binary: memoryview | None = None,
+                  max_bytes: int = tensors.DEFAULT_MAX_BYTES) -> tuple[np.ndarray, list[str] | None]:
     """One [N, F] tensor is the batch; several [N] or [N, 1] tensors are named columns."""
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("inputs must be a non-empty list of tensors")
@@ -171,7 +175,7 @@ def decode_inputs(inputs: Any, binary: memoryview | None = None) -> tuple[np.nda
     for i, tensor in enumerate(inputs):
         size = tensors.binary_size(tensor, f"inputs[{i}]") if isinstance(tensor, dict) else None
         if size is None:
-            decoded.append(tensors.decode(tensor, f"inputs[{i}]"))
+            decoded.append(tensors.decode(tensor, f"inputs[{i}]", None, max_bytes))
             continue
         if binary is None:
             raise BadRequest(f"inputs[{i}] has binary_data_size but the request has no Inference-Header-Content-Length")
@@ -179,7 +183,7 @@ def decode_inputs(inputs: Any, binary: memoryview | None = None) -> tuple[np.nda
             raise BadRequest(
                 f"inputs' binary_data_size add up to more than the {len(binary)} bytes after the JSON header"
             )
-        decoded.append(tensors.decode(tensor, f"inputs[{i}]", binary[offset:offset + size]))
+        decoded.append(tensors.decode(tensor, f"inputs[{i}]", binary[offset:offset + size], max_bytes))
         offset += size
     if binary is not None and offset != len(binary):
         raise BadRequest(
@@ -262,8 +266,8 @@ PROTOCOL = Protocol(
         Route("GET", MODEL, model_metadata),
         Route("GET", VERSION, model_metadata),
         # control, not traffic: a pre-load by the scale function is no user's request
-        Route("POST", "/v2/repository/index", repository_index, traffic=False),
-        Route("POST", "/v2/repository/models/{name}/load", repository_load, traffic=False),
-        Route("POST", "/v2/repository/models/{name}/unload", repository_unload, traffic=False),
+        Route("POST", "/v2/repository/index", repository_index, traffic=False, control=True),
+        Route("POST", "/v2/repository/models/{name}/load", repository_load, traffic=False, control=True),
+        Route("POST", "/v2/repository/models/{name}/unload", repository_unload, traffic=False, control=True),
     ],
 )

@@ -118,6 +118,10 @@ def _options(threads: int) -> Any:
     # A spinning thread pool keeps cores busy between requests; a pod sized by its CPU share
     # (and a node shared with other scale-to-zero pods) should not pay for that.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No arena: it keeps the peak of the largest batch a session ever ran, per session (per
+    # pooled model), where the memory admission (infer.admission) counts a request's memory
+    # only while the request runs.
+    options.enable_cpu_mem_arena = False
     return options
 
 

@@ -75,7 +75,13 @@ def main(argv: list[str] | None = None) -> None:
         settings = InferSettings.from_env()
     except SettingsError as exc:
         sys.exit(f"infer: {exc}")
-    app, _ = start(settings)  # a refusal keeps the server up, not ready, answering 503 with the reason
+    app, served = start(settings)  # a refusal keeps the server up, not ready, answering 503 with the reason
+
+    def post_worker_init(worker) -> None:
+        """The pool's repository poll and control port run in the worker, which holds the pool
+        (threads do not survive gunicorn's fork of the preloaded app)."""
+        if hasattr(served, "start_background"):
+            served.start_background(args.host)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.worker_tmp_dir:
                 self.cfg.set("worker_tmp_dir", args.worker_tmp_dir)
             self.cfg.set("worker_exit", _worker_exit)
+            self.cfg.set("post_worker_init", post_worker_init)
 
         def load(self):
             return app

@@ -11,6 +11,9 @@ from typing import Mapping
 from .env_settings import SettingsError, names, number, optional, sha256, text, whole
 
 
+ROUTING = ("host", "host-only", "open")
+
+
 @dataclass(frozen=True)
 class InferSettings:
     model_root: Path
@@ -82,6 +85,52 @@ class InferSettings:
     along with them prove nothing (the same rule as MODEL_SHA256 for one model). ONNX and skops
     files are data, and load against the manifest's digests either way."""
 
+    pool_control_port: int = 8081
+    """POOL_CONTROL_PORT (default 8081; 0: none). The port of the pool's control plane: the V2
+    model repository API (index, load, unload) is served there and only there, never on the
+    serving port that model hosts reach. In the cluster a plain Kubernetes Service selects the
+    pool's pods on this port and a NetworkPolicy admits only the scale function
+    (serving/pool/infer-pool.yaml): Knative routes one port per Service, so tenants cannot reach it."""
+
+    pool_routing: str = "host"
+    """POOL_ROUTING (default host). `host`: a request whose host (`Host`, `K-Original-Host` or
+    `X-Forwarded-Host`) names a model of the repository is served by that model only; another
+    model's name there (path, X-Model-Name, X-Forwarded-Host) is a 404 that lists nothing. A host
+    that names no model (the pool's own cluster-local host, a pod IP) serves any model by name.
+    `host-only`: such a host serves no model at all. `open`: any model through any host (the
+    behaviour before the boundary; only for a pool whose tenants all trust each other)."""
+
+    pool_memory_accounting: str = "measured"
+    """POOL_MEMORY_ACCOUNTING (default measured). `measured`: a loaded model is charged what its
+    load took (resident memory before and after, never less than the estimate); `estimate`:
+    the estimate alone (file size x a per-format factor + overhead: deterministic, for tests and
+    for comparing the two in `make bench-pool`)."""
+
+    pool_load_deadline_s: float = 30.0
+    """POOL_LOAD_DEADLINE_SECONDS (default 30). A load (read, verify, session, warm-up) that has
+    not finished by then is given up: the model is refused for this load (a later request or a
+    repository load retries) and its waiters get a 503; the thread left behind is not reused."""
+
+    pool_poll_s: float = 5.0
+    """POOL_REPOSITORY_POLL_SECONDS (default 5; 0: never). How often the pool re-reads the
+    repository manifest: a changed manifest is verified, then new models serve, removed ones go
+    and changed ones reload, without a restart (a manifest that does not verify keeps the last
+    good one and says so in readiness)."""
+
+    request_memory_mb: float = 192.0
+    """REQUEST_MEMORY_MB (default 192). The memory requests may hold while decoded at once:
+    each request reserves its body's size times the measured worst decoding factor of its
+    content type (`infer.admission`) before its body is read; one that does not fit waits up to
+    1 s, then gets a 503 with Retry-After; one that could never fit gets a 413."""
+
+    model_sha256_source: str = "MODEL_SHA256"
+    """Where `model_sha256` came from, for a refusal's message (in the pool: its manifest)."""
+
+    metric_models: int = 200
+    """METRIC_MODELS (default 200). At most this many model names become values of the `model`
+    label of the per-model metrics; requests for models beyond it count under `other`, so a
+    10,000-model pool cannot grow Prometheus' series without bound."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "InferSettings":
         env = os.environ if env is None else env
@@ -103,6 +152,12 @@ class InferSettings:
         if unknown:
             raise SettingsError(f"POOL_FORMATS names unknown formats {', '.join(unknown)}: use {', '.join(known[1:])}")
         repository_sha = sha256(env, "MODEL_REPOSITORY_SHA256")
+        accounting = text(env, "POOL_MEMORY_ACCOUNTING", "measured").lower()
+        if accounting not in ("measured", "estimate"):
+            raise SettingsError(f"POOL_MEMORY_ACCOUNTING must be measured or estimate, not {accounting!r}")
+        routing = text(env, "POOL_ROUTING", "host").lower()
+        if routing not in ROUTING:
+            raise SettingsError(f"POOL_ROUTING must be one of {', '.join(ROUTING)}, not {routing!r}")
         repository_path = Path(repository).resolve() if repository else None
         return cls(
             model_root=repository_path or Path(text(env, "MODEL_ROOT", "models")).resolve(),
@@ -120,15 +175,24 @@ class InferSettings:
             pool_load_wait_s=number(env, "POOL_LOAD_WAIT_SECONDS", 10.0, positive=True),
             pool_formats=pool_formats or cls.pool_formats,
             repository_sha256=repository_sha,
+            pool_control_port=whole(env, "POOL_CONTROL_PORT", 8081, minimum=0),
+            pool_routing=routing,
+            pool_memory_accounting=accounting,
+            pool_load_deadline_s=number(env, "POOL_LOAD_DEADLINE_SECONDS", 30.0, positive=True),
+            pool_poll_s=number(env, "POOL_REPOSITORY_POLL_SECONDS", 5.0, minimum=0),
+            request_memory_mb=number(env, "REQUEST_MEMORY_MB", 192.0, positive=True),
+            metric_models=whole(env, "METRIC_MODELS", 200, positive=True),
         )
 
-    def for_entry(self, path: str, fmt: str, sha256: str | None, name: str, version: str | None) -> "InferSettings":
+    def for_entry(self, path: str, fmt: str, sha256: str | None, name: str, version: str | None,
+                  source: str = "the repository manifest") -> "InferSettings":
         """The settings that load one repository entry exactly as the one-model server loads
         its MODEL_PATH (same root rule, same gate): the pool is many of those."""
         from dataclasses import replace
 
         return replace(self, model_path=path, model_format=fmt, model_sha256=sha256, model_name=name,
-                       model_version=version, model_repository=None)
+                       model_version=version, model_repository=None,
+                       model_sha256_source=source)
 
 
 def cpu_share(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

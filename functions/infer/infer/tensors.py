@@ -31,15 +31,43 @@ DATATYPES: dict[str, tuple[Any, tuple[type, ...]]] = {
     "BYTES": (np.object_, (str,)),
 }
 
+MAX_DIMS = 8
+"""Dimensions a tensor may declare: a batch of rows of features needs 2; numpy's own cap is 64,
+and a shape past it (or one whose element count overflows) would be a numpy error, a 500."""
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+
+
+def check_shape(shape: Any, datatype: str, where: str, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """The element count of a declared shape, checked before anything is allocated for it:
+    at most MAX_DIMS dimensions, and elements x item size within the body limit (`max_bytes`):
+    a tensor never decodes to more than the body could carry, so [0, 2**62] is a 400, not a
+    numpy error."""
+    if not isinstance(shape, list) or not shape or any(type(d) is not int or d < 0 for d in shape):
+        raise BadRequest(f"{where}: shape must be a non-empty list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise BadRequest(f"{where}: shape has {len(shape)} dimensions, at most {MAX_DIMS} are served")
+    itemsize = 1 if datatype in ("BYTES", "BOOL") else np.dtype(DATATYPES[datatype][0]).itemsize
+    count = 1
+    for d in shape:
+        if d > max_bytes:
+            raise BadRequest(f"{where}: dimension {d} of shape {shape[:MAX_DIMS]} is over the body limit ({max_bytes} bytes)")
+        count *= d
+    if count * itemsize > max_bytes:
+        raise BadRequest(f"{where}: shape {shape} of {datatype} is {count} elements ({count * itemsize} bytes), "
+                         f"over the body limit of {max_bytes} bytes: send smaller batches")
+    return count
+
+
 _NUMPY_TO_DATATYPE = {
     np.dtype(np.bool_): "BOOL",
     **{np.dtype(dt): name for name, (dt, _) in DATATYPES.items() if name not in {"BOOL", "BYTES"}},
 }
 
 
-def decode(tensor: Any, where: str, raw: memoryview | None = None) -> tuple[str, np.ndarray]:
+def decode(tensor: Any, where: str, raw: memoryview | None = None,
+           max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str, np.ndarray]:
     """A request input tensor -> (name, array of its declared shape and datatype); `raw` is its
-    binary data when it was sent after the JSON header."""
+    binary data when it was sent after the JSON header; `max_bytes` the body limit."""
     if not isinstance(tensor, dict):
         raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
     name = tensor.get("name")
@@ -47,15 +75,10 @@ def decode(tensor: Any, where: str, raw: memoryview | None = None) -> tuple[str,
         raise BadRequest(f"{where}.name must be a non-empty string")
     where = f"input {name!r}"
     shape = tensor.get("shape")
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or any(type(d) is not int or d < 0 for d in shape)
-    ):
-        raise BadRequest(f"{where}: shape must be a non-empty list of non-negative integers")
     datatype = tensor.get("datatype")
-    if datatype not in DATATYPES:
-        raise BadRequest(f"{where}: datatype must be one of {', '.join(DATATYPES)}, not {datatype!r}")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise BadRequest(f"{where}: datatype must be one of {', '.join(DATATYPES)}, not {str(datatype)[:40]!r}")
+    check_shape(shape, datatype, where, max_bytes)
     if raw is not None:
         if "data" in tensor:
             raise BadRequest(f"{where}: has both data and binary_data_size: send one")

@@ -4,11 +4,14 @@ extension (as Triton and KServe speak it), through the pool Service's URL.
 - `POST /v2/repository/index`: which models the answering pod has loaded (state READY);
 - `POST /v2/repository/models/{name}/load`: load one before its requests come (a pre-load).
 
-These reach one pool pod: the Service balances requests, not models. With more than one pod,
+They go to the pool's control port (POOL_CONTROL_URL, by default the `<pool>-control` Kubernetes
+Service that selects the pool's pods on port 8081, serving/pool/infer-pool.yaml): the repository
+API is the control plane's, and the pool answers it nowhere else (its serving port, which model
+hosts reach, gives 404). These reach one pool pod: the Service balances requests, not models. With more than one pod,
 the others load a model on its first request anyway (an ONNX model loads in milliseconds), so a
 pre-load makes the first pod warm for the model, which is what a pool scaled up from zero has.
-With PRELOAD_GATEWAY (default WARMUP_GATEWAY) the calls go to the ingress gateway with the pool's
-host as `Host:`, as the warm-up request does. Errors are one type carrying what went wrong; the
+With PRELOAD_GATEWAY set the calls go there with the pool's host as `Host:`
+(local mode: its stand-in routes the repository paths to a replica's control port). Errors are one type carrying what went wrong; the
 caller records them and tries again next tick (a failed pre-load never blocks a decision).
 """
 
@@ -26,9 +29,11 @@ class PoolError(RuntimeError):
 
 
 class PoolClient:
-    def __init__(self, timeout_s: float, gateway: str | None = None):
+    def __init__(self, timeout_s: float, gateway: str | None = None,
+                 control_url: str = "http://{name}-control.{namespace}.svc.cluster.local:8081"):
         self.timeout_s = timeout_s
         self.gateway = gateway.rstrip("/") if gateway else None
+        self.control_url = control_url
         self._session = requests.Session()
         self.calls = 0
 
@@ -48,7 +53,7 @@ class PoolClient:
 
     def _post(self, service_url: str, path: str, payload: dict):
         headers = {"User-Agent": "predictive-scaling-preload", "Content-Type": "application/json"}
-        url = service_url.rstrip("/") + path
+        url = control_url(self.control_url, service_url) + path
         if self.gateway:
             headers["Host"] = urlparse(service_url).netloc
             url = self.gateway + path
@@ -67,3 +72,10 @@ class PoolClient:
             return response.json() if response.content else None
         except ValueError:
             raise PoolError(response.status_code, "reply is not JSON") from None
+
+
+def control_url(template: str, service_url: str) -> str:
+    """The pool's control URL from its Service URL (`http://<name>.<namespace>.<domain>`)."""
+    labels = (urlparse(service_url).hostname or "").split(".")
+    name, namespace = labels[0], labels[1] if len(labels) > 1 else ""
+    return template.format(name=name, namespace=namespace).rstrip("/")

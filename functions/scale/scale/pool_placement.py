@@ -103,7 +103,7 @@ class PoolPlacement:
         self.api = api
         self.store = PlacementStore(client, state_ttl_s)
         self.history = PoolHistoryStore(client, settings.history_minutes, state_ttl_s)
-        self.pool = PoolClient(settings.preload_timeout_s, settings.gateway)
+        self.pool = PoolClient(settings.preload_timeout_s, settings.gateway, settings.control_url)
         self.opt_in_label = opt_in_label
 
     def close(self) -> None:

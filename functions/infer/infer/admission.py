@@ -1,0 +1,146 @@
+"""Memory admission: a request reserves what decoding its body may cost before the body is
+read, so that the process's peak stays inside its memory limit at the worst allowed inputs.
+
+Two steps. Before the body is read: its length (declared; the limit when unknown) twice, plus a
+fixed allowance. Once read, before it is decoded: what decoding it may cost, counted from the
+bytes themselves at C speed, with per-item costs measured (tracemalloc peaks through the data
+plane, bench-free: see `COSTS`) at the worst bodies each type allows: JSON is charged per value
+separator, per opened list or object and per string (`[[],[],...]` costs ~110x its bytes,
+`[0.5,0.5,...]` ~29x, while `[0.123456789,...]` is ~12x), binary tensors per element (a UINT8
+element becomes a float64 and an output row: ~74x), CSV per byte (streamed: ~14x).
+REQUEST_MEMORY_MB bounds the sum: many small requests run at once, large ones take turns. A
+request that does not fit waits up to ADMISSION_WAIT_S, then gets a retryable 503; one that
+could never fit (its cost alone is over the budget) gets a 413 saying so. Requests without a
+body (GETs) are not counted.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from typing import Any
+
+from . import metrics
+from .errors import InferError, ModelNotReady, PayloadTooLarge
+
+PREDICT_BYTES_PER_ELEMENT = 32
+"""What onnxruntime allocates while predicting, per input element (RSS high-water mark over
+10^4-10^6-row batches of the example models, arena off: 16-17 bytes; doubled for models with
+wider intermediates). Reserved around `predict`, beside the decoding's reservation."""
+COSTS = {"byte": 2, "json_separator": 120, "json_open": 240, "json_string": 210, "csv_byte": 16,
+         "binary_element": 80}
+"""Peak bytes held while decoding and answering (measured with tracemalloc on the wine model,
+2-8 MiB bodies, rounded up): per body byte (the body and a copy), per JSON `,` (a value: its
+object, its list slot, its flattened and numpy copies), per JSON `[`/`{` (a container), per
+JSON string (`"`, counted twice per string), per CSV byte, per binary tensor element."""
+FACTORS = {"json": 2, "csv": 2, "binary": 2}
+"""Before the body is read: bytes per body byte (reading it)."""
+FIXED_BYTES = 256 * 1024
+ADMISSION_WAIT_S = 1.0
+ON_EVENT_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("on_event_loop", default=False)
+"""Set while the ASGI adapter answers a small request on the event loop itself: a reservation
+there never waits (it would stall every request), it is taken at once or answered 503."""
+
+
+def kind(headers: dict) -> str:
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if "inference-header-content-length" in headers:
+        return "binary"
+    return "csv" if media == "text/csv" else "json"
+
+
+class Admission:
+    def __init__(self, budget_bytes: int, retry_after_s: int = 1):
+        self.budget = budget_bytes
+        self.retry_after_s = retry_after_s
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def cost(self, length: int, headers: dict) -> int:
+        """Before the body is read."""
+        return FIXED_BYTES + length * FACTORS[kind(headers)] if length else 0
+
+    def decoding_cost(self, body: bytes, headers: dict) -> int:
+        """What decoding this body may cost, from its bytes (C-speed counts, ~1 ms per MiB)."""
+        if not body:
+            return 0
+        n = len(body)
+        what = kind(headers)
+        if what == "csv":
+            return FIXED_BYTES + n * COSTS["csv_byte"]
+        if what == "binary":
+            return FIXED_BYTES + n * COSTS["byte"] + _binary_elements(body, headers) * COSTS["binary_element"]
+        return (FIXED_BYTES + n * COSTS["byte"] + body.count(b",") * COSTS["json_separator"]
+                + (body.count(b"[") + body.count(b"{")) * COSTS["json_open"] + body.count(b'"') // 2 * COSTS["json_string"])
+
+    def check(self, cost: int, length: int, headers: dict) -> InferError | None:
+        """The refusal of a request that can never fit, else None."""
+        if cost <= self.budget:
+            return None
+        metrics.ADMISSION_REFUSED.labels("too_large").inc()
+        return PayloadTooLarge(f"a {kind(headers)} body of {length} bytes would take ~{cost / 2**20:.0f} MB to decode, "
+                               f"over REQUEST_MEMORY_MB ({self.budget / 2**20:.0f} MB): send smaller batches")
+
+    def try_acquire(self, cost: int) -> bool:
+        with self._cond:
+            if self.used + cost > self.budget:
+                return False
+            self.used += cost
+            metrics.REQUEST_MEMORY_RESERVED.set(self.used)
+            return True
+
+    def acquire(self, cost: int, timeout: float = ADMISSION_WAIT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.used + cost > self.budget:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            self.used += cost
+            metrics.REQUEST_MEMORY_RESERVED.set(self.used)
+            return True
+
+    def release(self, cost: int) -> None:
+        if not cost:
+            return
+        with self._cond:
+            self.used -= cost
+            metrics.REQUEST_MEMORY_RESERVED.set(self.used)
+            self._cond.notify_all()
+
+    def predict_cost(self, rows: Any) -> int:
+        return int(getattr(rows, "size", 0)) * PREDICT_BYTES_PER_ELEMENT
+
+    def hold(self, cost: int, what: str) -> None:
+        """Reserve `cost` (blocking up to ADMISSION_WAIT_S) or raise the 413/503 that says why."""
+        if cost > self.budget:
+            metrics.ADMISSION_REFUSED.labels("too_large").inc()
+            raise PayloadTooLarge(f"{what} would take ~{cost / 2**20:.0f} MB to predict, over REQUEST_MEMORY_MB "
+                                  f"({self.budget / 2**20:.0f} MB): send smaller batches")
+        if not (self.try_acquire(cost) if ON_EVENT_LOOP.get() else self.acquire(cost)):
+            raise self.busy()
+
+    def busy(self) -> InferError:
+        metrics.ADMISSION_REFUSED.labels("busy").inc()
+        return ModelNotReady("the server is decoding as many large requests as its memory allows; retry",
+                             self.retry_after_s)
+
+
+def _binary_elements(body: bytes, headers: dict) -> int:
+    """Elements of the binary tensors: their bytes over the smallest item size declared (the
+    JSON header is parsed again by the protocol; here only its datatypes are read)."""
+    try:
+        length = int(headers.get("inference-header-content-length", "0"))
+        import orjson
+
+        doc = orjson.loads(body[:length]) if 0 < length <= len(body) else {}
+        sizes = [ITEM_SIZES.get(str(t.get("datatype")), 1) for t in doc.get("inputs", []) if isinstance(t, dict)]
+    except (ValueError, TypeError, AttributeError):
+        sizes = []
+    return (len(body) - max(0, length if sizes else 0)) // min(sizes or [1])
+
+
+ITEM_SIZES = {"BOOL": 1, "INT8": 1, "UINT8": 1, "INT16": 2, "UINT16": 2, "FP16": 2, "INT32": 4, "UINT32": 4,
+              "FP32": 4, "INT64": 8, "UINT64": 8, "FP64": 8, "BYTES": 5}
