@@ -13,7 +13,8 @@ warm-up (the first two days, or a third of a short trace) is simulated but not s
 Policies: kpa (Knative alone), predictive (KPA + our min-scale policy; with and without the
 window lever), keepalive (fixed keep-alive), hybrid_histogram (Shahrad et al. 2020),
 always_on (min-scale 1), seasonal_naive (our policy fed by same-minute-yesterday / last
-minutes), oracle_minute (knows every arrival; the least a min-scale schedule set once a minute
+minutes), ets_baseline (our policy fed by statsforecast's AutoETS: training/ets_baseline.py),
+oracle_minute (knows every arrival; the least a min-scale schedule set once a minute
 pays for zero cold starts). Ratios are against KPA in the same run.
 """
 
@@ -31,6 +32,7 @@ from forecast.forecaster import RateForecaster
 from scale.min_scale_policy import PolicySettings
 from tqdm import tqdm
 
+from training import skill
 from training.controllers import (
     AlwaysOn,
     ForecastTable,
@@ -40,6 +42,7 @@ from training.controllers import (
     PolicyController,
     seasonal_naive_table,
 )
+from training.ets_baseline import ets_table
 from training.publish_forecaster import TRAIN_START_MINUTE
 from training.simulator import KpaOnly, SimConfig, SimResult, simulate, spread_minutes
 from training.synthetic_traces import fleet_on_calendar
@@ -75,18 +78,20 @@ def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster
 
 
 def accuracy(table: ForecastTable, naive: ForecastTable, counts: np.ndarray) -> dict:
-    """Next-minute MAE relative to seasonal naive (MASE with the naive forecast's error on the
-    same minutes as the scale) and Brier score of P(any request), both on scored minutes."""
+    """Next-minute skill on scored minutes (training/skill.py): MAE relative to seasonal naive
+    (MASE, the naive forecast's error on the same minutes as the scale), the Brier score of
+    P(any request) against the seasonal naive's and the series' own walk-forward base rate's
+    (Brier skill), and the reliability (calibration curve) of P(any)."""
     m = np.arange(table.first_minute, table.first_minute + len(table.point))
     actual = counts[m]
+    got = skill.skill(table.point[:, 0], naive.point[:, 0], table.p_any[:, 0], skill.own_base_rate(counts, m), actual)
     ok = ~np.isnan(actual)
-    a = actual[ok]
-    ours, base = table.point[ok, 0], naive.point[ok, 0]
-    mae, mae_naive = float(np.mean(np.abs(ours - a))), float(np.mean(np.abs(base - a)))
-    hit = (a > 0).astype(float)
-    brier, brier_naive = float(np.mean((table.p_any[ok, 0] - hit) ** 2)), float(np.mean((naive.p_any[ok, 0] - hit) ** 2))
-    return {"mae": mae, "mae_seasonal_naive": mae_naive, "mase": mae / mae_naive if mae_naive else float("nan"),
-            "brier": brier, "brier_seasonal_naive": brier_naive}
+    hit = (actual[ok] > 0).astype(float)
+    curve = skill.reliability(table.p_any[ok, 0], hit)
+    return {"mae": got.mae, "mae_seasonal_naive": got.mae_naive, "mase": got.mase,
+            "brier": got.brier, "brier_seasonal_naive": float(np.mean((naive.p_any[ok, 0] - hit) ** 2)),
+            "brier_base_rate": got.brier_base_rate, "brier_skill": got.brier_skill,
+            "calibration_error": skill.calibration_error(curve), "reliability": curve}
 
 
 def score(policy: str, settings: dict, result: SimResult, default: bool) -> dict:
@@ -125,9 +130,11 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
     table, fit_s = walk_forward(trace, horizon, warmup, block, forecaster, companions=fleet, bar=bar)
     bar.close()
     naive = seasonal_naive_table(trace.minutes, warmup, n, horizon)
+    ets = ets_table(trace.minutes, warmup, block, horizon)
     info = {"trace": trace.name, "minutes": n, "fit_on": "fleet+trace" if with_fleet else "trace", "warmup_minutes": warmup, "refit_every_minutes": block,
             "cold_start_s": cold_start_s, "capacity_rps": capacity_rps, "max_fit_seconds": round(fit_s, 2),
-            "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes)}
+            "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes),
+            "ets": accuracy(ets, naive, trace.minutes)}
 
     base = PolicySettings(capacity_rps=capacity_rps, cold_start_cost_pod_s=DEFAULT_COST)  # window lever off
     with_window = replace(base, idle_window_s=IDLE_WINDOW_S)
@@ -141,6 +148,8 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         ("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, HybridHistogram(), True),
         ("always_on", {"min_scale": 1}, AlwaysOn(), True),
         ("seasonal_naive", {"cold_start_cost_pod_s": DEFAULT_COST}, PolicyController(naive, base), True),
+        ("ets_baseline", {"model": "statsforecast AutoETS + Poisson", "cold_start_cost_pod_s": DEFAULT_COST},
+         PolicyController(ets, base), True),
         ("oracle_minute", {"window_lever": False}, OracleMinute(arrivals, capacity_rps, sim.actuation_delay_s, cold_start_s, False), True),
         ("oracle_minute", {"window_lever": True}, OracleMinute(arrivals, capacity_rps, sim.actuation_delay_s, cold_start_s, True), False),
     ]
@@ -168,11 +177,12 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         s["pod_seconds_vs_kpa"] = s["pod_seconds"] / kpa["pod_seconds"] if kpa["pod_seconds"] else float("nan")
         s["over_capacity_vs_kpa"] = s["over_capacity_requests"] / kpa["over_capacity_requests"] if kpa["over_capacity_requests"] else float("nan")
     if plots is not None:
-        from training.plots import day_plot, pareto_plot
+        from training.plots import day_plot, pareto_plot, reliability_plot
 
         plots.mkdir(parents=True, exist_ok=True)
         stem = trace.name.split(".")[0]
         day_plot(plots / f"{stem}_day.png", trace, table, kept["predictive"], kept["kpa"], warmup)
+        reliability_plot(plots / f"{stem}_reliability.png", trace.name, {"forecaster": info["reliability"]})
         pareto_plot(plots / f"{stem}_pareto.png", trace.name, scores)
     return scores, info
 
@@ -182,7 +192,13 @@ def print_table(scores: list[dict], info: dict) -> None:
           f"refit every {info['refit_every_minutes']} min, cold start {info['cold_start_s']} s, "
           f"{info['capacity_rps']} req/s per pod, forecaster fitted on {info['fit_on']}")
     print(f"forecast (next minute): MASE vs seasonal naive {info['mase']:.3f} (MAE {info['mae']:.3f} vs {info['mae_seasonal_naive']:.3f}); "
-          f"Brier P(any) {info['brier']:.4f} vs seasonal naive {info['brier_seasonal_naive']:.4f}; longest fit {info['max_fit_seconds']} s\n")
+          f"Brier P(any) {info['brier']:.4f} vs seasonal naive {info['brier_seasonal_naive']:.4f}, vs own base rate "
+          f"{info['brier_base_rate']:.4f}: Brier skill {info['brier_skill']:+.3f}; longest fit {info['max_fit_seconds']} s")
+    print(f"reliability of P(any) (predicted -> observed, minutes), calibration error {info['calibration_error']:.4f}: "
+          f"{skill.format_reliability(info['reliability'])}")
+    e = info["ets"]
+    print(f"off-the-shelf baseline (statsforecast AutoETS, Poisson around its mean): MASE vs seasonal naive {e['mase']:.3f}; "
+          f"Brier P(any) {e['brier']:.4f}, Brier skill vs own base rate {e['brier_skill']:+.3f}\n")
     print("| policy | settings | requests | cold | cold % | cold vs KPA | over capacity | over cap vs KPA | "
           "p50 s | p99 s | pod-s | pod-s vs KPA | pod-s / 1k req | scale actions |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

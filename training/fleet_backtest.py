@@ -43,6 +43,7 @@ from scale.pool_plan import (ModelView, PoolPlanSettings, PoolView, TierHistory,
                              plan_pool)
 from tqdm import tqdm
 
+from training import skill
 from training.controllers import HybridHistogram
 from training.fleet_sim import DAY_S, FleetSimConfig, LaneTotals, PoolModelCache, simulate_lanes
 from training.fleet_trace import FleetTrace
@@ -389,6 +390,7 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     per_model, pool_fc, member, longest_fit = walk_forward(counts, fleet, options, the_plan, bar)
     driver = drivers[0]
     forecast_s = time.perf_counter() - began_all
+    forecast_skill = skill.fleet_skill(counts, per_model.point[:, :, 0], per_model.p_any[:, :, 0], options.warmup_days * DAY)
     ever_dedicated = np.flatnonzero((~member).any(axis=1))
     n_ded = len(ever_dedicated)
 
@@ -580,13 +582,15 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         "simulate_seconds": round(sim_s, 1), "total_seconds": round(time.perf_counter() - began_all, 1),
         "default_choices": driver.in_force_shares(0),
         "budget_choices": driver.in_force_shares(1) if budget_group is not None else {},
-        "plan_seconds": round(driver.seconds, 1),
+        "plan_seconds": round(driver.seconds, 1), "forecast_skill": forecast_skill,
     }
     if plots is not None:
-        from training.plots import fleet_pareto_plot
+        from training.plots import fleet_pareto_plot, reliability_plot
 
         plots.mkdir(parents=True, exist_ok=True)
         fleet_pareto_plot(plots / f"{fleet.name.split('.')[0]}_pareto.png", fleet.name, scores)
+        reliability_plot(plots / f"{fleet.name.split('.')[0]}_reliability.png", fleet.name,
+                         {"forecaster, every model": forecast_skill["reliability"]})
     return scores, info
 
 
@@ -615,7 +619,8 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
           f"{info['models_per_pod']} models per pool pod, model load {info['model_load_ms']:.0f} ms")
     print(f"placement: {len(info['dedicated_services'])} services ever dedicated ({info['dedicated_share_of_requests']:.1%} of scored requests), "
           f"{info['placement_moves']} moves; forecasts {info['forecast_seconds']} s (longest fit {info['longest_fit_seconds']} s), "
-          f"simulation {info['simulate_seconds']} s over {info['lanes']} lanes, total {info['total_seconds']} s\n")
+          f"simulation {info['simulate_seconds']} s over {info['lanes']} lanes, total {info['total_seconds']} s")
+    print(skill.format_fleet_skill(info["forecast_skill"]) + "\n")
     print("| policy | settings | requests | cold | cold % | cold vs KPA | p75 service cold % | model loads | evictions | "
           "over capacity | over cap vs KPA | pod-s | pod-s vs KPA | wasted pod-s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

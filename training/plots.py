@@ -108,3 +108,29 @@ def fleet_pareto_plot(path: Path, name: str, scores: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def reliability_plot(path: Path, title: str, curves: dict[str, list[dict]]) -> None:
+    """The calibration curve of P(any) (training/skill.reliability): observed share of minutes
+    with a request against the mean prediction, per bin; on the diagonal is calibrated. Point
+    size grows with the bin's minutes (log), so a bin of three minutes does not look like one
+    of a million."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="calibrated")
+    for name, curve in curves.items():
+        if not curve:
+            continue
+        x = [b["predicted"] for b in curve]
+        y = [b["observed"] for b in curve]
+        sizes = [10 + 12 * np.log10(1 + b["minutes"]) for b in curve]
+        ax.plot(x, y, lw=0.8, label=name)
+        ax.scatter(x, y, s=sizes)
+    ax.set_xlabel("predicted P(any request), next minute")
+    ax.set_ylabel("observed share of minutes with a request")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{title}: reliability of P(any)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

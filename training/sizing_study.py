@@ -84,12 +84,12 @@ def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
     for k, i in enumerate(rows):
         schedule = PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i])
         if error_quantile is None:
-            schedule.fill(out[k], 0, n, settings)
+            schedule.fill([out[k]], 0, n, [settings])
             continue
         heads = rolling_error_headroom(counts[i], fc.point[i, :, 0], fc.upper[i, :, 0], error_quantile)
         for m in range(n):
             h = heads[m]
-            schedule.fill(out[k], m, m + 1, settings if np.isnan(h) else replace(settings, headroom=float(h)))
+            schedule.fill([out[k]], m, m + 1, [settings if np.isnan(h) else replace(settings, headroom=float(h))])
     return out
 
 
@@ -298,11 +298,11 @@ def main() -> None:
     warmup = options.warmup_days * DAY
     if args.forecast_sizing:
         print_forecast_sizing(forecast_sizing(counts, fc, np.flatnonzero(rate > 0), base, warmup, fleet.bin_seconds // 60), rate)
-    variants = {"old (main)": replace(base, size_unbacked=True), "backed only": base}
-    variants.update({f"backed, point x {h:g}": replace(base, headroom=h) for h in args.headroom})
+    variants = {"policy (default)": base}
+    variants.update({f"point x {h:g}": replace(base, headroom=h) for h in args.headroom})
     if args.no_compare:
         return
-    errors = {f"backed, point x own q{q:g} error": (base, q) for q in args.error_quantile}
+    errors = {f"point x own q{q:g} error": (base, q) for q in args.error_quantile}
     result = compare(fleet, lanes, counts, fc, options, variants, errors)
     print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
 

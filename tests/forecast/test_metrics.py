@@ -46,15 +46,30 @@ def test_metrics_after_real_ticks(backfill, backfilled_prometheus, forecaster_ro
             assert abs(got.value("forecast_next_minute_p_any", namespace=namespace, service=service) - m["p_any"]) < 1e-4
 
         # quality: the first tick's forecast of its first minute against what Prometheus holds for it
-        errors, squares = [], []
+        errors, squares, naive_errors, base_squares = [], [], [], []
         for entry in first["services"]:
             namespace, service = entry["service"].split("/")
-            actual = backfill.series[entry["service"]][first_minute - backfill.start_minute]
+            counts = backfill.series[entry["service"]]
+            at = first_minute - backfill.start_minute
+            actual = counts[at]
             m = entry["minutes"][0]
             error = abs(m["point_rps"] * 60 - actual) / 60
             square = (m["p_any"] - float(actual > 0)) ** 2
             errors.append(error)
             squares.append(square)
+            # skill: against the seasonal naive (same minute yesterday or the last 5 minutes'
+            # mean) and the service's base rate over the history read (a week before the tick)
+            history = counts[max(0, at - 10080):at]  # NaN in the gap: no data, not idle
+            naive = max(np.nan_to_num(counts[at - 1440]) if at >= 1440 else 0.0, np.nan_to_num(history[-5:]).mean())
+            base = np.sum(history[~np.isnan(history)] > 0) / np.sum(~np.isnan(history))
+            naive_errors.append(abs(naive - actual))
+            base_squares.append((base - float(actual > 0)) ** 2)
+            mase = got.value("forecast_quality_mase", namespace=namespace, service=service)
+            if naive_errors[-1] > 0:
+                assert abs(mase - error * 60 / naive_errors[-1]) < 1e-3 * max(1.0, mase)
+            skill = got.value("forecast_quality_brier_skill", namespace=namespace, service=service)
+            brier = got.value("forecast_quality_brier_score", namespace=namespace, service=service)  # unrounded
+            assert abs(skill - (1 - brier / base_squares[-1])) < 1e-3 * max(1.0, abs(skill))
             assert abs(got.value("forecast_quality_mae_requests_per_second", namespace=namespace, service=service)
                        - error) < 1e-4
             assert abs(got.value("forecast_quality_brier_score", namespace=namespace, service=service) - square) < 1e-3
@@ -62,6 +77,9 @@ def test_metrics_after_real_ticks(backfill, backfilled_prometheus, forecaster_ro
         assert abs(got.value("forecast_quality_fleet_mae_requests_per_second") - np.mean(errors)) < 1e-4
         assert abs(got.value("forecast_quality_fleet_brier_score") - np.mean(squares)) < 1e-3
         assert got.value("forecast_quality_fleet_scored_minutes") == len(names)
+        assert abs(got.value("forecast_quality_fleet_mase") - np.sum(errors) * 60 / np.sum(naive_errors)) < 1e-3
+        fleet_brier = got.value("forecast_quality_fleet_brier_score")
+        assert abs(got.value("forecast_quality_fleet_brier_skill") - (1 - fleet_brier * len(names) / np.sum(base_squares))) < 1e-3
         assert got.value("forecast_quality_scored_total") == len(names)
 
         # Prometheus gone: every service held with that reason class, the failed query counted

@@ -57,5 +57,6 @@ def test_the_dashboard_reads_the_exported_metric_names():
     used = set(re.findall(r"\b((?:forecast|scale)_[a-z_]+?)(?:_bucket|_count|_sum|_total|_info)?\b", text))
     assert used and used <= exported | {"scale_warm_pod_budget_pods"}, used - exported
     for title in ("Requests vs forecast", "min-scale set vs ready pods", "Cold-start requests", "Decisions by outcome",
-                  "Holds and skips by reason", "Forecast quality (fleet)", "Spend: warm pods"):
+                  "Holds and skips by reason", "Forecast quality (fleet)", "Spend: warm pods",
+                  "Forecast skill vs baselines (this service)", "Services the forecast does not help"):
         assert f'"title": "{title}"' in text

@@ -60,3 +60,16 @@ def test_cli_json_on_any_trace_file(tmp_path, capsys):
     assert len(defaults) == 1
     scored_requests = {s["requests"] for s in scores}
     assert len(scored_requests) == 1  # every policy scored on the same arrivals
+
+
+def test_cli_table_prints_skill_against_the_baselines_and_the_reliability(tmp_path, capsys):
+    counts = sparse_counts(minutes=400)
+    path = tmp_path / "mine.csv"
+    start = 1_700_000_000 - 1_700_000_000 % 60
+    path.write_text("\n".join(["timestamp,requests"] + [f"{start + 60 * i},{int(c)}" for i, c in enumerate(counts)]) + "\n")
+    backtest.main(["--trace", str(path), "--plots", str(tmp_path / "plots")])
+    out = capsys.readouterr().out
+    assert "MASE vs seasonal naive" in out and "Brier skill" in out and "vs own base rate" in out
+    assert "reliability of P(any) (predicted -> observed, minutes)" in out
+    assert "statsforecast AutoETS" in out and "| ets_baseline |" in out
+    assert (tmp_path / "plots" / "mine_reliability.png").stat().st_size > 0

@@ -26,7 +26,7 @@ def test_load_sets_replicas_from_the_upper_quantile_and_bounds_clamp():
     assert desired_min_scale([f(1.0, upper=60 * 25)], mean_only) == 3  # 25 req/s over 10 per pod
     assert desired_min_scale([f(1.0, upper=60 * 1000)], S) == 5  # max_scale
     assert desired_min_scale([MinuteForecast(1.0, float("inf"), 1.0)], S) == 5  # never an overflow
-    assert desired_min_scale([f(1.0, upper=float("inf"))], S) == 1  # an infinite mean too: unbacked (below)
+    assert desired_min_scale([f(1.0, upper=float("inf"))], S) == 5  # an infinite mean and upper too
     assert desired_min_scale([f(1.0, upper=1e308)], S) == 5
     floor = PolicySettings(min_scale=2)
     assert desired_min_scale([f(0.0)], floor) == 2
@@ -78,16 +78,14 @@ def test_pods_cover_the_busiest_second_not_the_mean():
 BIG = PolicySettings(capacity_rps=10.0, cold_start_cost_pod_s=300.0, max_scale=1000, burst_risk=None)
 
 
-def test_a_minute_whose_upper_quantile_does_not_exceed_its_mean_sizes_no_pods():
-    # The forecaster returns upper = max(quantile, mean): a run-away mean comes back as both.
-    runaway = MinuteForecast(point_rps=1e6, upper_rps=1e6, p_any=1.0)
+def test_every_covered_minute_sizes_pods_from_its_upper_quantile():
+    # The forecaster bounds its mean (forecast/forecaster.mean_bound): a minute whose upper equals
+    # its point is the recent level, not a run-away, and sizes pods like any other.
+    level = MinuteForecast(point_rps=40.0, upper_rps=40.0, p_any=1.0)
     sane = MinuteForecast(point_rps=40.0, upper_rps=45.0, p_any=1.0)
-    assert desired_min_scale([runaway], BIG) == 1  # warm (P(any) says so), but no pods from it
-    assert desired_min_scale([sane, runaway], BIG) == 5  # the backed minute alone sizes: 45 / 10
-    assert desired_min_scale([runaway, sane], BIG) == 5
-    # A forecaster with no quantile model of its own (upper = point) opts back in.
-    assert desired_min_scale([runaway], replace(BIG, size_unbacked=True)) == 1000
-    assert desired_min_scale([MinuteForecast(40.0, 40.0, 1.0)], replace(BIG, size_unbacked=True)) == 4
+    assert desired_min_scale([level], BIG) == 4
+    assert desired_min_scale([level, sane], BIG) == 5  # the larger of the two covered minutes
+    assert desired_min_scale([sane, MinuteForecast(0.0, 0.0, 1.0)], BIG) == 5
 
 
 def test_headroom_sizes_from_the_point_times_the_services_own_error():
@@ -96,10 +94,8 @@ def test_headroom_sizes_from_the_point_times_the_services_own_error():
     f70 = MinuteForecast(point_rps=70.0, upper_rps=130.0, p_any=1.0)
     assert desired_min_scale([f70], BIG) == 13
     assert desired_min_scale([f70], replace(BIG, headroom=1.2)) == 9
-    # The busiest second of that rate still counts with burst_risk, and an unbacked minute adds nothing.
+    # The busiest second of that rate still counts with burst_risk.
     assert desired_min_scale([f70], replace(BIG, headroom=1.2, burst_risk=0.1)) == math.ceil(peak_second(84.0, 0.1) / 10)
-    runaway = MinuteForecast(point_rps=1e6, upper_rps=1e6, p_any=1.0)
-    assert desired_min_scale([f70, runaway], replace(BIG, headroom=1.2)) == 9
 
 
 def test_error_headroom_is_the_quantile_of_actual_over_point():

@@ -55,12 +55,23 @@ MAE = Gauge("forecast_quality_mae_requests_per_second",
 BRIER = Gauge("forecast_quality_brier_score",
               "Rolling Brier score of the next-minute P(any request) against what Prometheus then saw.",
               ["namespace", "service"])
+MASE = Gauge("forecast_quality_mase",
+             "Rolling MAE of the next-minute point forecast over the seasonal naive's (same minute yesterday or the "
+             "last 5 minutes) on the same minutes: below 1 the forecast helps this service.", ["namespace", "service"])
+BRIER_SKILL = Gauge("forecast_quality_brier_skill",
+                    "Rolling Brier skill of next-minute P(any) against the service's own base rate: 1 - Brier / "
+                    "the base rate's Brier; above 0 the forecast helps, below 0 it is worse than the base rate.",
+                    ["namespace", "service"])
 SCORED = Gauge("forecast_quality_scored_minutes", "Minutes in the rolling quality window of a service.",
                ["namespace", "service"])
 FLEET_MAE = Gauge("forecast_quality_fleet_mae_requests_per_second",
                   "Rolling MAE of the next-minute point forecast over every service and scored minute.")
 FLEET_BRIER = Gauge("forecast_quality_fleet_brier_score",
                     "Rolling Brier score of next-minute P(any) over every service and scored minute.")
+FLEET_MASE = Gauge("forecast_quality_fleet_mase",
+                   "Rolling MASE (MAE over the seasonal naive's) over every service and scored minute.")
+FLEET_BRIER_SKILL = Gauge("forecast_quality_fleet_brier_skill",
+                          "Rolling Brier skill of P(any) against each service's own base rate, over the fleet.")
 FLEET_SCORED = Gauge("forecast_quality_fleet_scored_minutes", "Service-minutes in the fleet's rolling quality window.")
 QUALITY_SCORED = Counter("forecast_quality_scored_total", "Service-minutes scored against what Prometheus saw.")
 OMITTED = Gauge("forecast_metrics_services_omitted",
@@ -127,7 +138,7 @@ class TickMetrics:
         requests per minute divided by `quality_figures_scale`, the minute's seconds)."""
         order = sorted(range(len(names)), key=lambda i: (-float(upper_rps[i]), names[i]))[: self.limit]
         exported = {tuple(names[i].split("/", 1)) for i in order}
-        for gauge in (POINT, UPPER, P_ANY, MAE, BRIER, SCORED):
+        for gauge in (POINT, UPPER, P_ANY, MAE, BRIER, SCORED, MASE, BRIER_SKILL):
             for labels in self._exported - exported:
                 try:
                     gauge.remove(*labels)
@@ -146,12 +157,17 @@ class TickMetrics:
                 MAE.labels(*labels).set(figures.mae / quality_figures_scale)
                 BRIER.labels(*labels).set(figures.brier)
                 SCORED.labels(*labels).set(figures.minutes)
+                MASE.labels(*labels).set(figures.mase)  # NaN where the naive is perfect
+                BRIER_SKILL.labels(*labels).set(figures.brier_skill)
         fleet = self.quality.fleet()
         if fleet is not None:
             FLEET_MAE.set(fleet.mae / quality_figures_scale)
             FLEET_BRIER.set(fleet.brier)
             FLEET_SCORED.set(fleet.minutes)
+            FLEET_MASE.set(fleet.mase)
+            FLEET_BRIER_SKILL.set(fleet.brier_skill)
 
     def scored(self, n: int) -> None:
         if n:
             QUALITY_SCORED.inc(n)
+

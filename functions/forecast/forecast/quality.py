@@ -6,8 +6,13 @@ for its first horizon minute; `score` compares it, a tick later, with what the h
 holds for that minute. A minute is scored once it lies at least `settle_minutes` before the end of
 the history read (the tick re-reads the recent past: a late scrape still corrects it), and never
 when it is a gap (NaN: Prometheus did not scrape it), so an outage is not scored as idle. The
-figures are the same as the backtest's (training/backtest.accuracy): absolute error of the point
-forecast, and the Brier score of P(any request), over the last `window_minutes` minutes scored.
+figures are the same as the backtest's (training/backtest.accuracy, training/skill.py): absolute
+error of the point forecast, and the Brier score of P(any request), over the last `window_minutes`
+minutes scored; each beside the same figure of a baseline that needs no model, so that an operator
+sees whether the forecast helps a service at all: the seasonal naive point (`baselines`: the same
+minute yesterday or the mean of the last 5 minutes, whichever is larger) and the service's own base
+rate of minutes with a request over the history read. MASE = MAE / the naive's MAE (< 1: the
+forecast helps); Brier skill = 1 - Brier / the base rate's Brier (> 0: P(any) helps).
 """
 
 from __future__ import annotations
@@ -18,6 +23,30 @@ from dataclasses import dataclass
 import numpy as np
 
 
+DAY = 1440
+RECENT = 5
+
+
+def baselines(matrix: np.ndarray, target_column: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the history `matrix` (services x minutes, NaN: no data), the seasonal naive
+    forecast of the minute at `target_column` (the same minute a day before, or the mean of the
+    last RECENT minutes, whichever is larger; no data counts as 0, as in the backtest's
+    seasonal naive) and the row's base rate (share of its minutes with data that had a request).
+    Reads the matrix a day of columns at a time: 10,000 services x a week stay one float32 copy."""
+    n, width = matrix.shape
+    recent = np.nan_to_num(np.asarray(matrix[:, max(0, width - RECENT):width], dtype=np.float64))
+    recent_mean = recent.mean(axis=1) if recent.shape[1] else np.zeros(n)
+    day_ago = target_column - DAY
+    yesterday = np.nan_to_num(np.asarray(matrix[:, day_ago], dtype=np.float64)) if 0 <= day_ago < width else np.zeros(n)
+    seen = np.zeros(n, np.int64)
+    active = np.zeros(n, np.int64)
+    for lo in range(0, width, DAY):
+        block = matrix[:, lo:lo + DAY]
+        seen += np.count_nonzero(~np.isnan(block), axis=1)
+        active += np.count_nonzero(block > 0, axis=1)  # NaN > 0 is False
+    return np.maximum(yesterday, recent_mean), np.where(seen > 0, active / np.maximum(seen, 1), 0.0)
+
+
 @dataclass(frozen=True)
 class Figures:
     mae: float
@@ -26,6 +55,18 @@ class Figures:
     minutes: int
     requests: float
     """Requests actually seen over the scored minutes (ranks services for export)."""
+    mae_naive: float = float("nan")
+    """The seasonal naive forecast's MAE on the same minutes (NaN: no baseline was given)."""
+    brier_base_rate: float = float("nan")
+    """The Brier score of the service's own base rate on the same minutes."""
+
+    @property
+    def mase(self) -> float:
+        return self.mae / self.mae_naive if self.mae_naive > 0 else float("nan")
+
+    @property
+    def brier_skill(self) -> float:
+        return 1.0 - self.brier / self.brier_base_rate if self.brier_base_rate > 0 else float("nan")
 
 
 class OnlineQuality:
@@ -33,13 +74,19 @@ class OnlineQuality:
         self.window_minutes = window_minutes
         self.settle_minutes = settle_minutes
         self.keep_minutes = keep_minutes
-        self._pending: dict[int, tuple[list[str], np.ndarray, np.ndarray]] = {}
-        # (minute, names, |error|, squared error of P(any), actual): one entry per scored minute
-        self._rounds: deque[tuple[int, list[str], np.ndarray, np.ndarray, np.ndarray]] = deque()
+        self._pending: dict[int, tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        # (minute, names, |error|, squared error of P(any), actual, |naive error|, squared error
+        # of the base rate): one entry per scored minute
+        self._rounds: deque[tuple] = deque()
 
-    def expect(self, minute: int, names: list[str], point: np.ndarray, p_any: np.ndarray) -> None:
-        """Remember the forecast for `minute` (point in requests per minute) of each of `names`."""
-        self._pending[minute] = (list(names), np.asarray(point, dtype=float), np.asarray(p_any, dtype=float))
+    def expect(self, minute: int, names: list[str], point: np.ndarray, p_any: np.ndarray,
+               naive: np.ndarray | None = None, base_rate: np.ndarray | None = None) -> None:
+        """Remember the forecast for `minute` (point in requests per minute) of each of `names`,
+        and the baselines' (`baselines`) when given (NaN figures otherwise)."""
+        nan = np.full(len(names), np.nan)
+        self._pending[minute] = (list(names), np.asarray(point, dtype=float), np.asarray(p_any, dtype=float),
+                                 nan if naive is None else np.asarray(naive, dtype=float),
+                                 nan if base_rate is None else np.asarray(base_rate, dtype=float))
 
     def score(self, start_minute: int, end_minute: int, services: list[str], matrix: np.ndarray) -> int:
         """Score every remembered minute the history [start_minute, end_minute) now settles;
@@ -49,7 +96,7 @@ class OnlineQuality:
         for minute in sorted(self._pending):
             if minute >= end_minute - self.settle_minutes:
                 break
-            names, point, p_any = self._pending.pop(minute)
+            names, point, p_any, naive, base_rate = self._pending.pop(minute)
             column = minute - start_minute
             if not 0 <= column < matrix.shape[1]:
                 continue
@@ -62,7 +109,9 @@ class OnlineQuality:
                 continue
             kept = [n for n, k in zip(names, ok) if k]
             a = actual[ok]
-            self._rounds.append((minute, kept, np.abs(point[ok] - a), (p_any[ok] - (a > 0)) ** 2, a))
+            hit = a > 0
+            self._rounds.append((minute, kept, np.abs(point[ok] - a), (p_any[ok] - hit) ** 2, a,
+                                 np.abs(naive[ok] - a), (base_rate[ok] - hit) ** 2))
             scored += int(ok.sum())
         for minute in [m for m in self._pending if m < end_minute - self.keep_minutes]:
             del self._pending[minute]  # never settled (a long gap): dropped unscored
@@ -75,18 +124,25 @@ class OnlineQuality:
     def fleet(self) -> Figures | None:
         if not self._rounds:
             return None
-        errors = np.concatenate([r[2] for r in self._rounds])
-        squares = np.concatenate([r[3] for r in self._rounds])
-        actual = np.concatenate([r[4] for r in self._rounds])
-        return Figures(float(errors.mean()), float(squares.mean()), len(errors), float(actual.sum()))
+        cols = [np.concatenate([r[k] for r in self._rounds]) for k in range(2, 7)]
+        errors, squares, actual, naive, base = cols
+        return Figures(float(errors.mean()), float(squares.mean()), len(errors), float(actual.sum()),
+                       _mean(naive), _mean(base))
 
     def per_service(self) -> dict[str, Figures]:
         sums: dict[str, list[float]] = {}
-        for _, names, errors, squares, actual in self._rounds:
-            for name, e, s, a in zip(names, errors.tolist(), squares.tolist(), actual.tolist()):
-                acc = sums.setdefault(name, [0.0, 0.0, 0, 0.0])
+        for _, names, errors, squares, actual, naive, base in self._rounds:
+            for name, e, s, a, n, b in zip(names, errors.tolist(), squares.tolist(), actual.tolist(),
+                                           naive.tolist(), base.tolist()):
+                acc = sums.setdefault(name, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
                 acc[0] += e
                 acc[1] += s
                 acc[2] += 1
                 acc[3] += a
-        return {n: Figures(e / k, s / k, k, a) for n, (e, s, k, a) in sums.items()}
+                acc[4] += n  # NaN when no baseline was given: the figure says unknown
+                acc[5] += b
+        return {n: Figures(e / k, s / k, k, a, nv / k, b / k) for n, (e, s, k, a, nv, b) in sums.items()}
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else float("nan")

@@ -18,7 +18,7 @@ import numpy as np
 import redis
 from cloudevents.core.v1.event import CloudEvent
 
-from . import events, json_log
+from . import events, json_log, quality
 from .cloudevent_io import BadEvent, Outcome, RetryLater
 from .history_cache import HistoryCache
 from .metrics import TickMetrics
@@ -191,7 +191,8 @@ class TickHandler:
             return
         names = [services[i] for i in fresh]
         point, upper, p_any = forecasts.point[:, 0], forecasts.upper[:, 0], forecasts.p_any[:, 0]
-        self.metrics.quality.expect(end, names, point, p_any)
+        naive, base_rate = quality.baselines(matrix, end - self.cache.start_minute())  # every row: no copy
+        self.metrics.quality.expect(end, names, point, p_any, naive[fresh], base_rate[fresh])
         minute_s = self.settings.minute_s
         self.metrics.forecasts(names, point / minute_s, upper / minute_s, p_any, minute_s)
 

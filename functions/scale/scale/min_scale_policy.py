@@ -8,9 +8,10 @@ one pod warm until the next decision costs 60 pod-seconds, and pays when the cha
 request in the minutes the decision covers times the price of the cold start it avoids is
 larger: the threshold on P(any request in the covered minutes) is 60 / cold_start_cost_pod_s. Above it, min-scale also covers the
 forecast's upper quantile of load (ceil(upper req/s / per-pod capacity)), so that ramps are met
-with ready pods instead of KPA's reactive scale-out lag. Only minutes whose upper quantile lies
-above the point forecast size pods (`backed`): the forecaster clips upper to at least the point,
-so a run-away point comes back as both, and sized pods from it would reach max-scale.
+with ready pods instead of KPA's reactive scale-out lag. Every covered minute sizes pods: the
+forecaster bounds its mean by its own upper quantile and the recent level, and every forecast by
+twice the service's busiest minute of the last day, so a run-away mean no longer reaches the
+upper (the `backed` work-around that sized pods only from minutes with upper > point is gone).
 
 The second lever (opt-in: `idle_window_s` is None by default): when every minute the decision
 covers is forecast idle (P(any) below half the warm threshold), the Revision's stable window is
@@ -67,9 +68,6 @@ class PolicySettings:
     """Accepted chance that some second of a forecast minute brings more requests than the
     min-scale pods serve, with arrivals within the minute taken as Poisson at the upper-quantile
     rate (env BURST_RISK). None sizes pods for the minute's mean rate only."""
-    size_unbacked: bool = False
-    """True sizes pods from every forecast minute, also one whose upper quantile does not lie
-    above its mean (`backed`): for a forecaster with no quantile model of its own (upper = point)."""
     headroom: float | None = None
     """With a value h, a minute's pods are sized from h x its point forecast instead of the
     forecaster's upper quantile: h is the Service's own error quantile (`error_headroom`: actual
@@ -111,19 +109,8 @@ def desired_min_scale(forecast: Sequence[MinuteForecast], settings: PolicySettin
     covered = list(forecast[:LEAD_MINUTES])
     if not covered or p_any_in(covered) < settings.warm_threshold:
         return _clamp(0, settings)
-    sized = [f for f in covered if settings.size_unbacked or backed(f)]
-    load = max((minute_pods(f, settings) for f in sized), default=0)  # pods grow with the load
+    load = max(minute_pods(f, settings) for f in covered)  # pods grow with the load
     return _clamp(max(1, load), settings)
-
-
-def backed(f: MinuteForecast) -> bool:
-    """Whether the forecaster's upper quantile lies above its mean forecast, as any quantile
-    above the median must for a load the forecaster has seen. Its two models are fitted apart;
-    where the mean model runs away (walk-forward on the ServeGen fleet, ~7% of a busy tenant's
-    minutes, up to the max-scale clamp, while the quantile model's median error is under 10%) the forecaster
-    returns the mean as the upper too (upper = max(upper, point)). Such a minute sizes no pods:
-    Knative's own scaling serves it, and P(any) still keeps the Service warm."""
-    return f.upper_rps > f.point_rps
 
 
 def minute_pods(f: MinuteForecast, settings: PolicySettings) -> int:
