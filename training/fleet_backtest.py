@@ -38,7 +38,7 @@ from forecast.forecaster import RateForecaster
 from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
-from scale.placement import MOVE, POOL, PlacementSettings
+from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
 from scale.pool_plan import (ModelView, PoolPlanSettings, PoolView, TierHistory, TierState, choice_due, note_observed,
                              plan_pool)
 from tqdm import tqdm
@@ -198,6 +198,38 @@ def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, m
         pool.point[0, start:end], pool.upper[0, start:end], pool.p_any[0, start:end] = f.point, f.upper, f.p_any
         bar.update(1)
     return per_model, pool, member, longest_fit
+
+
+class Placer:
+    """scale.placement's rate band alone (no memory rule, no plan) over the fleet every
+    PLACE_EVERY_MINUTES, for training/sizing_study.py; fed each model's expected rate:
+    the mean of its next-minute forecasts over the last hour, in req/s."""
+
+    def __init__(self, n_models: int, settings: PlacementSettings):
+        self.state = [Placement() for _ in range(n_models)]
+        self.settings = settings
+        self.moves = 0
+
+    def __call__(self, start: int, end: int, per_minute: np.ndarray) -> np.ndarray:
+        """Membership for minutes [start, end); `per_minute[:, m]` is each model's expected
+        requests in minute m as known at its start (NaN: unknown)."""
+        point = np.nan_to_num(per_minute.astype(float))
+        known = ~np.isnan(per_minute)
+        member = np.zeros((len(self.state), end - start), bool)
+        cs = np.concatenate((np.zeros((point.shape[0], 1)), np.cumsum(point, axis=1)), axis=1)
+        ck = np.concatenate((np.zeros((point.shape[0], 1)), np.cumsum(known, axis=1)), axis=1)
+        for m in range(start, end):
+            if (m - start) % PLACE_EVERY_MINUTES == 0:
+                lo = max(0, m + 1 - PLACE_RATE_MINUTES)
+                seen = ck[:, m + 1] - ck[:, lo]
+                rate = np.where(seen > 0, (cs[:, m + 1] - cs[:, lo]) / np.maximum(seen, 1) / 60.0, np.nan)
+                for i, r in enumerate(rate):
+                    new = place(float(r), self.state[i], m * 60.0, self.settings)
+                    self.moves += new.tier != self.state[i].tier
+                    self.state[i] = new
+            member[:, m - start] = [p.tier == "pool" for p in self.state]
+        return member
+
 
 
 class PoolPlanDriver:
