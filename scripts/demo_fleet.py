@@ -116,14 +116,22 @@ def forecasts(counts: np.ndarray, start: int, minutes: int, start_minute: int) -
             for k in range(minutes)]
 
 
-def forecast_event(tick_s: int, names: list[str], rows, version: str) -> CloudEvent:
+def forecast_event(tick_s: int, names: list[str], rows, version: str, observed: np.ndarray | None = None) -> CloudEvent:
+    """The forecast function's reply: each model's forecast and, as it sends them, its requests in
+    the last observed minutes (`observed[i]`: model i's counts in the minutes before the tick),
+    which the pool plan keeps as its minute history (the keep-alive's clock, the warmth choice)."""
     tick = datetime.fromtimestamp(tick_s, timezone.utc)
     services = []
-    for name, (point, upper, p_any) in zip(names, rows):
-        services.append({"service": f"{NS}/{name}", "status": "ok", "minutes": [
+    for i, (name, (point, upper, p_any)) in enumerate(zip(names, rows)):
+        entry = {"service": f"{NS}/{name}", "status": "ok", "minutes": [
             {"start": datetime.fromtimestamp(tick_s + 60 * h, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "point_rps": float(point[h]) / 60, "upper_rps": float(upper[h]) / 60, "p_any": float(p_any[h])}
-            for h in range(len(point))]})
+            for h in range(len(point))]}
+        if observed is not None and observed.shape[1]:
+            first = datetime.fromtimestamp(tick_s - 60 * observed.shape[1], timezone.utc)
+            entry["observed"] = {"start": first.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                 "requests": [float(c) for c in observed[i]]}
+        services.append(entry)
     return CloudEvent(attributes={"type": "io.predictive-scaling.forecast.v1", "source": "/predictive-scaling/forecast",
                                   "id": f"demo-fleet-{tick_s}", "time": tick, "datacontenttype": "application/json"},
                       data={"tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"), "model": {"version": version},
@@ -170,6 +178,9 @@ class Fleet:
         self.scale_url, self._scale = start_function(ROOT / "functions" / "scale", {
             "REDIS_URL": self.redis.url, "KUBERNETES_API_URL": self.double.url, "MAX_FORECAST_AGE_SECONDS": "0",
             "WARMUP_GATEWAY": self.standin.url, "PRELOAD_GATEWAY": self.standin.url, "WARMUP_PATH": "/v2/health/ready", "LOG_LEVEL": "WARNING",
+            # the pool's warmth chosen every trace hour from what the plan has seen of the window
+            # (on a cluster: once a day, from a week of history)
+            "POOL_WARMTH_EVERY_MINUTES": "60", "POOL_HISTORY_MINUTES": "120",
         }, base / "scale.log")
 
     def host(self, arm: str, name: str) -> str:
@@ -372,7 +383,8 @@ def main() -> None:
           f"scanned hourly after the first week), {int(window.sum())} requests per arm; a trace minute lasts {args.minute_seconds:g} s "
           f"(about {args.minutes * args.minute_seconds / 60:.0f} min)", flush=True)
     predicted = forecasts(minute_counts[chosen, :start + args.minutes], start, args.minutes, trace.start_minute)
-    events = [forecast_event((trace.start_minute + start + k) * 60, names, p["rows"], p["version"])
+    events = [forecast_event((trace.start_minute + start + k) * 60, names, p["rows"], p["version"],
+                             minute_counts[chosen, max(0, start + k - 5):start + k])
               for k, p in enumerate(predicted)]
     with tempfile.TemporaryDirectory(prefix="predictive-demo-fleet-") as tmp:
         base = Path(tmp)

@@ -38,7 +38,9 @@ from forecast.forecaster import RateForecaster
 from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
-from scale.placement import BudgetSettings, Placement, PlacementSettings, allowed_spend, budget_price, place
+from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
+from scale.pool_plan import (ModelView, PoolPlanSettings, PoolView, TierHistory, TierState, choice_due, note_observed,
+                             plan_pool)
 from tqdm import tqdm
 
 from training import skill
@@ -69,6 +71,11 @@ class FleetOptions:
     warmup_days: int = 2
     seed: int = 0
     placement: PlacementSettings = field(default_factory=PlacementSettings)
+
+    def plan_settings(self) -> PoolPlanSettings:
+        """The pool plan's settings, as the scale function derives them (pool_placement.plan_settings)."""
+        return PoolPlanSettings(placement=self.placement, every_minutes=PLACE_EVERY_MINUTES, cost=self.cost,
+                                cold_start_s=float(self.cold_start_s))
 
 
 @dataclass
@@ -157,8 +164,9 @@ def oracle_schedule(peaks: np.ndarray, capacity_rps: float) -> np.ndarray:
 def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, members_of,
                  bar) -> tuple[Forecasts, Forecasts, np.ndarray, float]:
     """Per-model forecasts, placement, the pool's series and its forecasts, block by block (a
-    day each). `members_of(block_start, block_end, per_minute)` decides placement for the block
-    from what was known at each minute and returns the pool's membership there."""
+    day each). `members_of(forecasts)` gives the placement: a callable (block_start, block_end,
+    per_minute) that decides it for the block from what was known at each minute and returns the
+    pool's membership there."""
     n_models, n = counts.shape
     h = options.horizon
     nan = np.full((n_models, n, h), np.nan, np.float32)
@@ -167,6 +175,7 @@ def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, m
     member = np.ones((n_models, n), bool)
     pool_counts = np.zeros(n)
     longest_fit = 0.0
+    members_of = members_of(per_model)  # the placement, given the forecasts it will see
     warmup = options.warmup_days * DAY
     # Before the first forecast (the warm-up), placement goes by the counts already seen: the
     # minute before, as a forecast of the next.
@@ -192,7 +201,8 @@ def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, m
 
 
 class Placer:
-    """scale.placement over the fleet every PLACE_EVERY_MINUTES, fed each model's expected rate:
+    """scale.placement's rate band alone (no memory rule, no plan) over the fleet every
+    PLACE_EVERY_MINUTES, for training/sizing_study.py; fed each model's expected rate:
     the mean of its next-minute forecasts over the last hour, in req/s."""
 
     def __init__(self, n_models: int, settings: PlacementSettings):
@@ -221,6 +231,161 @@ class Placer:
         return member
 
 
+
+class PoolPlanDriver:
+    """The scale function's pool plan (scale.pool_plan.plan_pool), minute by minute over the
+    fleet, exactly as the function calls it each tick, followed by decision.plan on each tier as
+    the scaler then calls it: the default row is this, what a cluster runs.
+
+    What it hands the plan is what the deployed function has at the start of minute m: each
+    model's forecast made then (the walk-forward forecaster's, horizon 2), the requests observed
+    in minute m-1 (the forecast event's `observed` block), the bounded minute history (per-model
+    counts and covered P(any), `history_minutes` back) when a warmth choice is due, its own state
+    from the minute before. The cluster is taken as answering at once: a move's target is ready
+    and programmed (routes, pods and loads are the simulator's business), so a decided move is
+    made in the same minute. Several settings (the default, the fleet budget) run in lockstep;
+    placement does not depend on warmth, so they share the routes of the first."""
+
+    def __init__(self, counts: np.ndarray, per_model: "Forecasts", names: list[str], variants: list[PoolPlanSettings],
+                 options: "FleetOptions", minute0: int = 0, policy: PolicySettings | None = None):
+        """`counts[i, m]`: model i's requests in minute m, the fleet's minute 0 being `minute0` since
+        the epoch (the clock the plan sees); `policy`: the scale function's policy settings (the
+        fleet's capacity, max-scale and the user's price by default)."""
+        self.counts, self.fc, self.names = counts, per_model, names
+        self.variants, self.options = variants, options
+        self.minute0 = minute0
+        self.policy = policy or PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=options.cost,
+                                               max_scale=options.max_scale)
+        n_models, n = counts.shape
+        self.n = n
+        self.routed = [POOL] * n_models
+        self.states: list[dict] = [{} for _ in variants]
+        self.tier_states: list[dict] = [{} for _ in variants]
+        self.current = [dict() for _ in variants]  # service -> (min-scale, raised_at)
+        self.pool_min = [np.zeros(n, np.int64) for _ in variants]
+        self.pool_keep = [np.zeros(n, np.int64) for _ in variants]
+        self.ded_min = [np.zeros((n_models, n), np.int64) for _ in variants]
+        self.member = np.ones((n_models, n), bool)
+        self.moves = 0
+        self.in_force: list[dict[str, int]] = [{} for _ in variants]
+        self.warmth: list[list[str]] = [[""] * n for _ in variants]  # the pool's warmth label, minute by minute
+        self.scored_from = options.warmup_days * DAY
+        # covered P(any) of each model at each minute (the history's forecast column), NaN: none
+        h = min(LEAD_MINUTES, per_model.p_any.shape[2])
+        miss = np.ones(per_model.p_any.shape[:2], np.float64)
+        for k in range(h):
+            miss *= 1.0 - np.clip(np.nan_to_num(per_model.p_any[:, :, k].astype(np.float64), nan=0.0), 0.0, 1.0)
+        self.p_cov = np.where(np.isnan(per_model.p_any[:, :, 0]), np.nan, 1.0 - miss)
+        self.dedicated = {i: f"{names[i]}-dedicated" for i in range(n_models)}
+        self.index = {name: i for i, name in enumerate(names)}
+        self._views = None
+        self._all = frozenset(names)
+        self.seconds = 0.0
+
+    def history(self, m: int, members: list[int], settings: PoolPlanSettings) -> TierHistory:
+        """pool_plan.tier_history, vectorised (a test holds the two equal)."""
+        first = max(0, m - settings.history_minutes)  # every minute of a replayed fleet was observed
+        if m == first or not members:
+            return TierHistory(self.minute0 + m, [], [], 0.0)
+        c = self.counts[members, first:m]
+        total = c.sum(axis=0)
+        p = self.p_cov[members, first:m]
+        known = ~np.isnan(p)
+        idle = np.where(known, 1.0 - p, 1.0).prod(axis=0)
+        p_out = np.where(known.any(axis=0), 1.0 - idle, np.nan)
+        prev = self.counts[members, first - 1:m - 1] if first > 0 else np.concatenate(
+            (np.zeros((len(members), 1)), self.counts[members, first:m - 1]), axis=1)
+        per_model = float(((c > 0) | (prev > 0)).sum())
+        return TierHistory(self.minute0 + first, total.tolist(), [None if math.isnan(v) else float(v) for v in p_out],
+                           per_model)
+
+    def __call__(self, start: int, end: int, _per_minute: np.ndarray | None = None) -> np.ndarray:
+        began = time.perf_counter()
+        try:
+            return self._advance(start, end)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def _advance(self, start: int, end: int) -> np.ndarray:
+        fc = self.fc
+        h = min(LEAD_MINUTES, fc.point.shape[2])
+        n_models = len(self.names)
+        for m in range(start, end):
+            now_s = (self.minute0 + m) * 60.0
+            point, upper, p_any = fc.point[:, m, :h], fc.upper[:, m, :h], fc.p_any[:, m, :h]
+            known = ~np.isnan(point[:, 0])
+            rows = np.flatnonzero(known)
+            forecasts: dict[str, list | None] = dict.fromkeys(self.names)
+            if len(rows):
+                pt, up, pa = (point[rows] / 60.0).tolist(), (upper[rows] / 60.0).tolist(), p_any[rows].tolist()
+                for j, i in enumerate(rows):
+                    forecasts[self.names[i]] = [MinuteForecast(pt[j][k], up[j][k], pa[j][k]) for k in range(h)]
+            observed = {}
+            if m > 0:
+                for i in np.flatnonzero(self.counts[:, m - 1]):
+                    observed[self.names[i]] = (self.minute0 + m - 1, (float(self.counts[i, m - 1]),))
+            if self._views is None:
+                self._views = [ModelView(self.names[i], self.routed[i], self.dedicated[i], True, True, False, True)
+                               for i in range(n_models)]
+            views = self._views
+            routed_next = None
+            for v, settings in enumerate(self.variants):
+                view = PoolView("pool", views, True, self._all, self.current[v].get("pool", (0, None))[0],
+                                {}, self.options.models_per_pod)
+                tier_state = self.tier_states[v].get("pool")
+                history = {}
+                if choice_due(tier_state, now_s, settings):
+                    members = [i for i in range(n_models) if self.routed[i] == POOL]
+                    history["pool"] = self.history(m, members, settings)  # minutes since the fleet's start
+                tiers = {"pool": note_observed(tier_state or TierState(), observed,
+                                               [n for i, n in enumerate(self.names) if self.routed[i] == POOL])}
+                out = plan_pool(view, forecasts, self.states[v], tiers, history, settings, now_s, True)
+                self.states[v] = {name: p.state for name, p in out.models.items()}
+                self.tier_states[v] = out.tier_states
+                if routed_next is None:
+                    routed_next = [out.models[name].decided if out.models[name].action == MOVE else self.routed[i]
+                                   for i, name in enumerate(self.names)]
+                for service, tier in out.tiers.items():
+                    min_scale = self._decide(v, service, tier, settings, now_s)
+                    if service == "pool":
+                        self.pool_min[v][m] = min_scale
+                        self.pool_keep[v][m] = _seconds(tier.retention)
+                        self.warmth[v][m] = tier.warmth
+                        if m >= self.scored_from:
+                            self.in_force[v][tier.warmth] = self.in_force[v].get(tier.warmth, 0) + 1
+                    elif min_scale:
+                        self.ded_min[v][self.index[service[:-len("-dedicated")]], m] = min_scale
+            changed = sum(1 for a, b in zip(self.routed, routed_next) if a != b)
+            if changed:
+                self.moves += changed
+                self._views = None
+            self.routed = routed_next
+            self.member[:, m] = [r == POOL for r in self.routed]
+        return self.member[:, start:end]
+
+    def _decide(self, v: int, service: str, tier, settings: PoolPlanSettings, now_s: float) -> int:
+        """decision.plan for one tier, as the scaler calls it with the placement's policy_for."""
+        current, raised_at = self.current[v].get(service, (0, None))
+        if current == 0 and tier.floor == 0 and tier.idle:
+            return 0  # an idle dedicated Service at 0: plan keeps it there (skipped for speed)
+        base = replace(self.policy, cold_start_cost_pod_s=tier.price)
+        if tier.floor > 0:
+            base = replace(base, min_scale=min(tier.floor, base.max_scale))
+        policy = ServicePolicy(base, dry_run=False, user_window=None, may_set_window=False)
+        view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(current)}})
+        p = plan(view, policy, tier.forecast, now_s, raised_at, missing=tier.missing)
+        self.current[v][service] = (p.min_scale, p.raised_at_s)
+        return p.min_scale
+
+    def in_force_shares(self, v: int) -> dict[str, float]:
+        total = sum(self.in_force[v].values())
+        return {k: round(c / total, 3) for k, c in sorted(self.in_force[v].items(), key=lambda kv: -kv[1])} if total else {}
+
+
+def _seconds(retention: str | None) -> int:
+    return int(float(retention.rstrip("s"))) if retention else 0
+
+
 @dataclass
 class Group:
     """One policy and setting: its lanes (per model, or the pool plus the dedicated models)."""
@@ -245,8 +410,17 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     days = fleet.days
     bar = tqdm(total=(days - options.warmup_days) + 2 * days, desc=fleet.name, disable=not progress, file=sys.stderr)
 
-    placer = Placer(n_models, options.placement)
-    per_model, pool_fc, member, longest_fit = walk_forward(counts, fleet, options, placer, bar)
+    variants = [options.plan_settings()]
+    if options.fleet_budget is not None:
+        variants.append(replace(variants[0], fleet_budget=options.fleet_budget))
+    drivers: list[PoolPlanDriver] = []
+
+    def the_plan(forecasts: Forecasts) -> PoolPlanDriver:
+        drivers.append(PoolPlanDriver(counts, forecasts, list(fleet.services), variants, options, fleet.start_minute))
+        return drivers[0]
+
+    per_model, pool_fc, member, longest_fit = walk_forward(counts, fleet, options, the_plan, bar)
+    driver = drivers[0]
     forecast_s = time.perf_counter() - began_all
     forecast_skill = skill.fleet_skill(counts, per_model.point[:, :, 0], per_model.p_any[:, :, 0], options.warmup_days * DAY)
     ever_dedicated = np.flatnonzero((~member).any(axis=1))
@@ -275,6 +449,7 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     groups: list[Group] = []
     stream_of_lane: list[int] = []
     rows: list[np.ndarray] = []
+    keeps: dict[int, np.ndarray] = {}  # lane -> its scale-to-zero-pod-retention-period (s) per minute
 
     def per_model_group(policy: str, settings: dict, default: bool, schedule: np.ndarray) -> Group:
         lanes = list(range(len(stream_of_lane), len(stream_of_lane) + n_models))
@@ -284,10 +459,13 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         groups.append(g)
         return g
 
-    def pooled_group(policy: str, settings: dict, default: bool, pool_row: np.ndarray, ded_rows: np.ndarray) -> Group:
+    def pooled_group(policy: str, settings: dict, default: bool, pool_row: np.ndarray, ded_rows: np.ndarray,
+                     pool_keep: np.ndarray | None = None) -> Group:
         first = len(stream_of_lane)
         stream_of_lane.append(POOL_S)
         rows.append(pool_row)
+        if pool_keep is not None and pool_keep.any():
+            keeps[first] = pool_keep
         stream_of_lane.extend(range(DED0, DED0 + n_ded))
         rows.extend(ded_rows)
         g = Group(policy, settings, default, list(range(first, first + 1 + n_ded)), first, list(ever_dedicated))
@@ -333,49 +511,28 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     stream_of_lane.append(ALL_S)
     rows.append(zeros)
     groups.append(all_group)
-    ded_zeros = np.zeros((n_ded, n), np.int64)
-    default_group = pooled_group("predictive", {"cold_start_cost_pod_s": options.cost}, True, zeros, ded_zeros)
-    default_chooser = Chooser(default_group, candidates, every_hours=24, first_scored_minute=scored_from // 60)
-    budget_group = budget_chooser = None
-    budget_trace: list[tuple[int, float]] = []
+    # The default: the scale function's pool plan, minute by minute (PoolPlanDriver), as deployed.
+    default_group = pooled_group("predictive", {"cold_start_cost_pod_s": options.cost}, True, driver.pool_min[0],
+                                 driver.ded_min[0][ever_dedicated], driver.pool_keep[0])
+    budget_group = None
     if options.fleet_budget is not None:
-        budget_group = pooled_group("predictive", {"fleet_budget": options.fleet_budget}, False, zeros, ded_zeros)
-        budget_chooser = Chooser(budget_group, candidates, every_hours=1, first_scored_minute=scored_from // 60)
+        budget_group = pooled_group("predictive", {"fleet_budget": options.fleet_budget}, False, driver.pool_min[1],
+                                    driver.ded_min[1][ever_dedicated], driver.pool_keep[1])
     schedule = np.array(rows, dtype=np.int64)
-    kpa_lanes = np.array(groups[0].lanes)
+    retention = np.zeros_like(schedule)
+    for lane, keep in keeps.items():
+        retention[lane] = keep
     snapshot: dict[str, LaneTotals] = {}
-    price = {"now": options.cost}
-
-    def since_scored(totals: LaneTotals, field_name: str, lanes: np.ndarray) -> float:
-        total = float(getattr(totals, field_name)[lanes].sum())
-        return total - (float(getattr(snapshot["t"], field_name)[lanes].sum()) if "t" in snapshot else total)
 
     def on_hour(hour: int, totals: LaneTotals | None) -> None:
         if totals is not None and hour * 3600 == scored_from:
             snapshot["t"] = copy.deepcopy(totals)
-        default_chooser(hour, totals, schedule, options.cost, n)
-        if budget_chooser is not None:
-            if totals is not None and hour > 0:
-                budget_rate = options.fleet_budget * float(totals.pod_seconds[kpa_lanes].sum()) / hour
-                spent = budgeted = 0.0
-                scored_hours = (hour * 3600 - scored_from) / 3600
-                if "t" in snapshot and scored_hours > 0:  # the budget is met over the scored days
-                    spent = since_scored(totals, "pod_seconds", np.array(budget_group.lanes))
-                    budgeted = options.fleet_budget * since_scored(totals, "pod_seconds", kpa_lanes)
-                per_hour = allowed_spend(budget_rate, spent, budgeted, 1.0, scored_hours, BudgetSettings())
-                pod_s = [[float(totals.pod_seconds[c.lanes[j]]) for c in candidates] for j in range(len(budget_group.lanes))]
-                cold = [[float(totals.cold[c.lanes[j]]) for c in candidates] for j in range(len(budget_group.lanes))]
-                price["now"] = budget_price(pod_s, cold, per_hour * hour, BudgetSettings())
-                budget_trace.append((hour, price["now"]))
-            budget_chooser(hour, totals, schedule, price["now"], n)
 
-    on_hour(0, None)
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     pool_lanes = tuple(g.pool_lane for g in groups if g.pool_lane is not None)
     began = time.perf_counter()
     run = simulate_lanes(streams, np.array(stream_of_lane), schedule, config, fleet.seconds, 0,
-                         record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1),
-                         distinct=frozenset(default_group.lanes + (budget_group.lanes if budget_group else [])))
+                         record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1), retention=retention)
     if "t" in snapshot:  # every score counts the scored days only
         for name in ("requests", "cold", "over", "pod_seconds", "wasted_pod_seconds"):
             setattr(run.totals, name, getattr(run.totals, name) - getattr(snapshot["t"], name))
@@ -447,20 +604,17 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         for key, ref in (("cold_start_vs_kpa", "cold_start_requests"), ("pod_seconds_vs_kpa", "pod_seconds"),
                          ("over_capacity_vs_kpa", "over_capacity_requests")):
             s[key] = s[ref] / kpa[ref] if kpa[ref] else float("nan")
-    if budget_group is not None:
-        s = next(x for x in scores if x["settings"].get("fleet_budget") is not None)
-        s["settings"] = {**s["settings"], "final_price": round(budget_trace[-1][1], 1) if budget_trace else options.cost}
     info = {
         "fleet": fleet.name, "services": n_models, "minutes": n, "warmup_minutes": options.warmup_days * DAY,
         "cold_start_s": options.cold_start_s, "capacity_rps": options.capacity_rps, "max_scale": options.max_scale,
         "models_per_pod": options.models_per_pod, "model_load_ms": options.model_load_ms,
-        "dedicated_services": [fleet.services[i] for i in ever_dedicated], "placement_moves": placer.moves,
+        "dedicated_services": [fleet.services[i] for i in ever_dedicated], "placement_moves": driver.moves,
         "dedicated_share_of_requests": float(ded_counts[:, options.warmup_days * DAY:].sum() / max(1, counts[:, options.warmup_days * DAY:].sum())),
         "lanes": len(stream_of_lane), "forecast_seconds": round(forecast_s, 1), "longest_fit_seconds": round(longest_fit, 1),
         "simulate_seconds": round(sim_s, 1), "total_seconds": round(time.perf_counter() - began_all, 1),
-        "budget_trace": budget_trace, "forecast_skill": forecast_skill,
-        "default_choices": default_chooser.summary(["pool"] + [fleet.services[i] for i in ever_dedicated]),
-        "budget_choices": budget_chooser.summary(["pool"] + [fleet.services[i] for i in ever_dedicated]) if budget_chooser else [],
+        "default_choices": driver.in_force_shares(0),
+        "budget_choices": driver.in_force_shares(1) if budget_group is not None else {},
+        "plan_seconds": round(driver.seconds, 1), "forecast_skill": forecast_skill,
     }
     if plots is not None:
         from training.plots import fleet_pareto_plot, reliability_plot
@@ -491,45 +645,6 @@ def span_peaks(streams, days: int, n: int, options: FleetOptions) -> np.ndarray:
     return np.maximum(first, second[:, 1:n + 1])
 
 
-class Chooser:
-    """The pooled design's pre-warming, chosen walk-forward per Service (the pool, and each
-    dedicated model): every `every_hours`, each Service takes, for the hours ahead, the schedule
-    of the candidate (our forecast policy at a swept price, or a fixed keep-alive) that cost it
-    least so far at the user's price: pod-seconds + price x cold-start requests, as simulated
-    on the same requests up to now (history only). Where the forecast does not pay for itself,
-    this falls back to a keep-alive; with the fleet budget the price is the tuned one."""
-
-    def __init__(self, group: Group, candidates: list[Group], every_hours: int, first_scored_minute: int):
-        self.group, self.candidates, self.every = group, candidates, every_hours
-        self.first_scored = first_scored_minute
-        self.minutes_on = np.zeros((len(group.lanes), len(candidates)), np.int64)
-
-    def __call__(self, hour: int, totals: LaneTotals | None, schedule: np.ndarray, price: float, n: int) -> None:
-        if hour % self.every:
-            return
-        m0, m1 = hour * 60, min(n, (hour + self.every) * 60)
-        if m0 >= n:
-            return
-        for j, lane in enumerate(self.group.lanes):
-            best = 0
-            if totals is not None:
-                cost = [totals.pod_seconds[c.lanes[j]] + price * totals.cold[c.lanes[j]] for c in self.candidates]
-                best = int(np.argmin(cost))
-            schedule[lane, m0:m1] = schedule[self.candidates[best].lanes[j], m0:m1]
-            self.minutes_on[j, best] += max(0, m1 - max(m0, self.first_scored))
-
-    def summary(self, names: list[str]) -> list[dict]:
-        """Per Service, the share of scored minutes each candidate was in force."""
-        labels = [f"{c.policy} {','.join(f'{k}={v}' for k, v in c.settings.items())}" for c in self.candidates]
-        out = []
-        for j, name in enumerate(names):
-            total = self.minutes_on[j].sum()
-            if total:
-                out.append({"service": name, **{labels[c]: round(float(self.minutes_on[j, c] / total), 3)
-                                                for c in np.flatnonzero(self.minutes_on[j])}})
-        return out
-
-
 def print_fleet_table(scores: list[dict], info: dict) -> None:
     print(f"\n## {info['fleet']}: {info['services']} services, {info['minutes']} min, warm-up {info['warmup_minutes']} min not scored, "
           f"refit daily; cold start {info['cold_start_s']} s, {info['capacity_rps']} req/s per pod, max-scale {info['max_scale']}, "
@@ -547,17 +662,25 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
               f"{s['cold_start_vs_kpa']:.3f} | {s['p75_service_cold_pct']:.1f} | {s['model_loads']} | {s['model_evictions']} | "
               f"{s['over_capacity_requests']} | {s['over_capacity_vs_kpa']:.3f} | {s['pod_seconds']} | {s['pod_seconds_vs_kpa']:.3f} | "
               f"{s['wasted_pod_seconds']} |")
-    choices: dict[str, int] = {}
-    for c in info["default_choices"]:
-        main = max((k for k in c if k != "service"), key=lambda k: c[k])
-        choices[main] = choices.get(main, 0) + 1
-    pool = next((c for c in info["default_choices"] if c["service"] == "pool"), None)
-    print(f"\ndefault's pre-warming, chosen each day from the days before (pod-s + price x cold starts): pool "
-          f"{ {k: v for k, v in pool.items() if k != 'service'} if pool else '-' }; services by main choice {choices}")
-    if info["budget_trace"]:
-        prices = [p for _, p in info["budget_trace"]]
-        print(f"fleet budget: price (pod-s per cold start) set hourly from the history, from {prices[0]:.0f} to {prices[-1]:.0f} "
-              f"(min {min(prices):.0f}, max {max(prices):.0f})")
+    print(f"\nthe default is the scale function's pool plan (scale.pool_plan.plan_pool, {info['plan_seconds']} s minute by "
+          f"minute): the pool's warmth chosen once a day from the minute history the function keeps; share of scored "
+          f"minutes each candidate was in force: {info['default_choices']}")
+    if info["budget_choices"]:
+        print(f"fleet budget: candidates in force {info['budget_choices']}")
+    print("rows a cluster runs: `predictive` (the default, and with FLEET_BUDGET), `pool_all_kpa` and `kpa` (Knative "
+          "alone, no plan), `keepalive` (per-model retention); every other row is a baseline no deployment runs")
+
+
+def pool_capacity_models(manifest: Path = Path(__file__).resolve().parent.parent / "serving" / "pool" / "infer-pool.yaml") -> int:
+    """The pool's capacity in models, read from the pool manifest by the scale function's own
+    rule (pool_placement.capacity_models: its POOL_MEMORY_MB over its model-memory-mb): the one
+    number infer (POOL_MEMORY_MB), scale and this backtest share."""
+    import yaml
+    from scale.pool_placement import capacity_models
+    from scale.pool_settings import PoolSettings
+
+    pool = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "Service")
+    return capacity_models(pool, PoolSettings())
 
 
 def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = True) -> list[dict]:
@@ -569,7 +692,8 @@ def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = 
     from training.fleet_trace import load_fleet
 
     options = FleetOptions(cold_start_s=int(math.ceil(args.cold_start_s)), capacity_rps=args.capacity_rps,
-                           max_scale=args.max_scale, models_per_pod=args.models_per_pod, model_load_ms=args.model_load_ms,
+                           max_scale=args.max_scale,
+                           models_per_pod=args.models_per_pod if args.models_per_pod is not None else pool_capacity_models(), model_load_ms=args.model_load_ms,
                            fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed, warmup_days=args.warmup_days,
                            placement=PlacementSettings(capacity_rps=args.capacity_rps))
     everything = []

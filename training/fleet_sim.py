@@ -79,9 +79,17 @@ _K_TARGET, _K_UP, _K_DOWN, _K_PANIC, _K_WINDOW, _K_GRACE, _K_TBC, _K_CC = range(
 
 @njit(cache=True)
 def kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_since_of, lane, k, now,
-                  stable_rps, panic_rps, ready, panic_concurrency, min_scale, max_scale):
+                  stable_rps, panic_rps, ready, panic_concurrency, min_scale, max_scale, retention_s=0.0):
     """kpa_model.kpa_tick for one lane of the state arrays, compiled: the same rules in the same
-    order, with the default stable window (a test holds the two equal rule by rule)."""
+    order, with the default stable window (a test holds the two equal rule by rule).
+
+    `retention_s`: the Revision's scale-to-zero-pod-retention-period, as knative/serving's
+    pkg/reconciler/autoscaling/kpa/scaler.go `handleScaleToZero` applies it (Active=False branch):
+    once the autoscaler wants zero the PA goes inactive, and the last pod stays until it has been
+    inactive for max(scale-to-zero-grace-period, retention) (`lastPodRetention`, `durationMax`,
+    `InactiveFor`), also when the activator is already in the path (the retention is "a hard
+    deadline, regardless of network programming state"). It overlaps the grace period, it does
+    not add to it; the stable window of no traffic comes before both."""
     target = k[_K_TARGET]
     desired_stable = int(math.ceil(stable_rps / target - 1e-9)) if stable_rps > 0 else 0
     desired_panic = int(math.ceil(panic_rps / target - 1e-9)) if panic_rps > 0 else 0
@@ -114,13 +122,16 @@ def kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_si
             activator = True
         else:
             activator = ready * k[_K_CC] - k[_K_TBC] - panic_concurrency < 0
-        if activator:
+        if activator and retention_s <= 0:
             zero_since_of[lane] = np.nan
         else:
             if np.isnan(zero_since_of[lane]):
                 zero_since_of[lane] = now
-            if now - zero_since_of[lane] < k[_K_GRACE]:
+            hold = retention_s if activator else max(k[_K_GRACE], retention_s)
+            if now - zero_since_of[lane] < hold:
                 desired = 1
+            elif activator:
+                zero_since_of[lane] = np.nan
     else:
         zero_since_of[lane] = np.nan
     desired_of[lane] = desired
@@ -145,7 +156,7 @@ def _set_pods(ring, lane, s, cs, pods, ready, desired):
 
 
 @njit(cache=True)
-def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, ring, pods_of, ready_of, backlog_of,
+def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, retention, ring, pods_of, ready_of, backlog_of,
                    last_arrival_of, current_of, desired_of, in_panic_of, panic_since_of,
                    max_panic_of, zero_since_of, k, cs, cap, stable_w, panic_w, tick, delay, max_scale, scored_from,
                    requests_of, cold_of, over_of, pod_seconds_of, wasted_of, record_row, recorded):
@@ -158,6 +169,7 @@ def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, ri
         row = rep[lane]
         pods, ready, backlog = pods_of[lane], ready_of[lane], backlog_of[lane]
         last_arrival, current = last_arrival_of[lane], current_of[lane]
+        keep = float(retention[row, max(0, s0 // 60 - 1)])  # the minute before: set `delay` seconds into the next
         # The rolling windows' sums: seconds (s - w, s], computed once here, then kept up to date.
         first = s0 - base + head
         win = 0
@@ -179,6 +191,7 @@ def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, ri
             minute = s // 60
             if s - minute * 60 == delay:
                 current = schedule[row, minute]
+                keep = float(retention[row, minute])
                 if current > pods:
                     wanted = max(current, desired_of[lane])
                     ready = _set_pods(ring, lane, s, cs, pods, ready, wanted)
@@ -193,7 +206,7 @@ def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, ri
             if due:
                 panic = pan / panic_w
                 desired = kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_since_of, lane, k,
-                                        float(s), win / stable_w, panic, ready, panic / cap, current, max_scale)
+                                        float(s), win / stable_w, panic, ready, panic / cap, current, max_scale, keep)
                 ready = _set_pods(ring, lane, s, cs, pods, ready, desired)
                 pods = desired
             scored = s >= scored_from
@@ -257,16 +270,19 @@ def simulate_lanes(
     on_hour: Callable[[int, LaneTotals], None] | None = None,
     progress: Callable[[int], None] | None = None,
     distinct: frozenset[int] = frozenset(),
+    retention: np.ndarray | None = None,
 ) -> FleetRun:
     """Run every lane over `seconds`. `streams(day)` gives that day's per-second arrivals of
     every stream, (streams, seconds of the day); lane i serves stream `stream_of_lane[i]` with
     min-scale `schedule[i, minute]` (the array may be rewritten ahead of time by `on_hour`,
     called after every simulated hour with the totals so far). Lanes with the same stream and
     the same schedule are the same Service under the same control: each is simulated once,
-    except the `distinct` lanes, whose schedule the callback rewrites."""
+    except the `distinct` lanes, whose schedule the callback rewrites. `retention[i, minute]`:
+    lane i's scale-to-zero-pod-retention-period in seconds then (0: none; `kpa_tick_lane`)."""
     full_totals = LaneTotals.zeros(len(stream_of_lane))
     schedule = np.ascontiguousarray(schedule, dtype=np.int64)
-    rep, inverse = _unique_lanes(stream_of_lane, schedule, distinct)
+    retention = np.zeros_like(schedule) if retention is None else np.ascontiguousarray(retention, dtype=np.int64)
+    rep, inverse = _unique_lanes(stream_of_lane, schedule, distinct, retention)
     lanes_stream = np.ascontiguousarray(np.asarray(stream_of_lane, dtype=np.int64)[rep])
     record_full = tuple(record)
     record = tuple(sorted({int(inverse[lane]) for lane in record_full}))
@@ -303,7 +319,7 @@ def simulate_lanes(
         base = day * DAY_S
         for s0 in range(base, base + arrivals.shape[1], 3600):
             s1 = min(base + arrivals.shape[1], s0 + 3600)
-            _simulate_span(joined, stable_w, base, s0, s1, lanes_stream, rep, schedule, ring, pods, ready, backlog,
+            _simulate_span(joined, stable_w, base, s0, s1, lanes_stream, rep, schedule, retention, ring, pods, ready, backlog,
                            last_arrival, current_ms, state.desired, state.in_panic,
                            state.panic_since, state.max_panic_pods, state.zero_wanted_since, constants, cs,
                            float(config.capacity_rps), stable_w, panic_w, int(round(kpa.tick_s)), config.actuation_delay_s,
@@ -317,13 +333,15 @@ def simulate_lanes(
     return FleetRun(expanded(totals), {lane: recorded[row_of[int(inverse[lane])]] for lane in record_full})
 
 
-def _unique_lanes(stream_of_lane: np.ndarray, schedule: np.ndarray, distinct: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
+def _unique_lanes(stream_of_lane: np.ndarray, schedule: np.ndarray, distinct: frozenset[int],
+                  retention: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(representative lane of each unique lane, unique index of every lane)."""
     seen: dict = {}
     rep: list[int] = []
     inverse = np.empty(len(stream_of_lane), np.int64)
     for lane, stream in enumerate(stream_of_lane):
-        key = ("distinct", lane) if lane in distinct else (int(stream), schedule[lane].tobytes())
+        key = ("distinct", lane) if lane in distinct else (
+            int(stream), schedule[lane].tobytes(), b"" if retention is None or not retention[lane].any() else retention[lane].tobytes())
         if key not in seen:
             seen[key] = len(rep)
             rep.append(lane)

@@ -64,7 +64,7 @@ def cached_forecasts(fleet: FleetTrace, options: FleetOptions, cache: Path) -> t
         return z["counts"], Forecasts(z["point"], z["upper"], z["p_any"])
     counts = fleet.minute_counts()
     placer = Placer(counts.shape[0], options.placement)
-    per_model, _, _, _ = walk_forward(counts, fleet, options, placer, _Quiet())
+    per_model, _, _, _ = walk_forward(counts, fleet, options, lambda forecasts: placer, _Quiet())
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, counts=counts, point=per_model.point, upper=per_model.upper, p_any=per_model.p_any)
     return counts, per_model

@@ -37,6 +37,12 @@ def fleet(models_dir, tmp_path, redis_db):
     double.add_service(NS, "infer-wine", LABEL)
     double.add_domain_mapping(NS, HOST, "infer-pool", labels={"predictive-scaling.io/model": "wine"},
                               annotations={"predictive-scaling.io/dedicated-service": "infer-wine"})
+    # a pooled neighbour: with one model a pod, the pool cannot hold both once wine is busy, so
+    # placement by memory lets wine leave (alone in the pool it would stay: nothing to crowd)
+    double.add_service(NS, "infer-diabetes", LABEL)
+    double.add_domain_mapping(NS, "diabetes.models.example.com", "infer-pool",
+                              labels={"predictive-scaling.io/model": "diabetes"},
+                              annotations={"predictive-scaling.io/dedicated-service": "infer-diabetes"})
     standin = ServingStandIn(mappings=double.mapping_target)
     for name, kwargs in (("infer-pool", {"model": None, "repository": models_dir}),
                          ("infer-wine", {"model": models_dir / "wine.onnx"})):
@@ -48,6 +54,7 @@ def fleet(models_dir, tmp_path, redis_db):
         "REDIS_URL": redis_db, "KUBERNETES_API_URL": double.url, "MAX_FORECAST_AGE_SECONDS": "0",
         "WARMUP_GATEWAY": standin.url, "PRELOAD_GATEWAY": standin.url, "WARMUP_PATH": "/v2/health/ready", "BURST_RISK": "off",
         "COOLDOWN_SECONDS": "0", "PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "2",
+        "POOL_MODELS_PER_POD": "1",
     }, tmp_path / "scale.log")
     yield double, standin, fn
     fn.stop()
@@ -110,8 +117,8 @@ def test_a_model_moves_to_its_own_service_and_back_with_no_request_lost_or_faile
         sent = 0
         while sent < ticks or time.monotonic() < deadline:
             sent += 1
-            data = decisions(send(fn, forecast(tick, {f"{NS}/wine": minutes(rate + 1, 1.0, point_rps=rate)},
-                                               f"move-{tick}")))
+            data = decisions(send(fn, forecast(tick, {f"{NS}/wine": minutes(rate + 1, 1.0, point_rps=rate),
+                                                      f"{NS}/diabetes": minutes(2, 1.0, point_rps=1)}, f"move-{tick}")))
             tick += 1
             moves.extend(r["move"] for r in data.get("placement", []) if r.get("move") and r["move"].get("applied"))
             if double.mapping_target(NS, HOST) == until_target and moves and moves[-1]["target"] == until_target:

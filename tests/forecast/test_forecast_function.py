@@ -79,6 +79,9 @@ def test_forecast_equals_the_forecaster_on_the_same_series(preset, backfill, bac
             # the gap is marked, not read as idle
             assert got["data_window"]["gap_minutes"] == GAP[1] - GAP[0]
             assert got["data_window"]["minutes_with_data"] == 10080 - (GAP[1] - GAP[0])
+            # the last observed minutes, as the scale function's pool plan keeps them
+            assert got["observed"]["start"] == "2024-11-22T11:55:00Z"
+            np.testing.assert_allclose(got["observed"]["requests"], history[-5:], atol=1e-3)
     finally:
         fn.stop()
 

@@ -34,8 +34,14 @@ def test_the_pool_forecast_adds_requests_and_is_idle_only_when_every_model_is():
     a = [MinuteForecast(2.0, 5.0, 0.5), MinuteForecast(1.0, 2.0, 0.2), MinuteForecast(0.0, 0.0, 0.0)]
     b = [MinuteForecast(3.0, 4.0, 0.5), MinuteForecast(0.0, 1.0, 0.0)]
     (first, second) = pooled_forecast([a, b])  # over the minutes both forecast
-    assert (first.point_rps, first.upper_rps) == (5.0, 9.0) and math.isclose(first.p_any, 0.75)
-    assert (second.point_rps, second.upper_rps) == (1.0, 3.0) and math.isclose(second.p_any, 0.2)
+    # points add; the spreads above them (3 and 1, then 1 and 1) add in quadrature, as independent errors do
+    assert first.point_rps == 5.0 and math.isclose(first.upper_rps, 5.0 + math.sqrt(10.0)) and math.isclose(first.p_any, 0.75)
+    assert second.point_rps == 1.0 and math.isclose(second.upper_rps, 1.0 + math.sqrt(2.0)) and math.isclose(second.p_any, 0.2)
+    many = pooled_forecast([[MinuteForecast(1.0, 2.0, 0.5)]] * 100)[0]
+    assert many.point_rps == 100.0 and math.isclose(many.upper_rps, 110.0)  # not 200: the spread grows as sqrt(n)
+    # a member whose mean ran away (upper not above it) sizes nothing, but still counts for P(any)
+    runaway = pooled_forecast([[MinuteForecast(1.0, 2.0, 0.5)], [MinuteForecast(500.0, 500.0, 0.5)]])[0]
+    assert (runaway.point_rps, runaway.upper_rps) == (1.0, 2.0) and math.isclose(runaway.p_any, 0.75)
     assert pooled_forecast([]) == [MinuteForecast(0.0, 0.0, 0.0)]
 
 

@@ -18,6 +18,10 @@ NS = "models"
 POOL_LABELS = {**LABEL, "predictive-scaling.io/pool": "true"}
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
 PLACEMENT_ENV = {"PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "3", "COOLDOWN_SECONDS": "0"}
+# Placement by memory: a busy model leaves the pool only when the pool cannot hold its working set.
+# These tests crowd it: a pool pod holds one model, and a pooled neighbour (iris) is active too.
+CROWDED = {**PLACEMENT_ENV, "POOL_MODELS_PER_POD": "1"}
+NEIGHBOUR = {"models/iris": minutes(2, 1.0, point_rps=1)}
 
 
 @pytest.fixture
@@ -54,17 +58,17 @@ def min_scale(double: KubeApiDouble, service: str) -> int:
 
 
 def test_a_busy_model_moves_to_its_dedicated_service_only_after_the_hold_and_once_it_is_ready(fleet_double, scale_fn):
-    setup_fleet(fleet_double, {"wine": "pool"})
-    fn = scale_fn(fleet_double, **PLACEMENT_ENV)
-    busy = minutes(9, 1.0, point_rps=8)  # 8 req/s expected: above 0.7 x 10 req/s
+    setup_fleet(fleet_double, {"wine": "pool", "iris": "pool"})
+    fn = scale_fn(fleet_double, **CROWDED)
+    busy = {**NEIGHBOUR, "models/wine": minutes(9, 1.0, point_rps=8)}  # 8 req/s expected: above 0.7 x 10 req/s
     for i in range(3):  # the hold: 3 minutes leaning towards dedicated, no move, no preparation
-        data = decisions(send(fn, forecast(TICK0 + i, {"models/wine": busy}, f"busy-{i}")))
+        data = decisions(send(fn, forecast(TICK0 + i, busy, f"busy-{i}")))
         record = placement_of(data, "wine")
         assert record["decided"] == "pool" and record["action"] == "stay", record
         assert record["leaning_since"] == (TICK0) * 60
     assert not mapping_patches(fleet_double) and min_scale(fleet_double, "infer-wine") == 0
     # hold over: dedicated decided, but infer-wine has no ready pod yet: warm it, keep the route
-    data = decisions(send(fn, forecast(TICK0 + 3, {"models/wine": busy}, "busy-3")))
+    data = decisions(send(fn, forecast(TICK0 + 3, busy, "busy-3")))
     record = placement_of(data, "wine")
     assert record["decided"] == "dedicated" and record["action"] == "prepare", record
     assert record["move"]["applied"] is False and "waiting for infer-wine" in record["move"]["reason"]
@@ -75,7 +79,7 @@ def test_a_busy_model_moves_to_its_dedicated_service_only_after_the_hold_and_onc
     assert min_scale(fleet_double, "infer-pool") >= 1
     # the dedicated Service's pod becomes ready: the next tick moves, in one patch of spec.ref
     fleet_double.set_actual_replicas(NS, "infer-wine-00001", 1)
-    data = decisions(send(fn, forecast(TICK0 + 4, {"models/wine": busy}, "busy-4")))
+    data = decisions(send(fn, forecast(TICK0 + 4, busy, "busy-4")))
     record = placement_of(data, "wine")
     assert record["action"] == "move" and record["move"]["applied"] is True, record
     (patch,) = mapping_patches(fleet_double)
@@ -84,7 +88,7 @@ def test_a_busy_model_moves_to_its_dedicated_service_only_after_the_hold_and_onc
     # hysteresis: a dip under the dedicate rate but above the pool rate (3.5 req/s) stays dedicated,
     # and so does a drop under it shorter than the hold
     for i, rate in enumerate([5, 5, 1, 1]):
-        data = decisions(send(fn, forecast(TICK0 + 5 + i, {"models/wine": minutes(rate, 1.0, point_rps=rate)},
+        data = decisions(send(fn, forecast(TICK0 + 5 + i, {**NEIGHBOUR, "models/wine": minutes(rate, 1.0, point_rps=rate)},
                                            f"dip-{i}")))
         assert placement_of(data, "wine")["decided"] == "dedicated"
     assert len(mapping_patches(fleet_double)) == 1  # no flap
@@ -117,7 +121,7 @@ def test_dry_run_decides_and_reports_placement_but_writes_nothing(fleet_double, 
     setup_fleet(fleet_double, {"wine": "pool", "diabetes": "dedicated"}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
     fleet_double.set_actual_replicas(NS, "infer-wine-00001", 1)
-    fn = scale_fn(fleet_double, DRY_RUN="true", PRELOAD_GATEWAY=pool_server.control_url, **PLACEMENT_ENV)
+    fn = scale_fn(fleet_double, DRY_RUN="true", PRELOAD_GATEWAY=pool_server.control_url, **CROWDED)
     busy, quiet = minutes(9, 1.0, point_rps=8), minutes(1, 1.0, point_rps=1)
     for i in range(5):
         data = decisions(send(fn, forecast(TICK0 + i, {"models/wine": busy, "models/diabetes": quiet}, f"dry-{i}")))
@@ -174,14 +178,14 @@ def test_likely_pooled_models_are_preloaded_before_their_traffic(fleet_double, s
 
 
 def test_api_errors_hold_the_route_and_the_move_completes_on_redelivery(fleet_double, scale_fn):
-    setup_fleet(fleet_double, {"wine": "pool"})
+    setup_fleet(fleet_double, {"wine": "pool", "iris": "pool"})
     fleet_double.set_actual_replicas(NS, "infer-wine-00001", 1)
-    fn = scale_fn(fleet_double, API_RETRIES="1", **PLACEMENT_ENV)
-    busy = minutes(9, 1.0, point_rps=8)
+    fn = scale_fn(fleet_double, API_RETRIES="1", **CROWDED)
+    busy = {**NEIGHBOUR, "models/wine": minutes(9, 1.0, point_rps=8)}
     for i in range(3):
-        decisions(send(fn, forecast(TICK0 + i, {"models/wine": busy}, f"e-{i}")))
+        decisions(send(fn, forecast(TICK0 + i, busy, f"e-{i}")))
     fleet_double.fail(lambda r: r.resource == "domainmappings" and r.method == "PATCH", 503, times=2)
-    event = forecast(TICK0 + 3, {"models/wine": busy}, "e-3")
+    event = forecast(TICK0 + 3, busy, "e-3")
     response = send(fn, event)
     assert response.status_code == 503  # the broker redelivers
     assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-pool"  # not mis-routed
@@ -191,13 +195,13 @@ def test_api_errors_hold_the_route_and_the_move_completes_on_redelivery(fleet_do
 
 
 def test_a_concurrent_writer_is_not_overwritten(fleet_double, scale_fn):
-    setup_fleet(fleet_double, {"wine": "pool"})
+    setup_fleet(fleet_double, {"wine": "pool", "iris": "pool"})
     fleet_double.add_service(NS, "wine-canary", LABEL)
     fleet_double.set_actual_replicas(NS, "infer-wine-00001", 1)
-    fn = scale_fn(fleet_double, **PLACEMENT_ENV)
-    busy = minutes(9, 1.0, point_rps=8)
+    fn = scale_fn(fleet_double, **CROWDED)
+    busy = {**NEIGHBOUR, "models/wine": minutes(9, 1.0, point_rps=8)}
     for i in range(3):
-        decisions(send(fn, forecast(TICK0 + i, {"models/wine": busy}, f"c-{i}")))
+        decisions(send(fn, forecast(TICK0 + i, busy, f"c-{i}")))
     key = ("serving.knative.dev", "domainmappings", NS, "wine.models.example.com")
 
     def someone_else_repoints() -> None:
@@ -206,7 +210,7 @@ def test_a_concurrent_writer_is_not_overwritten(fleet_double, scale_fn):
         obj["metadata"]["resourceVersion"] = fleet_double._next_rv()
 
     fleet_double.before_next_patch(someone_else_repoints)
-    data = decisions(send(fn, forecast(TICK0 + 3, {"models/wine": busy}, "c-3")))
+    data = decisions(send(fn, forecast(TICK0 + 3, busy, "c-3")))
     record = placement_of(data, "wine")
     assert record["move"]["applied"] is False and "someone else" in record["move"]["reason"]
     assert fleet_double.get(*key[:3], key[3])["spec"]["ref"]["name"] == "wine-canary"

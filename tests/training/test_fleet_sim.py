@@ -195,3 +195,29 @@ def test_the_vectorised_pool_cache_equals_the_request_by_request_rule(cap, minut
         assert (fast.scores.model_loads, fast.scores.evictions) == (spec.loads, spec.evictions)
         held = [{m for m in range(fast.last.shape[1]) if fast.last[p, m]} for p in range(fast.n_pods)]
         assert held == [set(pod) for pod in spec.pods[:fast.n_pods]]
+
+
+def test_the_retention_keeps_the_last_pod_after_the_zero_decision_as_knative_does():
+    """scale-to-zero-pod-retention-period, as knative/serving's kpa scaler applies it: the last
+    pod stays until the PodAutoscaler has been inactive for max(grace, retention); it overlaps
+    the 30 s grace, it does not add to it. A request inside the retention meets a warm pod."""
+    seconds = 1200
+    arrivals = np.zeros((1, seconds), np.int64)
+    arrivals[0, 100] = 1
+    arrivals[0, 400] = 1  # 300 s after the first: past Knative's own ~90 s, within a 6-minute retention
+    schedule = np.zeros((2, seconds // 60), np.int64)
+    retention = np.zeros_like(schedule)
+    retention[1] = 360
+    run = simulate_lanes(lambda day: arrivals, np.array([0, 0]), schedule, FleetSimConfig(), seconds, retention=retention)
+    plain, kept = run.totals.pod_seconds
+    assert run.totals.cold[0] == 2 and run.totals.cold[1] == 1  # the second request is warm only with it
+    # without: a pod from each request to ~90 s after it (window + grace); with: from the first
+    # request until 360 s after the zero decision that follows the second (window, then retention)
+    assert 360 - 30 - 4 <= kept - plain - (400 - 100 - 90 - 5) <= 360 - 30 + 4 + 90, (plain, kept)
+    # with the activator already in the path (a pod's capacity under the target burst capacity:
+    # Knative's defaults here) there is no grace to overlap: a short retention adds itself to each
+    # scale to zero (two here)
+    short = np.zeros_like(schedule)
+    short[1] = 20
+    run = simulate_lanes(lambda day: arrivals, np.array([0, 0]), schedule, FleetSimConfig(), seconds, retention=short)
+    assert abs(int(run.totals.pod_seconds[1] - run.totals.pod_seconds[0]) - 2 * 20) <= 4

@@ -217,6 +217,7 @@ class TickHandler:
                     for h in range(model.horizon)
                 ],
                 "data_window": windows[i],
+                "observed": _observed(matrix[i], start, cache_end, self.settings.minute_s),
             })
         return data
 
@@ -260,6 +261,8 @@ class TickHandler:
         pipe.execute()
 
 
+OBSERVED_MINUTES = 5
+
 def _release(client: redis.Redis, key: str) -> None:
     try:
         client.delete(key)
@@ -296,6 +299,16 @@ def _windows(matrix: np.ndarray, start: int, end: int, minute_s: int) -> list[di
                 window["gap_minutes_last_hour"] = missing_recently
             windows.append(window)
     return windows
+
+
+def _observed(row: np.ndarray, start: int, end: int, minute_s: int, last: int = OBSERVED_MINUTES) -> dict:
+    """The service's requests in its last observed minutes (null: not observed): the scale
+    function keeps them, bounded, as the minute history its pool plan chooses warmth from. Several
+    minutes, so that a missed tick loses nothing."""
+    k = max(0, min(last, len(row), end - start))
+    values = row[end - start - k:end - start] if k else row[:0]
+    return {"start": events.iso_minute(end - k, minute_s),
+            "requests": [None if np.isnan(v) else round(float(v), 3) for v in values]}
 
 
 def _window(row: np.ndarray, start: int, end: int, minute_s: int) -> dict:

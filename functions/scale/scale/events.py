@@ -31,6 +31,9 @@ class ServiceForecast:
     minutes: list[MinuteForecast] | None
     """None when the forecast function had no data for it (`reason` says why): hold."""
     reason: str
+    observed: tuple[int, tuple[float | None, ...]] | None = None
+    """(first minute since the epoch, requests in each minute from it; None: not observed): the
+    service's last observed minutes, which the pool plan keeps as its bounded history."""
 
     @property
     def key(self) -> str:
@@ -62,10 +65,11 @@ def parse_forecast(event: CloudEvent) -> ParsedForecast:
         if not isinstance(entry, dict) or not isinstance(entry.get("service"), str) or entry["service"].count("/") != 1:
             raise BadEvent(f"data.services[{i}].service must be 'namespace/name'")
         namespace, name = entry["service"].split("/")
+        observed = _observed(entry.get("observed"), i)
         if entry.get("status") == "ok":
-            services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok"))
+            services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok", observed))
         elif entry.get("status") == "no-data":
-            services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data"))))
+            services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data")), observed))
         else:
             raise BadEvent(f"data.services[{i}].status must be 'ok' or 'no-data'")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
@@ -85,6 +89,23 @@ def _minutes(raw, i: int) -> list[MinuteForecast]:
             raise BadEvent(f"data.services[{i}].minutes[{j}]: rates must be finite and >= 0, p_any in [0, 1]")
         minutes.append(MinuteForecast(point_rps=point, upper_rps=upper, p_any=p_any))
     return minutes
+
+
+def _observed(raw, i: int) -> tuple[int, tuple[float | None, ...]] | None:
+    """The optional `observed` block: {"start": minute, "requests": [count or null, ...]}."""
+    if raw is None:
+        return None
+    try:
+        start = datetime.strptime(str(raw["start"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        values = raw["requests"]
+        if not isinstance(values, list) or len(values) > 60:
+            raise ValueError
+        counts = tuple(None if v is None else float(v) for v in values)
+    except (KeyError, TypeError, ValueError):
+        raise BadEvent(f"data.services[{i}].observed must be {{start: UTC minute, requests: [at most 60 counts or null]}}") from None
+    if any(c is not None and (not math.isfinite(c) or c < 0) for c in counts) or start.second:
+        raise BadEvent(f"data.services[{i}].observed: counts must be finite and >= 0, start a whole minute")
+    return int(start.timestamp() // 60), counts
 
 
 def check_trust(event: CloudEvent, forecast: ParsedForecast, accepted: tuple[str, ...], max_ahead_s: float) -> None:

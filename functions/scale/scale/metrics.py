@@ -52,6 +52,15 @@ PRELOADS = Counter("scale_placement_preloads_total",
                    "Model pre-loads into the pool, by outcome (loaded, failed, deferred while the pool has no "
                    "ready pod, dry_run)", ["namespace", "outcome"])
 MODELS = Gauge("scale_placement_models", "Models routed to each tier, as last read", ["namespace", "tier"])
+FALLBACKS = Counter("scale_placement_fallbacks_total",
+                    "Models moved back to the pool because their dedicated Service could not serve (gone, or not "
+                    "Ready beyond POOL_NOT_READY_SECONDS)", ["namespace"])
+NOT_READY = Gauge("scale_placement_mappings_not_ready",
+                  "DomainMappings not programmed for longer than POOL_NOT_READY_SECONDS: reported, no longer held "
+                  "warm for", ["namespace"])
+KEEP_ALIVE = Counter("scale_keep_alive_writes_total",
+                     "scale-to-zero-pod-retention-period writes on a tier's routed Revisions, by what was written "
+                     "(set: the plan's keep-alive; restored: the template's own value back)", ["namespace", "outcome"])
 
 _BUDGET: Gauge | None = None
 

@@ -7,43 +7,16 @@ expiring with it: a model whose mapping is deleted is forgotten."""
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
-
 import redis
 
-from .placement import DEDICATED, POOL
+from .pool_plan import ModelState
 from .state_store import _CAS_BY_TICK
 
 PREFIX = "scale:placement:"
 
 
-@dataclass
-class PlacementState:
-    tick_s: float
-    tier: str
-    leaning_since: float | None = None
-    samples: list[tuple[float, float]] = field(default_factory=list)
-    """(tick_s, next-minute point forecast in req/s) for the last hour."""
-
-    def to_json(self) -> str:
-        return json.dumps({"tick_s": self.tick_s, "tier": self.tier, "leaning_since": self.leaning_since,
-                           "samples": [[t, round(v, 6)] for t, v in self.samples]})
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> "PlacementState | None":
-        try:
-            data = json.loads(raw)
-            tier = data["tier"]
-            if tier not in (POOL, DEDICATED):
-                return None
-            samples = [(float(t), float(v)) for t, v in data.get("samples") or []]
-            since = data.get("leaning_since")
-            state = cls(float(data["tick_s"]), tier, None if since is None else float(since), samples)
-        except (ValueError, KeyError, TypeError):
-            return None  # unreadable: as if evicted (placement restarts from where the route points)
-        return state if all(math.isfinite(v) for _, v in state.samples) else None
+PlacementState = ModelState
+"""The state is pool_plan's (pure): its JSON form is what is stored."""
 
 
 class PlacementStore:

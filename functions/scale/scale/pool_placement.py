@@ -16,23 +16,21 @@ K-Original-Host, which the target's queue-proxy puts back into `Host:` (knative/
 pkg/reconciler/domainmapping/resources/ingress.go, pkg/queue/handler.go), so the pool reads the
 model from the first DNS label of `Host:` for MLflow `/invocations`.
 
-Per event and namespace:
-1. placement.place on each model's expected rate (placement.expected_rate: the mean of its
-   next-minute forecasts over the last hour, kept in Redis with the tier and the hysteresis
-   clock), every PLACEMENT_EVERY_MINUTES;
-2. pre-loads (V2 repository load through the pool's URL) of the pooled models whose P(a request
-   in the covered minutes) reaches the pool's warm threshold, likeliest first, at most
-   POOL_MODELS_PER_POD, and of every model about to move into the pool; only while the pool has a
-   ready pod (else the pool's own min-scale raise and warm-up start it, and the next tick loads);
-3. moves (placement.route_step): a route is re-pointed only when its target is ready (a dedicated
-   Service with ready pods on its routed Revisions; the model loaded in a warm pool) and the
-   previous move is programmed; until then the target is warmed (a floor of one pod) and the
-   source keeps its min-scale (never lowered while the route may still send it requests);
-4. the forecasts the scaler then decides min-scale from: the pool's is the sum of its models'
-   (placement.pooled_forecast) over every model routed to it, moving in or moving out; a
-   dedicated Service gets its model's forecast while it serves or is about to, an idle one
-   otherwise (it then goes to zero after the cool-down). A pooled model without a forecast never
-   lets the pool be lowered (missing data holds).
+Per event and namespace this module reads the cluster into a `pool_plan.PoolView` (routes,
+readiness, the pool's capacity), loads the remembered state and, when a warmth choice is due,
+the bounded minute history (pool_history.py), calls `pool_plan.plan_pool` (pure: the code the
+fleet backtest runs minute by minute) and carries out what it says:
+1. pre-loads (V2 repository load through the pool's URL) of the models it names, only while the
+   pool has a ready pod (else the pool's own min-scale raise and warm-up start it);
+2. moves (placement.route_step's MOVE): a move into the pool waits until the model is loaded;
+   a move out of a tier that cannot serve (issue 23: its Service gone, or not Ready beyond
+   POOL_NOT_READY_SECONDS) is counted (`scale_placement_fallbacks_total`) and logged;
+3. each tier's warmth: the forecast, price and floor the scaler then decides min-scale from
+   (decision.plan), and Knative's keep-alive, `scale-to-zero-pod-retention-period`, merge-patched
+   in place on the tier's routed Revisions (their PodAutoscalers on <= 1.20, as min-scale is),
+   and restored to the template's own value when the plan drops it;
+4. mappings not programmed beyond the bound are reported (`scale_placement_mappings_not_ready`,
+   a warning log line, the decision event's record) and no longer hold the pool warm.
 Dry run (DRY_RUN or the pool's annotation): the same decisions and reports, no pre-load and no
 patch; the placement state is still kept, so that the hysteresis is the one a real run has.
 """
@@ -41,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass, field
 
 import redis
@@ -49,13 +46,15 @@ import redis
 from . import json_log
 from . import placement as policy
 from . import metrics
+from . import pool_plan as plan
 from .annotations import BadAnnotation, ServicePolicy, service_policy
 from .events import ServiceForecast
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
-from .min_scale_policy import MinuteForecast
-from .placement import DEDICATED, POOL, Placement, PlacementSettings
+from .min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
+from .placement import DEDICATED, POOL, PlacementSettings
 from .placement_store import PlacementState, PlacementStore
 from .pool_client import PoolClient, PoolError
+from .pool_history import PoolHistoryStore
 from .pool_settings import PoolSettings
 
 log = logging.getLogger("scale.placement")
@@ -82,14 +81,19 @@ class NamespacePlacement:
     skipped: list[dict] = field(default_factory=list)
     transient: list[str] = field(default_factory=list)
     states: dict[str, PlacementState] = field(default_factory=dict)
+    prices: dict[str, float] = field(default_factory=dict)
+    """Service name -> the price its min-scale is decided at this tick (the tier's warmth)."""
 
     def policy_for(self, name: str, service: ServicePolicy) -> ServicePolicy:
-        """The Service's policy with this tick's floor (never above its max-scale)."""
+        """The Service's policy with this tick's floor (never above its max-scale) and price."""
+        settings = service.settings
+        price = self.prices.get(name)
+        if price is not None and price != settings.cold_start_cost_pod_s:
+            settings = dataclasses.replace(settings, cold_start_cost_pod_s=price)
         floor = self.floors.get(name)
-        if floor is None or floor <= service.settings.min_scale:
-            return service
-        floor = min(floor, service.settings.max_scale)
-        return dataclasses.replace(service, settings=dataclasses.replace(service.settings, min_scale=floor))
+        if floor is not None and floor > settings.min_scale:
+            settings = dataclasses.replace(settings, min_scale=min(floor, settings.max_scale))
+        return service if settings is service.settings else dataclasses.replace(service, settings=settings)
 
 
 class PoolPlacement:
@@ -98,6 +102,7 @@ class PoolPlacement:
         self.settings = settings
         self.api = api
         self.store = PlacementStore(client, state_ttl_s)
+        self.history = PoolHistoryStore(client, settings.history_minutes, state_ttl_s)
         self.pool = PoolClient(settings.preload_timeout_s, settings.gateway, settings.control_url)
         self.opt_in_label = opt_in_label
 
@@ -108,7 +113,8 @@ class PoolPlacement:
         self.store.save(states, trust_until_s)
 
     def run(self, namespace: str, ksvcs: dict[str, dict], targets: dict[str, dict], entries: dict[str, ServiceForecast],
-            now_s: float, fresh: bool, trust_until_s: float, defaults, dry_run_default: bool) -> NamespacePlacement | None:
+            now_s: float, fresh: bool, trust_until_s: float, defaults, dry_run_default: bool,
+            legacy: bool = False) -> NamespacePlacement | None:
         """None when the namespace has no pool (no API call is made for it then)."""
         pools = sorted(n for n, s in ksvcs.items() if (s["metadata"].get("labels") or {}).get(POOL_LABEL) == "true")
         if not pools:
@@ -133,18 +139,17 @@ class PoolPlacement:
             out.transient.append(str(exc))
             return self._hold_pool(out, namespace, pool_name, pool, targets, f"API unavailable, will retry: {exc}")
         dry_run = pool_policy.dry_run
-        settings = PlacementSettings(capacity_rps=pool_policy.settings.capacity_rps, dedicate_share=self.settings.dedicate_share,
-                                     pool_share=self.settings.pool_share, hold_minutes=self.settings.hold_minutes)
-        evaluate = fresh and int(now_s // 60) % self.settings.every_minutes == 0
-        states = self.store.load([_uid(m) for m in mappings])
+        settings = plan_settings(self.settings, pool_policy.settings)
         pool_url = (pool.get("status") or {}).get("url") or ""
         pool_warm = _ready_pods(pool, targets) > 0
 
-        models = []
+        # -- the view: each model's route and its tiers' readiness -----------------------------
+        views: list[plan.ModelView] = []
+        mapping_of: dict[str, dict] = {}
+        records: dict[str, dict] = {}
         for mapping in sorted(mappings, key=lambda m: m["metadata"]["name"]):
             model = mapping["metadata"]["labels"][MODEL_LABEL]
             out.consumed.add(model)
-            entry = entries.get(model)
             ref = ((mapping.get("spec") or {}).get("ref") or {}).get("name")
             dedicated = (mapping["metadata"].get("annotations") or {}).get(DEDICATED_ANNOTATION)
             routed = POOL if ref == pool_name else DEDICATED if ref and ref == dedicated else None
@@ -155,48 +160,58 @@ class PoolPlacement:
                 record["reason"] = f"routed to {ref!r}, neither the pool nor its dedicated Service: untouched"
                 out.records.append(record)
                 continue
-            state = states.get(_uid(mapping))
-            if state is not None and now_s < state.tick_s <= trust_until_s:
-                record.update(decided=state.tier, action="hold", reason="out of order: a newer forecast was already applied")
-                models.append(_Model(model, mapping, entry, routed, dedicated, _settled(mapping), state.tier, record, None))
-                continue
-            state = state or PlacementState(-math.inf, routed)
-            samples = [(t, v) for t, v in state.samples if now_s - 3600 < t < now_s]
-            if fresh and entry is not None and entry.minutes:
-                samples.append((now_s, entry.minutes[0].point_rps))
-            rate = policy.expected_rate(samples, now_s)
-            current = Placement(state.tier, state.leaning_since)
-            decided = policy.place(rate, current, now_s, settings) if evaluate else current
-            why = None
-            if decided.tier == DEDICATED and (not dedicated or dedicated not in ksvcs):
-                decided, why = Placement(POOL, None), (f"dedicated Service {dedicated!r} not found or not opted in: "
-                                                       "stays pooled" if dedicated else "no dedicated-service annotation: stays pooled")
-            record.update(decided=decided.tier, rate_rps=None if math.isnan(rate) else round(rate, 4),
-                          leaning_since=decided.leaning_since)
-            if why:
-                record["reason"] = why
-            new_state = PlacementState(now_s, decided.tier, decided.leaning_since, samples)
-            models.append(_Model(model, mapping, entry, routed, dedicated, _settled(mapping), decided.tier, record, new_state))
+            ksvc = ksvcs.get(dedicated) if dedicated else None
+            views.append(plan.ModelView(model, routed, dedicated, ksvc is not None, _dedicated_ready(ksvc, targets),
+                                        _failing(ksvc), _settled(mapping)))
+            mapping_of[model] = mapping
+            records[model] = record
 
-        # -- pre-loads: what the answering pool pod has, and what it should have before traffic --
-        wanted = [m for m in models if m.decided == POOL and m.routed != POOL]  # about to move in: must be loaded
-        pooled = {m.name: m.entry.minutes for m in models if m.routed == POOL and m.decided == POOL
-                  and m.entry is not None and m.entry.minutes}
-        hot = policy.preload(pooled, self.settings.models_per_pod, pool_policy.settings.warm_threshold)
-        by_name = {m.name: m for m in models}
-        wanted += [by_name[n] for n in hot if by_name[n] not in wanted]
+        # -- the remembered state, out-of-order ticks ------------------------------------------
+        stored = self.store.load([_uid(mapping_of[v.name]) for v in views])
+        states: dict[str, plan.ModelState] = {}
+        held: set[str] = set()
+        for v in views:
+            state = stored.get(_uid(mapping_of[v.name]))
+            if state is not None and now_s < state.tick_s <= trust_until_s:
+                held.add(v.name)
+                records[v.name].update(decided=state.tier, action="hold",
+                                       reason="out of order: a newer forecast was already applied")
+            states[v.name] = state
+        forecasts = {v.name: (entries[v.name].minutes if v.name in entries else None) for v in views}
+        observed = {v.name: entries[v.name].observed for v in views if v.name in entries and entries[v.name].observed}
+        # the history is what was observed and forecast (kept in dry run too), recorded before it is read
+        self.history.record(namespace, int(now_s // 60),
+                            {n: (p_any_in(f[:LEAD_MINUTES]) if f else None) for n, f in forecasts.items()}, observed)
+        tier_states = self.history.load_tiers(namespace, [pool_name])
+        history: dict[str, plan.TierHistory] = {}
+        if plan.choice_due(tier_states.get(pool_name), now_s, settings):
+            members = [v.name for v in views if v.routed == POOL]
+            counts, p_any = self.history.load_models(namespace, members)
+            history[pool_name] = plan.tier_history(int(now_s // 60), settings.history_minutes, counts, p_any, members)
+        tier_states = {k: plan.note_observed(s, observed, [v.name for v in views if v.routed == POOL])
+                       for k, s in tier_states.items()}
+        view = plan.PoolView(pool_name, [v for v in views if v.name not in held], pool_warm,
+                             frozenset(), _current(pool, targets),
+                             {v.dedicated: _current(ksvcs[v.dedicated], targets) for v in views
+                              if v.dedicated and v.dedicated in ksvcs},
+                             capacity_models(pool, self.settings))
+        decided = plan.plan_pool(view, forecasts, states, tier_states, history, settings, now_s, fresh)
+        self.history.save_tiers(namespace, decided.tier_states)
+
+        # -- pre-loads --------------------------------------------------------------------------
+        wanted = [p for p in decided.models.values() if p.preload]
         loaded: set[str] = set()
         if pool_warm and wanted:
             try:
                 loaded = self.pool.loaded(pool_url)
             except PoolError as exc:
                 json_log.event(log, "pool index failed", logging.WARNING, namespace=namespace, reason=str(exc))
-                for m in wanted:
-                    m.record["preload"] = {"outcome": "failed", "reason": f"repository index: {exc}"}
+                for p in wanted:
+                    records[p.name]["preload"] = {"outcome": "failed", "reason": f"repository index: {exc}"}
                 wanted = []
-        for m in wanted:
-            if m.name in loaded:
-                m.record["preload"] = {"outcome": "loaded already"}
+        for p in wanted:
+            if p.name in loaded:
+                records[p.name]["preload"] = {"outcome": "loaded already"}
                 continue
             if not pool_warm:
                 outcome = {"outcome": "deferred", "reason": "the pool has no ready pod yet: its min-scale is raised first"}
@@ -204,93 +219,110 @@ class PoolPlacement:
                 outcome = {"outcome": "dry_run", "reason": "would load"}
             else:
                 try:
-                    self.pool.load(pool_url, m.name)
-                    loaded.add(m.name)
+                    self.pool.load(pool_url, p.name)
+                    loaded.add(p.name)
                     outcome = {"outcome": "loaded"}
                 except PoolError as exc:
                     outcome = {"outcome": "failed", "reason": str(exc)}
-            m.record["preload"] = outcome
+            records[p.name]["preload"] = outcome
             metrics.PRELOADS.labels(namespace, outcome["outcome"]).inc()
-            json_log.event(log, "pre-load", namespace=namespace, model=m.name, **outcome)
+            json_log.event(log, "pre-load", namespace=namespace, model=p.name, **outcome)
 
-        # -- moves, only onto a ready target --------------------------------------------------------
-        for m in models:
-            if m.state is None:
-                continue  # out of order: hold
-            target_ready = (_dedicated_ready(ksvcs.get(m.dedicated), targets) if m.decided == DEDICATED
-                            else pool_warm and m.name in loaded)
-            action = policy.route_step(m.decided, m.routed, m.settled, target_ready)
-            if action == policy.MOVE and not fresh:
-                action = "hold"
-                m.record["reason"] = "forecast too old to move on"
-            m.record["action"] = action
-            target = m.dedicated if m.decided == DEDICATED else pool_name
+        # -- moves, only onto a ready target ------------------------------------------------------
+        by_name = {v.name: v for v in views}
+        routed_now = {v.name: v.routed for v in views}
+        for p in decided.models.values():
+            v, record, mapping = by_name[p.name], records[p.name], mapping_of[p.name]
+            record.update(decided=p.decided, rate_rps=p.rate_rps, leaning_since=p.leaning_since)
+            if p.reason:
+                record["reason"] = p.reason
+            action = p.action
+            if action == policy.MOVE and p.decided == POOL and p.name not in loaded:
+                action = policy.PREPARE  # the pool has a pod, but not the model yet
+            record["action"] = action
+            target = v.dedicated if p.decided == DEDICATED else pool_name
+            if p.not_ready:
+                record["not_ready"] = True
+                json_log.event(log, "mapping not ready beyond the bound", logging.WARNING, namespace=namespace,
+                               model=p.name, host=mapping["metadata"]["name"], reason=p.reason)
             if action == policy.PREPARE:
-                m.record["move"] = {"from": m.routed, "to": m.decided, "applied": False,
-                                    "reason": f"waiting for {target} to be ready"
-                                              + ("" if m.decided == DEDICATED else f" with {m.name} loaded")}
-                metrics.MOVES.labels(namespace, m.decided, "waiting").inc()
+                record["move"] = {"from": p.routed, "to": p.decided, "applied": False,
+                                  "reason": f"waiting for {target} to be ready"
+                                            + ("" if p.decided == DEDICATED else f" with {p.name} loaded")}
+                metrics.MOVES.labels(namespace, p.decided, "waiting").inc()
             elif action == policy.MOVE:
-                move = {"from": m.routed, "to": m.decided, "applied": False, "target": target}
+                move = {"from": p.routed, "to": p.decided, "applied": False, "target": target}
+                if p.fallback:
+                    move["fallback"] = True
                 if dry_run:
                     move["reason"] = "dry run: would re-point the route"
-                    metrics.MOVES.labels(namespace, m.decided, "dry_run").inc()
+                    metrics.MOVES.labels(namespace, p.decided, "dry_run").inc()
                 else:
-                    source = pool_name if m.routed == POOL else m.dedicated
+                    source = pool_name if p.routed == POOL else v.dedicated
                     try:
-                        self.api.repoint_mapping(namespace, m.mapping["metadata"]["name"], source, target,
-                                                 m.mapping["metadata"].get("resourceVersion"))
+                        self.api.repoint_mapping(namespace, mapping["metadata"]["name"], source, target,
+                                                 mapping["metadata"].get("resourceVersion"))
                         move["applied"] = True
-                        m.routed, m.settled = m.decided, False
-                        metrics.MOVES.labels(namespace, m.decided, "applied").inc()
+                        routed_now[p.name] = p.decided
+                        metrics.MOVES.labels(namespace, p.decided, "applied").inc()
+                        if p.fallback:
+                            metrics.FALLBACKS.labels(namespace).inc()
                     except ApiSkip as exc:
                         move["reason"] = f"API refused, route unchanged: {exc}"
-                        metrics.MOVES.labels(namespace, m.decided, "failed").inc()
+                        metrics.MOVES.labels(namespace, p.decided, "failed").inc()
                     except ApiTransient as exc:
                         move["reason"] = f"API unavailable, route unchanged, will retry: {exc}"
                         out.transient.append(str(exc))
-                        metrics.MOVES.labels(namespace, m.decided, "failed").inc()
-                m.record["move"] = move
-                json_log.event(log, "move", namespace=namespace, model=m.name, **move)
-            if m.state is not None:
-                out.states[_uid(m.mapping)] = m.state
+                        metrics.MOVES.labels(namespace, p.decided, "failed").inc()
+                record["move"] = move
+                json_log.event(log, "move", logging.WARNING if p.fallback else logging.INFO, namespace=namespace,
+                               model=p.name, **move, **({"reason": p.reason} if p.fallback else {}))
+            if p.state is not None:
+                out.states[_uid(mapping)] = p.state
         for tier in (POOL, DEDICATED):
-            metrics.MODELS.labels(namespace, tier).set(sum(1 for m in models if m.routed == tier))
+            metrics.MODELS.labels(namespace, tier).set(sum(1 for r in routed_now.values() if r == tier))
+        metrics.NOT_READY.labels(namespace).set(len(decided.not_ready))
 
-        # -- the forecasts and floors the scaler decides min-scale from ----------------------------
-        members = [m for m in models if m.routed == POOL or m.decided == POOL or not m.settled]
-        with_data = [m.entry.minutes for m in members if m.entry is not None and m.entry.minutes]
-        missing = [m.name for m in members if m.entry is None or not m.entry.minutes]
-        pool_floor = 0
-        if any((m.decided == POOL and m.routed != POOL) or (m.routed == POOL and not m.settled) for m in models):
-            pool_floor = 1  # a move into the pool needs a warm pod to load the model in
-        if missing or any(m.routed != POOL and not m.settled for m in members):
-            pool_floor = max(pool_floor, _current(pool, targets))  # no data, or a route still draining: never lower
-        if members and not with_data:
-            out.entries[pool_name] = ServiceForecast(namespace, pool_name, None, "no forecast for any model routed to the pool")
-        else:
-            out.entries[pool_name] = ServiceForecast(namespace, pool_name, policy.pooled_forecast(with_data), "ok")
-        out.floors[pool_name] = pool_floor
-        out.records.append({"pool": f"{namespace}/{pool_name}", "models": sorted(m.name for m in members),
-                            "without_forecast": sorted(missing), "floor": pool_floor, "warm": pool_warm,
-                            "dry_run": dry_run})
-        for m in models:
-            if not m.dedicated or m.dedicated not in ksvcs:
-                continue
-            serving = m.routed == DEDICATED or m.decided == DEDICATED or not m.settled
-            if serving:
-                out.entries[m.dedicated] = m.entry or ServiceForecast(namespace, m.dedicated, None,
-                                                                      f"no forecast for model {m.name}")
-            else:
-                out.entries[m.dedicated] = ServiceForecast(namespace, m.dedicated, IDLE, "ok")
-            floor = 0
-            if (m.decided == DEDICATED and m.routed != DEDICATED) or (m.routed == DEDICATED and not m.settled):
-                floor = 1
-            if m.routed != DEDICATED and not m.settled:
-                floor = max(floor, _current(ksvcs[m.dedicated], targets))  # its route may still send requests
-            out.floors[m.dedicated] = floor
-        out.records[:0] = [m.record for m in models]
+        # -- each tier's warmth: what the scaler decides min-scale from, and the keep-alive ------
+        for name, tier in decided.tiers.items():
+            out.entries[name] = ServiceForecast(namespace, name, tier.forecast, tier.missing or "ok")
+            out.floors[name] = tier.floor
+            out.prices[name] = tier.price
+            retention = self._keep_alive(namespace, ksvcs[name], targets, tier.retention, dry_run, legacy, out)
+            if name == pool_name:
+                out.records.append({"pool": f"{namespace}/{pool_name}", "models": decided.members,
+                                    "without_forecast": decided.without_forecast, "floor": tier.floor, "warm": pool_warm,
+                                    "dry_run": dry_run, "warmth": tier.warmth, "price": tier.price,
+                                    "retention": retention, "reason": tier.reason,
+                                    "not_ready": decided.not_ready, "capacity_models": view.capacity_models})
+        out.records[:0] = [records[v.name] for v in views]
         return out
+
+    def _keep_alive(self, namespace: str, ksvc: dict, targets: dict[str, dict], value: str | None, dry_run: bool,
+                    legacy: bool, out: NamespacePlacement) -> str | None:
+        """Carry the plan's keep-alive on the tier's routed Revisions (PodAutoscalers on <= 1.20),
+        in place: RETENTION where it differs; None restores the template's own value. Returns
+        the value in force."""
+        template = (((ksvc.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
+        desired = value if value is not None else template.get(plan.RETENTION)
+        for revision in _routed(ksvc):
+            target = targets.get(revision)
+            if target is None:
+                continue
+            have = (target["metadata"].get("annotations") or {}).get(plan.RETENTION)
+            if have == desired or dry_run:
+                continue
+            try:
+                self.api.patch_annotations(namespace, revision, {plan.RETENTION: desired},
+                                           target["metadata"].get("resourceVersion"), legacy)
+                metrics.KEEP_ALIVE.labels(namespace, "set" if desired is not None else "restored").inc()
+                json_log.event(log, "keep-alive", namespace=namespace, revision=revision, retention=desired)
+            except ApiSkip as exc:
+                out.skipped.append({"service": f"{namespace}/{ksvc['metadata']['name']}",
+                                    "reason": f"keep-alive not written: {exc}"})
+            except ApiTransient as exc:
+                out.transient.append(str(exc))
+        return desired
 
     def _hold_pool(self, out: NamespacePlacement, namespace: str, pool_name: str, pool: dict, targets: dict,
                    reason: str) -> NamespacePlacement:
@@ -298,19 +330,6 @@ class PoolPlacement:
         out.floors[pool_name] = _current(pool, targets)
         out.records.append({"pool": f"{namespace}/{pool_name}", "reason": reason})
         return out
-
-
-@dataclass
-class _Model:
-    name: str
-    mapping: dict
-    entry: ServiceForecast | None
-    routed: str
-    dedicated: str | None
-    settled: bool
-    decided: str
-    record: dict
-    state: PlacementState | None
 
 
 def _uid(obj: dict) -> str:
@@ -343,6 +362,50 @@ def _dedicated_ready(ksvc: dict | None, targets: dict[str, dict]) -> bool:
     routed = _routed(ksvc)
     return conditions.get("Ready") == "True" and bool(routed) and all(
         _ready_pods({"status": {"traffic": [{"revisionName": r, "percent": 100}]}}, targets) > 0 for r in routed)
+
+
+def _failing(ksvc: dict | None) -> bool:
+    """The Service says it cannot serve: its Ready condition is False."""
+    if ksvc is None:
+        return True
+    conditions = {c.get("type"): c.get("status") for c in (ksvc.get("status") or {}).get("conditions") or []}
+    return conditions.get("Ready") == "False"
+
+
+POOL_MEMORY_ENV = "POOL_MEMORY_MB"
+MODEL_MEMORY_ANNOTATION = "predictive-scaling.io/model-memory-mb"
+
+
+def capacity_models(pool: dict, settings: PoolSettings) -> int:
+    """The pool's capacity in models, from the one place infer reads it: the pool Service's own
+    POOL_MEMORY_MB (its container's env), over a model's memory (the pool's annotation
+    `predictive-scaling.io/model-memory-mb`, else POOL_MODEL_MEMORY_MB). POOL_MODELS_PER_POD
+    when the Service sets no POOL_MEMORY_MB."""
+    spec = ((pool.get("spec") or {}).get("template") or {}).get("spec") or {}
+    memory = None
+    for container in spec.get("containers") or []:
+        for env in container.get("env") or []:
+            if env.get("name") == POOL_MEMORY_ENV:
+                memory = env.get("value")
+    annotation = (pool["metadata"].get("annotations") or {}).get(MODEL_MEMORY_ANNOTATION)
+    try:
+        model_mb = float(annotation) if annotation is not None else settings.model_memory_mb
+        if memory is not None and model_mb > 0:
+            return policy.models_per_pod(float(memory), model_mb)
+    except ValueError:
+        pass
+    return settings.models_per_pod
+
+
+def plan_settings(pool: PoolSettings, service: PolicySettings) -> plan.PoolPlanSettings:
+    """The pool plan's settings from the function's: the one table of knobs (pool_settings.py,
+    policy_knobs.py), the pool Service's own policy annotations applied."""
+    return plan.PoolPlanSettings(
+        placement=PlacementSettings(capacity_rps=service.capacity_rps, dedicate_share=pool.dedicate_share,
+                                    pool_share=pool.pool_share, hold_minutes=pool.hold_minutes),
+        every_minutes=pool.every_minutes, cost=service.cold_start_cost_pod_s,
+        choose_every_minutes=pool.choose_every_minutes, history_minutes=pool.history_minutes,
+        fleet_budget=pool.fleet_budget, not_ready_bound_s=pool.not_ready_s)
 
 
 def _settled(mapping: dict) -> bool:

@@ -156,7 +156,7 @@ class Scaler:
                 continue
             # -- model pool placement: moves, pre-loads, and the pool's / dedicated Services' forecasts
             placed = self.placement.run(namespace, ksvcs, targets, entries, now_s, not too_old, trust_until_s,
-                                        self.settings.policy, self.settings.dry_run)
+                                        self.settings.policy, self.settings.dry_run, legacy)
             if placed is not None:
                 entries = {**{k: v for k, v in entries.items() if k not in placed.consumed}, **placed.entries}
                 placement_records += placed.records
@@ -182,7 +182,7 @@ class Scaler:
                     skipped.append({"service": key, "reason": f"bad annotation, untouched: {exc}"})
                     continue
                 if placed is not None:
-                    policy = placed.policy_for(name, policy)  # placement's floor: a move's target, a route's source
+                    policy = placed.policy_for(name, policy)  # placement's floor and price: a move's target, a route's source, the tier's warmth
                 state = states.get(_uid(ksvc))
                 if state is not None and now_s < state.tick_s <= trust_until_s:
                     skipped.append({"service": key, "reason": "out of order: a newer forecast was already applied"})

@@ -1,0 +1,628 @@
+"""The pool plan: one pure function from what the scale function knows about a namespace's model
+pool to everything it does there. No I/O (.importlinter's pure-math contract checks it).
+
+In: the namespace as read (`PoolView`: each model's route, whether its tiers can serve, the
+mappings' readiness, the pool's capacity), the forecasts of this event, the bounded minute
+history the function keeps in Redis (`TierHistory`: only when a warmth choice is due), the
+settings, the remembered state and the clock.
+Out (`PoolPlan`): each model's tier and route action, the pre-loads, and each tier's warmth (the
+forecast, price and floor its min-scale is decided from by decision.plan, and the Knative
+keep-alive annotation it carries), each with its reason, and the state to remember.
+
+`scale/pool_placement.py` reads the cluster, calls `plan_pool` and writes what it says; the fleet
+backtest (training/fleet_backtest.py, `PoolPlanDriver`) calls the very same function minute by
+minute with the same kind of inputs, so the fleet table's default is what a cluster runs.
+
+Warmth, chosen per tier from history (`choose_warmth`): the candidates are the forecast policy at
+several prices, Knative's own keep-alive (`scale-to-zero-pod-retention-period`, 0-1 h, the
+Revision webhook's limit; longer keep-alives are min-scale 1 held by this plan), the hybrid
+histogram of "Serverless in the Wild" (Shahrad et al., 2020) on the tier's own idle gaps, and a
+time-of-day schedule. Each is scored on the same history at minute grain (`estimate`): the only
+resolution the deployed function has (Prometheus counts per minute, the forecast events); the
+per-second simulator scores the outcome in the backtest, never the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+from .min_scale_policy import LEAD_MINUTES, MinuteForecast
+from .placement import (DEDICATED, MOVE, POOL, Placement, PlacementSettings, expected_rate, place,
+                        pooled_forecast, preload, route_step)
+
+RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
+RETENTION_MAX_MINUTES = 60
+IDLE = (MinuteForecast(0.0, 0.0, 0.0),) * LEAD_MINUTES
+"""autoscaling.ValidateAnnotations accepts a retention of 0-1 h: a longer keep-alive is a floor."""
+
+
+# -- the view, the history, the state --------------------------------------------------------
+@dataclass(frozen=True)
+class ModelView:
+    name: str
+    routed: str
+    """POOL or DEDICATED: where the model's DomainMapping points now."""
+    dedicated: str | None
+    """Its dedicated Service (annotation), None when it has none."""
+    dedicated_exists: bool
+    """That Service exists and is opted in."""
+    dedicated_ready: bool
+    """...and is Ready with a ready pod on every routed Revision (a move's first request is warm)."""
+    dedicated_failing: bool
+    """...or its Ready condition says False (it cannot serve: image gone, quota, deleted Revision)."""
+    settled: bool
+    """The mapping is programmed as its spec says (observedGeneration = generation, Ready)."""
+    size_mb: float = 0.0
+    """The model's memory in a pool pod (0: unknown, counted as one slot)."""
+
+
+@dataclass(frozen=True)
+class PoolView:
+    pool: str
+    models: Sequence[ModelView]
+    pool_warm: bool
+    """The pool has a ready pod."""
+    loaded: frozenset[str] = frozenset()
+    """Models the answering pool pod holds (its V2 repository index), when read."""
+    pool_current: int = 0
+    """The min-scale the pool's routed Revisions carry now."""
+    dedicated_current: Mapping[str, int] = field(default_factory=dict)
+    capacity_models: int = 64
+    """How many models a pool pod holds: POOL_MEMORY_MB // the models' size (`capacity_models`)."""
+
+
+@dataclass(frozen=True)
+class TierHistory:
+    """A tier's bounded minute history: `counts[i]` the requests of minute `start_minute + i`
+    (None: not observed), `p_any[i]` the forecast P(any request in the minutes a decision covers)
+    made at its start (None: no forecast), and per-model Knative's pod-minutes over the same
+    minutes (for the fleet budget; None when not kept)."""
+
+    start_minute: int
+    counts: Sequence[float | None]
+    p_any: Sequence[float | None]
+    per_model_pod_minutes: float | None = None
+
+
+@dataclass
+class ModelState:
+    """What the cluster cannot say about one model's routing resource (kept in Redis)."""
+
+    tick_s: float
+    tier: str
+    leaning_since: float | None = None
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    """(tick_s, next-minute point forecast in req/s) for the last hour: the placement input."""
+    unsettled_since: float | None = None
+    """Since when the mapping has not been programmed (issue 23: bounded)."""
+    failing_since: float | None = None
+    """Since when its dedicated Service has not been able to serve."""
+
+    def to_json(self) -> str:
+        return json.dumps({"tick_s": self.tick_s, "tier": self.tier, "leaning_since": self.leaning_since,
+                           "samples": [[t, round(v, 6)] for t, v in self.samples],
+                           "unsettled_since": self.unsettled_since, "failing_since": self.failing_since})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "ModelState | None":
+        try:
+            data = json.loads(raw)
+            tier = data["tier"]
+            if tier not in (POOL, DEDICATED):
+                return None
+            samples = [(float(t), float(v)) for t, v in data.get("samples") or []]
+            state = cls(float(data["tick_s"]), tier, _opt(data.get("leaning_since")), samples,
+                        _opt(data.get("unsettled_since")), _opt(data.get("failing_since")))
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable: as if evicted (placement restarts from where the route points)
+        return state if all(math.isfinite(v) for _, v in state.samples) else None
+
+
+@dataclass(frozen=True)
+class Warmth:
+    """One warmth candidate. kind: `forecast` (min-scale from the forecast at `price`),
+    `keepalive` (warm until `tail` minutes after the last request), `hybrid` (min-scale 0 for
+    `head` minutes after the last request, then warm until `tail`), `timeofday` (warm in the
+    10-minute slots of the day whose past days were active often enough at `price`), `knative`."""
+
+    kind: str
+    price: float = 0.0
+    head: int = 0
+    tail: int = 0
+    slots: frozenset[int] = frozenset()
+
+    @property
+    def label(self) -> str:
+        if self.kind == "forecast":
+            return f"forecast cost={self.price:g}"
+        if self.kind == "keepalive":
+            return f"keepalive {self.tail} min"
+        if self.kind == "hybrid":
+            return f"hybrid {self.head}-{self.tail} min"
+        if self.kind == "timeofday":
+            return f"timeofday {len(self.slots)} slots"
+        return self.kind
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "price": self.price, "head": self.head, "tail": self.tail, "slots": sorted(self.slots)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Warmth":
+        return cls(str(data["kind"]), float(data.get("price", 0)), int(data.get("head", 0)), int(data.get("tail", 0)),
+                   frozenset(int(s) for s in data.get("slots") or []))
+
+
+@dataclass
+class TierState:
+    warmth: Warmth | None = None
+    chosen_at_s: float | None = None
+    last_active_minute: int | None = None
+    """The last minute the tier had a request (from the history: the keep-alive's clock)."""
+    price: float | None = None
+    """The fleet budget's price when one is set."""
+
+    def to_json(self) -> str:
+        return json.dumps({"warmth": self.warmth.to_json() if self.warmth else None, "chosen_at_s": self.chosen_at_s,
+                           "last_active_minute": self.last_active_minute, "price": self.price})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "TierState":
+        try:
+            data = json.loads(raw)
+            warmth = Warmth.from_json(data["warmth"]) if data.get("warmth") else None
+            last = data.get("last_active_minute")
+            return cls(warmth, _opt(data.get("chosen_at_s")), None if last is None else int(last), _opt(data.get("price")))
+        except (ValueError, KeyError, TypeError):
+            return cls()
+
+
+# -- settings ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoolPlanSettings:
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+    every_minutes: int = 10
+    """Placement is evaluated on minutes that are a multiple of this."""
+    cost: float = 300.0
+    """The user's price of a cold-start request in pod-seconds (COLD_START_COST_POD_SECONDS)."""
+    cold_start_s: float = 5.0
+    """For the minute-grain estimate: requests in the first seconds of a cold minute are cold."""
+    choose_every_minutes: int = 1440
+    """The warmth choice is remade on minutes that are a multiple of this (or when none is held)."""
+    history_minutes: int = 7 * 1440
+    keepalive_minutes: tuple[int, ...] = (1, 2, 5, 10, 20, 60, 180, 720)
+    prices: tuple[float, ...] = (60.0, 120.0, 300.0, 600.0, 1200.0, 3000.0)
+    hybrid: bool = True
+    timeofday: bool = True
+    fleet_budget: float | None = None
+    """Spend b x per-model Knative's pod-seconds (estimated on the same history) instead of the
+    user's price: the candidate whose estimated spend is nearest that, fewest cold starts first."""
+    not_ready_bound_s: float = 600.0
+    """A mapping not programmed, or a dedicated Service unable to serve, for longer than this is
+    reported and no longer holds anything warm; the model goes back to a tier that can serve."""
+    dedicate: bool = True
+    """Whether a model may leave the pool at all (placement by memory and load)."""
+
+
+# -- the output --------------------------------------------------------------------------------
+@dataclass
+class ModelPlan:
+    name: str
+    routed: str
+    decided: str
+    action: str
+    """placement.route_step's action; MOVE into the pool waits for the model to be loaded."""
+    preload: bool = False
+    rate_rps: float | None = None
+    leaning_since: float | None = None
+    reason: str | None = None
+    fallback: bool = False
+    """The move is issue 23's: the routed tier cannot serve."""
+    not_ready: bool = False
+    """The mapping has not been programmed for longer than the bound: reported, not held for."""
+    state: ModelState | None = None
+
+
+@dataclass
+class TierPlan:
+    service: str
+    forecast: list[MinuteForecast] | None
+    """What decision.plan decides this Service's min-scale from (None: hold, `missing` says why)."""
+    missing: str | None
+    floor: int
+    """min-scale this tick must not go below (a move's target, a draining source, a long keep-alive)."""
+    price: float
+    """The price decision.plan runs at (COLD_START_COST_POD_SECONDS for this tier)."""
+    retention: str | None
+    """RETENTION's value on the routed Revisions (None: the Service template's own, restored)."""
+    warmth: str
+    reason: str
+    idle: bool = False
+    """A dedicated Service nothing routes to: its forecast is idle (it goes to zero)."""
+
+
+@dataclass
+class PoolPlan:
+    models: dict[str, ModelPlan]
+    tiers: dict[str, TierPlan]
+    tier_states: dict[str, TierState]
+    members: list[str]
+    without_forecast: list[str]
+    not_ready: list[str]
+
+
+# -- the plan ----------------------------------------------------------------------------------
+def choice_due(state: TierState | None, now_s: float, settings: PoolPlanSettings) -> bool:
+    """Whether this tick remakes the tier's warmth choice (the caller then reads the history)."""
+    if state is None or state.warmth is None or state.chosen_at_s is None:
+        return True
+    minute = int(now_s // 60)
+    return minute % settings.choose_every_minutes == 0 and now_s > state.chosen_at_s
+
+
+def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] | None],
+              states: Mapping[str, ModelState | None], tier_states: Mapping[str, TierState],
+              history: Mapping[str, TierHistory], settings: PoolPlanSettings, now_s: float,
+              fresh: bool = True) -> PoolPlan:
+    """The whole plan for one pool (see the module docstring). `forecasts[model]` None or absent:
+    no forecast (holds); `history[tier]` only where `choice_due` said so; `fresh` False when the
+    event is too old to move on (placement holds, no route changes)."""
+    evaluate = fresh and int(now_s // 60) % settings.every_minutes == 0
+    capacity = capacity_models(view)
+    plans: dict[str, ModelPlan] = {}
+    rates: dict[str, float] = {}
+    for m in view.models:
+        state = states.get(m.name) or ModelState(-math.inf, m.routed)
+        samples = state.samples
+        first = 0
+        while first < len(samples) and samples[first][0] <= now_s - 3600:
+            first += 1  # kept in time order: the hour's window drops from the front
+        samples = samples[first:]
+        if samples and samples[-1][0] >= now_s:
+            samples = [s for s in samples if s[0] < now_s]
+        f = forecasts.get(m.name)
+        if fresh and f:
+            samples.append((now_s, f[0].point_rps))
+        rate = expected_rate(samples, now_s) if evaluate else math.nan
+        rates[m.name] = rate
+        current = Placement(state.tier, state.leaning_since)
+        decided = place(rate, current, now_s, settings.placement) if evaluate and settings.dedicate else current
+        if not settings.dedicate:
+            decided = Placement(POOL, None)
+        reason = None
+        if decided.tier == DEDICATED and not m.dedicated_exists:
+            decided = Placement(POOL, None)
+            reason = (f"dedicated Service {m.dedicated!r} not found or not opted in: stays pooled" if m.dedicated
+                      else "no dedicated-service annotation: stays pooled")
+        unsettled = None if m.settled else (state.unsettled_since if state.unsettled_since is not None else now_s)
+        failing = m.dedicated_failing or not m.dedicated_exists
+        failing_since = (state.failing_since if state.failing_since is not None else now_s) if failing else None
+        plans[m.name] = ModelPlan(m.name, m.routed, decided.tier, "", rate_rps=None if math.isnan(rate) else round(rate, 4),
+                                  leaning_since=decided.leaning_since, reason=reason,
+                                  state=ModelState(now_s, decided.tier, decided.leaning_since, samples, unsettled,
+                                                   failing_since))
+    _memory_rule(view, plans, rates, capacity, evaluate and settings.dedicate, settings.placement.capacity_rps)
+
+    by_name = {m.name: m for m in view.models}
+    for p in plans.values():
+        m = by_name[p.name]
+        bound = settings.not_ready_bound_s
+        cannot_serve = m.routed == DEDICATED and (not m.dedicated_exists or (
+            m.dedicated_failing and p.state.failing_since is not None and now_s - p.state.failing_since >= bound))
+        if cannot_serve:
+            # Issue 23: the route points at a tier that cannot serve. A route to nothing cannot
+            # get worse, so the move back does not wait for the mapping to settle.
+            p.decided, p.fallback = POOL, True
+            p.state.tier, p.state.leaning_since = POOL, None
+            p.leaning_since = None
+            p.reason = (f"dedicated Service {m.dedicated!r} is gone" if not m.dedicated_exists
+                        else f"dedicated Service {m.dedicated!r} not Ready for {now_s - p.state.failing_since:.0f} s")
+            p.reason += ": back to the pool"
+        p.not_ready = (not m.settled and p.state.unsettled_since is not None
+                       and now_s - p.state.unsettled_since >= bound and not cannot_serve)
+        target_ready = (m.dedicated_ready if p.decided == DEDICATED else view.pool_warm)
+        action = route_step(p.decided, m.routed, m.settled or cannot_serve, target_ready)
+        if action == MOVE and not fresh:
+            action, p.reason = "hold", "forecast too old to move on"
+        p.action = action
+        if p.not_ready:
+            p.reason = (f"mapping not Ready for {now_s - p.state.unsettled_since:.0f} s: reported, "
+                        "no longer held warm for")
+
+    # -- pre-loads: every model about to move in, then the likeliest pooled ones ----------------
+    wanted = [p.name for p in plans.values() if p.decided == POOL and p.routed != POOL]
+    pooled = {p.name: forecasts[p.name] for p in plans.values()
+              if p.routed == POOL and p.decided == POOL and forecasts.get(p.name)}
+    hot = preload(pooled, capacity, _threshold(settings.cost))
+    for name in wanted + [n for n in hot if n not in wanted]:
+        plans[name].preload = name not in view.loaded
+
+    # -- the tiers' forecasts, floors and warmth ------------------------------------------------
+    members = [p for p in plans.values() if p.routed == POOL or p.decided == POOL
+               or (not by_name[p.name].settled and not p.not_ready)]
+    with_data = [forecasts[p.name] for p in members if forecasts.get(p.name)]
+    missing = sorted(p.name for p in members if not forecasts.get(p.name))
+    floor = 0
+    if any((p.decided == POOL and p.routed != POOL) or (p.routed == POOL and not by_name[p.name].settled and not p.not_ready)
+           for p in plans.values()):
+        floor = 1  # a move into the pool needs a warm pod to load the model in
+    if missing or any(p.routed != POOL and not by_name[p.name].settled and not p.not_ready and not p.fallback
+                      for p in members):
+        floor = max(floor, view.pool_current)  # no data, or a route still draining: never lower
+    tiers: dict[str, TierPlan] = {}
+    new_tier_states: dict[str, TierState] = {}
+    pool_state = tier_states.get(view.pool) or TierState()
+    pool_state = _update_choice(pool_state, history.get(view.pool), settings, now_s)
+    new_tier_states[view.pool] = pool_state
+    forecast = pooled_forecast(with_data) if with_data else None
+    tiers[view.pool] = _warm_tier(view.pool, forecast, None if with_data or not members else
+                                  "no forecast for any model routed to the pool", floor, pool_state, settings, now_s)
+    for p in plans.values():
+        m = by_name[p.name]
+        if not m.dedicated or not m.dedicated_exists:
+            continue
+        serving = p.routed == DEDICATED or p.decided == DEDICATED or (not m.settled and not p.not_ready)
+        f = forecasts.get(p.name)
+        if serving:
+            fc, why = (list(f), None) if f else (None, f"no forecast for model {p.name}")
+        else:
+            fc, why = list(IDLE), None
+        dfloor = 0
+        if (p.decided == DEDICATED and p.routed != DEDICATED) or (p.routed == DEDICATED and not m.settled and not p.not_ready):
+            dfloor = 1
+        if p.routed != DEDICATED and not m.settled and not p.not_ready:
+            dfloor = max(dfloor, view.dedicated_current.get(m.dedicated, 0))  # its route may still send requests
+        tiers[m.dedicated] = TierPlan(m.dedicated, fc, why, dfloor, settings.cost, None, "forecast",
+                                      "dedicated: forecast at the user's price" if serving else "not serving: idle",
+                                      idle=not serving)
+    return PoolPlan(plans, tiers, new_tier_states, sorted(p.name for p in members), missing,
+                    sorted(p.name for p in plans.values() if p.not_ready))
+
+
+def capacity_models(view: PoolView) -> int:
+    return max(1, view.capacity_models)
+
+
+def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str, float], capacity: int,
+                 evaluate: bool, capacity_rps: float) -> None:
+    """Placement by memory: a model that placement would dedicate (its rate keeps a pod busy,
+    with hysteresis) leaves the pool only while the pool cannot hold the models that live in
+    every one of its pods. Knative spreads requests over the pool's P pods, so a model of r
+    requests a minute reaches min(r, P) of them: a model with r >= P is in every pod all the
+    time and takes a slot of each; the sparse rest rotate through the remaining slots, loaded on
+    demand (milliseconds for ONNX), least recently used out. While the every-pod models fit a
+    pod's capacity, sharing the pool's warm pods and headroom beats a Service of one's own (a
+    model load costs a request milliseconds; a Service of its own, its own cold starts and
+    bursts); beyond it, the busiest leave first, only as many as it takes to fit."""
+    if not evaluate:
+        return
+    wanting = [p for p in plans.values() if p.decided == DEDICATED and p.routed == POOL]
+    if not wanting:
+        return
+    staying = [p.name for p in plans.values() if p.decided == POOL or p in wanting]
+    per_min = {n: max(0.0, rates[n]) * 60.0 if math.isfinite(rates[n]) else 0.0 for n in staying}
+
+    def every_pod(names: list[str]) -> int:
+        pods = max(1.0, math.ceil(sum(per_min[n] for n in names) / 60.0 / (0.7 * capacity_rps)))
+        return sum(1 for n in names if per_min[n] >= pods)
+
+    for p in sorted(wanting, key=lambda p: -per_min[p.name]):
+        held = every_pod(staying)
+        if held <= capacity:
+            p.decided, p.leaning_since = POOL, None
+            p.state.tier, p.state.leaning_since = POOL, None
+            p.reason = f"the pool holds its every-pod models ({held} <= {capacity} a pod): stays pooled"
+        else:
+            staying.remove(p.name)
+
+
+def _threshold(price: float) -> float:
+    return min(1.0, 60.0 / price) if price > 0 else 1.0
+
+
+def _warm_tier(service: str, forecast: list[MinuteForecast] | None, missing: str | None, floor: int, state: TierState,
+               settings: PoolPlanSettings, now_s: float) -> TierPlan:
+    """The tier's min-scale input and keep-alive annotation from its chosen warmth."""
+    w = state.warmth or Warmth("forecast", settings.cost)
+    minute = int(now_s // 60)
+    retention = None
+    price = state.price if state.price is not None and w.kind == "forecast" else (w.price or settings.cost)
+    reason = f"warmth {w.label}"
+    fc = forecast
+    if w.kind != "forecast" and fc is not None:
+        fc = [MinuteForecast(f.point_rps, f.upper_rps, 0.0) for f in fc]  # sizing only: P(any) warms no pod here
+    since = None if state.last_active_minute is None else minute - state.last_active_minute
+    if w.kind == "keepalive" and w.tail <= RETENTION_MAX_MINUTES:
+        retention = f"{w.tail * 60}s"
+        reason += ": Knative's scale-to-zero-pod-retention-period"
+    elif w.kind in ("keepalive", "hybrid") and since is not None and w.head <= since < w.tail:
+        floor = max(floor, 1)
+        reason += f": held at 1 ({since} min since the last request)"
+    elif w.kind == "timeofday" and (minute % 1440) // 10 in w.slots:
+        floor = max(floor, 1)
+        reason += ": a warm slot of the day"
+    return TierPlan(service, fc, missing, floor, price, retention, w.label, reason)
+
+
+def _update_choice(state: TierState, history: TierHistory | None, settings: PoolPlanSettings, now_s: float) -> TierState:
+    if history is None:
+        return state
+    last = state.last_active_minute
+    for i in range(len(history.counts) - 1, -1, -1):
+        c = history.counts[i]
+        if c:
+            last = history.start_minute + i
+            break
+    state = replace(state, last_active_minute=last)
+    if not choice_due(state, now_s, settings):
+        return state
+    warmth, price = choose_warmth(history, settings)
+    return replace(state, warmth=warmth, chosen_at_s=now_s, price=price)
+
+
+def note_observed(state: TierState, observed: Mapping[str, tuple[int, Sequence[float | None]]],
+                  members: Sequence[str]) -> TierState:
+    """The keep-alive's clock: the last minute any member had a request, from the minutes this
+    event observed (the history sets it too when read)."""
+    last = state.last_active_minute
+    for name in members:
+        seen = observed.get(name)
+        if not seen:
+            continue
+        start, counts = seen
+        for i in range(len(counts) - 1, -1, -1):
+            if counts[i]:
+                if last is None or start + i > last:
+                    last = start + i
+                break
+    return state if last == state.last_active_minute else replace(state, last_active_minute=last)
+
+
+# -- the choice --------------------------------------------------------------------------------
+def candidates(history: TierHistory, settings: PoolPlanSettings) -> list[Warmth]:
+    # the user's price first: on a tie (a short or silent history) the default stands
+    out = [Warmth("forecast", float(settings.cost))]
+    out += [Warmth("forecast", float(p)) for p in sorted(set(settings.prices) - {settings.cost})]
+    out += [Warmth("keepalive", tail=k) for k in settings.keepalive_minutes]
+    if settings.hybrid:
+        h = hybrid_window(history.counts)
+        if h is not None:
+            out.append(Warmth("hybrid", head=h[0], tail=h[1]))
+    if settings.timeofday:
+        for price in sorted(set(settings.prices) | {settings.cost}):
+            slots = warm_slots(history, price)
+            if slots:
+                out.append(Warmth("timeofday", price=price, slots=slots))
+    return out
+
+
+def choose_warmth(history: TierHistory, settings: PoolPlanSettings) -> tuple[Warmth, float | None]:
+    """The candidate cheapest on the history at the user's price (pod-seconds + price x cold-start
+    requests, estimated at minute grain), or with a fleet budget the one whose estimated spend is
+    nearest the budget (fewest cold starts among those within 5% of it). History only."""
+    if not any(c is not None for c in history.counts):
+        return Warmth("forecast", settings.cost), None  # nothing observed yet: the forecast at the user's price
+    cands = candidates(history, settings)
+    scores = [estimate(history, w, settings) for w in cands]
+    if settings.fleet_budget is not None and history.per_model_pod_minutes:
+        target = settings.fleet_budget * history.per_model_pod_minutes * 60.0
+        near = [i for i, (pod_s, _) in enumerate(scores) if abs(pod_s - target) <= 0.05 * target]
+        if near:
+            best = min(near, key=lambda i: (scores[i][1], scores[i][0]))
+        else:
+            best = min(range(len(cands)), key=lambda i: abs(scores[i][0] - target))
+        return cands[best], None
+    best = min(range(len(cands)), key=lambda i: scores[i][0] + settings.cost * scores[i][1])
+    return cands[best], None
+
+
+def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings) -> tuple[float, float]:
+    """(pod-seconds, cold-start requests) of candidate `w` over the history, at minute grain, as
+    Knative applies it: a pod stays through the minute after a request (the 60 s stable window,
+    then the 30 s grace), a retention keeps it `tail` minutes more; min-scale 1 keeps one; a
+    minute with requests and no pod has its first `cold_start_s` seconds' requests cold."""
+    threshold = _threshold(w.price) if w.kind == "forecast" else 2.0
+    cold_share = min(1.0, settings.cold_start_s / 60.0)
+    last = None
+    pod_min = 0
+    cold = 0.0
+    start = history.start_minute
+    keep = w.tail if w.kind == "keepalive" else 0
+    for i, c in enumerate(history.counts):
+        m = start + i
+        since = None if last is None else m - last
+        p = history.p_any[i] if i < len(history.p_any) else None
+        held = False
+        if w.kind == "forecast":
+            held = p is not None and p >= threshold
+        elif w.kind == "hybrid":
+            held = since is not None and w.head <= since < w.tail
+        elif w.kind == "timeofday":
+            held = (m % 1440) // 10 in w.slots
+        warm = held or (since is not None and since <= 1 + keep)
+        if c:
+            if not warm:
+                cold += max(1.0, c * cold_share) if c >= 1 else c
+            last = m
+            pod_min += 1
+        elif warm or held:
+            pod_min += 1
+    return pod_min * 60.0, cold
+
+
+def hybrid_window(counts: Sequence[float | None], head_pct: float = 5, tail_pct: float = 99,
+                  range_min: int = 240) -> tuple[int, int] | None:
+    """The hybrid histogram's (pre-warm, keep-alive) in minutes from the idle gaps of `counts`:
+    the head and tail percentiles of the gaps within `range_min`, with 10% margins; None when
+    too few gaps or too many beyond the range (the paper then falls back to a fixed keep-alive,
+    which is a candidate of its own here)."""
+    gaps = []
+    last = None
+    for i, c in enumerate(counts):
+        if c:
+            if last is not None and i - last > 1:
+                gaps.append(i - last - 1)
+            last = i
+    if len(gaps) < 10:
+        return None
+    inside = sorted(g for g in gaps if g <= range_min)
+    if len(inside) < 0.9 * len(gaps):
+        return None
+    head = inside[int(head_pct / 100 * (len(inside) - 1))]
+    tail = inside[int(tail_pct / 100 * (len(inside) - 1))]
+    return int(head * 0.9), max(1, int(math.ceil(tail * 1.1)))
+
+
+def warm_slots(history: TierHistory, price: float) -> frozenset[int]:
+    """Ten-minute slots of the day worth holding warm at `price`: warming a slot costs 600
+    pod-seconds a day and saves a cold start on the days it is active after an idle gap, so a
+    slot is warm when its share of past days with such a start x price exceeds 600."""
+    days = len(history.counts) / 1440
+    if days < 1:
+        return frozenset()
+    starts = [0] * 144
+    prev_active = False
+    for i, c in enumerate(history.counts):
+        active = bool(c)
+        if active and not prev_active:
+            starts[((history.start_minute + i) % 1440) // 10] += 1
+        prev_active = active
+    return frozenset(s for s in range(144) if starts[s] / days * price > 600.0)
+
+
+def _opt(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int, float]],
+                 p_any: Mapping[str, Mapping[int, float]], members: Sequence[str]) -> TierHistory:
+    """A tier's history from its members' (the pool's: every model routed to it now) minute
+    counts and covered P(any), over the last `minutes` before `now_minute`, from the first
+    observed minute on: the tier's requests are the members' sum, its P(any) the chance that any
+    member has one (independent), and per-model Knative's pod-minutes count each member's minutes
+    with a request or right after one (the stable window). The backtest builds the same vectorised."""
+    start = now_minute - minutes
+    first = min((m for name in members for m in counts.get(name, {}) if start <= m < now_minute), default=now_minute)
+    c_out: list[float | None] = []
+    p_out: list[float | None] = []
+    per_model = 0
+    for m in range(first, now_minute):
+        total: float | None = None
+        idle, known = 1.0, False
+        for name in members:
+            c = counts.get(name, {}).get(m)
+            if c is not None:
+                total = (total or 0.0) + c
+                if c > 0 or (counts.get(name, {}).get(m - 1) or 0) > 0:
+                    per_model += 1
+            elif (counts.get(name, {}).get(m - 1) or 0) > 0:
+                per_model += 1
+            p = p_any.get(name, {}).get(m)
+            if p is not None:
+                idle *= 1.0 - min(1.0, max(0.0, p))
+                known = True
+        c_out.append(total)
+        p_out.append(1.0 - idle if known else None)
+    return TierHistory(first, c_out, p_out, float(per_model))

@@ -1,0 +1,205 @@
+"""The pool plan, pure: tiers (placement by memory, hysteresis, issue 23's fallbacks and bounds),
+each tier's warmth (the choice from the minute history, Knative's retention or a held floor),
+the fleet budget, the history the backtest builds vectorised, and the one capacity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from scale.min_scale_policy import MinuteForecast
+from scale.placement import DEDICATED, MOVE, POOL, PlacementSettings
+from scale.pool_plan import (ModelState, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState, Warmth,
+                             choose_warmth, estimate, plan_pool, tier_history)
+from tests.support.servers import ROOT
+
+NOW = 29_000_000 * 60.0  # a minute that is a multiple of every cadence used here
+
+
+def view(models, capacity=64, pool_current=0, pool_warm=True):
+    return PoolView("pool", models, pool_warm, frozenset(m.name for m in models), pool_current, {}, capacity)
+
+
+def model(name, routed=POOL, exists=True, ready=True, failing=False, settled=True):
+    return ModelView(name, routed, f"{name}-ded", exists, ready, failing, settled)
+
+
+def fc(rps, p=0.9):
+    return [MinuteForecast(rps, rps * 1.2, p)] * 2
+
+
+def leaning(tier, since):
+    return ModelState(NOW - 60, tier, since, [(NOW - 60 * k, 8.0) for k in range(59, 0, -1)])
+
+
+SETTINGS = PoolPlanSettings(placement=PlacementSettings(capacity_rps=10.0, hold_minutes=3), every_minutes=1)
+
+
+# -- tiers ---------------------------------------------------------------------------------------------
+def test_a_busy_model_stays_pooled_while_a_pod_holds_the_models_in_every_pod():
+    models = [model("busy"), model("quiet")]
+    states = {"busy": leaning(POOL, NOW - 3600)}
+    out = plan_pool(view(models, capacity=64), {"busy": fc(8.0), "quiet": fc(0.05)}, states, {}, {}, SETTINGS, NOW)
+    assert out.models["busy"].decided == POOL and "every-pod" in out.models["busy"].reason
+    # the same pool holding one model a pod cannot hold both: the busiest leaves, through its own Service
+    out = plan_pool(view(models, capacity=1), {"busy": fc(8.0), "quiet": fc(1.0)}, states, {}, {}, SETTINGS, NOW)
+    assert out.models["busy"].decided == DEDICATED and out.models["busy"].action == MOVE
+    assert out.models["quiet"].decided == POOL
+
+
+def test_only_as_many_leave_as_it_takes_to_fit_busiest_first():
+    models = [model(n) for n in ("a", "b", "c")]
+    rates = {"a": 9.0, "b": 8.0, "c": 1.0}
+    states = {n: leaning(POOL, NOW - 3600) for n in ("a", "b")}
+    for n in ("a", "b"):
+        states[n].samples = [(t, rates[n]) for t, _ in states[n].samples]
+    out = plan_pool(view(models, capacity=2), {n: fc(r) for n, r in rates.items()}, states, {}, {}, SETTINGS, NOW)
+    assert [out.models[n].decided for n in ("a", "b", "c")] == [DEDICATED, POOL, POOL]
+
+
+def test_a_model_routed_to_a_deleted_service_goes_back_to_the_pool_without_waiting_to_settle():
+    gone = model("m", routed=DEDICATED, exists=False, settled=False)
+    out = plan_pool(view([gone]), {"m": fc(8.0)}, {"m": ModelState(NOW - 60, DEDICATED)}, {}, {}, SETTINGS, NOW)
+    p = out.models["m"]
+    assert p.decided == POOL and p.fallback and p.action == MOVE and "gone" in p.reason
+    # the pool is warmed for the move, and is not held at its current value for the dead route
+    assert out.tiers["pool"].floor == 1
+
+
+def test_a_dedicated_service_not_ready_beyond_the_bound_sends_its_model_back():
+    failing = model("m", routed=DEDICATED, failing=True, ready=False)
+    state = ModelState(NOW - 60, DEDICATED, failing_since=NOW - 100)
+    out = plan_pool(view([failing]), {"m": fc(8.0)}, {"m": state}, {}, {}, SETTINGS, NOW)
+    assert out.models["m"].decided == DEDICATED  # within the bound (600 s): it may come back
+    state = ModelState(NOW - 60, DEDICATED, failing_since=NOW - 700)
+    out = plan_pool(view([failing]), {"m": fc(8.0)}, {"m": state}, {}, {}, SETTINGS, NOW)
+    assert out.models["m"].decided == POOL and out.models["m"].fallback and "not Ready for 700 s" in out.models["m"].reason
+
+
+def test_a_mapping_not_ready_holds_the_pool_only_until_the_bound():
+    stuck = model("m", routed=POOL, settled=False)  # e.g. a missing domain claim
+    state = ModelState(NOW - 60, POOL, unsettled_since=NOW - 100)
+    out = plan_pool(view([stuck], pool_current=3), {"m": fc(0.0, 0.0)}, {"m": state}, {}, {}, SETTINGS, NOW)
+    assert out.tiers["pool"].floor == 1 and out.not_ready == []  # programming in flight: the pool stays warm
+    state = ModelState(NOW - 60, POOL, unsettled_since=NOW - 601)
+    out = plan_pool(view([stuck], pool_current=3), {"m": fc(0.0, 0.0)}, {"m": state}, {}, {}, SETTINGS, NOW)
+    assert out.not_ready == ["m"] and out.tiers["pool"].floor == 0
+    assert out.models["m"].state.unsettled_since == NOW - 601  # the clock survives in the state
+
+
+# -- warmth ------------------------------------------------------------------------------------------------
+def every_third_minute(n=600, start=1000):
+    counts = [1.0 if i % 3 == 0 else 0.0 for i in range(n)]
+    return TierHistory(start, counts, [0.0] * n)
+
+
+def test_a_regular_short_gap_is_kept_warm_by_knatives_retention():
+    w, _ = choose_warmth(every_third_minute(), PoolPlanSettings())
+    assert w == Warmth("keepalive", tail=2)
+    tiers = {"pool": TierState(w, NOW - 60, last_active_minute=int(NOW // 60) - 1)}
+    out = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, tiers, {}, PoolPlanSettings(), NOW)
+    assert out.tiers["pool"].retention == "120s" and out.tiers["pool"].floor == 0
+    # P(any) warms no pod under a keep-alive: the forecast only sizes
+    assert all(f.p_any == 0 for f in out.tiers["pool"].forecast)
+
+
+def test_a_keep_alive_beyond_the_webhooks_hour_is_a_floor_held_by_the_plan():
+    tiers = {"pool": TierState(Warmth("keepalive", tail=180), NOW - 60, last_active_minute=int(NOW // 60) - 100)}
+    out = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, tiers, {}, PoolPlanSettings(), NOW)
+    assert out.tiers["pool"].retention is None and out.tiers["pool"].floor == 1
+    tiers["pool"].last_active_minute = int(NOW // 60) - 181
+    out = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, tiers, {}, PoolPlanSettings(), NOW)
+    assert out.tiers["pool"].floor == 0
+
+
+def test_a_forecast_that_knows_when_requests_come_beats_every_keep_alive():
+    n = 2000
+    rng = np.random.default_rng(1)
+    active = rng.random(n) < 0.02
+    counts = [5.0 if a else 0.0 for a in active]
+    p_any = [0.95 if a else 0.001 for a in active]  # the forecast saw each one coming
+    w, _ = choose_warmth(TierHistory(0, counts, p_any), PoolPlanSettings())
+    assert w.kind == "forecast"
+    out = plan_pool(view([model("a")]), {"a": fc(1.0)}, {}, {"pool": TierState(w, NOW - 60)}, {}, PoolPlanSettings(), NOW)
+    assert out.tiers["pool"].retention is None and out.tiers["pool"].price == w.price
+
+
+def test_the_estimate_models_knatives_tail_and_the_retention():
+    h = TierHistory(0, [1.0] + [0.0] * 20 + [1.0], [0.0] * 22)
+    kpa, cold_kpa = estimate(h, Warmth("knative"), PoolPlanSettings())
+    keep, cold_keep = estimate(h, Warmth("keepalive", tail=30), PoolPlanSettings())
+    assert (kpa, cold_kpa) == (2 * 60.0 + 60.0, 2.0)  # a pod through the minute after each request
+    assert cold_keep == 1.0 and keep == 22 * 60.0  # warm from the first request on
+
+
+def test_the_fleet_budget_spends_nearest_its_share_of_per_model_knative():
+    from scale.pool_plan import candidates
+
+    rng = np.random.default_rng(2)
+    counts = [float(rng.random() < 0.05) for _ in range(3000)]
+    h = TierHistory(0, counts, [0.0] * len(counts))
+    per_model = 400.0  # pod-minutes per-model Knative would have spent on these minutes
+    possible = sorted({estimate(h, c, PoolPlanSettings())[0] for c in candidates(h, PoolPlanSettings())})
+    spends = {}
+    for b in (0.5, 1.0, 2.0, 4.0, 10.0):
+        w, _ = choose_warmth(TierHistory(0, counts, h.p_any, per_model), PoolPlanSettings(fleet_budget=b))
+        spends[b] = estimate(h, w, PoolPlanSettings())[0]
+        target = b * per_model * 60
+        nearest = min(possible, key=lambda s: abs(s - target))
+        assert abs(spends[b] - target) <= 0.05 * target or spends[b] == nearest, (b, spends[b], target, possible)
+    assert spends[0.5] <= spends[1.0] <= spends[2.0] <= spends[4.0] <= spends[10.0]
+    assert len(set(spends.values())) >= 3  # the budget does steer the spend
+
+
+def test_the_backtests_vectorised_history_is_the_functions():
+    from training.fleet_backtest import FleetOptions, Forecasts, PoolPlanDriver
+
+    rng = np.random.default_rng(4)
+    n_models, n = 3, 200
+    counts = (rng.random((n_models, n)) < 0.2) * rng.integers(1, 5, (n_models, n)).astype(float)
+    p = rng.random((n_models, n, 2)).astype(np.float32)
+    p[:, :20] = np.nan
+    point = np.where(np.isnan(p), np.nan, 1.0).astype(np.float32)
+    driver = PoolPlanDriver(counts, Forecasts(point, point, p), ["a", "b", "c"], [PoolPlanSettings()], FleetOptions(), 5000)
+    settings = PoolPlanSettings(history_minutes=120)
+    vectorised = driver.history(150, [0, 2], settings)
+    by_minute = {name: {5000 + m: float(counts[i, m]) for m in range(n)} for i, name in enumerate("abc")}
+    p_cov = {name: {5000 + m: float(driver.p_cov[i, m]) for m in range(n) if not math.isnan(driver.p_cov[i, m])}
+             for i, name in enumerate("abc")}
+    pure = tier_history(5150, 120, by_minute, p_cov, ["a", "c"])
+    assert pure.start_minute == vectorised.start_minute and pure.counts == vectorised.counts
+    assert pure.per_model_pod_minutes == vectorised.per_model_pod_minutes
+    assert all((x is None and y is None) or abs(x - y) < 1e-12 for x, y in zip(pure.p_any, vectorised.p_any))
+
+
+# -- one capacity ------------------------------------------------------------------------------------------------
+def test_one_capacity_infer_scale_and_the_backtest_read_from_the_pool_manifest():
+    from scale.pool_placement import capacity_models
+    from scale.pool_settings import PoolSettings
+
+    from training.fleet_backtest import pool_capacity_models
+
+    pool = next(d for d in yaml.safe_load_all((ROOT / "serving" / "pool" / "infer-pool.yaml").read_text())
+                if d and d.get("kind") == "Service")
+    env = {e["name"]: e["value"] for e in pool["spec"]["template"]["spec"]["containers"][0]["env"]}
+    model_mb = float(pool["metadata"]["annotations"]["predictive-scaling.io/model-memory-mb"])
+    expected = int(float(env["POOL_MEMORY_MB"]) // model_mb)
+    assert capacity_models(pool, PoolSettings()) == expected == pool_capacity_models()
+    # the scale function reads the pool Service's own POOL_MEMORY_MB: change it there, and only there
+    pool["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "POOL_MEMORY_MB", "value": "40"}]
+    assert capacity_models(pool, PoolSettings(models_per_pod=64)) == int(40 // model_mb)
+    # infer reads the same variable (its settings table): the number is one
+    assert "POOL_MEMORY_MB" in (ROOT / "functions" / "infer" / "infer" / "settings.py").read_text()
+
+
+@pytest.mark.parametrize("bad", ["", "x"])
+def test_an_unreadable_model_memory_falls_back_to_the_setting(bad):
+    from scale.pool_placement import capacity_models
+    from scale.pool_settings import PoolSettings
+
+    pool = {"metadata": {"annotations": {"predictive-scaling.io/model-memory-mb": bad}},
+            "spec": {"template": {"spec": {"containers": [{"env": [{"name": "POOL_MEMORY_MB", "value": "256"}]}]}}}}
+    assert capacity_models(pool, PoolSettings(models_per_pod=7)) == 7
