@@ -421,6 +421,13 @@ class KubeApiDouble:
         with self._lock:
             return self._changed.wait_for(lambda: all(p >= self._rv for p in self._watching.values()), timeout_s)
 
+    def set_conditions(self, group: str, plural: str, namespace: str, name: str, conditions: list[dict]) -> None:
+        """A controller rewrites the object's status conditions (a MODIFIED event for watchers)."""
+        with self._lock:
+            obj = copy.deepcopy(self.objects[(group, plural, namespace, name)])
+            obj.setdefault("status", {})["conditions"] = conditions
+            self._commit((group, plural, namespace, name), obj)
+
     def touch(self, group: str, plural: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Another writer changes the object (bumps its resourceVersion)."""
         with self._lock:

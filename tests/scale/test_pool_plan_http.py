@@ -140,11 +140,9 @@ def test_a_model_whose_dedicated_service_is_deleted_goes_back_to_the_pool(fleet_
     assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-wine"
     # the operator deletes the dedicated Service: Knative marks the mapping not Ready (the ref
     # does not resolve), so the old code waited for it to settle, forever
-    with fleet_double._lock:
-        del fleet_double.objects[("serving.knative.dev", "services", NS, "infer-wine")]
-        mapping = fleet_double.objects[("serving.knative.dev", "domainmappings", NS, "wine.models.example.com")]
-        mapping["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "DomainMappingResolveFailed"}]
-        mapping["metadata"]["resourceVersion"] = fleet_double._next_rv()
+    fleet_double.delete_object("serving.knative.dev", "services", NS, "infer-wine")
+    fleet_double.set_conditions("serving.knative.dev", "domainmappings", NS, "wine.models.example.com",
+                                [{"type": "Ready", "status": "False", "reason": "DomainMappingResolveFailed"}])
     data = decisions(send(fn, event(TICK0 + 1, {"models/wine": busy}, "d-1")))
     record = next(r for r in data["placement"] if r.get("model") == f"{NS}/wine")
     assert record["decided"] == "pool" and record["action"] == "move", record
@@ -166,10 +164,8 @@ def test_a_mapping_stuck_not_ready_stops_holding_the_pool_warm_after_the_bound(f
     decisions(send(fn, event(TICK0, {"models/wine": minutes(6, 1.0, point_rps=3)}, "s-0")))
     assert int(fleet_double.annotations("revisions", NS, "infer-pool-00001")[MIN_SCALE]) == 1
     # a missing domain claim: the mapping never becomes Ready
-    with fleet_double._lock:
-        mapping = fleet_double.objects[("serving.knative.dev", "domainmappings", NS, "wine.models.example.com")]
-        mapping["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "DomainClaimConflict"}]
-        mapping["metadata"]["resourceVersion"] = fleet_double._next_rv()
+    fleet_double.set_conditions("serving.knative.dev", "domainmappings", NS, "wine.models.example.com",
+                                [{"type": "Ready", "status": "False", "reason": "DomainClaimConflict"}])
     idle = minutes(0.0, 0.0)
     for i, t in enumerate(range(TICK0 + 1, TICK0 + 3)):  # within the bound: held at what the pool has
         data = decisions(send(fn, event(t, {"models/wine": idle}, f"s-{t}")))
