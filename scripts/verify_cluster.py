@@ -153,20 +153,20 @@ def check_flags(api: Api, args) -> list[Check]:
     else:
         checks.append(Check("domain", "ok", ", ".join(domains)))
     if args.pool:
-        features = _data(api, "knative-serving", "config-features") or {}
-        if features.get("kubernetes.podspec-init-containers") != "enabled":
-            checks.append(Check("init containers", "fail", "config-features leaves kubernetes.podspec-init-containers "
-                                "disabled: the pool Service is refused. Apply serving/pool/features/ first"))
-        else:
-            checks.append(Check("init containers", "ok", "enabled"))
+        checks.append(_feature(api, "init containers", "knative-serving", "kubernetes.podspec-init-containers",
+                               "config-features leaves kubernetes.podspec-init-containers disabled: the pool "
+                               "Service is refused. Apply serving/pool/features/ first"))
     if args.oidc:
-        features = _data(api, "knative-eventing", "config-features") or {}
-        if features.get("authentication-oidc") != "enabled":
-            checks.append(Check("OIDC", "fail", "knative-eventing config-features leaves authentication-oidc off: "
-                                "the EventPolicy (eventing/oidc/) is refused; turn it on or skip that overlay"))
-        else:
-            checks.append(Check("OIDC", "ok", "authentication-oidc enabled"))
+        checks.append(_feature(api, "OIDC", "knative-eventing", "authentication-oidc",
+                               "knative-eventing config-features leaves authentication-oidc off: the EventPolicy "
+                               "(eventing/oidc/) is refused; turn it on or skip that overlay"))
     return checks
+
+
+def _feature(api, name: str, namespace: str, flag: str, when_off: str) -> Check:
+    """A feature flag an option needs, from that namespace's config-features."""
+    features = _data(api, namespace, "config-features") or {}
+    return Check(name, "ok", f"{flag} enabled") if features.get(flag) == "enabled" else Check(name, "fail", when_off)
 
 
 def check_ready(api: Api, args) -> list[Check]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecast import quality
+
 RELIABILITY_EDGES = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 """Bins of predicted P(any): narrow at the bottom, where a sparse fleet's minutes are."""
 
@@ -39,13 +41,11 @@ class Skill:
 
     @property
     def mase(self) -> float:
-        """MAE over the seasonal naive's MAE on the same minutes (< 1: the forecast helps)."""
-        return self.mae / self.mae_naive if self.mae_naive > 0 else float("nan")
+        return quality.mase(self.mae, self.mae_naive)
 
     @property
     def brier_skill(self) -> float:
-        """1 - Brier / the base rate's Brier (> 0: P(any) helps; NaN when the base rate is perfect)."""
-        return 1.0 - self.brier / self.brier_base_rate if self.brier_base_rate > 0 else float("nan")
+        return quality.brier_skill(self.brier, self.brier_base_rate)
 
 
 def skill(point: np.ndarray, naive: np.ndarray, p_any: np.ndarray, base_rate: np.ndarray, actual: np.ndarray) -> Skill:

@@ -23,6 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def mase(mae: float, mae_naive: float) -> float:
+    """MAE over the seasonal naive's MAE on the same minutes (< 1: the forecast helps; NaN when
+    the naive is perfect). The one formula the backtests and the function's gauges share."""
+    return mae / mae_naive if mae_naive > 0 else float("nan")
+
+
+def brier_skill(brier: float, brier_base_rate: float) -> float:
+    """1 - Brier / the base rate's Brier (> 0: P(any) helps; NaN when the base rate is perfect)."""
+    return 1.0 - brier / brier_base_rate if brier_base_rate > 0 else float("nan")
+
+
 DAY = 1440
 RECENT = 5
 
@@ -62,11 +73,11 @@ class Figures:
 
     @property
     def mase(self) -> float:
-        return self.mae / self.mae_naive if self.mae_naive > 0 else float("nan")
+        return mase(self.mae, self.mae_naive)
 
     @property
     def brier_skill(self) -> float:
-        return 1.0 - self.brier / self.brier_base_rate if self.brier_base_rate > 0 else float("nan")
+        return brier_skill(self.brier, self.brier_base_rate)
 
 
 class OnlineQuality:

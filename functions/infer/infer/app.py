@@ -71,14 +71,21 @@ class WsgiApp:
         return [b"" if request.method == "HEAD" else reply.body]
 
 
-def _admit_blocking(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
-    """Reserve the body's decoding memory (waiting a little); the cost held, or 0 with
-    `request.refused` set."""
+def _admissible_cost(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
+    """What the body's decoding would hold, or 0 when nothing is to be reserved: no admission,
+    or a body that can never fit (`request.refused` set)."""
     if admission is None:
         return 0
     cost = admission.cost(expected, headers)
     request.refused = admission.check(cost, expected, headers)
-    if request.refused is not None:
+    return 0 if request.refused is not None else cost
+
+
+def _admit_blocking(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
+    """Reserve the body's decoding memory (waiting a little); the cost held, or 0 with
+    `request.refused` set."""
+    cost = _admissible_cost(admission, request, expected, headers)
+    if not cost:
         return 0
     if not admission.acquire(cost):
         request.refused = admission.busy()
@@ -88,11 +95,8 @@ def _admit_blocking(admission: Admission | None, request: Request, expected: int
 
 async def _admit(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
     """As `_admit_blocking`, without blocking the event loop."""
-    if admission is None:
-        return 0
-    cost = admission.cost(expected, headers)
-    request.refused = admission.check(cost, expected, headers)
-    if request.refused is not None:
+    cost = _admissible_cost(admission, request, expected, headers)
+    if not cost:
         return 0
     if admission.try_acquire(cost):
         return cost
