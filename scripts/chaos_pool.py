@@ -387,5 +387,7 @@ if __name__ == "__main__":
 
         rows = [] if "--tiers-only" in sys.argv else run_pool_faults(ROOT / "models", Path(tmp))
         ok = print_pool_rows(rows + run_tier_faults(ROOT / "models", Path(tmp)))
+        if "--keep" in sys.argv:
+            shutil.copytree(tmp, ROOT / "reports" / "chaos-pool", dirs_exist_ok=True)
     print("\npool guarantees held" if ok else "\npool guarantees broken")
     sys.exit(0 if ok else 1)
