@@ -12,8 +12,8 @@ Faults:
   Service from the API, its pods from the gateway). The scale function must send wine back to the
   pool (a counted fallback move) and the host must answer again. A wine request is lost when it is
   not answered 200 after the client's retries (5 tries, 503s and connection errors retried after
-  Retry-After / 0.2 s): the requests sent between the deletion and the route's return are lost
-  unless retried into the window after it.
+  Retry-After / 0.2 s; a 404 is final): the requests sent between the deletion and the route's
+  return to the pool get the gateway's 404 and are lost. The row takes about 15 s.
 - mapping stuck not Ready: diabetes' mapping (routed to the pool) loses its ClusterDomainClaim and
   is re-reconciled, so it stays Ready False while its route stays in the gateways (Knative keeps
   the last programmed ingress). Forecasts say no model is busy: only the unsettled mapping holds
