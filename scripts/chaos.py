@@ -7,7 +7,9 @@ forged events (a foreign source, a namespace the function does not manage); even
 future; duplicate deliveries; two scale-function replicas receiving every forecast at once, with
 older forecasts redelivered after newer ones. Then the model pool's faults (scripts/chaos_pool.py,
 a second table): an unload storm from a foreign host, a model republished in place, oversized and
-deep inputs at the concurrency limit (requests lost, 500s, peak memory against the manifest's limit). Each fault lasts FAULT_TICKS minutes of the loop's
+deep inputs at the concurrency limit (requests lost, 500s, peak memory against the manifest's limit),
+and, with the scale function moving models (scripts/chaos_tiers.py), a dedicated Service deleted
+while its model is routed to it and a mapping stuck not Ready (URLs left routed to nothing). Each fault lasts FAULT_TICKS minutes of the loop's
 clock, then RECOVERY_TICKS minutes run clean.
 
 Per fault: decisions held (hold-reason decisions for the opted-in service while the fault was
@@ -194,13 +196,17 @@ def main() -> None:
         from scripts.chaos_pool import print_pool_rows, run_pool_faults
 
         pool_rows = run_pool_faults(models, base)
+        print("  the pool's routes (scale side)", file=sys.stderr, flush=True)
+        from scripts.chaos_tiers import run_tier_faults
+
+        pool_rows += run_tier_faults(models, base)
     print("\n| fault | decisions held | services wrongly lowered | services left stuck warm | events lost |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.fault} | {r.held} | {r.wrongly_lowered} | {r.stuck_warm} | {r.lost} |")
     pool_held = print_pool_rows(pool_rows)
     bad = [r.fault for r in rows if r.wrongly_lowered or r.stuck_warm or r.lost]
-    bad += [] if pool_held else ["the pool's faults (lost, 500s or peak over the limit)"]
+    bad += [] if pool_held else ["the pool's faults (lost, 500s, peak over the limit, URLs routed to nothing or a missed move)"]
     print("\nall guarantees held" if not bad else f"\nguarantees broken under: {', '.join(bad)}")
     sys.exit(1 if bad else 0)
 

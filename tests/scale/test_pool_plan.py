@@ -69,6 +69,20 @@ def test_a_model_routed_to_a_deleted_service_goes_back_to_the_pool_without_waiti
     assert out.tiers["pool"].floor == 1
 
 
+def test_a_route_to_a_deleted_service_moves_to_a_cold_pool_at_once():
+    # nothing answers the model's host: a cold pool (the activator buffers, the model loads on
+    # its first request) is better than waiting for a pod while every request is lost
+    gone = model("m", routed=DEDICATED, exists=False)
+    out = plan_pool(view([gone], pool_warm=False), {"m": fc(8.0)}, {"m": ModelState(NOW - 60, DEDICATED)}, {}, {},
+                    SETTINGS, NOW)
+    p = out.models["m"]
+    assert p.fallback and p.action == MOVE and out.tiers["pool"].floor == 1
+    # an ordinary move into a cold pool still waits for its pod
+    busy_out = plan_pool(view([model("q", routed=DEDICATED)], pool_warm=False), {"q": fc(0.0, 0.0)},
+                         {"q": ModelState(NOW - 60, POOL)}, {}, {}, SETTINGS, NOW)
+    assert busy_out.models["q"].decided == POOL and busy_out.models["q"].action != MOVE
+
+
 def test_a_dedicated_service_not_ready_beyond_the_bound_sends_its_model_back():
     failing = model("m", routed=DEDICATED, failing=True, ready=False)
     state = ModelState(NOW - 60, DEDICATED, failing_since=NOW - 100)

@@ -24,7 +24,9 @@ fleet backtest runs minute by minute) and carries out what it says:
    pool has a ready pod (else the pool's own min-scale raise and warm-up start it);
 2. moves (placement.route_step's MOVE): a move into the pool waits until the model is loaded;
    a move out of a tier that cannot serve (issue 23: its Service gone, or not Ready beyond
-   POOL_NOT_READY_SECONDS) is counted (`scale_placement_fallbacks_total`) and logged;
+   POOL_NOT_READY_SECONDS) waits for neither the pool's pod nor the load (its route reaches
+   nothing: a cold pool at least buffers and serves), and is counted
+   (`scale_placement_fallbacks_total`) and logged;
 3. each tier's warmth: the forecast, price and floor the scaler then decides min-scale from
    (decision.plan), and Knative's keep-alive, `scale-to-zero-pod-retention-period`, merge-patched
    in place on the tier's routed Revisions (their PodAutoscalers on <= 1.20, as min-scale is),
@@ -237,8 +239,9 @@ class PoolPlacement:
             if p.reason:
                 record["reason"] = p.reason
             action = p.action
-            if action == policy.MOVE and p.decided == POOL and p.name not in loaded:
-                action = policy.PREPARE  # the pool has a pod, but not the model yet
+            if action == policy.MOVE and p.decided == POOL and p.name not in loaded and not p.fallback:
+                action = policy.PREPARE  # the pool has a pod, but not the model yet (a route to
+                # nothing moves at once: the pool loads the model on its first request)
             record["action"] = action
             target = v.dedicated if p.decided == DEDICATED else pool_name
             if p.not_ready:

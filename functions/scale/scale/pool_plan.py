@@ -322,7 +322,9 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
             p.reason += ": back to the pool"
         p.not_ready = (not m.settled and p.state.unsettled_since is not None
                        and now_s - p.state.unsettled_since >= bound and not cannot_serve)
-        target_ready = (m.dedicated_ready if p.decided == DEDICATED else view.pool_warm)
+        # a route to nothing does not wait for the pool to be warm either: a cold pool's requests
+        # wait in the activator while a pod starts and loads the model; nothing's are lost
+        target_ready = (m.dedicated_ready if p.decided == DEDICATED else view.pool_warm or cannot_serve)
         action = route_step(p.decided, m.routed, m.settled or cannot_serve, target_ready)
         if action == MOVE and not fresh:
             action, p.reason = "hold", "forecast too old to move on"
