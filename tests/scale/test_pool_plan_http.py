@@ -254,3 +254,27 @@ def test_a_malformed_observed_block_is_a_400(fleet_double, scale_fn, observed):
     data["services"][0]["observed"] = observed
     response = send(fn, bad)
     assert response.status_code == 400 and "observed" in response.text
+
+
+def test_an_observed_block_on_the_events_own_minutes_is_accepted_where_local_mode_compresses_time():
+    """Local mode (MINUTE_SECONDS=1 or 2) sends minutes that are not whole UTC minutes: the block
+    is checked against the event's own minute length, so the loop is not dead-lettered there."""
+    from cloudevents.core.v1.event import CloudEvent
+
+    from scale.events import BadEvent, parse_forecast
+
+    def event_with(spacing_s: int, observed_start: str) -> CloudEvent:
+        starts = [f"2026-12-07T03:35:{16 + spacing_s * k:02d}Z" for k in range(3)]
+        return CloudEvent(attributes={"type": "io.predictive-scaling.forecast.v1", "source": "/predictive-scaling/forecast",
+                                      "id": "compressed"},
+                          data={"tick": "2026-12-07T03:35:16Z", "services": [{
+                              "service": "models/wine", "status": "ok",
+                              "minutes": [{"start": s, "point_rps": 0.1, "upper_rps": 0.2, "p_any": 0.1} for s in starts],
+                              "observed": {"start": observed_start, "requests": [1, 0]}}]})
+
+    parsed = parse_forecast(event_with(1, "2026-12-07T03:35:11Z"))
+    assert parsed.services[0].observed == (int(datetime(2026, 12, 7, 3, 35, 11, tzinfo=timezone.utc).timestamp()) // 60,
+                                           (1.0, 0.0))
+    parse_forecast(event_with(2, "2026-12-07T03:35:12Z"))
+    with pytest.raises(BadEvent):  # off the event's own 2-second minutes
+        parse_forecast(event_with(2, "2026-12-07T03:35:11Z"))

@@ -65,7 +65,7 @@ def parse_forecast(event: CloudEvent) -> ParsedForecast:
         if not isinstance(entry, dict) or not isinstance(entry.get("service"), str) or entry["service"].count("/") != 1:
             raise BadEvent(f"data.services[{i}].service must be 'namespace/name'")
         namespace, name = entry["service"].split("/")
-        observed = _observed(entry.get("observed"), i)
+        observed = _observed(entry.get("observed"), i, _minute_length(entry.get("minutes")))
         if entry.get("status") == "ok":
             services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok", observed))
         elif entry.get("status") == "no-data":
@@ -91,7 +91,17 @@ def _minutes(raw, i: int) -> list[MinuteForecast]:
     return minutes
 
 
-def _observed(raw, i: int) -> tuple[int, tuple[float | None, ...]] | None:
+def _minute_length(raw) -> int:
+    """The event's minute in seconds, from the spacing of its forecast minutes: 60 on a cluster;
+    shorter where local mode compresses time (the forecast function's MINUTE_SECONDS)."""
+    try:
+        first, second = (datetime.strptime(str(m["start"]), "%Y-%m-%dT%H:%M:%SZ") for m in raw[:2])
+        return max(1, int((second - first).total_seconds()))
+    except (TypeError, KeyError, ValueError, IndexError):
+        return 60
+
+
+def _observed(raw, i: int, minute_s: int = 60) -> tuple[int, tuple[float | None, ...]] | None:
     """The optional `observed` block: {"start": minute, "requests": [count or null, ...]}."""
     if raw is None:
         return None
@@ -103,7 +113,7 @@ def _observed(raw, i: int) -> tuple[int, tuple[float | None, ...]] | None:
         counts = tuple(None if v is None else float(v) for v in values)
     except (KeyError, TypeError, ValueError):
         raise BadEvent(f"data.services[{i}].observed must be {{start: UTC minute, requests: [at most 60 counts or null]}}") from None
-    if any(c is not None and (not math.isfinite(c) or c < 0) for c in counts) or start.second:
+    if any(c is not None and (not math.isfinite(c) or c < 0) for c in counts) or int(start.timestamp()) % minute_s:
         raise BadEvent(f"data.services[{i}].observed: counts must be finite and >= 0, start a whole minute")
     return int(start.timestamp() // 60), counts
 
