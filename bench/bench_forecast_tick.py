@@ -17,7 +17,6 @@ RSS (VmHWM: what its memory limit must allow), Redis bytes per service, and an e
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import statistics
 import sys
@@ -33,6 +32,7 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from bench.bench_forecaster import fleet
+from bench.growth import estimate
 from localmode.processes import start_prometheus, start_redis, start_function, stop
 from training.prometheus_backfill import create_blocks
 from tqdm import tqdm
@@ -122,18 +122,6 @@ def run(n: int, days: int, base: Path) -> dict:
         prometheus.stop()
 
 
-def estimate(rows: list[dict], value, target: int = 100_000) -> str:
-    """value(row) at `target` services from the growth between the two largest sizes."""
-    if len(rows) < 2:
-        return "n/a"
-    a, b = rows[-2], rows[-1]
-    va, vb = value(a), value(b)
-    if va <= 0 or vb <= 0:
-        return f"{vb:.2f}"
-    exponent = math.log(vb / va) / math.log(b["services"] / a["services"])
-    return f"{vb * (target / b['services']) ** exponent:.0f} (growth n^{exponent:.2f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -155,8 +143,8 @@ def main() -> None:
               f"{'met' if met else 'MISSED'} |")
     if len(rows) >= 2:
         print(f"\nOn paper, 100,000 services (from the growth {rows[-2]['services']:,} -> {rows[-1]['services']:,}): "
-              f"cold tick {estimate(rows, lambda r: r['cold_s'])} s; steady tick {estimate(rows, lambda r: r['steady_median_s'])} s; "
-              f"peak RSS {estimate(rows, lambda r: r['fn_peak_mib'])} MiB; Redis {estimate(rows, lambda r: r['redis_mib'])} MiB.")
+              f"cold tick {estimate(rows, lambda r: r['cold_s'], digits=0)} s; steady tick {estimate(rows, lambda r: r['steady_median_s'], digits=0)} s; "
+              f"peak RSS {estimate(rows, lambda r: r['fn_peak_mib'], digits=0)} MiB; Redis {estimate(rows, lambda r: r['redis_mib'], digits=0)} MiB.")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ steady event O(1). Not a test: a table, one run, this machine.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import requests
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
+from bench.growth import estimate
 from localmode.processes import start_redis, start_function, stop
 from localmode.kube_api_double import KubeApiDouble, scale_function_rules
 from tqdm import tqdm
@@ -116,18 +116,6 @@ def run(n: int, base: Path, extra: dict[str, str]) -> dict:
             "steady_s": statistics.median(e["wall_s"] for e in steady),
             "steady_calls": max(e["calls"] for e in steady), "lowered": events[-2],
             "rss_mib": rss, "redis_b_per_service": redis_bytes / n}
-
-
-def estimate(rows: list[dict], value, target: int = 100_000) -> str:
-    """value(row) at `target` services from the growth between the two largest sizes."""
-    if len(rows) < 2:
-        return "n/a"
-    a, b = rows[-2], rows[-1]
-    va, vb = value(a), value(b)
-    if va <= 0 or vb <= 0:
-        return f"{vb:.2f}"
-    exponent = math.log(vb / va) / math.log(b["services"] / a["services"])
-    return f"{vb * (target / b['services']) ** exponent:.1f} (growth n^{exponent:.2f})"
 
 
 def main() -> None:
