@@ -22,8 +22,10 @@ FIT_ON ?= fleet+trace
 help:
 	@echo "make demo | demo-fleet | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | readme-plot"
 
+# kubectl renders the kustomizations in the manifest tests (`kubectl kustomize`): the machine's own
+# where it has one, else Debian's kubernetes-client (its kustomize reads our resources/namespace fields).
 apt:
-	@bash scripts/ensure-apt.sh redis-server:redis-server prometheus:prometheus promtool:prometheus
+	@bash scripts/ensure-apt.sh redis-server:redis-server prometheus:prometheus promtool:prometheus kubectl:kubernetes-client
 
 $(VENV)/.installed: requirements-dev.txt $(FUNCTION_PYPROJECTS) scripts/pyproject_deps.py
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || bash scripts/ensure-apt.sh _never_:python3-venv
