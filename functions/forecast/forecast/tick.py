@@ -18,8 +18,10 @@ import numpy as np
 import redis
 from cloudevents.core.v1.event import CloudEvent
 
-from . import events, json_log, quality
-from .cloudevent_io import BadEvent, Outcome, RetryLater
+from fncommon import json_log
+from fncommon.cloudevent_io import BadEvent, Outcome, RetryLater
+
+from . import events, quality
 from .history_cache import HistoryCache
 from .metrics import TickMetrics
 from .model_store import ModelStore

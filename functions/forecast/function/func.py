@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from forecast import http_guard, json_log, metrics_server
-from forecast.cloudevent_io import dispatch
+from fncommon import http_guard, json_log, metrics_server
+from fncommon.cloudevent_io import dispatch
 from forecast.settings import ForecastSettings, SettingsError
 from forecast.tick import TickHandler
 

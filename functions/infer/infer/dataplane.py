@@ -22,7 +22,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import json_log, lifecycle, metrics
+from fncommon import json_log
+
+from . import lifecycle, metrics
 from .errors import InferError, MethodNotAllowed, ModelNotFound, NotFound, headers_of
 from .http_io import Reply, Request, json_reply
 from .model import ModelRegistry, Prediction, ServedModel

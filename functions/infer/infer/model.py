@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import json_log
+from fncommon import json_log
+
 from .artifacts import LoadedArtifact, load_artifact
 from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused, NotFound
 from .metrics import LOAD_SECONDS, model_label

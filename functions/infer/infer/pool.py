@@ -41,7 +41,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from . import json_log, metrics, routing
+from fncommon import json_log
+
+from . import metrics, routing
 from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused, ModelUnavailable
 from .model import ServedModel
 from .runtime import modules

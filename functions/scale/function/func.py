@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from scale import http_guard, json_log, metrics_server
-from scale.cloudevent_io import dispatch
+from fncommon import http_guard, json_log, metrics_server
+from fncommon.cloudevent_io import dispatch
 from scale.settings import ScaleSettings
 
 log = logging.getLogger("scale.function")

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from cloudevents.core.v1.event import CloudEvent
 
-from .cloudevent_io import BadEvent  # raised here, rendered by cloudevent_io
+from fncommon.cloudevent_io import BadEvent  # raised here, rendered by cloudevent_io
 
 from .min_scale_policy import MinuteForecast
 

@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from . import json_log
+from fncommon import json_log
+
 from . import placement as policy
 from . import metrics
 from . import pool_plan as plan

@@ -23,8 +23,10 @@ from datetime import datetime, timezone
 import redis
 from cloudevents.core.v1.event import CloudEvent
 
-from . import events, json_log
-from .cloudevent_io import BadEvent, Outcome, RetryLater
+from fncommon import json_log
+from fncommon.cloudevent_io import BadEvent, Outcome, RetryLater
+
+from . import events
 from .annotations import BadAnnotation, ServicePolicy, service_policy
 from . import metrics
 from .knative_api import ApiSkip, ApiTransient, KnativeApi

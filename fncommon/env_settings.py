@@ -2,9 +2,6 @@
 empty variable takes its documented default; a set one must parse, or the function refuses to
 start with a `SettingsError` naming the variable, the rule and the value (a typo in a manifest
 should stop a rollout, not run with a default nobody chose).
-
-Each function is built from its own directory, so this module is copied into each package;
-tests/test_function_packaging.py fails when the copies drift.
 """
 
 from __future__ import annotations

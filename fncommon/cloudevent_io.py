@@ -5,9 +5,6 @@ once, no retry), `RetryLater` a 503 with Retry-After (the broker retries with ba
 returns an `Outcome`; `respond` writes it: a reply event in binary mode, or a JSON error body, or,
 for any other 2xx, an empty body: the broker reads a 2xx body that is not a CloudEvent as a
 failed reply (502), so a 2xx never carries JSON. What a 2xx has to say travels in headers.
-
-This file is the same in every CloudEvents function (each is built from its own directory);
-tests/test_function_packaging.py fails if the copies drift.
 """
 
 from __future__ import annotations
