@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.core.v1.event import CloudEvent
 
@@ -36,7 +37,7 @@ def refused(reason: str) -> CloudEvent:
                       data={"error": reason})
 
 
-def reason_refused(event: CloudEvent) -> str | None:
+def reason_refused(event: BaseCloudEvent) -> str | None:
     """Why the guard refused this request, or None for a real event."""
     if event.get_type() != REFUSED_TYPE:
         return None
@@ -77,7 +78,7 @@ def _depth(value: Any, limit: int) -> int:
 def install(max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> None:
     import func_python.cloudevent as middleware
 
-    async def decode_event(scope: dict, receive: Any) -> CloudEvent:
+    async def decode_event(scope: dict, receive: Any) -> BaseCloudEvent:
         try:
             body = await _read(scope, receive, max_bytes)
             headers = {k.decode("utf-8").lower(): v.decode("utf-8") for k, v in scope.get("headers", [])}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from typing import Mapping
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
@@ -20,7 +21,8 @@ from .env_settings import text, whole
 log = logging.getLogger(__name__)
 
 
-def serve(cfg: Mapping[str, str]) -> object | None:
+def serve(cfg: Mapping[str, str]) -> WSGIServer | None:
+    """The running server (its `shutdown()` stops it), or None when none was started."""
     port = whole(cfg, "METRICS_PORT", 0, 0)
     if port == 0:
         return None

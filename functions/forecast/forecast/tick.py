@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import redis
@@ -164,7 +165,7 @@ class TickHandler:
             problem = f"prometheus unavailable: {exc}"
         if model is None:
             problem = problem or self.models.problem or "no forecaster"
-        data = {
+        data: dict[str, Any] = {
             "tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "horizon_start": self._iso(end),
             "model": ({"version": model.version, "sha256": model.sha256, "quantile": model.quantile,
@@ -241,7 +242,7 @@ class TickHandler:
         return events.iso_minute(minute, self.settings.minute_s)
 
     def _held(self, name: str, reason: str, end: int, row: np.ndarray | None = None) -> dict:
-        entry = {"service": name, "status": "no-data", "reason": reason}
+        entry: dict[str, Any] = {"service": name, "status": "no-data", "reason": reason}
         if row is not None:
             entry["data_window"] = _window(row, self.cache.start_minute(), end, self.settings.minute_s)
         return entry

@@ -30,5 +30,7 @@ def configure(package: str, level: str = "INFO") -> None:
         root.propagate = False
 
 
-def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: object) -> None:
+def event(logger: logging.Logger, msg: str, level: int = logging.INFO, /, **fields: object) -> None:
+    """One line: `msg` and the structured `fields` (positional-only parameters, so no field name
+    can be taken for the level)."""
     logger.log(level, msg, extra={"fields": fields})

@@ -72,7 +72,8 @@ def parse_forecast(event: CloudEvent) -> ParsedForecast:
             services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data")), observed))
         else:
             raise BadEvent(f"data.services[{i}].status must be 'ok' or 'no-data'")
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    model = data.get("model")
+    model = model if isinstance(model, dict) else {}
     return ParsedForecast(tick, services, model.get("version"))
 
 

@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Any
 
 import redis
 from cloudevents.core.v1.event import CloudEvent
@@ -39,6 +40,8 @@ from .warmup import WarmUp
 
 log = logging.getLogger("scale.scaler")
 WRITE_CHUNK = 25
+_Work = tuple[str, dict, dict[str, dict], dict[str, dict], events.ServiceForecast | None, ServicePolicy, ServiceState | None]
+"""One service's arguments to Scaler._service, before the tick's own (now, freshness, actuation, age)."""
 POLICY_MEMO = 200_000
 
 
@@ -128,10 +131,9 @@ class Scaler:
         try:
             legacy = self._podautoscaler_actuation()
         except ApiSkip as exc:
-            skipped = [{"service": e.key, "reason": f"cannot tell the Knative version, untouched: {exc}"}
-                       for e in forecast.services]
-            return {"tick": tick_text, "forecast_model": forecast.model_version,
-                    "actuation": None, "decisions": [], "skipped": skipped}, []
+            return {"tick": tick_text, "forecast_model": forecast.model_version, "actuation": None, "decisions": [],
+                    "skipped": [{"service": e.key, "reason": f"cannot tell the Knative version, untouched: {exc}"}
+                                for e in forecast.services]}, []
         by_namespace: dict[str, dict[str, events.ServiceForecast]] = defaultdict(dict)
         for entry in forecast.services:
             by_namespace[entry.namespace][entry.name] = entry
@@ -175,7 +177,7 @@ class Scaler:
                 service = (target["metadata"].get("labels") or {}).get("serving.knative.dev/service")
                 if service is not None:
                     owned[service][revision] = target
-            work = []
+            work: list[_Work] = []
             for name, ksvc in sorted(ksvcs.items()):
                 key = f"{namespace}/{name}"
                 try:
@@ -193,8 +195,8 @@ class Scaler:
                     continue
                 work.append((key, ksvc, targets, owned.get(name, {}), entries.get(name), policy, state))
 
-            def chunk(items: list) -> list:
-                done = []
+            def chunk(items: list[_Work]) -> list[tuple[tuple[dict, ServiceState | None] | None, Exception | None]]:
+                done: list[tuple[tuple[dict, ServiceState | None] | None, Exception | None]] = []
                 for item in items:
                     try:
                         done.append((self._service(*item, now_s, not too_old, legacy, age), None))
@@ -207,21 +209,22 @@ class Scaler:
             chunks = [work[at:at + WRITE_CHUNK] for at in range(0, len(work), WRITE_CHUNK)]
             mapped = self._writers.map(chunk, chunks) if self._writers is not None and len(chunks) > 1 else map(chunk, chunks)
             results = [r for done in mapped for r in done]
-            for (key, ksvc, *_), (result, exc) in zip(work, results):
-                if isinstance(exc, ApiSkip):
-                    skipped.append({"service": key, "reason": f"API refused, skipped: {exc}"})
-                    json_log.event(log, "service skipped", logging.WARNING, service=key, reason=str(exc))
+            for (key, ksvc, *_), (result, error) in zip(work, results):
+                if isinstance(error, ApiSkip):
+                    skipped.append({"service": key, "reason": f"API refused, skipped: {error}"})
+                    json_log.event(log, "service skipped", logging.WARNING, service=key, reason=str(error))
                     continue
-                if exc is not None:
-                    transient.append(str(exc))
-                    skipped.append({"service": key, "reason": f"API unavailable, will retry: {exc}"})
+                if error is not None or result is None:
+                    transient.append(str(error))
+                    skipped.append({"service": key, "reason": f"API unavailable, will retry: {error}"})
                     continue
                 decision, new_state = result
                 decisions.append(decision)
                 if new_state is not None:
                     states_out[_uid(ksvc)] = new_state
-        data = {"tick": tick_text, "forecast_model": forecast.model_version,
-                "actuation": "podautoscaler" if legacy else "revision", "decisions": decisions, "skipped": skipped}
+        data: dict[str, Any] = {"tick": tick_text, "forecast_model": forecast.model_version,
+                                "actuation": "podautoscaler" if legacy else "revision", "decisions": decisions,
+                                "skipped": skipped}
         if placement_records:
             data["placement"] = placement_records
         self.store.save(states_out, [{"tick": data["tick"], **d} for d in decisions], trust_until_s)

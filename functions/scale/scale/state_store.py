@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -129,7 +130,7 @@ class StateStore:
     def load(self, uids: list[str]) -> dict[str, ServiceState]:
         if not uids:
             return {}
-        raws = self.redis.mget([STATE_PREFIX + u for u in uids])
+        raws = cast("list[bytes | None]", self.redis.mget([STATE_PREFIX + u for u in uids]))
         states = {u: ServiceState.from_json(r) for u, r in zip(uids, raws) if r}
         return {u: s for u, s in states.items() if s is not None}
 
@@ -145,10 +146,10 @@ class StateStore:
                             client=pipe)
         lines = [(d["service"], json.dumps(d)) for d in decisions]
         for at in range(0, len(lines), BATCH):
-            chunk = lines[at:at + BATCH]
-            pipe.hset(LATEST_KEY, mapping=dict(chunk))
-            self._append_logs(keys=[LOG_PREFIX + service for service, _ in chunk],
-                              args=[self.history - 1, self.state_ttl_s, json.dumps([line for _, line in chunk])],
+            rows = lines[at:at + BATCH]
+            pipe.hset(LATEST_KEY, mapping=dict(rows))
+            self._append_logs(keys=[LOG_PREFIX + service for service, _ in rows],
+                              args=[self.history - 1, self.state_ttl_s, json.dumps([line for _, line in rows])],
                               client=pipe)
         pipe.execute()
 
