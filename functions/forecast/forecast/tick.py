@@ -21,6 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from fncommon import json_log
 from fncommon.cloudevent_io import BadEvent, Outcome, RetryLater
+from fncommon.redis_logs import APPEND_LOGS
 
 from . import events, quality
 from .history_cache import HistoryCache
@@ -40,19 +41,6 @@ RECORD_BATCH = 500
 MODEL_WAIT_S = 1.0
 """How long a tick waits for a newly published forecaster to load before it serves the previous one."""
 
-# Push one line per service log (KEYS; the lines: one JSON array in ARGV[3]), keep the newest
-# ARGV[1] + 1, refresh the TTL (ARGV[2]): 10,000 services are 20 calls, not 40,000 commands.
-_APPEND_LOGS = """
-local last, ttl = tonumber(ARGV[1]), ARGV[2]
-local lines = cjson.decode(ARGV[3])
-for i, key in ipairs(KEYS) do
-  redis.call('LPUSH', key, lines[i])
-  redis.call('LTRIM', key, 0, last)
-  redis.call('EXPIRE', key, ttl)
-end
-return #KEYS
-"""
-
 
 class TickHandler:
     def __init__(self, settings: ForecastSettings, client: redis.Redis | None = None):
@@ -66,7 +54,7 @@ class TickHandler:
         self.models = ModelStore(settings.forecaster_root, settings.forecaster_sha256)
         self.metrics = TickMetrics(settings.metrics_max_services, settings.quality_window_minutes)
         self._lock = threading.Lock()  # one tick at a time: the history cache is not shared-safe
-        self._append_logs = self.redis.register_script(_APPEND_LOGS)
+        self._append_logs = self.redis.register_script(APPEND_LOGS)
         self._loading: threading.Thread | None = None
         self._loader_lock = threading.Lock()
 

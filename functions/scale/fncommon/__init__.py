@@ -2,8 +2,8 @@
 # Edit fncommon/__init__.py and run `make vendor` (each function is built from its own directory).
 """What every function shares: settings read from the environment (`env_settings`), JSON log
 lines (`json_log`), the artifact gate (`verified_file`), and for the CloudEvents functions the
-request limits (`http_guard`), the outcome vocabulary (`cloudevent_io`) and the metrics port
-(`metrics_server`).
+request limits (`http_guard`), the outcome vocabulary (`cloudevent_io`), the metrics port
+(`metrics_server`) and the bounded per-service logs in Redis (`redis_logs`).
 
 This directory is the one source. Each function is built from its own directory alone (func's
 builders copy only it), so `make vendor` (scripts/vendor.py) writes a copy of this package into

@@ -17,6 +17,8 @@ from typing import cast
 
 import redis
 
+from fncommon.redis_logs import APPEND_LOGS
+
 SEEN_PREFIX = "scale:seen:"
 STATE_PREFIX = "scale:state:"
 LATEST_KEY = "scale:latest"
@@ -63,18 +65,6 @@ end
 return written
 """
 
-# Append one decision line per service log (KEYS; the lines: one JSON array in ARGV[3]), keep the
-# newest ARGV[1] + 1, refresh the TTL.
-_APPEND_LOGS = """
-local last, ttl = tonumber(ARGV[1]), ARGV[2]
-local lines = cjson.decode(ARGV[3])
-for i, key in ipairs(KEYS) do
-  redis.call('LPUSH', key, lines[i])
-  redis.call('LTRIM', key, 0, last)
-  redis.call('EXPIRE', key, ttl)
-end
-return #KEYS
-"""
 BATCH = 500
 """Services per script call: bounded work per call, so Redis never blocks long on one."""
 
@@ -108,7 +98,7 @@ class StateStore:
         self.claim_ttl_s = claim_ttl_s
         self._cas = client.register_script(_CAS_BY_TICK)
         self._cas_batch = client.register_script(_CAS_BY_TICK_BATCH)
-        self._append_logs = client.register_script(_APPEND_LOGS)
+        self._append_logs = client.register_script(APPEND_LOGS)
 
     def claim(self, source: str, event_id: str) -> bool | None:
         """Take the event atomically: True to handle it, False if it was handled, None if
