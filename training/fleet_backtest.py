@@ -202,7 +202,7 @@ def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, m
 
 class Placer:
     """scale.placement's rate band alone (no memory rule, no plan) over the fleet every
-    PLACE_EVERY_MINUTES, for training/sizing_study.py; fed each model's expected rate:
+    PLACE_EVERY_MINUTES, for studies/sizing_study.py; fed each model's expected rate:
     the mean of its next-minute forecasts over the last hour, in req/s."""
 
     def __init__(self, n_models: int, settings: PlacementSettings):

@@ -8,7 +8,7 @@
   Pure numpy; row t uses minutes < t only (a test changes the future and checks that no earlier
   row moves).
 
-`python -m training.fleet_features FLEET...` prints, per fleet, the walk-forward Brier score of
+`python -m studies.fleet_features FLEET...` prints, per fleet, the walk-forward Brier score of
 P(a request in the next minute) per service: from the RateForecaster itself (refitted every day
 on every service's past, as the product fits it), against the base rate of the past; and from
 one classifier over the forecaster's features with and without `fleet_activity` (what the fleet's

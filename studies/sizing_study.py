@@ -1,7 +1,8 @@
 """Where per-model Knative's requests over capacity come from on a fleet, and what the min-scale
-policy's sizing costs and saves there, walk-forward (issue 17, the busy tenants' target).
+policy's sizing costs and saves there, walk-forward, on the busy tenants (those the pooled design
+dedicates a Service to).
 
-    python -m training.sizing_study --fleet FILE.csv [--cache DIR] [--min-rate 7] [--diagnose]
+    python -m studies.sizing_study --fleet FILE.csv [--cache DIR] [--min-rate 7] [--diagnose]
 
 Subset: the tenants whose mean rate over the whole span is at least `--min-rate` req/s (default
 7: scale.placement's dedicate threshold, 70% of one pod, the tenants the pooled design gives a

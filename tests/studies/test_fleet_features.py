@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.fleet_features import fleet_activity
+from studies.fleet_features import fleet_activity
 
 
 def test_no_peeking_rows_do_not_move_when_the_future_changes():
