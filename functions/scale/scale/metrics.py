@@ -55,6 +55,9 @@ MODELS = Gauge("scale_placement_models", "Models routed to each tier, as last re
 FALLBACKS = Counter("scale_placement_fallbacks_total",
                     "Models moved back to the pool because their dedicated Service could not serve (gone, or not "
                     "Ready beyond POOL_NOT_READY_SECONDS)", ["namespace"])
+DELETION_HOLDS = Counter("scale_placement_deletion_holds_total",
+                         "The finalizer that keeps a deleted dedicated Service serving until no route reaches it: "
+                         "added, released, or conflict (retried on the next event)", ["namespace", "outcome"])
 NOT_READY = Gauge("scale_placement_mappings_not_ready",
                   "DomainMappings not programmed for longer than POOL_NOT_READY_SECONDS: reported, no longer held "
                   "warm for", ["namespace"])
