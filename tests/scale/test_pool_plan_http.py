@@ -157,6 +157,31 @@ def test_a_model_whose_dedicated_service_is_deleted_goes_back_to_the_pool(fleet_
     assert any('"fallback": true' in line and '"msg": "move"' in line for line in fn.log_lines()), fn.log_lines()[-5:]
 
 
+def test_a_dedicated_service_deleted_while_routed_to_serves_until_its_model_is_back_in_the_pool(
+        fleet_double, scale_fn, pool_server):
+    setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
+    fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, PLACEMENT_EVERY_MINUTES="1",
+                  COOLDOWN_SECONDS="0")
+    busy = minutes(9, 1.0, point_rps=8)
+    decisions(send(fn, event(TICK0, {"models/wine": busy}, "h-0")))
+    service = ("serving.knative.dev", "services", NS, "infer-wine")
+    assert "predictive-scaling.io/routed" in fleet_double.get(*service)["metadata"]["finalizers"]
+    # `kubectl delete ksvc infer-wine`: the finalizer holds it (and Knative leaves its Route and
+    # pods as they are), so wine's host still reaches a pod
+    assert fleet_double.delete(*service) is False
+    assert fleet_double.get(*service)["metadata"].get("deletionTimestamp")
+    data = decisions(send(fn, event(TICK0 + 1, {"models/wine": busy}, "h-1")))
+    record = next(r for r in data["placement"] if r.get("model") == f"{NS}/wine")
+    assert record["preload"] == {"outcome": "loaded"} and pool_server.ready("wine")  # loaded before the move
+    assert record["move"]["applied"] is True and record["move"]["fallback"] is True, record
+    assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-pool"
+    assert service in fleet_double.objects  # held while the move is in flight
+    decisions(send(fn, event(TICK0 + 2, {"models/wine": busy}, "h-2")))
+    assert service not in fleet_double.objects  # released once the route is programmed in the pool
+    assert any('"msg": "deletion hold"' in line and '"released"' in line for line in fn.log_lines())
+
+
 def test_a_mapping_stuck_not_ready_stops_holding_the_pool_warm_after_the_bound(fleet_double, scale_fn):
     setup_pool(fleet_double, {"wine": "pool"})
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
