@@ -13,8 +13,8 @@ Faults:
   scale function's `predictive-scaling.io/routed` finalizer keeps the Service, its Revisions and
   pods serving; when the last finalizer goes, the cascade removes its Revisions from the API and
   its pods from the gateway. The scale function must load wine in the pool, send it back there (a
-  counted fallback move), and release the Service once the route is programmed; the host must
-  answer throughout. A wine request is lost when it is not answered 200 after the client's
+  counted fallback move, by its watch at once or by the next event), and release the Service
+  once the route is programmed; the host must answer throughout. A wine request is lost when it is not answered 200 after the client's
   retries (5 tries, 503s and connection errors retried after Retry-After / 0.2 s; a 404 is
   final): a request meeting a route to nothing gets the gateway's 404 and is lost. The row fails
   unless wine is back in the pool and the Service is gone. About 15 s.
@@ -256,6 +256,15 @@ class Tiers:
                                                    obj["metadata"]["generation"])
             double._commit(key, obj)
 
+    def fallback_logged(self) -> bool:
+        """The scale function logged an applied fallback move (by its watch, between events)."""
+        try:
+            lines = (self.base / "tiers-scale.log").read_text().splitlines()
+        except OSError:
+            return False
+        return any('"msg": "move"' in line and '"fallback": true' in line and '"applied": true' in line
+                   for line in lines)
+
     def pool_min_scale(self) -> str | None:
         return self._annotations("infer-pool-00001").get(MIN)
 
@@ -290,7 +299,9 @@ def run_tier_faults(models: Path, base: Path) -> list[PoolRow]:
                 data = tiers.send(busy)
                 move = _placement(data, "wine").get("move") or {}
                 if move.get("applied") and move.get("fallback"):
-                    fallback = move
+                    fallback = "the event's plan"
+                elif fallback is None and tiers.fallback_logged():
+                    fallback = "the watch"
                 if fallback and tiers.double.mapping_target(NS, host("wine")) == "infer-pool" and back_after is None:
                     back_after = time.monotonic() - deleted_at
                 if back_after is not None and "infer-wine" in tiers.gone_at:
@@ -299,8 +310,8 @@ def run_tier_faults(models: Path, base: Path) -> list[PoolRow]:
             time.sleep(3)  # requests after the route's return and the Service's removal
         nothing = tiers.routed_to_nothing()
         gone_after = tiers.gone_at["infer-wine"] - deleted_at if "infer-wine" in tiers.gone_at else None
-        note = (f"back in the pool {back_after:.1f} s after the deletion (fallback move counted)" if back_after
-                else "NOT moved back to the pool within 60 ticks")
+        note = (f"back in the pool {back_after:.1f} s after the deletion (fallback move by {fallback}, counted)"
+                if back_after else "NOT moved back to the pool within 60 ticks")
         note += (f"; the Service gone {gone_after:.1f} s after the deletion (held by its finalizer until then)"
                  if gone_after is not None else "; the Service NOT gone (its finalizer never released)")
         note += f"; codes {dict(sorted(traffic.codes.items()))}"

@@ -106,9 +106,21 @@ class NamespacePlacement:
         return service if settings is service.settings else dataclasses.replace(service, settings=settings)
 
 
+@dataclass(frozen=True)
+class Armed:
+    """A namespace as the last event placed it: what route_guard.py acts with between events."""
+
+    pool: str
+    pool_url: str
+    legacy: bool
+    opt_in_label: tuple[str, str]
+
+
 class PoolPlacement:
     def __init__(self, settings: PoolSettings, api: KnativeApi, client: redis.Redis, state_ttl_s: int,
                  opt_in_label: tuple[str, str]):
+        self.armed: dict[str, Armed] = {}
+        """Namespaces whose pool the last event placed for real (not dry run): route_guard.py's."""
         self.settings = settings
         self.api = api
         self.store = PlacementStore(client, state_ttl_s)
@@ -127,6 +139,7 @@ class PoolPlacement:
             legacy: bool = False) -> NamespacePlacement | None:
         """None when the namespace has no pool (no API call is made for it then)."""
         pools = sorted(n for n, s in ksvcs.items() if (s["metadata"].get("labels") or {}).get(POOL_LABEL) == "true")
+        self.armed.pop(namespace, None)
         if not pools:
             return None
         out = NamespacePlacement()
@@ -152,6 +165,8 @@ class PoolPlacement:
         settings = plan_settings(self.settings, pool_policy.settings)
         pool_url = (pool.get("status") or {}).get("url") or ""
         pool_warm = _ready_pods(pool, targets) > 0
+        if not dry_run:
+            self.armed[namespace] = Armed(pool_name, pool_url, legacy, self.opt_in_label)
 
         # -- the view: each model's route and its tiers' readiness -----------------------------
         views: list[plan.ModelView] = []

@@ -31,6 +31,7 @@ from .knative_api import ApiSkip, ApiTransient, KnativeApi
 from .decision import ServiceView, plan
 from .min_scale_policy import LEAD_MINUTES, p_any_in
 from .pool_placement import PoolPlacement
+from .route_guard import RouteGuard
 from .settings import ScaleSettings
 from .state_store import ServiceState, StateStore
 from .warmup import WarmUp
@@ -62,10 +63,12 @@ class Scaler:
         # -- model pool placement (pool_placement.py): only namespaces with a pool Service use it
         self.placement = PoolPlacement(settings.pool, self.api, self.store.redis, settings.state_ttl_s,
                                        settings.opt_in_label)
+        self.guard = RouteGuard(self.api, self.placement)
 
     def close(self) -> None:
         if self._writers is not None:
             self._writers.shutdown(wait=False, cancel_futures=True)
+        self.guard.close()
         self.api.close()
         self.placement.close()
         self.warmup.close()
