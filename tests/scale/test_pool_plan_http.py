@@ -207,6 +207,20 @@ def test_a_dedicated_service_going_between_events_sends_its_model_back_at_once(f
     assert len(moves) == 1 and '"fallback": true' in moves[0], moves
 
 
+def test_a_dry_run_pool_holds_no_deletion(fleet_double, scale_fn, pool_server):
+    # a finalizer left from a real run: in dry run the function moves no route, so a deleted
+    # Service must not wait on it
+    setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
+    service = ("serving.knative.dev", "services", NS, "infer-wine")
+    with fleet_double._lock:
+        fleet_double.objects[service]["metadata"]["finalizers"] = ["predictive-scaling.io/routed"]
+    assert fleet_double.delete(*service) is False
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, COOLDOWN_SECONDS="0", DRY_RUN="true")
+    decisions(send(fn, event(TICK0, {"models/wine": minutes(9, 1.0, point_rps=8)}, "dry-0")))
+    assert service not in fleet_double.objects
+    assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-wine"  # no route moved
+
+
 def test_a_mapping_stuck_not_ready_stops_holding_the_pool_warm_after_the_bound(fleet_double, scale_fn):
     setup_pool(fleet_double, {"wine": "pool"})
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)

@@ -40,7 +40,8 @@ fleet backtest runs minute by minute) and carries out what it says:
 5. mappings not programmed beyond the bound are reported (`scale_placement_mappings_not_ready`,
    a warning log line, the decision event's record) and no longer hold the pool warm.
 Dry run (DRY_RUN or the pool's annotation): the same decisions and reports, no pre-load and no
-patch; the placement state is still kept, so that the hysteresis is the one a real run has.
+patch but the release of a deletion hold (nothing is held in dry run); the placement state is
+still kept, so that the hysteresis is the one a real run has.
 """
 
 from __future__ import annotations
@@ -308,8 +309,7 @@ class PoolPlacement:
                                model=p.name, **move, **({"reason": p.reason} if p.fallback else {}))
             if p.state is not None:
                 out.states[_uid(mapping)] = p.state
-        if not dry_run:
-            self._hold_deletions(namespace, pool_name, ksvcs, views, mapping_of, routed_now, records, out)
+        self._hold_deletions(namespace, pool_name, ksvcs, views, mapping_of, routed_now, records, out, hold=not dry_run)
         for tier in (POOL, DEDICATED):
             metrics.MODELS.labels(namespace, tier).set(sum(1 for r in routed_now.values() if r == tier))
         metrics.NOT_READY.labels(namespace).set(len(decided.not_ready))
@@ -331,11 +331,14 @@ class PoolPlacement:
 
     def _hold_deletions(self, namespace: str, pool_name: str, ksvcs: dict[str, dict], views: list[plan.ModelView],
                         mapping_of: dict[str, dict], routed_now: dict[str, str], records: dict[str, dict],
-                        out: NamespacePlacement) -> None:
+                        out: NamespacePlacement, hold: bool = True) -> None:
         """Keep ROUTED_FINALIZER on each dedicated Service a model's route reaches, so that a
         Service deleted while routed to keeps serving (Knative does not reconcile a Service
         being deleted: its Route and Revisions stay until it is gone) until its models' routes
-        are back in the pool and programmed; then release it and the deletion completes."""
+        are back in the pool and programmed; then release it and the deletion completes. In dry
+        run (`hold` False) nothing moves a route, so nothing is held: the function's finalizer is
+        only removed where it is (the one write a dry run makes, so that no deletion waits on a
+        function that will not act)."""
         reaching: dict[str, list[str]] = {}
         """Dedicated Service -> the models whose route reaches it, or may still (in flight)."""
         for v in views:
@@ -353,7 +356,7 @@ class PoolPlacement:
             have = list(meta.get("finalizers") or [])
             held = ROUTED_FINALIZER in have
             terminating = _terminating(ksvc)
-            want = bool(reaching.get(name))
+            want = hold and bool(reaching.get(name))
             if terminating:
                 if want and held:
                     json_log.event(log, "deletion held", namespace=namespace, service=name, models=reaching[name],
