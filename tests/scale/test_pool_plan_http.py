@@ -221,6 +221,18 @@ def test_a_dry_run_pool_holds_no_deletion(fleet_double, scale_fn, pool_server):
     assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-wine"  # no route moved
 
 
+def test_a_namespace_without_a_pool_any_more_holds_no_deletion(fleet_double, scale_fn):
+    # the pool Service removed (or a second one added: placement off): a finalizer left from when
+    # placement ran must not keep a deleted Service waiting
+    fleet_double.add_service(NS, "infer-wine", LABEL)
+    service = ("serving.knative.dev", "services", NS, "infer-wine")
+    with fleet_double._lock:
+        fleet_double.objects[service]["metadata"]["finalizers"] = ["predictive-scaling.io/routed", "someone.else/keep"]
+    fn = scale_fn(fleet_double, COOLDOWN_SECONDS="0")
+    decisions(send(fn, event(TICK0, {"models/infer-wine": minutes(1, 0.5)}, "np-0")))
+    assert fleet_double.get(*service)["metadata"]["finalizers"] == ["someone.else/keep"]  # ours only
+
+
 def test_a_mapping_stuck_not_ready_stops_holding_the_pool_warm_after_the_bound(fleet_double, scale_fn):
     setup_pool(fleet_double, {"wine": "pool"})
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)

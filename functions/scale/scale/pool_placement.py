@@ -138,13 +138,16 @@ class PoolPlacement:
     def run(self, namespace: str, ksvcs: dict[str, dict], targets: dict[str, dict], entries: dict[str, ServiceForecast],
             now_s: float, fresh: bool, trust_until_s: float, defaults, dry_run_default: bool,
             legacy: bool = False) -> NamespacePlacement | None:
-        """None when the namespace has no pool (no API call is made for it then)."""
+        """None when the namespace has no pool (no API call is made for it then, but the release
+        of a deletion hold left from when it had one: nothing moves routes there any more)."""
         pools = sorted(n for n, s in ksvcs.items() if (s["metadata"].get("labels") or {}).get(POOL_LABEL) == "true")
         self.armed.pop(namespace, None)
         if not pools:
+            self._release_all(namespace, ksvcs)
             return None
         out = NamespacePlacement()
         if len(pools) > 1:
+            self._release_all(namespace, ksvcs)
             out.skipped += [{"service": f"{namespace}/{p}", "reason": f"more than one pool in the namespace ({', '.join(pools)}): "
                                                                          "placement off, untouched"} for p in pools]
             out.floors.update({p: _current(ksvcs[p], targets) for p in pools})
@@ -378,6 +381,24 @@ class PoolPlacement:
             metrics.DELETION_HOLDS.labels(namespace, outcome).inc()
             json_log.event(log, "deletion hold", namespace=namespace, service=name, outcome=outcome,
                            terminating=terminating)
+
+    def _release_all(self, namespace: str, ksvcs: dict[str, dict]) -> None:
+        """ROUTED_FINALIZER off every Service carrying it: placement is off in this namespace."""
+        for name, ksvc in sorted(ksvcs.items()):
+            have = list(ksvc["metadata"].get("finalizers") or [])
+            if ROUTED_FINALIZER not in have:
+                continue
+            try:
+                written = self.api.set_finalizers(namespace, name, [f for f in have if f != ROUTED_FINALIZER],
+                                                  ksvc["metadata"].get("resourceVersion"))
+            except (ApiSkip, ApiTransient) as exc:
+                json_log.event(log, "deletion hold", logging.WARNING, namespace=namespace, service=name,
+                               outcome="failed", reason=f"placement is off here, release failed: {exc}")
+                continue
+            outcome = "conflict" if written is None else "released"
+            metrics.DELETION_HOLDS.labels(namespace, outcome).inc()
+            json_log.event(log, "deletion hold", namespace=namespace, service=name, outcome=outcome,
+                           reason="placement is off in this namespace (no pool, or more than one)")
 
     def _keep_alive(self, namespace: str, ksvc: dict, targets: dict[str, dict], value: str | None, dry_run: bool,
                     legacy: bool, out: NamespacePlacement) -> str | None:
