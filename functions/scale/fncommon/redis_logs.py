@@ -4,17 +4,17 @@
 decisions), written by one script call per batch of services: 10,000 services are 20 calls, not
 40,000 commands.
 
-APPEND_LOGS pushes one line per list (KEYS; the lines: one JSON array in ARGV[3]), keeps the
-newest ARGV[1] + 1 and refreshes the TTL (ARGV[2]). Register it with `client.register_script`.
+APPEND_LOGS pushes one line per list (KEYS; the lines: ARGV[3], ARGV[4], ... in the order of
+KEYS, each encoded once, not again inside a JSON array the script decodes), keeps the newest
+ARGV[1] + 1 and refreshes the TTL (ARGV[2]). Register it with `client.register_script`.
 """
 
 from __future__ import annotations
 
 APPEND_LOGS = """
 local last, ttl = tonumber(ARGV[1]), ARGV[2]
-local lines = cjson.decode(ARGV[3])
 for i, key in ipairs(KEYS) do
-  redis.call('LPUSH', key, lines[i])
+  redis.call('LPUSH', key, ARGV[i + 2])
   redis.call('LTRIM', key, 0, last)
   redis.call('EXPIRE', key, ttl)
 end

@@ -11,10 +11,10 @@ write): services that disappear are forgotten, and Redis memory is bounded by de
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import cast
 
+import orjson
 import redis
 
 from fncommon.redis_logs import APPEND_LOGS
@@ -76,12 +76,12 @@ class ServiceState:
     raised_at_s: float | None
 
     def to_json(self) -> str:
-        return json.dumps({"tick_s": self.tick_s, "min_scale": self.min_scale, "raised_at_s": self.raised_at_s})
+        return orjson.dumps({"tick_s": self.tick_s, "min_scale": self.min_scale, "raised_at_s": self.raised_at_s}).decode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "ServiceState | None":
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             return cls(float(data["tick_s"]), int(data["min_scale"]),
                        None if data.get("raised_at_s") is None else float(data["raised_at_s"]))
         except (ValueError, KeyError, TypeError):
@@ -131,15 +131,15 @@ class StateStore:
         items = list(states.items())
         for at in range(0, len(items), BATCH):
             chunk = items[at:at + BATCH]
-            batch = json.dumps([[state.to_json(), state.tick_s] for _, state in chunk])
+            batch = orjson.dumps([[state.to_json(), state.tick_s] for _, state in chunk])
             self._cas_batch(keys=[STATE_PREFIX + uid for uid, _ in chunk], args=[trust_until_s, self.state_ttl_s, batch],
                             client=pipe)
-        lines = [(d["service"], json.dumps(d)) for d in decisions]
+        lines = [(d["service"], orjson.dumps(d)) for d in decisions]
         for at in range(0, len(lines), BATCH):
             rows = lines[at:at + BATCH]
             pipe.hset(LATEST_KEY, mapping=dict(rows))
             self._append_logs(keys=[LOG_PREFIX + service for service, _ in rows],
-                              args=[self.history - 1, self.state_ttl_s, json.dumps([line for _, line in rows])],
+                              args=[self.history - 1, self.state_ttl_s, *(line for _, line in rows)],
                               client=pipe)
         pipe.execute()
 
