@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from forecast.forecaster import RateForecaster
+from scale.fallback import FallbackSettings
 from scale.min_scale_policy import PolicySettings
 from tqdm import tqdm
 
@@ -136,11 +137,16 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
             "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes),
             "ets": accuracy(ets, naive, trace.minutes)}
 
+    skills = skill.rolling_skill(table.point[:, 0], table.p_any[:, 0], naive.point[:, 0], trace.minutes, warmup)
+    fallback = FallbackSettings()
     base = PolicySettings(capacity_rps=capacity_rps, cold_start_cost_pod_s=DEFAULT_COST)  # window lever off
     with_window = replace(base, idle_window_s=IDLE_WINDOW_S)
     runs: list[tuple[str, dict, object, bool]] = [
         ("kpa", {}, KpaOnly(), True),
-        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False}, PolicyController(table, base), True),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False},
+         PolicyController(table, base, skills, fallback), True),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "fallback": "off"},
+         PolicyController(table, base), False),
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": True}, PolicyController(table, with_window), False),
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "burst_risk": "off"},
          PolicyController(table, replace(base, burst_risk=None)), False),
