@@ -32,9 +32,8 @@ def test_only_evidence_of_no_skill_sends_a_service_to_the_keepalive():
     assert forecast_helps(None, FB)  # not measured: the forecast
     assert forecast_helps(Skill(-0.4, 1.3, 29), FB)  # too few scored minutes judge nothing
     assert forecast_helps(NO_SKILL, FallbackSettings(min_brier_skill=None))  # fallback off
-    # P(any) undefined (busy every minute): the point forecast's MASE judges
-    assert not forecast_helps(Skill(math.nan, 1.2, 60), FB)
-    assert forecast_helps(Skill(math.nan, 0.8, 60), FB)
+    # P(any) undefined (busy every minute): the forecast is kept, whatever the point's MASE
+    assert forecast_helps(Skill(math.nan, 1.2, 60), FB)
     assert forecast_helps(Skill(math.nan, math.nan, 60), FB)
 
 

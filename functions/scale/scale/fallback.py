@@ -9,9 +9,11 @@ pod-seconds on noise and misses the minutes it should have kept. For such a Serv
 falls back to the simplest policy that needs no model, a keep-alive (min-scale 1 while a request
 came in the last `keepalive_minutes` observed minutes); it returns to the forecast as soon as
 the rolling skill does. Where P(any) cannot be judged (a Service busy every minute, or idle
-every minute: the base rate is perfect and the Brier skill undefined) the point forecast's MASE
-judges instead (>= 1: no better than the seasonal naive). Too few scored minutes judge nothing:
-the forecast is used.
+every minute: the base rate is perfect and the Brier skill undefined) the forecast is kept: the
+keep-alive is a scale-to-zero baseline, which for a Service busy every minute is Knative alone,
+and what pre-scales such a Service is the forecast's upper quantile, which the point forecast's
+MASE does not judge (it is sent, and shown, but decides nothing here). Too few scored minutes
+judge nothing: the forecast is used.
 """
 
 from __future__ import annotations
@@ -49,11 +51,7 @@ def forecast_helps(skill: Skill | None, settings: FallbackSettings) -> bool:
     """False only on evidence that the forecast is worse than the baseline (see the module)."""
     if skill is None or settings.min_brier_skill is None or skill.minutes < settings.min_minutes:
         return True
-    if math.isfinite(skill.brier_skill):
-        return skill.brier_skill >= settings.min_brier_skill
-    if math.isfinite(skill.mase):
-        return skill.mase < 1.0
-    return True
+    return not math.isfinite(skill.brier_skill) or skill.brier_skill >= settings.min_brier_skill
 
 
 def keepalive_forecast(observed: Sequence[float | None], horizon: int, settings: FallbackSettings) -> list[MinuteForecast]:
