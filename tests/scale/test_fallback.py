@@ -122,3 +122,31 @@ def test_over_http_a_malformed_skill_is_a_400(api_double, scale_fn):
                              {"brier_skill": 0.1, "mase": 1.0, "minutes": -1}, [1, 2])):
         response = send(fn, _event(TICK0, {"skill": bad}, f"m{i}", 42, 0.99))
         assert response.status_code == 400 and "skill" in response.json()["error"], response.text
+
+
+def test_the_fleet_backtest_schedules_the_same_fallback_per_model():
+    """training.fleet_backtest.PolicySchedule (per-model Knative in the fleet backtest) reads the
+    rolling skill of each model's own forecasts, as the function reads the event's: a confidently
+    wrong P(any) ends in the keep-alive's schedule, a right one keeps the forecast's."""
+    from training.fleet_backtest import PolicySchedule, keepalive_schedule
+
+    n, first = 900, 100
+    counts = np.where(np.arange(n) % 30 == 0, 2.0, 0.0)
+    hit = (counts > 0).astype(float)
+    nan = np.full(first, np.nan)
+    # P(any) at minute m forecasts minutes m, m+1 (the covered minutes)
+    right = np.stack([hit, np.roll(hit, -1)], axis=1)
+    wrong = np.stack([1 - hit, 1 - np.roll(hit, -1)], axis=1) * 0.9
+    settings = [S]
+    for p_any, expect_keepalive in ((right, False), (wrong, True)):
+        p = np.vstack([np.tile(nan[:, None], 2), p_any[first:]])
+        point = np.vstack([np.tile(nan[:, None], 2), np.zeros((n - first, 2))])
+        out = np.zeros(n, np.int64)
+        PolicySchedule(point, point.copy(), p, counts, FB).fill([out], 0, n, settings)
+        keepalive = keepalive_schedule(counts[None, :], FB.keepalive_minutes)[0]
+        tail = slice(first + 100, n)  # once 30 minutes are scored
+        if expect_keepalive:
+            assert np.array_equal(out[tail], keepalive[tail])
+        else:
+            assert not np.array_equal(out[tail], keepalive[tail])
+            assert out[tail].sum() < keepalive[tail].sum()  # the right forecast keeps warm only before requests
