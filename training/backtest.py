@@ -177,6 +177,9 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         scores.append(score(policy, settings, result, default))
         if default and policy in ("kpa", "predictive"):
             kept[policy] = result
+        if default and policy == "predictive":
+            info["fallback_minutes"] = controller.baseline_minutes  # decided by the keep-alive fallback
+            info["forecast_minutes"] = len(table.point)
     kpa = scores[0]
     for s in scores:
         s["cold_start_vs_kpa"] = s["cold_start_requests"] / kpa["cold_start_requests"] if kpa["cold_start_requests"] else float("nan")
@@ -202,6 +205,9 @@ def print_table(scores: list[dict], info: dict) -> None:
           f"{info['brier_base_rate']:.4f}: Brier skill {info['brier_skill']:+.3f}; longest fit {info['max_fit_seconds']} s")
     print(f"reliability of P(any) (predicted -> observed, minutes), calibration error {info['calibration_error']:.4f}: "
           f"{skill.format_reliability(info['reliability'])}")
+    if "fallback_minutes" in info:
+        print(f"fallback (default predictive row): the keep-alive decided {info['fallback_minutes']} of "
+              f"{info['forecast_minutes']} forecast minutes (rolling 60-minute Brier skill of P(any) below 0: scale.fallback)")
     e = info["ets"]
     print(f"off-the-shelf baseline (statsforecast AutoETS, Poisson around its mean): MASE vs seasonal naive {e['mase']:.3f}; "
           f"Brier P(any) {e['brier']:.4f}, Brier skill vs own base rate {e['brier_skill']:+.3f}\n")
