@@ -37,6 +37,7 @@ import numpy as np
 from forecast.forecaster import RateForecaster
 from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
+from scale.fallback import FallbackSettings, Skill, forecast_helps, keepalive_forecast
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
 from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
 from scale.pool_plan import (ModelView, PoolPlanSettings, PoolView, TierHistory, TierState, choice_due, note_observed,
@@ -44,7 +45,7 @@ from scale.pool_plan import (ModelView, PoolPlanSettings, PoolView, TierHistory,
 from tqdm import tqdm
 
 from training import skill
-from training.controllers import HybridHistogram
+from training.controllers import HybridHistogram, seasonal_naive_table
 from training.fleet_sim import DAY_S, FleetSimConfig, LaneTotals, PoolModelCache, simulate_lanes
 from training.fleet_trace import FleetTrace
 
@@ -101,9 +102,25 @@ class PolicySchedule:
     whose threshold falls on the same side of that P get the same decision. On a busy series
     every price agrees nearly every minute."""
 
-    def __init__(self, point: np.ndarray, upper: np.ndarray, p_any: np.ndarray):
+    def __init__(self, point: np.ndarray, upper: np.ndarray, p_any: np.ndarray, counts: np.ndarray | None = None,
+                 fallback: FallbackSettings | None = None):
+        """With `counts` (the series' minutes) and `fallback`, the scale function's fallback to the
+        keep-alive: the rolling skill the forecast function would send (skill.rolling_skill over
+        these forecasts) decides, minute by minute, as scale.decision.plan does."""
         self.point, self.upper, self.p_any = point, upper, p_any
         self.known = ~np.isnan(point[:, 0])
+        self.counts, self.fallback, self.skills, self.first = counts, fallback, None, 0
+        if counts is not None and fallback is not None and self.known.any():
+            self.first = int(np.argmax(self.known))
+            naive = seasonal_naive_table(counts, self.first, len(counts), 1).point[:, 0]
+            self.skills = skill.rolling_skill(np.nan_to_num(point[self.first:, 0]), np.nan_to_num(p_any[self.first:, 0]),
+                                              naive, counts, self.first)
+
+    def _skill_at(self, m: int) -> Skill | None:
+        i = m - self.first
+        if self.skills is None or not 0 <= i < len(self.skills["minutes"]):
+            return None
+        return Skill(float(self.skills["brier_skill"][i]), float(self.skills["mase"][i]), int(self.skills["minutes"][i]))
 
     def fill(self, outs: list[np.ndarray], m0: int, m1: int, settings: list[PolicySettings],
              active: np.ndarray | None = None) -> None:
@@ -123,6 +140,11 @@ class PolicySchedule:
                 continue
             forecast = [MinuteForecast(point[m][h] / 60.0, upper[m][h] / 60.0, p_any[m][h]) for h in range(horizon)]
             covered = p_any_in(forecast)
+            skill_now, observed = self._skill_at(m), None
+            if self.fallback is not None and m > 0 and not forecast_helps(skill_now, self.fallback):
+                observed = [None if np.isnan(c) else float(c)
+                            for c in self.counts[max(0, m - self.fallback.keepalive_minutes):m]]
+                covered = p_any_in(keepalive_forecast(observed, horizon, self.fallback))  # what plan will read
             decided: dict[tuple, tuple[int, float | None]] = {}
             for j, out in enumerate(outs):
                 current, raised_at = state[j]
@@ -133,7 +155,8 @@ class PolicySchedule:
                 key = (current, raised_at, warm)
                 if key not in decided:
                     view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(current)}})
-                    p = plan(view, policies[j], forecast, m * 60.0, raised_at)
+                    p = plan(view, policies[j], forecast, m * 60.0, raised_at, skill=skill_now, observed=observed,
+                             fallback=self.fallback)
                     decided[key] = (p.min_scale, p.raised_at_s)
                 state[j] = decided[key]
                 out[m] = state[j][0]
@@ -481,15 +504,20 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     per_model_group("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, True, hybrid_schedule(counts))
     costs = (60, 120, 600, 1200, 3000) if options.sweep else ()
 
-    def policy_rows(fc: Forecasts, settings: list[PolicySettings], active: np.ndarray | None = None) -> list[np.ndarray]:
-        """Each series' schedule under each of `settings` (prices), in lockstep."""
+    def policy_rows(fc: Forecasts, settings: list[PolicySettings], active: np.ndarray | None = None,
+                    series: np.ndarray | None = None, fallback: FallbackSettings | None = None) -> list[np.ndarray]:
+        """Each series' schedule under each of `settings` (prices), in lockstep; with `series`
+        (each one's minute counts) and `fallback`, the scale function's keep-alive fallback."""
         outs = [np.zeros(fc.point.shape[:2], np.int64) for _ in settings]
         for i in range(fc.point.shape[0]):
-            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i]).fill(
+            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i], None if series is None else series[i], fallback).fill(
                 [out[i] for out in outs], 0, n, settings, None if active is None else active[i])
         return outs
 
-    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True, policy_rows(per_model, [base])[0])
+    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True,
+                    policy_rows(per_model, [base], series=counts, fallback=FallbackSettings())[0])
+    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost, "fallback": "off"}, False,
+                    policy_rows(per_model, [base])[0])
     per_model_group("oracle_per_model", {}, True, oracle_schedule(peaks[:n_models], options.capacity_rps))
 
     ded_fc = Forecasts(per_model.point[ever_dedicated], per_model.upper[ever_dedicated], per_model.p_any[ever_dedicated])
