@@ -39,8 +39,8 @@ from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
 from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
-from scale.pool_plan import (ModelView, PoolPlanSettings, PoolView, TierHistory, TierState, choice_due, note_observed,
-                             plan_pool)
+from scale.pool_plan import (TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
+                             choice_due, note_observed, plan_pool)
 from tqdm import tqdm
 
 from training import skill
@@ -75,7 +75,8 @@ class FleetOptions:
     def plan_settings(self) -> PoolPlanSettings:
         """The pool plan's settings, as the scale function derives them (pool_placement.plan_settings)."""
         return PoolPlanSettings(placement=self.placement, every_minutes=PLACE_EVERY_MINUTES, cost=self.cost,
-                                cold_start_s=float(self.cold_start_s))
+                                cold_start_s=float(self.cold_start_s),
+                                sizing=PolicySettings(capacity_rps=self.capacity_rps, max_scale=self.max_scale))
 
 
 @dataclass
@@ -276,6 +277,11 @@ class PoolPlanDriver:
         for k in range(h):
             miss *= 1.0 - np.clip(np.nan_to_num(per_model.p_any[:, :, k].astype(np.float64), nan=0.0), 0.0, 1.0)
         self.p_cov = np.where(np.isnan(per_model.p_any[:, :, 0]), np.nan, 1.0 - miss)
+        # pool_plan.covered_size: (point, upper) req/s of the covered minute with the largest upper
+        up = per_model.upper[:, :, :h].astype(np.float64) / 60.0
+        k = np.argmax(np.nan_to_num(up, nan=-np.inf), axis=2)[:, :, None]
+        self.size_upper = np.take_along_axis(up, k, axis=2)[:, :, 0]
+        self.size_point = np.take_along_axis(per_model.point[:, :, :h].astype(np.float64) / 60.0, k, axis=2)[:, :, 0]
         self.dedicated = {i: f"{names[i]}-dedicated" for i in range(n_models)}
         self.index = {name: i for i, name in enumerate(names)}
         self._views = None
@@ -295,9 +301,16 @@ class PoolPlanDriver:
         p_out = np.where(known.any(axis=0), 1.0 - idle, np.nan)
         prev = self.counts[members, first - 1:m - 1] if first > 0 else np.concatenate(
             (np.zeros((len(members), 1)), self.counts[members, first:m - 1]), axis=1)
-        per_model = float(((c > 0) | (prev > 0)).sum())
+        per_pod = 60.0 * TARGET_UTILIZATION * settings.sizing.capacity_rps
+        pods = np.where(c > 0, np.maximum(1, np.ceil(c / per_pod - 1e-9)), np.where(prev > 0, 1, 0))
+        per_model = float(pods.sum())
+        sp, su = self.size_point[members, first:m], self.size_upper[members, first:m]
+        sized = ~np.isnan(su)
+        backed = sized & (su > sp)
+        pooled = np.where(backed, sp, 0.0).sum(axis=0) + np.sqrt(np.where(backed, (su - sp) ** 2, 0.0).sum(axis=0))
+        upper = [float(u) if k else None for u, k in zip(pooled.tolist(), sized.any(axis=0).tolist())]
         return TierHistory(self.minute0 + first, total.tolist(), [None if math.isnan(v) else float(v) for v in p_out],
-                           per_model)
+                           per_model, upper)
 
     def __call__(self, start: int, end: int, _per_minute: np.ndarray | None = None) -> np.ndarray:
         began = time.perf_counter()
