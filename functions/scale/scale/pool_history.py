@@ -1,6 +1,7 @@
 """The pool plan's memory in Redis: each model's minute history (requests observed, as the
-forecast event's `observed` block reports them, and the forecast P(any request in the minutes a
-decision covers) made at each tick) and each tier's warmth state (the candidate in force, when it
+forecast event's `observed` block reports them, the forecast P(any request in the minutes a
+decision covers) made at each tick, and that forecast's (point, upper) load, which prices the
+pods a forecast candidate's sizing holds) and each tier's warmth state (the candidate in force, when it
 was chosen, the keep-alive's clock).
 
 Bounded by design: one hash per model and kind, one field per minute, the fields older than

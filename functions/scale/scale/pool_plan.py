@@ -13,11 +13,18 @@ keep-alive annotation it carries), each with its reason, and the state to rememb
 backtest (training/fleet_backtest.py, `PoolPlanDriver`) calls the very same function minute by
 minute with the same kind of inputs, so the fleet table's default is what a cluster runs.
 
+Placement by memory (`_memory_rule`): a model the rate band would dedicate leaves the pool only
+where that pays: when the pool's pods would spend more than `load_share` of its requests loading
+models (Che's approximation of each pod's LRU, `load_rate_of`), busiest first, as few as bring the
+loads within it, and none when no number of them would; a dedicated model comes back once the
+pool would have held it within half that for placement's hold.
+
 Warmth, chosen per tier from history (`choose_warmth`): the candidates are the forecast policy at
-several prices, Knative's own keep-alive (`scale-to-zero-pod-retention-period`, 0-1 h, the
+several prices (alone, or with a short Knative retention on top), Knative's own keep-alive (`scale-to-zero-pod-retention-period`, 0-1 h, the
 Revision webhook's limit; longer keep-alives are min-scale 1 held by this plan), the hybrid
 histogram of "Serverless in the Wild" (Shahrad et al., 2020) on the tier's own idle gaps, and a
-time-of-day schedule. Each is scored on the same history at minute grain (`estimate`): the only
+time-of-day schedule. Each is scored on the same history at minute grain (`estimate`, counting
+the pods each holds: Knative's own for the load, and what the forecast sized where it warms): the only
 resolution the deployed function has (Prometheus counts per minute, the forecast events); the
 per-second simulator scores the outcome in the backtest, never the choice.
 """
