@@ -39,7 +39,7 @@ from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
 from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
-from scale.pool_plan import (TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
+from scale.pool_plan import (COLD_MINUTE_SAVING, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
                              choice_due, note_observed, plan_pool)
 from tqdm import tqdm
 
@@ -302,7 +302,8 @@ class PoolPlanDriver:
         prev = self.counts[members, first - 1:m - 1] if first > 0 else np.concatenate(
             (np.zeros((len(members), 1)), self.counts[members, first:m - 1]), axis=1)
         per_pod = 60.0 * TARGET_UTILIZATION * settings.sizing.capacity_rps
-        pods = np.where(c > 0, np.maximum(1, np.ceil(c / per_pod - 1e-9)), np.where(prev > 0, 1, 0))
+        pods = np.where(c > 0, np.maximum(1, np.ceil(c / per_pod - 1e-9)) - np.where(prev > 0, 0.0, COLD_MINUTE_SAVING),
+                        np.where(prev > 0, 1, 0))
         per_model = float(pods.sum())
         sp, su = self.size_point[members, first:m], self.size_upper[members, first:m]
         sized = ~np.isnan(su)

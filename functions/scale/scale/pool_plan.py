@@ -44,6 +44,10 @@ RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
 RETENTION_MAX_MINUTES = 60
 IDLE = (MinuteForecast(0.0, 0.0, 0.0),) * LEAD_MINUTES
 """autoscaling.ValidateAnnotations accepts a retention of 0-1 h: a longer keep-alive is a floor."""
+COLD_MINUTE_SAVING = 0.5
+"""A minute whose first request found no pod holds one only from that request on: half the minute
+on average (the pod then lives Knative's 60 s stable window and ~30 s grace past the last request,
+which the estimate counts as the rest of that minute and the next)."""
 TARGET_UTILIZATION = 0.7
 """Knative's default container-concurrency-target-percentage: the share of a pod's capacity the
 autoscaler fills before it adds one (how many pods Knative alone holds for a minute's load)."""
@@ -625,7 +629,7 @@ def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings,
     threshold = _threshold(w.price) if w.kind == "forecast" else 2.0
     cold_share = min(1.0, settings.cold_start_s / 60.0)
     last = None
-    pod_min = 0
+    pod_min = 0.0
     cold = 0.0
     start = history.start_minute
     keep = w.tail if w.kind in ("keepalive", "forecast") else 0
@@ -646,7 +650,7 @@ def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings,
             if not warm:
                 cold += max(1.0, c * cold_share) if c >= 1 else c
             last = m
-            pod_min += max(knative[i], floor)
+            pod_min += max(knative[i], floor) - (0.0 if warm else COLD_MINUTE_SAVING)
         else:
             pod_min += floor
     return pod_min * 60.0, cold
@@ -727,7 +731,7 @@ def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int
     c_out: list[float | None] = []
     p_out: list[float | None] = []
     u_out: list[float | None] = []
-    per_model = 0
+    per_model = 0.0
     for m in range(first, now_minute):
         total: float | None = None
         idle, known = 1.0, False
@@ -736,8 +740,11 @@ def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int
             c = counts.get(name, {}).get(m)
             if c is not None:
                 total = (total or 0.0) + c
-                if c > 0 or (counts.get(name, {}).get(m - 1) or 0) > 0:
-                    per_model += max(1, math.ceil(c / per_pod - 1e-9))
+                before = counts.get(name, {}).get(m - 1) or 0
+                if c > 0:
+                    per_model += max(1, math.ceil(c / per_pod - 1e-9)) - (0.0 if before > 0 else COLD_MINUTE_SAVING)
+                elif before > 0:
+                    per_model += 1
             elif (counts.get(name, {}).get(m - 1) or 0) > 0:
                 per_model += 1
             p = p_any.get(name, {}).get(m)
