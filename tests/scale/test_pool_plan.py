@@ -210,7 +210,7 @@ def test_a_forecast_candidate_is_priced_by_the_pods_its_sizing_holds():
     assert estimate(h, w, settings)[0] <= n * 60.0  # whatever wins holds no sized pods
     # without the upper column (as before) the estimate cannot tell them apart
     blind = TierHistory(0, h.counts, h.p_any)
-    assert estimate(blind, Warmth("forecast", 300.0), settings)[0] == keep
+    assert estimate(blind, Warmth("forecast", 300.0), settings)[0] == n * 60.0  # one pod a minute
 
 
 def test_a_forecast_with_a_retention_covers_what_each_alone_misses():
