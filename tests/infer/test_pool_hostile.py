@@ -212,6 +212,51 @@ def test_admission_charges_at_least_what_decoding_takes_and_refuses_what_never_f
     assert client.post("/v2/models/wine/infer", json=V2).status_code == 200
 
 
+def test_large_bodies_at_once_take_turns_rather_than_starve_each_other(models_dir):
+    """Each request held its read reservation while waiting for its decoding one, and that while
+    waiting for its predict one: four large CSV bodies at once each held a share, none could grow
+    and every one got a 503 (the pool's 8 clients looping its largest CSV body: 58 of 58)."""
+    from infer.app import build
+
+    app, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx",
+                                               "REQUEST_MEMORY_MB": "64"}))
+    assert model.load()
+    admission = app.plane.admission
+    admission.wait_s = 60.0  # turns, not a race against the clock: a request waits until one fits
+    # 1.5 MiB: decoding (~24 MiB) and predicting (~25 MiB) it fit the budget, twice over they do not
+    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 60_000).encode()
+    assert client_for(app).post("/invocations", data=body, headers={"Content-Type": "text/csv"}).status_code == 200
+    barrier = threading.Barrier(4)
+    codes: list[int] = []
+
+    def call() -> None:
+        client = client_for(app)
+        barrier.wait()
+        codes.append(client.post("/invocations", data=body, headers={"Content-Type": "text/csv"}).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert codes == [200] * 4, codes
+    assert admission.used == 0
+
+
+def test_a_body_that_can_never_be_decoded_and_predicted_within_the_budget_is_a_413_at_once(models_dir):
+    """Its decoding fit the budget and its predicting did, but not both: it waited for memory it
+    held itself and was answered a retryable 503, whatever the load, retried for nothing."""
+    from infer.app import build
+
+    app, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx",
+                                               "REQUEST_MEMORY_MB": "64"}))
+    assert model.load()
+    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 110_000).encode()  # 2.7 MiB
+    r = client_for(app).post("/invocations", data=body, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 413 and "REQUEST_MEMORY_MB" in r.get_json()["error"], (r.status_code, r.get_data()[:200])
+    assert app.plane.admission.used == 0
+
+
 @pytest.mark.parametrize("busy", [False, True])
 def test_a_refused_body_is_freed_when_answered_not_at_the_next_garbage_collection(models_dir, busy):
     """A refusal (413 never fits, 503 busy) is kept on the request; its traceback held the request

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import json_log, lifecycle, metrics
+from .admission import PREPAID
 from .errors import InferError, MethodNotAllowed, ModelNotFound, NotFound, headers_of
 from .http_io import Reply, Request, json_reply
 from .model import ModelRegistry, Prediction, ServedModel
@@ -126,11 +127,11 @@ class DataPlane:
         if self.admission is None:
             return model.predict(rows, outputs)
         cost = self.admission.predict_cost(rows)  # what the runtime allocates, beside the decoding
-        self.admission.hold(cost, f"a batch of {rows.shape[0]} rows")
+        taken = self.admission.hold(cost, f"a batch of {rows.shape[0]} rows")
         try:
             return model.predict(rows, outputs)
         finally:
-            self.admission.release(cost)
+            self.admission.release(taken)
 
     # -- requests ----------------------------------------------------------------------------
     def may_block(self, request: Request) -> bool:
@@ -142,6 +143,13 @@ class DataPlane:
         return self.models.may_block(request.params.get("name") or self.models.route_name(request))
 
     def handle(self, request: Request) -> Reply:
+        prepaid = PREPAID.set(request.predict_reserved)
+        try:
+            return self._handle(request)
+        finally:
+            PREPAID.reset(prepaid)
+
+    def _handle(self, request: Request) -> Reply:
         compiled, allowed = self._match(request)
         protocol = compiled.protocol if compiled else self._owner(request.path)
         traffic = (compiled.route.traffic if compiled else True) and request.path not in self._not_traffic

@@ -30,6 +30,8 @@ class Request:
     """The model whose own host the request came on (the pool's boundary), else None."""
     refused: Exception | None = None
     """Set when memory admission refused the body (503 busy, 413 never fits): reading it raises this."""
+    predict_reserved: int = 0
+    """Predict memory reserved with the body (memory admission): predicting its rows takes no more."""
 
     @property
     def body(self) -> bytes:
