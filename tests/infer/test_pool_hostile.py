@@ -251,10 +251,29 @@ def test_a_body_that_can_never_be_decoded_and_predicted_within_the_budget_is_a_4
     app, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx",
                                                "REQUEST_MEMORY_MB": "64"}))
     assert model.load()
-    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 110_000).encode()  # 2.7 MiB
+    # 3.7 MiB: decoding it (~60 MiB) fits, and so does predicting it, but not the two
+    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 150_000).encode()
     r = client_for(app).post("/invocations", data=body, headers={"Content-Type": "text/csv"})
     assert r.status_code == 413 and "REQUEST_MEMORY_MB" in r.get_json()["error"], (r.status_code, r.get_data()[:200])
     assert app.plane.admission.used == 0
+
+
+def test_a_batch_predicted_in_slices_answers_what_it_answers_whole(models_dir):
+    """Large batches are predicted a slice at a time (the runtime's memory bounded by a slice):
+    same values, same order, same shapes, for labels and probabilities alike."""
+    from infer.app import build
+    from infer.dataplane import predict_in_slices
+
+    app, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx"}))
+    assert model.load()
+    rows = np.vstack([load_wine().data] * 6)  # 1,068 rows: 13 x 82 + 2
+    outputs = list(model.outputs)
+    whole = model.predict(rows, outputs)
+    sliced = predict_in_slices(model, rows, outputs, 13 * 82)
+    assert [p.name for p in sliced] == [p.name for p in whole] == outputs
+    for a, b in zip(sliced, whole):
+        assert a.values.shape == b.values.shape and a.values.dtype == b.values.dtype
+        np.testing.assert_array_equal(a.values, b.values)
 
 
 @pytest.mark.parametrize("busy", [False, True])

@@ -14,7 +14,8 @@ could never fit (its cost alone is over the budget) gets a 413 saying so. Reques
 body (GETs) are not counted.
 
 Once read, a body's reservation grows to its whole cost in one step: decoding it and what the
-runtime allocates to predict its elements (counted from the bytes, an upper bound), so that no
+runtime allocates to predict its elements (counted from the bytes, an upper bound; a batch is
+predicted PREDICT_SLICE_ELEMENTS values at a time, so at most one slice's worth), so that no
 request waits for memory while holding some. A request that held its read reservation while
 waiting for its decoding one, or its decoding one while waiting to predict, starved the others
 doing the same: three large bodies at once each held a share, none could grow, all got 503s.
@@ -37,6 +38,9 @@ PREDICT_BYTES_PER_ELEMENT = 32
 """What onnxruntime allocates while predicting, per input element (RSS high-water mark over
 10^4-10^6-row batches of the example models, arena off: 16-17 bytes; doubled for models with
 wider intermediates). Reserved around `predict`, beside the decoding's reservation."""
+PREDICT_SLICE_ELEMENTS = 2**18
+"""A batch is predicted this many input values at a time (the data plane's slices): what the
+runtime allocates is bounded by a slice (8 MiB at 32 bytes a value), not by the batch."""
 COSTS = {"byte": 2, "json_separator": 120, "json_open": 240, "json_string": 210, "csv_byte": 16,
          "binary_element": 80}
 """Peak bytes held while decoding and answering (measured with tracemalloc on the wine model,
@@ -106,7 +110,7 @@ class Admission:
             elements = _binary_elements(body, headers) + head.count(b",") + head.count(b"[")
         else:
             elements = body.count(b",") + body.count(b"[")
-        return elements * PREDICT_BYTES_PER_ELEMENT
+        return min(elements, PREDICT_SLICE_ELEMENTS) * PREDICT_BYTES_PER_ELEMENT
 
     def check(self, cost: int, length: int, headers: dict) -> InferError | None:
         """The refusal of a request that can never fit, else None."""
@@ -161,7 +165,7 @@ class Admission:
             self._cond.notify_all()
 
     def predict_cost(self, rows: Any) -> int:
-        return int(getattr(rows, "size", 0)) * PREDICT_BYTES_PER_ELEMENT
+        return min(int(getattr(rows, "size", 0)), PREDICT_SLICE_ELEMENTS) * PREDICT_BYTES_PER_ELEMENT
 
     def hold(self, cost: int, what: str) -> int:
         """Reserve `cost` (blocking up to ADMISSION_WAIT_S) or raise the 413/503 that says why;

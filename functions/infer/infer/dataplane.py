@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import json_log, lifecycle, metrics
-from .admission import PREPAID
+from .admission import PREDICT_SLICE_ELEMENTS, PREPAID
 from .errors import InferError, MethodNotAllowed, ModelNotFound, NotFound, headers_of
 from .http_io import Reply, Request, json_reply
 from .model import ModelRegistry, Prediction, ServedModel
@@ -35,6 +35,24 @@ Handler = Callable[["DataPlane", Request], Reply]
 
 def plain_error_body(request: Request, status: int, message: str) -> dict:
     return {"error": message}
+
+
+def predict_in_slices(model: ServedModel, rows: np.ndarray, outputs: Sequence[str], elements: int) -> list[Prediction]:
+    """The model's predictions for `rows`, at most `elements` input values at a time, written
+    into outputs allocated once: what the runtime allocates while predicting is bounded by the
+    slice, not the batch (a 10 MiB CSV body of 5 M values made it take ~170 MB at once)."""
+    step = max(1, elements // rows.shape[1]) if rows.ndim == 2 and rows.shape[1] else 0
+    if not step or rows.shape[0] <= step:
+        return model.predict(rows, outputs)
+    first = model.predict(rows[:step], outputs)
+    whole = [Prediction(p.name, np.empty((rows.shape[0], *p.values.shape[1:]), dtype=p.values.dtype)) for p in first]
+    for p, out in zip(first, whole):
+        out.values[:step] = p.values
+    del first
+    for start in range(step, rows.shape[0], step):
+        for p, out in zip(model.predict(rows[start:start + step], outputs), whole):
+            out.values[start:start + step] = p.values
+    return whole
 
 
 @dataclass(frozen=True)
@@ -129,7 +147,7 @@ class DataPlane:
         cost = self.admission.predict_cost(rows)  # what the runtime allocates, beside the decoding
         taken = self.admission.hold(cost, f"a batch of {rows.shape[0]} rows")
         try:
-            return model.predict(rows, outputs)
+            return predict_in_slices(model, rows, outputs, PREDICT_SLICE_ELEMENTS)
         finally:
             self.admission.release(taken)
 
