@@ -165,7 +165,10 @@ class Admission:
             self._cond.notify_all()
 
     def predict_cost(self, rows: Any) -> int:
-        return min(int(getattr(rows, "size", 0)), PREDICT_SLICE_ELEMENTS) * PREDICT_BYTES_PER_ELEMENT
+        """What predicting `rows` allocates: one slice's worth (a slice is at least one row)."""
+        shape = getattr(rows, "shape", ())
+        row = int(shape[1]) if len(shape) == 2 else 0
+        return min(int(getattr(rows, "size", 0)), max(PREDICT_SLICE_ELEMENTS, row)) * PREDICT_BYTES_PER_ELEMENT
 
     def hold(self, cost: int, what: str) -> int:
         """Reserve `cost` (blocking up to ADMISSION_WAIT_S) or raise the 413/503 that says why;

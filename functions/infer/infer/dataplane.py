@@ -45,6 +45,8 @@ def predict_in_slices(model: ServedModel, rows: np.ndarray, outputs: Sequence[st
     if not step or rows.shape[0] <= step:
         return model.predict(rows, outputs)
     first = model.predict(rows[:step], outputs)
+    if not all(isinstance(p.values, np.ndarray) and p.values.ndim and p.values.shape[0] == step for p in first):
+        return model.predict(rows, outputs)  # an output that is not one value per row: whole
     whole = [Prediction(p.name, np.empty((rows.shape[0], *p.values.shape[1:]), dtype=p.values.dtype)) for p in first]
     for p, out in zip(first, whole):
         out.values[:step] = p.values
