@@ -243,6 +243,41 @@ def test_large_bodies_at_once_take_turns_rather_than_starve_each_other(models_di
     assert admission.used == 0
 
 
+def test_large_bodies_at_once_take_turns_under_the_asgi_adapter_too(models_dir):
+    """The same four bodies through the adapter func-python serves (reservations polled on the
+    event loop, answers off it): every one answered 200, none a 503."""
+    import asyncio
+
+    from infer.app import AsgiApp, build
+
+    wsgi, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx",
+                                                "REQUEST_MEMORY_MB": "64"}))
+    assert model.load()
+    app = AsgiApp(wsgi.plane)
+    app.plane.admission.wait_s = 60.0
+    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 60_000).encode()
+
+    async def call() -> int:
+        scope = {"type": "http", "method": "POST", "path": "/invocations",
+                 "headers": [(b"content-type", b"text/csv"), (b"content-length", str(len(body)).encode())]}
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent[0]["status"]
+
+    async def four() -> list[int]:
+        return list(await asyncio.gather(*(call() for _ in range(4))))
+
+    assert asyncio.run(four()) == [200] * 4
+    assert app.plane.admission.used == 0
+
+
 def test_a_body_that_can_never_be_decoded_and_predicted_within_the_budget_is_a_413_at_once(models_dir):
     """Its decoding fit the budget and its predicting did, but not both: it waited for memory it
     held itself and was answered a retryable 503, whatever the load, retried for nothing."""
