@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "reference" / "settings.md"
-NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$|^(?:HOST|PORT)$")
+NAME = re.compile(r"^[A-Z][A-Z0-9_]{2,}$")  # an environment variable's name, as the code spells it
 HELPERS = {"text": "text", "whole": "integer", "number": "number", "flag": "true / false",
            "names": "comma-separated list", "optional": "text (unset: none)", "sha256": "64 hex digits"}
 
