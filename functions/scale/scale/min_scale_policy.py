@@ -63,7 +63,7 @@ class PolicySettings:
     idle_window_s: float | None = None
     """Stable window while idle is forecast (second lever, e.g. 6 s); None, the default, leaves
     the window alone: in the backtests the lever turned forecast errors into more cold starts
-    than the pod-seconds it saved were worth at the default price (README)."""
+    than the pod-seconds it saved were worth at the default price (docs/results/single-trace.md)."""
     burst_risk: float | None = 0.1
     """Accepted chance that some second of a forecast minute brings more requests than the
     min-scale pods serve, with arrivals within the minute taken as Poisson at the upper-quantile
