@@ -36,7 +36,7 @@ def _ratio(a: float, b: float) -> str:
 
 def wsgi_frameworks(data: dict) -> str:
     raw, flask = "raw WSGI (infer/app.py)", "Flask"
-    cases = sorted({k.split(" | ")[0] for k in data["per_request_us"]}, key=list(data["per_request_us"]).index)
+    cases = list(dict.fromkeys(k.split(" | ")[0] for k in data["per_request_us"]))
     lines = [f"Measured {data['measured']}, {data['model']}, median of {data['rounds']} rounds x "
              f"{data['requests_per_round']} requests per app (in-process WSGI calls, no server between):", "",
              "| request | raw WSGI adapter, us | Flask, us | Flask / raw |", "|---|---:|---:|---:|"]
