@@ -30,6 +30,11 @@ RESULTS = DOCS / "results"
 MARKER = re.compile(r"(<!-- results: (?P<kind>[\w-]+) (?P<file>[\w./-]+\.json) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
+def _x(value: float) -> str:
+    """A ratio to the baseline, `n/a` where the baseline had none (0 / 0)."""
+    return "n/a" if value != value else f"{value:.3f}"
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
@@ -73,14 +78,16 @@ def prometheus_clients(data: dict) -> str:
 
 def single_trace(data: list[dict]) -> str:
     """`make backtest TRACE=... FORMAT=json`: one row per policy and setting."""
-    trace = data[0]["trace"] if data else ""
-    lines = [f"From `{trace}`:", "", "| policy | settings | cold % | cold vs KPA | over capacity vs KPA | pod-s vs KPA |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| policy | settings | requests | cold | cold % | cold vs KPA | over capacity | over cap vs KPA | "
+             "pod-s vs KPA |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in data:
         settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items()) or "Knative defaults"
-        name = f"**{s['policy']} (default)**" if s.get("default") else s["policy"]
-        lines.append(f"| {name} | {settings} | {s['cold_start_pct']:.2f} | {s['cold_start_vs_kpa']:.3f} | "
-                     f"{s['over_capacity_vs_kpa']:.3f} | {s['pod_seconds_vs_kpa']:.3f} |")
+        if s.get("default"):
+            settings += " (default)"
+        policy = f"**{s['policy']}**" if s["policy"] == "predictive" and s.get("default") else s["policy"]
+        lines.append(f"| {policy} | {settings} | {s['requests']} | {s['cold_start_requests']} | {s['cold_start_pct']:.2f} | "
+                     f"{_x(s['cold_start_vs_kpa'])} | {s['over_capacity_requests']} | {_x(s['over_capacity_vs_kpa'])} | "
+                     f"{_x(s['pod_seconds_vs_kpa'])} |")
     return "\n".join(lines)
 
 
