@@ -91,7 +91,29 @@ def single_trace(data: list[dict]) -> str:
     return "\n".join(lines)
 
 
+CLUSTER_RUNS = {"kpa", "keepalive", "pool_all_kpa", "predictive"}
+"""Fleet rows a deployment runs; the others are baselines no cluster runs (bold in the table)."""
+
+
+def fleet(data: list[dict]) -> str:
+    """`make backtest-fleet FLEET=... FORMAT=json`: one row per policy and setting."""
+    lines = ["| policy | settings | cold | cold % | cold vs KPA | p75 service cold % | model loads | "
+             "over capacity | over cap vs KPA | pod-s vs KPA | wasted pod-s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in data:
+        settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items())
+        if s.get("default") and s["policy"] == "predictive":
+            settings += " (default)"
+        policy = f"**{s['policy']}**" if s["policy"] in CLUSTER_RUNS else s["policy"]
+        lines.append(f"| {policy} | {settings} | {s['cold_start_requests']} | {s['cold_start_pct']:.2f} | "
+                     f"{_x(s['cold_start_vs_kpa'])} | {s['p75_service_cold_pct']:.1f} | {s['model_loads']} | "
+                     f"{s['over_capacity_requests']} | {_x(s['over_capacity_vs_kpa'])} | {_x(s['pod_seconds_vs_kpa'])} | "
+                     f"{s['wasted_pod_seconds']} |")
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable] = {
+    "fleet": fleet,
     "wsgi-frameworks": wsgi_frameworks,
     "prometheus-clients": prometheus_clients,
     "single-trace": single_trace,
