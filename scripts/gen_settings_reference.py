@@ -198,7 +198,11 @@ def function_table(directory: str, shared: dict[str, str]) -> str:
     for path in files:
         reads_in(path, found)
         meanings_in(path, meanings)
-    rows = ["| variable | default | rule | meaning |", "|---|---|---|---|"]
+    deployed = func_yaml_envs(base / "func.yaml")
+    unread = sorted(set(deployed) - set(found) - KNOB_ENVS)
+    if unread:
+        raise SystemExit(f"functions/{directory}/func.yaml sets {', '.join(unread)}, which no code of the function reads")
+    rows = ["| variable | default | `func.yaml` sets | rule | meaning |", "|---|---|---|---|---|"]
     missing = []
     for name in sorted(found):
         read = found[name]
@@ -209,10 +213,23 @@ def function_table(directory: str, shared: dict[str, str]) -> str:
         default = " / ".join(sorted(read.defaults)) or "(unset)"
         kinds = read.kinds - {"text"} if len(read.kinds) > 1 else read.kinds
         rule = ", ".join(sorted(kinds) + sorted(read.rules))
-        rows.append(f"| `{name}` | {_cell(default)} | {rule} | {_cell(meaning)} |")
+        value = f"`{deployed[name]}`" if name in deployed else ""
+        rows.append(f"| `{name}` | {_cell(default)} | {_cell(value)} | {rule} | {_cell(meaning)} |")
     if missing:
         raise SystemExit(f"functions/{directory}: no docstring says what these mean: {'; '.join(missing)}")
     return "\n".join(rows)
+
+
+KNOB_ENVS = {"POD_CAPACITY_RPS", "COLD_START_COST_POD_SECONDS", "MAX_SCALE", "COOLDOWN_SECONDS", "IDLE_WINDOW", "BURST_RISK"}
+"""Read through the policy knob table (scale/policy_knobs.py), not by name in the code."""
+
+
+def func_yaml_envs(path: Path) -> dict[str, str]:
+    """What `func deploy` sets: the function's func.yaml `run.envs`."""
+    import yaml
+
+    config = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return {e["name"]: str(e.get("value", "")) for e in ((config or {}).get("run") or {}).get("envs") or []}
 
 
 def all_meanings() -> dict[str, str]:
@@ -244,8 +261,9 @@ def render() -> str:
         "`run.envs`, or the Service's `env`). An unset or empty variable takes the default below; a set",
         "one must follow the rule, or the function refuses to start and says which variable, which",
         "rule and which value (a typo in a manifest stops a rollout instead of running with a default",
-        "nobody chose). Defaults and rules are read from the code; the meanings from the docstrings",
-        "beside it.",
+        "nobody chose). Defaults and rules are read from the code, what `func deploy` sets from each",
+        "function's `func.yaml` (`run.envs`; edit it for your cluster), the meanings from the docstrings",
+        "beside the code.",
         "",
         "## Policy knobs (per-Service annotations)",
         "",
