@@ -130,3 +130,34 @@ def test_every_results_page_says_when_and_where_it_was_measured():
         assert re.search(r"20\d\d-\d\d-\d\d", text), page.name
         assert "`make " in text or "python " in text, page.name
         assert "this machine" not in text and "other agents" not in text, page.name
+
+
+def _generator():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_settings_reference", ROOT / "scripts" / "gen_settings_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_settings_generator_refuses_what_it_cannot_document(tmp_path, monkeypatch):
+    """A variable the code reads that no docstring explains, or one func.yaml sets that no code
+    reads (a typo there is silently ignored by the function), stops the generator."""
+    gen = _generator()
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    package = tmp_path / "functions" / "demo" / "demo"
+    package.mkdir(parents=True)
+    (package / "settings.py").write_text(
+        '"""| variable | default | meaning |\n|---|---|---|\n| DEMO_LIMIT | 3 | how many |\n"""\n'
+        "def load(env):\n    return whole(env, 'DEMO_LIMIT', 3, 1), text(env, 'DEMO_MODE', 'on')\n")
+    with pytest.raises(SystemExit, match="DEMO_MODE"):
+        gen.function_table("demo", {})
+    (package / "settings.py").write_text(
+        '"""| variable | default | meaning |\n|---|---|---|\n| DEMO_LIMIT | 3 | how many |\n"""\n'
+        "def load(env):\n    return whole(env, 'DEMO_LIMIT', 3, 1)\n")
+    assert "| `DEMO_LIMIT` | 3 |  | integer, >= 1 | how many |" in gen.function_table("demo", {})
+    (tmp_path / "functions" / "demo" / "func.yaml").write_text("run:\n  envs:\n    - name: DEMO_LIMT\n      value: '5'\n")
+    with pytest.raises(SystemExit, match="DEMO_LIMT"):
+        gen.function_table("demo", {})
