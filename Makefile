@@ -17,10 +17,10 @@ COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: whatif help chaos demo demo-infer test docs models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale bench-wsgi bench-prometheus-clients backtest backtest-fleet apt venv clean
+.PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
 
 help:
-	@echo "make demo | demo-fleet | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | docs"
+	@echo "make demo | demo-fleet | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | readme-plot"
 
 # kubectl renders the kustomizations in the manifest tests (`kubectl kustomize`): the machine's own
 # where it has one, else Debian's kubernetes-client (its kustomize reads our resources/namespace fields).
@@ -87,6 +87,7 @@ test: apt venv
 # The documentation site (mkdocs.yml, docs/): the pages generated from code and from committed
 # FORMAT=json results first, then a strict build into site/ (git-ignored). `make test` checks the
 # same (tests/docs/): a broken link, a page out of the navigation or a stale generated page fails.
+.PHONY: docs
 docs: venv
 	$(PY) scripts/gen_settings_reference.py
 	$(PY) scripts/gen_results_tables.py
@@ -105,6 +106,7 @@ bench-pool: venv models
 
 # The design page's measurements (docs/design.md): Flask vs the raw WSGI adapter on the same data
 # plane, and prometheus-api-client vs the forecast function's own client (two fresh virtualenvs).
+.PHONY: bench-wsgi bench-prometheus-clients
 bench-wsgi: venv models
 	$(PY) bench/bench_wsgi_frameworks.py
 
