@@ -4,6 +4,7 @@ write, and the README stays a short front page whose numbers all point at where 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -161,3 +162,28 @@ def test_the_settings_generator_refuses_what_it_cannot_document(tmp_path, monkey
     (tmp_path / "functions" / "demo" / "func.yaml").write_text("run:\n  envs:\n    - name: DEMO_LIMT\n      value: '5'\n")
     with pytest.raises(SystemExit, match="DEMO_LIMT"):
         gen.function_table("demo", {})
+
+
+def test_a_rerun_s_json_rewrites_its_table(tmp_path, monkeypatch):
+    """The results tables come from the run's own JSON: new numbers in the file, new numbers in
+    the page, nothing else of the page touched."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_results_tables", ROOT / "scripts" / "gen_results_tables.py")
+    gen = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gen
+    spec.loader.exec_module(gen)
+    monkeypatch.setattr(gen, "RESULTS", tmp_path)
+    row = {"policy": "predictive", "settings": {"cold_start_cost_pod_s": 300.0}, "default": True, "requests": 100,
+           "cold_start_requests": 7, "cold_start_pct": 7.0, "cold_start_vs_kpa": 0.25, "over_capacity_requests": 0,
+           "over_capacity_vs_kpa": float("nan"), "pod_seconds_vs_kpa": 1.5, "p75_service_cold_pct": 9.0,
+           "model_loads": 3, "wasted_pod_seconds": 11}
+    page = "# page\n\nbefore\n\n<!-- results: fleet data/f.json -->\nold table\n<!-- /results -->\n\nafter\n"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f.json").write_text(json.dumps([row]))
+    first = gen.render_page(page)
+    assert "old table" not in first and "| **predictive** | cold_start_cost_pod_s=300.0 (default) | 7 | 7.00 | 0.250 |" in first
+    assert "| n/a |" in first and first.startswith("# page\n\nbefore\n\n") and first.endswith("<!-- /results -->\n\nafter\n")
+    (tmp_path / "data" / "f.json").write_text(json.dumps([{**row, "cold_start_requests": 5, "cold_start_vs_kpa": 0.125}]))
+    second = gen.render_page(first)
+    assert "| 5 | 7.00 | 0.125 |" in second and gen.render_page(second) == second
