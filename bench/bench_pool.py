@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT / "functions" / "infer"))
 
 from bench_infer import Server, free_port, memory_mib, post, stop  # noqa: E402  (same helpers as bench-infer)
 
+from bench.growth import estimate  # noqa: E402
 from infer.pool import footprint_bytes  # noqa: E402
 from infer.repository import read_repository  # noqa: E402
 from training.publish_model import pinned_env  # noqa: E402
@@ -371,6 +372,12 @@ def print_sizes(base: dict, sizes: list[dict]) -> None:
               f"{r['index_s'] * 1000:.1f} | {r['infer_p50_ms']:.2f} | {r['metrics_bytes'] / 1024:.0f} | {verdict} |")
     print("process start -> ready: the server's infer_start_to_ready_seconds (interpreter, imports, runtime warm-up, "
           "manifest verified); spawn -> ready adds the client's polling.")
+    if len(sizes) >= 2:
+        rows = [{**r, "services": r["entries"]} for r in sizes]
+        print(f"\nOn paper, 100,000 entries (from the growth {rows[-2]['entries']:,} -> {rows[-1]['entries']:,}): "
+              f"start added vs 2 entries {estimate(rows, lambda r: r['start_to_ready_s'] - base['start_to_ready_s'], digits=2)} s; "
+              f"verify (in-process) {estimate(rows, lambda r: r['verify_s'], digits=2)} s; "
+              f"PSS {estimate(rows, lambda r: r['pss'] / 2**20, digits=0)} MiB.")
 
 
 def print_tables(loads: dict, footprint: dict, cold: dict, args: argparse.Namespace) -> None:

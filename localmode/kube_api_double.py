@@ -39,6 +39,11 @@ exercised over real HTTP against this double, which behaves as the parts it stan
   (apiextensions.k8s.io), ConfigMaps, Deployments, Knative Eventing resources.
 - Revisions carry `status.actualReplicas` (ready pods), set by whoever runs the pods here (the
   Serving stand-in, or a test) through `set_actual_replicas`.
+- Deletion with finalizers (`delete`, as `kubectl delete` with background propagation): an
+  object with finalizers only gets `metadata.deletionTimestamp` (MODIFIED) and stays until a
+  patch empties its finalizers, which removes it (DELETED, then the `on_deleted` callbacks: the
+  garbage collector's cascade is the caller's); a patch adding a finalizer to an object being
+  deleted is 422, as the API server forbids it.
 - Every request is recorded (method, verb, resource, name, status), and faults can be injected
   (a status for the next N matching requests; a concurrent writer before the next patch; events
   applied but never delivered to watchers).
@@ -176,6 +181,7 @@ class KubeApiDouble:
         self.requests: list[Recorded] = []
         self._faults: list[tuple[Callable[[Recorded], bool], int, list[int]]] = []
         self._before_patch: list[Callable[[], None]] = []
+        self._on_deleted: list[Callable[[tuple], None]] = []
         self._lock = threading.RLock()
         self._rv = 1000
         # -- watch: the history of writes (the watch cache), and who is waiting on it
@@ -226,6 +232,30 @@ class KubeApiDouble:
             obj = self.objects.pop(key)
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._log("DELETED", key, obj, obj["metadata"].get("labels") or {}, None)
+
+    def delete(self, group: str, plural: str, namespace: str | None, name: str) -> bool:
+        """`kubectl delete` (background propagation): True when the object is gone; False when
+        finalizers hold it (it carries deletionTimestamp until they are removed)."""
+        key = (group, plural, namespace, name)
+        with self._lock:
+            obj = copy.deepcopy(self.objects[key])
+            if not obj["metadata"].get("finalizers"):
+                self.delete_object(group, plural, namespace, name)
+            else:
+                if not obj["metadata"].get("deletionTimestamp"):
+                    obj["metadata"]["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    self._commit(key, obj)
+                return False
+        self._deleted(key)
+        return True
+
+    def on_deleted(self, callback: Callable[[tuple], None]) -> None:
+        """`callback(key)` after an object is removed by `delete` or by its last finalizer's removal."""
+        self._on_deleted.append(callback)
+
+    def _deleted(self, key: tuple) -> None:
+        for callback in list(self._on_deleted):
+            callback(key)
 
     def _commit(self, key: tuple, obj: dict) -> None:
         """Store `obj` as the object at `key` with a new resourceVersion, and record the write
@@ -545,6 +575,10 @@ class KubeApiDouble:
             invalid = self._invalid(updated)
             if invalid:
                 return 422, _status(422, "Invalid", f'{record.resource}.{record.group} "{record.name}" is invalid: {invalid}')
+        if current["metadata"].get("deletionTimestamp") and \
+                set(updated["metadata"].get("finalizers") or []) - set(current["metadata"].get("finalizers") or []):
+            return 422, _status(422, "Invalid", f'{record.resource}.{record.group} "{record.name}" is invalid: '
+                                "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted")
         denial = self._webhook(record.resource, current, updated)
         if denial:
             return 400, _status(400, "BadRequest", f"admission webhook denied the request: {denial}")
@@ -556,6 +590,11 @@ class KubeApiDouble:
         if record.resource == "podautoscalers" and _version(self.version) >= (1, 21):
             return 200, copy.deepcopy(current)  # the revision reconciler puts it back at once
         self._commit(key, updated)
+        if updated["metadata"].get("deletionTimestamp") and not updated["metadata"].get("finalizers"):
+            with self._lock:
+                self.delete_object(*key)
+            threading.Thread(target=self._deleted, args=(key,), daemon=True).start()
+            return 200, copy.deepcopy(updated)
         if key in self._settle_at and self.mapping_reconcile_s <= 0:
             self._settle()
             updated = self.objects[key]

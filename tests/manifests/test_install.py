@@ -139,6 +139,30 @@ def test_the_forecaster_is_found_under_the_package_wherever_the_builder_put_it(t
     assert f"forecast/{root}/manifest.json" in zipfile.ZipFile(wheel).namelist()
 
 
+def test_the_infer_functions_models_are_found_under_the_package_wherever_the_builder_put_it(tmp_path, monkeypatch):
+    (func,) = load_documents(ROOT / "functions" / "infer" / "func.yaml")
+    envs = {e["name"]: e["value"] for e in func["run"]["envs"]}
+    assert not envs.get("MODEL_ROOT", "").startswith("/"), "an absolute path depends on the builder's layout"
+    from infer import settings as infer_settings
+
+    monkeypatch.chdir(tmp_path)  # the working directory is not the function's: `models` there is not the root
+    (tmp_path / "models").mkdir()
+    resolved = infer_settings.InferSettings.from_env({"MODEL_PATH": envs["MODEL_PATH"]}).model_root
+    assert resolved == ROOT / "functions" / "infer" / "infer" / "models"
+    assert infer_settings.InferSettings.from_env({"MODEL_PATH": "w.onnx", "MODEL_ROOT": str(tmp_path)}).model_root \
+        == tmp_path
+    # the host builder installs the wheel: the git-ignored models must be in it
+    copy = tmp_path / "infer-fn"
+    shutil.copytree(ROOT / "functions" / "infer", copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "models"))
+    (copy / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    (copy / "infer" / "models").mkdir()
+    (copy / "infer" / "models" / "manifest.json").write_text("{}")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(copy)], check=True)
+    (wheel,) = (tmp_path / "dist").glob("function-*.whl")
+    assert "infer/models/manifest.json" in zipfile.ZipFile(wheel).namelist()
+
+
 # -- eventing/ and serving/ apply on a stock install ------------------------------------------------
 
 def test_eventing_applies_without_oidc_and_the_eventpolicy_is_an_overlay():

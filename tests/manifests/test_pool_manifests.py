@@ -92,11 +92,13 @@ def test_the_domain_mapping_schema_refuses_what_it_must():
             jsonschema.validate(bad, schema)
 
 
-def test_placement_rbac_is_exactly_reading_and_repointing_domain_mappings():
+def test_placement_rbac_is_exactly_reading_and_repointing_domain_mappings_and_holding_deletions():
     documents = load_documents(ROOT / "serving" / "rbac-scale.yaml")
     (role,) = [d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "predictive-scale-placement"]
     assert role["rules"] == [{"apiGroups": ["serving.knative.dev"], "resources": ["domainmappings"],
-                              "verbs": ["get", "list", "watch", "patch"]}]  # watch: the watch-fed cache
+                              "verbs": ["get", "list", "watch", "patch"]},  # watch: the watch-fed cache
+                             {"apiGroups": ["serving.knative.dev"], "resources": ["services"],
+                              "verbs": ["patch"]}]  # the routed finalizer only: no get, create, delete
     bindings = load_documents(POOL / "rbac-scale-placement-bindings.yaml")
     assert {b["kind"] for b in bindings} == {"RoleBinding"}
     rules = scale_function_rules(ROOT, placement=True)

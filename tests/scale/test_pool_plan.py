@@ -69,6 +69,22 @@ def test_a_model_routed_to_a_deleted_service_goes_back_to_the_pool_without_waiti
     assert out.tiers["pool"].floor == 1
 
 
+def test_a_route_to_a_service_being_deleted_but_still_serving_waits_for_a_warm_pool_and_the_load():
+    # the Service's deletion is held by the function's finalizer: its pods still answer, so the
+    # move back is an ordinary one (a warm pool with the model loaded first), yet counted as a
+    # fallback, and the model never goes back to a Service that is going
+    draining = ModelView("m", DEDICATED, "m-ded", False, False, False, True, draining=True)
+    state = {"m": ModelState(NOW - 60, DEDICATED)}
+    def not_loaded(warm):
+        return PoolView("pool", [draining], warm, frozenset(), 0, {}, 64)
+
+    cold = plan_pool(not_loaded(False), {"m": fc(8.0)}, state, {}, {}, SETTINGS, NOW).models["m"]
+    assert cold.decided == POOL and cold.fallback and cold.action != MOVE and cold.preload
+    assert "being deleted" in cold.reason
+    warm = plan_pool(not_loaded(True), {"m": fc(8.0)}, state, {}, {}, SETTINGS, NOW).models["m"]
+    assert warm.decided == POOL and warm.fallback and warm.action == MOVE and warm.preload
+
+
 def test_a_route_to_a_deleted_service_moves_to_a_cold_pool_at_once():
     # nothing answers the model's host: a cold pool (the activator buffers, the model loads on
     # its first request) is better than waiting for a pod while every request is lost

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from localmode.kube_api_double import KubeApiDouble, scale_function_rules
-from localmode.processes import free_port
+from localmode.processes import free_port, wait_until
 from tests.scale.conftest import LABEL, TICK0, decisions, minutes, send
 from tests.support.manifests import crd_schemas
 from tests.support.servers import ROOT
@@ -133,8 +133,10 @@ def test_a_model_whose_dedicated_service_is_deleted_goes_back_to_the_pool(fleet_
     setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
     port = free_port()
+    # API_READS=list: no watch, so the next event's plan is what moves the route (with the watch,
+    # route_guard.py may be first: test_a_dedicated_service_going_between_events_...)
     fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, PLACEMENT_EVERY_MINUTES="1", COOLDOWN_SECONDS="0",
-                  METRICS_PORT=str(port), METRICS_ADDRESS="127.0.0.1")
+                  METRICS_PORT=str(port), METRICS_ADDRESS="127.0.0.1", API_READS="list")
     busy = minutes(9, 1.0, point_rps=8)
     decisions(send(fn, event(TICK0, {"models/wine": busy}, "d-0")))
     assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-wine"
@@ -155,6 +157,80 @@ def test_a_model_whose_dedicated_service_is_deleted_goes_back_to_the_pool(fleet_
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert 'scale_placement_fallbacks_total{namespace="models"} 1.0' in metrics
     assert any('"fallback": true' in line and '"msg": "move"' in line for line in fn.log_lines()), fn.log_lines()[-5:]
+
+
+def test_a_dedicated_service_deleted_while_routed_to_serves_until_its_model_is_back_in_the_pool(
+        fleet_double, scale_fn, pool_server):
+    setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
+    fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, PLACEMENT_EVERY_MINUTES="1",
+                  COOLDOWN_SECONDS="0", API_READS="list")  # the events' plan alone (no watch)
+    busy = minutes(9, 1.0, point_rps=8)
+    decisions(send(fn, event(TICK0, {"models/wine": busy}, "h-0")))
+    service = ("serving.knative.dev", "services", NS, "infer-wine")
+    assert "predictive-scaling.io/routed" in fleet_double.get(*service)["metadata"]["finalizers"]
+    # `kubectl delete ksvc infer-wine`: the finalizer holds it (and Knative leaves its Route and
+    # pods as they are), so wine's host still reaches a pod
+    assert fleet_double.delete(*service) is False
+    assert fleet_double.get(*service)["metadata"].get("deletionTimestamp")
+    data = decisions(send(fn, event(TICK0 + 1, {"models/wine": busy}, "h-1")))
+    record = next(r for r in data["placement"] if r.get("model") == f"{NS}/wine")
+    assert record["preload"] == {"outcome": "loaded"} and pool_server.ready("wine")  # loaded before the move
+    assert record["move"]["applied"] is True and record["move"]["fallback"] is True, record
+    assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-pool"
+    assert service in fleet_double.objects  # held while the move is in flight
+    decisions(send(fn, event(TICK0 + 2, {"models/wine": busy}, "h-2")))
+    assert service not in fleet_double.objects  # released once the route is programmed in the pool
+    assert any('"msg": "deletion hold"' in line and '"released"' in line for line in fn.log_lines())
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_a_dedicated_service_going_between_events_sends_its_model_back_at_once(fleet_double, scale_fn, pool_server, held):
+    """No forecast event after the deletion: the watch-fed cache's event moves the route (held:
+    the finalizer kept the Service serving, and is released once the route is programmed; not
+    held, e.g. a foreground cascade: the route reached nothing, and moves without waiting)."""
+    setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
+    fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, PLACEMENT_EVERY_MINUTES="1",
+                  COOLDOWN_SECONDS="0")
+    decisions(send(fn, event(TICK0, {"models/wine": minutes(9, 1.0, point_rps=8)}, "g-0")))
+    service = ("serving.knative.dev", "services", NS, "infer-wine")
+    assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-wine"
+    if held:
+        assert fleet_double.delete(*service) is False
+    else:
+        fleet_double.delete_object(*service)
+    wait_until(lambda: fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-pool"
+               and service not in fleet_double.objects, 20, "wine routed to the pool and infer-wine gone")
+    assert pool_server.ready("wine") is held  # a held Service's move waits for the load
+    moves = [line for line in fn.log_lines() if '"msg": "move"' in line and '"trigger": "watch"' in line]
+    assert len(moves) == 1 and '"fallback": true' in moves[0], moves
+
+
+def test_a_dry_run_pool_holds_no_deletion(fleet_double, scale_fn, pool_server):
+    # a finalizer left from a real run: in dry run the function moves no route, so a deleted
+    # Service must not wait on it
+    setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
+    service = ("serving.knative.dev", "services", NS, "infer-wine")
+    with fleet_double._lock:
+        fleet_double.objects[service]["metadata"]["finalizers"] = ["predictive-scaling.io/routed"]
+    assert fleet_double.delete(*service) is False
+    fn = scale_fn(fleet_double, PRELOAD_GATEWAY=pool_server.control_url, COOLDOWN_SECONDS="0", DRY_RUN="true")
+    decisions(send(fn, event(TICK0, {"models/wine": minutes(9, 1.0, point_rps=8)}, "dry-0")))
+    assert service not in fleet_double.objects
+    assert fleet_double.mapping_target(NS, "wine.models.example.com") == "infer-wine"  # no route moved
+
+
+def test_a_namespace_without_a_pool_any_more_holds_no_deletion(fleet_double, scale_fn):
+    # the pool Service removed (or a second one added: placement off): a finalizer left from when
+    # placement ran must not keep a deleted Service waiting
+    fleet_double.add_service(NS, "infer-wine", LABEL)
+    service = ("serving.knative.dev", "services", NS, "infer-wine")
+    with fleet_double._lock:
+        fleet_double.objects[service]["metadata"]["finalizers"] = ["predictive-scaling.io/routed", "someone.else/keep"]
+    fn = scale_fn(fleet_double, COOLDOWN_SECONDS="0")
+    decisions(send(fn, event(TICK0, {"models/infer-wine": minutes(1, 0.5)}, "np-0")))
+    assert fleet_double.get(*service)["metadata"]["finalizers"] == ["someone.else/keep"]  # ours only
 
 
 def test_a_mapping_stuck_not_ready_stops_holding_the_pool_warm_after_the_bound(fleet_double, scale_fn):

@@ -201,7 +201,7 @@ def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> tuple[n
     peak = np.where(np.isfinite(peak), peak, np.nan)
     per_origin += [mean(t - 15, t) / scale, mean(t - 60, t) / scale, peak / scale,
                    share(t - 15, t), share(t - 60, t), day_share]
-    nonzero = np.nan_to_num(matrix) > 0
+    nonzero = matrix > 0  # NaN > 0 is False: no copy of the matrix with its gaps filled
     has = nonzero.any(axis=1)
     last = np.where(has, width - 1 - np.argmax(nonzero[:, ::-1], axis=1), -1)
     since = np.where(last >= 0, t - last, WEEK)

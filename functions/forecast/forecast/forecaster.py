@@ -156,12 +156,7 @@ class RateForecaster(BaseEstimator):
         array (series of equal length, the live tick) is featurised in one vectorised pass;
         a list of series of different lengths one by one. Either way each model predicts once."""
         if isinstance(X, np.ndarray) and X.ndim == 2:
-            if np.any(X < 0):
-                raise ValueError("request counts cannot be negative")
-            rows, scale = features.build_at_end(X, self.horizon, start_minute)
-            peak = day_peak_at_end(X)
-            return self._predict_rows(rows, np.repeat(scale, self.horizon), (len(X), self.horizon),
-                                      np.repeat(peak, self.horizon))
+            return self.predict_blocks(X, np.arange(len(X)), start_minute=start_minute)
         series = _as_series(X)
         rows, scales, peaks = [], [], []
         for values in series:
@@ -172,6 +167,34 @@ class RateForecaster(BaseEstimator):
             peaks.append(np.repeat(day_peak(values, origin), self.horizon))
         return self._predict_rows(np.vstack(rows), np.concatenate(scales), (len(series), self.horizon),
                                   np.concatenate(peaks))
+
+    def predict_blocks(self, matrix: np.ndarray, rows: np.ndarray, *, start_minute: int = 0,
+                       block_rows: int | None = None) -> Forecast:
+        """`predict` for the series `matrix[rows]` (equal length, the live tick), `block_rows` series
+        at a time: the features, their float64 copies and the models' inputs of a block are all
+        that is held at once, so the peak memory is bounded by the block, not by the fleet (10,000
+        services at once were ~0.8 GiB). Every row's forecast depends on its own series only, so
+        the numbers are those of one pass. `rows` in increasing order are read as slices where
+        they run consecutively (no copy of the matrix)."""
+        check_is_fitted(self, "point_model_")
+        block_rows = block_rows or PREDICT_BLOCK_ROWS
+        rows = np.asarray(rows, dtype=np.int64)
+        parts = []
+        for a in range(0, len(rows), block_rows):
+            pick = rows[a:a + block_rows]
+            consecutive = len(pick) and pick[-1] - pick[0] == len(pick) - 1 and np.all(np.diff(pick) == 1)
+            X = matrix[pick[0]:pick[-1] + 1] if consecutive else matrix[pick]
+            if np.any(X < 0):
+                raise ValueError("request counts cannot be negative")
+            Xf, scale = features.build_at_end(X, self.horizon, start_minute)
+            peak = day_peak_at_end(X)
+            parts.append(self._predict_rows(Xf, np.repeat(scale, self.horizon), (len(X), self.horizon),
+                                            np.repeat(peak, self.horizon)))
+            del Xf, X
+        if not parts:
+            empty = np.zeros((0, self.horizon))
+            return Forecast(empty, empty.copy(), empty.copy())
+        return Forecast(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("point", "upper", "p_any")))
 
     def predict_origins(self, values: np.ndarray, origins: np.ndarray, start_minute: int = 0) -> Forecast:
         """Forecasts from many origins of one series at once (the backtest's walk-forward day):
@@ -213,6 +236,9 @@ class RateForecaster(BaseEstimator):
         return Forecast(point.reshape(shape), upper.reshape(shape), p_any.reshape(shape))
 
 
+PREDICT_BLOCK_ROWS = 1000
+"""Series per predict pass at the live tick: 1,000 series x a week of float32 is 40 MB, and their
+feature rows and the trees' float64 inputs a few MB more."""
 RECENT = [features.FEATURE_NAMES.index(name) for name in ("lag_1", "mean_15")]
 PEAK_FACTOR = 2.0
 

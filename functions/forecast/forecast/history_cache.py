@@ -36,6 +36,8 @@ RING_PREFIX = "forecast:ring:"
 END_KEY = "forecast:ring-end"
 FILL_KEY = "forecast:ring-fill"
 """JSON {"end": E, "done": D} while a cold fill toward end E has stored the minutes before D."""
+EVICT_BLOCK = 1000
+"""Rows per pass when looking for services without a sample (bounded temporary memory)."""
 RING_BATCH = 500
 """Rings written per script call, and read per MGET: bounded work per Redis call."""
 
@@ -193,7 +195,9 @@ class HistoryCache:
         only now had no series then, which is idle (0); elsewhere NaN until read."""
         if not services:
             return
-        scraped = (~np.isnan(self.matrix)).any(axis=0) if len(self.matrix) else np.zeros(self.width, dtype=bool)
+        scraped = np.zeros(self.width, dtype=bool)
+        for a in range(0, len(self.matrix), EVICT_BLOCK):  # a block of rows at a time (bounded memory)
+            scraped |= (~np.isnan(self.matrix[a:a + EVICT_BLOCK])).any(axis=0)
         for name in services:
             self._row[name] = len(self.services)
             self.services.append(name)
@@ -210,7 +214,10 @@ class HistoryCache:
             self._evicted_hour = self.end_minute // 60
         if not len(self.matrix):
             return
-        has = (np.nan_to_num(self.matrix, nan=0.0) > 0).any(axis=1)
+        # NaN > 0 is False; a block of rows at a time: no float copy of the whole matrix (10,000
+        # services x a week is 400 MB more peak memory, once an hour)
+        has = np.concatenate([(self.matrix[a:a + EVICT_BLOCK] > 0).any(axis=1)
+                              for a in range(0, len(self.matrix), EVICT_BLOCK)])
         if has.all():
             return
         self.evicted = [s for s, h in zip(self.services, has) if not h]

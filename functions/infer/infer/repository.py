@@ -37,10 +37,10 @@ class RepositoryRefused(ModelRefused):
     """The manifest cannot be served; the pool stays up, not ready, and says why."""
 
 
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # fullmatch: `$` would let a trailing newline through
 """An RFC 1035 label, as Kubernetes names a Service (DNS-1035): it starts with a letter, so no
 model is named like the first label of an IP address (a pod's, which Prometheus scrapes)."""
-SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")  # fullmatch, as DNS_LABEL
 FORMAT_NAMES = {"onnx": "onnx", "skops": "skops", "joblib": "joblib", "mlflow": "mlflow", "auto": "auto"}
 """One string object per format name (an entry holds a reference, not a copy)."""
 SERVED_KEYS = ("name", "version", "format", "path", "sha256", "server", "example")
@@ -130,9 +130,10 @@ def read_repository(root: Path, formats: tuple[str, ...], pinned_sha256: str | N
     candidates: dict[tuple[str, str | None], Any] = {}
     """(name, version) -> its one listed _Listed, or {format: _Listed} when listed in several."""
     wanted = set(formats)
+    checked = _names_and_digests_valid(artifacts)
     for i, item in enumerate(artifacts):
         try:
-            listed = _entry(item, wanted)
+            listed = _entry(item, wanted, checked)
         except ModelRefused as exc:
             problems.append(f"artifacts[{i}]: {exc}")
             if len(problems) > 20:
@@ -227,19 +228,39 @@ def choose_format(by_format: Mapping[str, RepositoryEntry], formats: tuple[str, 
     return listed[0] if listed else None
 
 
-def _entry(item: Any, wanted: set[str]) -> tuple | None:
+_ALL_LABELS = re.compile(r"(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\n)*")
+_ALL_SHA256 = re.compile(r"(?:[0-9a-fA-F]{64}\n)*")
+
+
+def _names_and_digests_valid(artifacts: list) -> bool:
+    """Whether every entry's name is a DNS label and its sha256 64 hex digits, checked in two
+    regex passes over all of them joined by newlines (which neither may contain) instead of two
+    per entry: 10,000 entries were 20,000 Python-level matches at start. False sends every entry
+    through the per-entry checks, which say which entry fails and why."""
+    try:
+        names = "".join(item["name"] + "\n" for item in artifacts)
+        digests = "".join(item["sha256"] + "\n" for item in artifacts)
+    except (TypeError, KeyError):
+        return False
+    if names.count("\n") != len(artifacts) or digests.count("\n") != len(artifacts):
+        return False  # a newline inside a name or digest would split it into two that pass
+    return _ALL_LABELS.fullmatch(names) is not None and _ALL_SHA256.fullmatch(digests) is not None
+
+
+def _entry(item: Any, wanted: set[str], checked: bool = False) -> tuple | None:
     """One manifest object checked by its text alone (no file is touched): (name, version,
-    format, path, sha256, its served keys as JSON bytes), or None when its format is not served."""
+    format, path, sha256, its served keys as JSON bytes), or None when its format is not served.
+    `checked`: every name and sha256 of the manifest is known valid (`_names_and_digests_valid`)."""
     if not isinstance(item, dict):
         raise ModelRefused("is not an object")
     name, path, sha = item.get("name"), item.get("path"), item.get("sha256")
-    if not isinstance(name, str) or not DNS_LABEL.match(name):
+    if not checked and (not isinstance(name, str) or not DNS_LABEL.fullmatch(name)):
         raise ModelRefused(f"name {str(name)[:80]!r} is not a DNS label (lower-case letters, digits and '-', "
                            "at most 63, starting with a letter, ending with a letter or digit): it is the first label of "
                            "the model's host")
     if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/") or "\\" in path:
         raise ModelRefused(f"{name!r} has no path inside the repository (a relative path without '..')")
-    if not isinstance(sha, str) or not SHA256.match(sha):
+    if not checked and (not isinstance(sha, str) or not SHA256.fullmatch(sha)):
         raise ModelRefused(f"{name!r} ({path}) records no sha256 (64 hex digits)")
     version = str(item["version"]) if item.get("version") not in (None, "") else None
     fmt = item.get("format") or "auto"

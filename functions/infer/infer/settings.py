@@ -17,8 +17,10 @@ ROUTING = ("host", "host-only", "open")
 @dataclass(frozen=True)
 class InferSettings:
     model_root: Path
-    """MODEL_ROOT (default ./models). The only directory models may be loaded from: a joblib or
-    pickle file is code, so anything outside it is refused, symlinks included."""
+    """MODEL_ROOT (default models). The only directory models may be loaded from: a joblib or
+    pickle file is code, so anything outside it is refused, symlinks included. A relative path
+    is under this package's own directory (`infer/`, see `package_relative`), not the working
+    directory, which differs per func builder."""
 
     model_path: str
     """MODEL_PATH (required unless MODEL_REPOSITORY is set). The artifact, relative to MODEL_ROOT (or absolute inside it): an
@@ -160,7 +162,7 @@ class InferSettings:
             raise SettingsError(f"POOL_ROUTING must be one of {', '.join(ROUTING)}, not {routing!r}")
         repository_path = Path(repository).resolve() if repository else None
         return cls(
-            model_root=repository_path or Path(text(env, "MODEL_ROOT", "models")).resolve(),
+            model_root=repository_path or package_relative(text(env, "MODEL_ROOT", "models")).resolve(),
             model_path=path,
             model_format=fmt,
             model_sha256=sha,
@@ -206,3 +208,16 @@ def cpu_share(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     except (OSError, ValueError):
         pass
     return max(1, cores)
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def package_relative(path: str) -> Path:
+    """An absolute path as given; a relative one under this package's directory. Why: the
+    working directory differs per builder (func's pack builder runs the code from /workspace/fn,
+    the host builder pip-installs the wheel under /func/.func/build/lib, `func run` runs from the
+    source), but in each the models shipped inside the `infer` package sit beside this file (the
+    wheel carries them: pyproject's hatch `artifacts`)."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else PACKAGE_DIR / candidate

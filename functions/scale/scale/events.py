@@ -61,11 +61,12 @@ def parse_forecast(event: CloudEvent) -> ParsedForecast:
     if not isinstance(entries, list):
         raise BadEvent("data.services must be a list")
     services = []
+    times = _TimeMemo()
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("service"), str) or entry["service"].count("/") != 1:
             raise BadEvent(f"data.services[{i}].service must be 'namespace/name'")
         namespace, name = entry["service"].split("/")
-        observed = _observed(entry.get("observed"), i, _minute_length(entry.get("minutes")))
+        observed = _observed(entry.get("observed"), i, _minute_length(entry.get("minutes"), times), times)
         if entry.get("status") == "ok":
             services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok", observed))
         elif entry.get("status") == "no-data":
@@ -91,22 +92,44 @@ def _minutes(raw, i: int) -> list[MinuteForecast]:
     return minutes
 
 
-def _minute_length(raw) -> int:
+class _TimeMemo(dict):
+    """UTC minute text -> datetime, parsed once per event: 10,000 services name the same few
+    minutes, and `strptime` (locale lookups, regex) was most of an event's parse time."""
+
+    def __missing__(self, text: str) -> datetime | None:
+        try:
+            value = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            value = None  # not a UTC minute: remembered too, and refused at every lookup
+        if len(self) < 10_000:  # bounded whatever the event holds
+            self[text] = value
+        return value
+
+    def parse(self, text: str) -> datetime:
+        value = self[text]
+        if value is None:
+            raise ValueError(f"{text[:40]!r} is not a UTC time like 2026-11-22T10:00:00Z")
+        return value
+
+
+def _minute_length(raw, times: _TimeMemo | None = None) -> int:
     """The event's minute in seconds, from the spacing of its forecast minutes: 60 on a cluster;
     shorter where local mode compresses time (the forecast function's MINUTE_SECONDS)."""
+    times = _TimeMemo() if times is None else times
     try:
-        first, second = (datetime.strptime(str(m["start"]), "%Y-%m-%dT%H:%M:%SZ") for m in raw[:2])
+        first, second = (times.parse(str(m["start"])) for m in raw[:2])
         return max(1, int((second - first).total_seconds()))
     except (TypeError, KeyError, ValueError, IndexError):
         return 60
 
 
-def _observed(raw, i: int, minute_s: int = 60) -> tuple[int, tuple[float | None, ...]] | None:
+def _observed(raw, i: int, minute_s: int = 60, times: _TimeMemo | None = None) -> tuple[int, tuple[float | None, ...]] | None:
     """The optional `observed` block: {"start": minute, "requests": [count or null, ...]}."""
     if raw is None:
         return None
+    times = _TimeMemo() if times is None else times
     try:
-        start = datetime.strptime(str(raw["start"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        start = times.parse(str(raw["start"]))
         values = raw["requests"]
         if not isinstance(values, list) or len(values) > 60:
             raise ValueError

@@ -14,7 +14,10 @@ instead (no watch). The calls, and RBAC grants exactly these (serving/rbac-scale
 And, with the model pool (serving/pool/, its own ClusterRole predictive-scale-placement):
 - list the DomainMappings of a namespace (one call per namespace per event);
 - merge-patch one mapping's `spec.ref.name`, with the resourceVersion read (a move between the
-  pool and a dedicated Service is this one patch), and get it after a conflict.
+  pool and a dedicated Service is this one patch), and get it after a conflict;
+- merge-patch a dedicated Service's `metadata.finalizers` (its own finalizer only, with the
+  resourceVersion read): a Service deleted while a model is routed to it keeps serving until
+  the route has moved back to the pool (pool_placement.py).
 
 Errors are types: `ApiSkip` for what a retry cannot fix (403 RBAC, 404 gone, 400 webhook
 denial: log and skip that service), `ApiTransient` when 5xx or connection failures outlast the
@@ -252,6 +255,23 @@ class KnativeApi:
                     raise ApiSkip(409, f"domainmappings/{host} was re-pointed to {ref!r} by someone else meanwhile")
                 rv = fresh["metadata"].get("resourceVersion")
         raise AssertionError("unreachable")
+
+
+    def set_finalizers(self, namespace: str, service: str, finalizers: list[str], resource_version: str | None) -> dict | None:
+        """Write a Knative Service's `metadata.finalizers` (the whole list: a merge patch replaces
+        lists), carrying the resourceVersion read so that another controller's finalizer written
+        meanwhile is never dropped: on 409 nothing is written and None is returned (the next
+        event reads the fresh list and tries again)."""
+        body: dict = {"metadata": {"finalizers": finalizers}}
+        if resource_version is not None:
+            body["metadata"]["resourceVersion"] = resource_version
+        try:
+            written = self._call(lambda: self.custom.patch_namespaced_custom_object(
+                *SERVING, namespace, "services", service, body), conflict_is_error=True, verb="patch")
+        except _Conflict:
+            return None
+        self.observe(*SERVING, namespace, "services", written)
+        return written
 
 
 class _Conflict(Exception):

@@ -36,6 +36,10 @@ log = logging.getLogger("scale.kube_cache")
 
 Lister = Callable[[], tuple[list[dict], str]]
 """A full (paged) list: the items and the list's resourceVersion."""
+Listener = Callable[[str, dict, "dict | None"], None]
+"""listener(type, object, previous): a watch event applied to the cache (ADDED / MODIFIED /
+DELETED), with the object the cache held before it (None: none). Called in the informer's
+thread, after the cache is updated: it must hand any slow work to a thread of its own."""
 Watcher = Callable[[str, float, Callable[[object], None]], Iterator[tuple[str, dict]]]
 """watch(resourceVersion, timeout_s, on_open(response)) -> (type, object) events; raises
 `Expired` on 410 Gone, anything else on other failures."""
@@ -66,6 +70,7 @@ class Informer:
         self.lists = 0
         self.expired = 0
         self.events = 0
+        self.listeners: list[Listener] = []
 
     # -- reads -------------------------------------------------------------------------------
     def items(self) -> list[dict]:
@@ -141,14 +146,27 @@ class Informer:
                 if generation != self._generation:
                     return  # listed meanwhile (by a reader): watch again from that list
                 meta = obj.get("metadata") or {}
+                previous = self._items.get(meta.get("name", ""))
+                applied = False
                 if kind in ("ADDED", "MODIFIED"):
-                    if _newer(obj, self._items.get(meta["name"]), equal=True):
+                    if _newer(obj, previous, equal=True):
                         self._items[meta["name"]] = obj
+                        applied = True
                 elif kind == "DELETED":
-                    self._items.pop(meta["name"], None)
+                    applied = self._items.pop(meta["name"], None) is not None
                 if meta.get("resourceVersion"):
                     self._rv = meta["resourceVersion"]
                 self.events += 1
+            if applied:
+                self._notify(kind, obj, previous)
+
+    def _notify(self, kind: str, obj: dict, previous: dict | None) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(kind, obj, previous)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop the watch
+                json_log.event(log, "cache listener failed", logging.WARNING, informer=self.name,
+                               reason=f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def _opened(self, response: object) -> None:
         self._response = response
@@ -175,6 +193,7 @@ class KubeCache:
         self.relist_s = relist_s
         self.watch_timeout_s = watch_timeout_s
         self._informers: dict[tuple, Informer] = {}
+        self._listeners: list[tuple[tuple[str, str], Listener]] = []
         self._lock = threading.Lock()
 
     def informer(self, group: str, version: str, namespace: str, plural: str, selector: str | None = None) -> Informer:
@@ -186,8 +205,17 @@ class KubeCache:
                                  self._make_lister(group, version, namespace, plural, selector),
                                  self._make_watcher(group, version, namespace, plural, selector),
                                  self.relist_s, self.watch_timeout_s)
+                found.listeners = [fn for (g, p), fn in self._listeners if (g, p) == (group, plural)]
                 self._informers[key] = found
             return found
+
+    def listen(self, group: str, plural: str, listener: Listener) -> None:
+        """`listener` on every watch event of this kind, in any namespace (informers made later too)."""
+        with self._lock:
+            self._listeners.append(((group, plural), listener))
+            for key, informer in self._informers.items():
+                if (key[0], key[3]) == (group, plural):
+                    informer.listeners.append(listener)
 
     def items(self, group: str, version: str, namespace: str, plural: str, selector: str | None = None) -> list[dict]:
         return self.informer(group, version, namespace, plural, selector).items()

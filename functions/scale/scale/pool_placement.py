@@ -31,10 +31,17 @@ fleet backtest runs minute by minute) and carries out what it says:
    (decision.plan), and Knative's keep-alive, `scale-to-zero-pod-retention-period`, merge-patched
    in place on the tier's routed Revisions (their PodAutoscalers on <= 1.20, as min-scale is),
    and restored to the template's own value when the plan drops it;
-4. mappings not programmed beyond the bound are reported (`scale_placement_mappings_not_ready`,
+4. a dedicated Service carries ROUTED_FINALIZER while a model's route reaches it: deleted while
+   routed to, it keeps serving (Knative leaves a Service being deleted, its Route and Revisions
+   as they are: knative.dev/pkg's generated reconciler runs no ReconcileKind once
+   deletionTimestamp is set, and Service's reconciler is no Finalizer), the model is loaded in
+   the pool and its route moved back (a counted fallback), and only when that route is
+   programmed is the finalizer released: no request meets a route to nothing;
+5. mappings not programmed beyond the bound are reported (`scale_placement_mappings_not_ready`,
    a warning log line, the decision event's record) and no longer hold the pool warm.
 Dry run (DRY_RUN or the pool's annotation): the same decisions and reports, no pre-load and no
-patch; the placement state is still kept, so that the hysteresis is the one a real run has.
+patch but the release of a deletion hold (nothing is held in dry run); the placement state is
+still kept, so that the hysteresis is the one a real run has.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ POOL_LABEL = "predictive-scaling.io/pool"
 MODEL_LABEL = "predictive-scaling.io/model"
 DEDICATED_ANNOTATION = "predictive-scaling.io/dedicated-service"
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
+ROUTED_FINALIZER = "predictive-scaling.io/routed"
+"""On each dedicated Service a model's route reaches: its deletion waits until none does."""
 IDLE = [MinuteForecast(0.0, 0.0, 0.0)] * 5
 
 
@@ -98,9 +107,21 @@ class NamespacePlacement:
         return service if settings is service.settings else dataclasses.replace(service, settings=settings)
 
 
+@dataclass(frozen=True)
+class Armed:
+    """A namespace as the last event placed it: what route_guard.py acts with between events."""
+
+    pool: str
+    pool_url: str
+    legacy: bool
+    opt_in_label: tuple[str, str]
+
+
 class PoolPlacement:
     def __init__(self, settings: PoolSettings, api: KnativeApi, client: redis.Redis, state_ttl_s: int,
                  opt_in_label: tuple[str, str]):
+        self.armed: dict[str, Armed] = {}
+        """Namespaces whose pool the last event placed for real (not dry run): route_guard.py's."""
         self.settings = settings
         self.api = api
         self.store = PlacementStore(client, state_ttl_s)
@@ -117,12 +138,16 @@ class PoolPlacement:
     def run(self, namespace: str, ksvcs: dict[str, dict], targets: dict[str, dict], entries: dict[str, ServiceForecast],
             now_s: float, fresh: bool, trust_until_s: float, defaults, dry_run_default: bool,
             legacy: bool = False) -> NamespacePlacement | None:
-        """None when the namespace has no pool (no API call is made for it then)."""
+        """None when the namespace has no pool (no API call is made for it then, but the release
+        of a deletion hold left from when it had one: nothing moves routes there any more)."""
         pools = sorted(n for n, s in ksvcs.items() if (s["metadata"].get("labels") or {}).get(POOL_LABEL) == "true")
+        self.armed.pop(namespace, None)
         if not pools:
+            self._release_all(namespace, ksvcs)
             return None
         out = NamespacePlacement()
         if len(pools) > 1:
+            self._release_all(namespace, ksvcs)
             out.skipped += [{"service": f"{namespace}/{p}", "reason": f"more than one pool in the namespace ({', '.join(pools)}): "
                                                                          "placement off, untouched"} for p in pools]
             out.floors.update({p: _current(ksvcs[p], targets) for p in pools})
@@ -144,6 +169,8 @@ class PoolPlacement:
         settings = plan_settings(self.settings, pool_policy.settings)
         pool_url = (pool.get("status") or {}).get("url") or ""
         pool_warm = _ready_pods(pool, targets) > 0
+        if not dry_run:
+            self.armed[namespace] = Armed(pool_name, pool_url, legacy, self.opt_in_label)
 
         # -- the view: each model's route and its tiers' readiness -----------------------------
         views: list[plan.ModelView] = []
@@ -163,8 +190,10 @@ class PoolPlacement:
                 out.records.append(record)
                 continue
             ksvc = ksvcs.get(dedicated) if dedicated else None
-            views.append(plan.ModelView(model, routed, dedicated, ksvc is not None, _dedicated_ready(ksvc, targets),
-                                        _failing(ksvc), _settled(mapping)))
+            draining = ksvc is not None and _terminating(ksvc)
+            views.append(plan.ModelView(model, routed, dedicated, ksvc is not None and not draining,
+                                        _dedicated_ready(ksvc, targets) and not draining, _failing(ksvc),
+                                        _settled(mapping), draining=draining))
             mapping_of[model] = mapping
             records[model] = record
 
@@ -239,9 +268,10 @@ class PoolPlacement:
             if p.reason:
                 record["reason"] = p.reason
             action = p.action
-            if action == policy.MOVE and p.decided == POOL and p.name not in loaded and not p.fallback:
+            if action == policy.MOVE and p.decided == POOL and p.name not in loaded and (not p.fallback or v.draining):
                 action = policy.PREPARE  # the pool has a pod, but not the model yet (a route to
-                # nothing moves at once: the pool loads the model on its first request)
+                # nothing moves at once: the pool loads the model on its first request; a Service
+                # being deleted still serves, held by its finalizer, so its move waits for the load)
             record["action"] = action
             target = v.dedicated if p.decided == DEDICATED else pool_name
             if p.not_ready:
@@ -282,6 +312,7 @@ class PoolPlacement:
                                model=p.name, **move, **({"reason": p.reason} if p.fallback else {}))
             if p.state is not None:
                 out.states[_uid(mapping)] = p.state
+        self._hold_deletions(namespace, pool_name, ksvcs, views, mapping_of, routed_now, records, out, hold=not dry_run)
         for tier in (POOL, DEDICATED):
             metrics.MODELS.labels(namespace, tier).set(sum(1 for r in routed_now.values() if r == tier))
         metrics.NOT_READY.labels(namespace).set(len(decided.not_ready))
@@ -300,6 +331,74 @@ class PoolPlacement:
                                     "not_ready": decided.not_ready, "capacity_models": view.capacity_models})
         out.records[:0] = [records[v.name] for v in views]
         return out
+
+    def _hold_deletions(self, namespace: str, pool_name: str, ksvcs: dict[str, dict], views: list[plan.ModelView],
+                        mapping_of: dict[str, dict], routed_now: dict[str, str], records: dict[str, dict],
+                        out: NamespacePlacement, hold: bool = True) -> None:
+        """Keep ROUTED_FINALIZER on each dedicated Service a model's route reaches, so that a
+        Service deleted while routed to keeps serving (Knative does not reconcile a Service
+        being deleted: its Route and Revisions stay until it is gone) until its models' routes
+        are back in the pool and programmed; then release it and the deletion completes. In dry
+        run (`hold` False) nothing moves a route, so nothing is held: the function's finalizer is
+        only removed where it is (the one write a dry run makes, so that no deletion waits on a
+        function that will not act)."""
+        reaching: dict[str, list[str]] = {}
+        """Dedicated Service -> the models whose route reaches it, or may still (in flight)."""
+        for v in views:
+            if not v.dedicated:
+                continue
+            reaching.setdefault(v.dedicated, [])
+            moved = bool((records[v.name].get("move") or {}).get("applied"))
+            in_flight = moved or (not _settled(mapping_of[v.name]) and not records[v.name].get("not_ready"))
+            if routed_now.get(v.name) == DEDICATED or in_flight:
+                reaching[v.dedicated].append(v.name)
+        for name, ksvc in sorted(ksvcs.items()):
+            if name == pool_name:
+                continue
+            meta = ksvc["metadata"]
+            have = list(meta.get("finalizers") or [])
+            held = ROUTED_FINALIZER in have
+            terminating = _terminating(ksvc)
+            want = hold and bool(reaching.get(name))
+            if terminating:
+                if want and held:
+                    json_log.event(log, "deletion held", namespace=namespace, service=name, models=reaching[name],
+                                   reason="a model's route still reaches it: released once that route is in the pool")
+                if want or not held:
+                    continue  # (no finalizer can be added to an object being deleted)
+            elif want == held:
+                continue
+            finalizers = have + [ROUTED_FINALIZER] if want else [f for f in have if f != ROUTED_FINALIZER]
+            try:
+                written = self.api.set_finalizers(namespace, name, finalizers, meta.get("resourceVersion"))
+            except ApiSkip as exc:
+                out.skipped.append({"service": f"{namespace}/{name}", "reason": f"finalizer not written: {exc}"})
+                continue
+            except ApiTransient as exc:
+                out.transient.append(str(exc))
+                continue
+            outcome = "conflict" if written is None else "added" if want else "released"
+            metrics.DELETION_HOLDS.labels(namespace, outcome).inc()
+            json_log.event(log, "deletion hold", namespace=namespace, service=name, outcome=outcome,
+                           terminating=terminating)
+
+    def _release_all(self, namespace: str, ksvcs: dict[str, dict]) -> None:
+        """ROUTED_FINALIZER off every Service carrying it: placement is off in this namespace."""
+        for name, ksvc in sorted(ksvcs.items()):
+            have = list(ksvc["metadata"].get("finalizers") or [])
+            if ROUTED_FINALIZER not in have:
+                continue
+            try:
+                written = self.api.set_finalizers(namespace, name, [f for f in have if f != ROUTED_FINALIZER],
+                                                  ksvc["metadata"].get("resourceVersion"))
+            except (ApiSkip, ApiTransient) as exc:
+                json_log.event(log, "deletion hold", logging.WARNING, namespace=namespace, service=name,
+                               outcome="failed", reason=f"placement is off here, release failed: {exc}")
+                continue
+            outcome = "conflict" if written is None else "released"
+            metrics.DELETION_HOLDS.labels(namespace, outcome).inc()
+            json_log.event(log, "deletion hold", namespace=namespace, service=name, outcome=outcome,
+                           reason="placement is off in this namespace (no pool, or more than one)")
 
     def _keep_alive(self, namespace: str, ksvc: dict, targets: dict[str, dict], value: str | None, dry_run: bool,
                     legacy: bool, out: NamespacePlacement) -> str | None:
@@ -365,6 +464,11 @@ def _dedicated_ready(ksvc: dict | None, targets: dict[str, dict]) -> bool:
     routed = _routed(ksvc)
     return conditions.get("Ready") == "True" and bool(routed) and all(
         _ready_pods({"status": {"traffic": [{"revisionName": r, "percent": 100}]}}, targets) > 0 for r in routed)
+
+
+def _terminating(ksvc: dict) -> bool:
+    """Deleted, held by a finalizer: it still serves, but is going."""
+    return bool(ksvc["metadata"].get("deletionTimestamp"))
 
 
 def _failing(ksvc: dict | None) -> bool:

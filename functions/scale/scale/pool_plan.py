@@ -57,6 +57,11 @@ class ModelView:
     """The mapping is programmed as its spec says (observedGeneration = generation, Ready)."""
     size_mb: float = 0.0
     """The model's memory in a pool pod (0: unknown, counted as one slot)."""
+    draining: bool = False
+    """Its dedicated Service is being deleted but still serves (a finalizer holds it: the
+    function's own, pool_placement.ROUTED_FINALIZER): it cannot be the model's tier any more,
+    yet its route reaches a pod, so the move back waits for the pool to be warm with the model
+    loaded, and the deletion goes through once the route has left it."""
 
 
 @dataclass(frozen=True)
@@ -309,22 +314,25 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
     for p in plans.values():
         m = by_name[p.name]
         bound = settings.not_ready_bound_s
-        cannot_serve = m.routed == DEDICATED and (not m.dedicated_exists or (
+        cannot_serve = m.routed == DEDICATED and (not m.dedicated_exists or m.draining or (
             m.dedicated_failing and p.state.failing_since is not None and now_s - p.state.failing_since >= bound))
+        nothing = cannot_serve and not m.draining  # the route reaches no pod: a move waits for nothing
         if cannot_serve:
             # Issue 23: the route points at a tier that cannot serve. A route to nothing cannot
             # get worse, so the move back does not wait for the mapping to settle.
             p.decided, p.fallback = POOL, True
             p.state.tier, p.state.leaning_since = POOL, None
             p.leaning_since = None
-            p.reason = (f"dedicated Service {m.dedicated!r} is gone" if not m.dedicated_exists
+            p.reason = (f"dedicated Service {m.dedicated!r} is being deleted (held until the route has left it)"
+                        if m.draining
+                        else f"dedicated Service {m.dedicated!r} is gone" if not m.dedicated_exists
                         else f"dedicated Service {m.dedicated!r} not Ready for {now_s - p.state.failing_since:.0f} s")
             p.reason += ": back to the pool"
         p.not_ready = (not m.settled and p.state.unsettled_since is not None
                        and now_s - p.state.unsettled_since >= bound and not cannot_serve)
         # a route to nothing does not wait for the pool to be warm either: a cold pool's requests
         # wait in the activator while a pod starts and loads the model; nothing's are lost
-        target_ready = (m.dedicated_ready if p.decided == DEDICATED else view.pool_warm or cannot_serve)
+        target_ready = (m.dedicated_ready if p.decided == DEDICATED else view.pool_warm or nothing)
         action = route_step(p.decided, m.routed, m.settled or cannot_serve, target_ready)
         if action == MOVE and not fresh:
             action, p.reason = "hold", "forecast too old to move on"

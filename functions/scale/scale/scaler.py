@@ -31,6 +31,7 @@ from .knative_api import ApiSkip, ApiTransient, KnativeApi
 from .decision import ServiceView, plan
 from .min_scale_policy import LEAD_MINUTES, p_any_in
 from .pool_placement import PoolPlacement
+from .route_guard import RouteGuard
 from .settings import ScaleSettings
 from .state_store import ServiceState, StateStore
 from .warmup import WarmUp
@@ -62,10 +63,12 @@ class Scaler:
         # -- model pool placement (pool_placement.py): only namespaces with a pool Service use it
         self.placement = PoolPlacement(settings.pool, self.api, self.store.redis, settings.state_ttl_s,
                                        settings.opt_in_label)
+        self.guard = RouteGuard(self.api, self.placement)
 
     def close(self) -> None:
         if self._writers is not None:
             self._writers.shutdown(wait=False, cancel_futures=True)
+        self.guard.close()
         self.api.close()
         self.placement.close()
         self.warmup.close()
@@ -191,20 +194,38 @@ class Scaler:
                     continue
                 work.append((key, ksvc, targets, owned.get(name, {}), entries.get(name), policy, state))
 
+            # Decided here, in one pass (pure work: threads would only contend for the
+            # interpreter); only the services with something to write go to the writers' pool.
+            results: list = [None] * len(work)
+            writes = []
+            for k, item in enumerate(work):
+                try:
+                    decided = self._decide(*item, now_s, not too_old, age)
+                except (ApiSkip, ApiTransient) as exc:
+                    results[k] = (None, exc)
+                    continue
+                if item[5].dry_run or not (decided[0].writes or decided[0].releases):
+                    results[k] = (self._finish(item[1], item[2], item[4], item[5], item[6], *decided, now_s, legacy), None)
+                else:
+                    writes.append((k, decided))
+
             def chunk(items: list) -> list:
                 done = []
-                for item in items:
+                for k, decided in items:
+                    item = work[k]
                     try:
-                        done.append((self._service(*item, now_s, not too_old, legacy, age), None))
+                        done.append((k, (self._finish(item[1], item[2], item[4], item[5], item[6], *decided, now_s, legacy), None)))
                     except (ApiSkip, ApiTransient) as exc:
-                        done.append((None, exc))
+                        done.append((k, (None, exc)))
                 return done
 
             # chunks of WRITE_CHUNK services per task: the pool's overhead stays small at 10,000
             # services, and at most API_WRITERS patches are in flight
-            chunks = [work[at:at + WRITE_CHUNK] for at in range(0, len(work), WRITE_CHUNK)]
+            chunks = [writes[at:at + WRITE_CHUNK] for at in range(0, len(writes), WRITE_CHUNK)]
             mapped = self._writers.map(chunk, chunks) if self._writers is not None and len(chunks) > 1 else map(chunk, chunks)
-            results = [r for done in mapped for r in done]
+            for done in mapped:
+                for k, result in done:
+                    results[k] = result
             for (key, ksvc, *_), (result, exc) in zip(work, results):
                 if isinstance(exc, ApiSkip):
                     skipped.append({"service": key, "reason": f"API refused, skipped: {exc}"})
@@ -230,8 +251,16 @@ class Scaler:
                  entry: events.ServiceForecast | None, policy: ServicePolicy, state: ServiceState | None, now_s: float,
                  event_fresh: bool, legacy: bool, age_s: float) -> tuple[dict, ServiceState | None]:
         """Read what the cluster carries, let decision.plan decide, write what it says. `owned`:
-        the Revisions labelled as this Service's. Runs in the writers' pool: no shared state."""
-        namespace, name = ksvc["metadata"]["namespace"], ksvc["metadata"]["name"]
+        the Revisions labelled as this Service's."""
+        decided = self._decide(key, ksvc, targets, owned, entry, policy, state, now_s, event_fresh, age_s)
+        return self._finish(ksvc, targets, entry, policy, state, *decided, now_s, legacy)
+
+    def _decide(self, key: str, ksvc: dict, targets: dict[str, dict], owned: dict[str, dict],
+                entry: events.ServiceForecast | None, policy: ServicePolicy, state: ServiceState | None, now_s: float,
+                event_fresh: bool, age_s: float):
+        """What the cluster carries and what decision.plan makes of it (nothing is written):
+        (the plan, the routed Revisions, the record's key). `owned`: the Revisions labelled as
+        this Service's."""
         routed = [t["revisionName"] for t in (ksvc.get("status") or {}).get("traffic") or []
                   if t.get("percent", 0) > 0 and t.get("revisionName")]
         if not routed:
@@ -251,6 +280,14 @@ class Scaler:
         decided = plan(view, policy, entry.minutes if entry is not None else None, now_s,
                        state.raised_at_s if state is not None else None, state_lost=state is None, missing=why,
                        stale_age_s=None if event_fresh else age_s)
+        return decided, routed, key
+
+    def _finish(self, ksvc: dict, targets: dict[str, dict], entry: events.ServiceForecast | None,
+                policy: ServicePolicy, state: ServiceState | None, decided, routed: list[str], key: str,
+                now_s: float, legacy: bool) -> tuple[dict, ServiceState | None]:
+        """Write what the plan says (when it says anything) and make the decision's record.
+        Runs in the writers' pool when there is a write: no shared state."""
+        namespace = ksvc["metadata"]["namespace"]
         applied = False
         released: list[str] = []
         if not policy.dry_run:

@@ -11,9 +11,9 @@ write): services that disappear are forgotten, and Redis memory is bounded by de
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+import orjson
 import redis
 
 SEEN_PREFIX = "scale:seen:"
@@ -62,13 +62,12 @@ end
 return written
 """
 
-# Append one decision line per service log (KEYS; the lines: one JSON array in ARGV[3]), keep the
-# newest ARGV[1] + 1, refresh the TTL.
+# Append one decision line per service log (KEYS; the lines: ARGV[3], ARGV[4], ... in the order of
+# KEYS, each encoded once), keep the newest ARGV[1] + 1, refresh the TTL.
 _APPEND_LOGS = """
 local last, ttl = tonumber(ARGV[1]), ARGV[2]
-local lines = cjson.decode(ARGV[3])
 for i, key in ipairs(KEYS) do
-  redis.call('LPUSH', key, lines[i])
+  redis.call('LPUSH', key, ARGV[i + 2])
   redis.call('LTRIM', key, 0, last)
   redis.call('EXPIRE', key, ttl)
 end
@@ -85,12 +84,12 @@ class ServiceState:
     raised_at_s: float | None
 
     def to_json(self) -> str:
-        return json.dumps({"tick_s": self.tick_s, "min_scale": self.min_scale, "raised_at_s": self.raised_at_s})
+        return orjson.dumps({"tick_s": self.tick_s, "min_scale": self.min_scale, "raised_at_s": self.raised_at_s}).decode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "ServiceState | None":
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             return cls(float(data["tick_s"]), int(data["min_scale"]),
                        None if data.get("raised_at_s") is None else float(data["raised_at_s"]))
         except (ValueError, KeyError, TypeError):
@@ -140,15 +139,15 @@ class StateStore:
         items = list(states.items())
         for at in range(0, len(items), BATCH):
             chunk = items[at:at + BATCH]
-            batch = json.dumps([[state.to_json(), state.tick_s] for _, state in chunk])
+            batch = orjson.dumps([[state.to_json(), state.tick_s] for _, state in chunk])
             self._cas_batch(keys=[STATE_PREFIX + uid for uid, _ in chunk], args=[trust_until_s, self.state_ttl_s, batch],
                             client=pipe)
-        lines = [(d["service"], json.dumps(d)) for d in decisions]
+        lines = [(d["service"], orjson.dumps(d)) for d in decisions]
         for at in range(0, len(lines), BATCH):
             chunk = lines[at:at + BATCH]
             pipe.hset(LATEST_KEY, mapping=dict(chunk))
             self._append_logs(keys=[LOG_PREFIX + service for service, _ in chunk],
-                              args=[self.history - 1, self.state_ttl_s, json.dumps([line for _, line in chunk])],
+                              args=[self.history - 1, self.state_ttl_s, *(line for _, line in chunk)],
                               client=pipe)
         pipe.execute()
 
