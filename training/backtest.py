@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from forecast.forecaster import RateForecaster
+from scale.fallback import FallbackSettings
 from scale.min_scale_policy import PolicySettings
 from tqdm import tqdm
 
@@ -136,11 +137,16 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
             "forecast_seconds": round(time.perf_counter() - began, 1), **accuracy(table, naive, trace.minutes),
             "ets": accuracy(ets, naive, trace.minutes)}
 
+    skills = skill.rolling_skill(table.point[:, 0], table.p_any[:, 0], naive.point[:, 0], trace.minutes, warmup)
+    fallback = FallbackSettings()
     base = PolicySettings(capacity_rps=capacity_rps, cold_start_cost_pod_s=DEFAULT_COST)  # window lever off
     with_window = replace(base, idle_window_s=IDLE_WINDOW_S)
     runs: list[tuple[str, dict, object, bool]] = [
         ("kpa", {}, KpaOnly(), True),
-        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False}, PolicyController(table, base), True),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False},
+         PolicyController(table, base, skills, fallback), True),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "fallback": "off"},
+         PolicyController(table, base), False),
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": True}, PolicyController(table, with_window), False),
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "burst_risk": "off"},
          PolicyController(table, replace(base, burst_risk=None)), False),
@@ -171,6 +177,9 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         scores.append(score(policy, settings, result, default))
         if default and policy in ("kpa", "predictive"):
             kept[policy] = result
+        if default and policy == "predictive":
+            info["fallback_minutes"] = controller.baseline_minutes  # decided by the keep-alive fallback
+            info["forecast_minutes"] = len(table.point)
     kpa = scores[0]
     for s in scores:
         s["cold_start_vs_kpa"] = s["cold_start_requests"] / kpa["cold_start_requests"] if kpa["cold_start_requests"] else float("nan")
@@ -196,6 +205,9 @@ def print_table(scores: list[dict], info: dict) -> None:
           f"{info['brier_base_rate']:.4f}: Brier skill {info['brier_skill']:+.3f}; longest fit {info['max_fit_seconds']} s")
     print(f"reliability of P(any) (predicted -> observed, minutes), calibration error {info['calibration_error']:.4f}: "
           f"{skill.format_reliability(info['reliability'])}")
+    if "fallback_minutes" in info:
+        print(f"fallback (default predictive row): the keep-alive decided {info['fallback_minutes']} of "
+              f"{info['forecast_minutes']} forecast minutes (rolling 60-minute Brier skill of P(any) below 0: scale.fallback)")
     e = info["ets"]
     print(f"off-the-shelf baseline (statsforecast AutoETS, Poisson around its mean): MASE vs seasonal naive {e['mase']:.3f}; "
           f"Brier P(any) {e['brier']:.4f}, Brier skill vs own base rate {e['brier_skill']:+.3f}\n")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
+from scale.fallback import FallbackSettings, Skill
 from scale.min_scale_policy import MinuteForecast, PolicySettings
 
 from training.simulator import Control
@@ -28,17 +29,33 @@ class PolicyController:
     """The scale function's whole decision (scale.decision.plan), fed what a simulated Service's
     one routed Revision carries, exactly as the function reads it from the cluster."""
 
-    def __init__(self, forecasts: "ForecastTable", settings: PolicySettings):
+    OBSERVED = 60  # minutes of the forecast event's `observed` block
+
+    def __init__(self, forecasts: "ForecastTable", settings: PolicySettings,
+                 skills: dict[str, np.ndarray] | None = None, fallback: FallbackSettings | None = None):
+        """`skills`: the rolling skill the forecast function would send at each forecast minute
+        (training.skill.rolling_skill over the same table); with `fallback`, the scale function's
+        fallback to the keep-alive reads it, as it reads the event's."""
         self.forecasts = forecasts
         self.policy = ServicePolicy(settings, dry_run=False, user_window=None, may_set_window=True)
         self.current = 0
         self.raised_at: float | None = None
+        self.skills = skills
+        self.fallback = fallback
+        self.baseline_minutes = 0
 
     def control(self, minute: int, counts: np.ndarray) -> Control:
         forecast = self.forecasts.at(minute)
         view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(self.current)}})
+        skill, observed = None, None
+        i = minute - self.forecasts.first_minute
+        if self.fallback is not None and self.skills is not None and 0 <= i < len(self.skills["minutes"]):
+            skill = Skill(float(self.skills["brier_skill"][i]), float(self.skills["mase"][i]), int(self.skills["minutes"][i]))
+            observed = [None if np.isnan(c) else float(c) for c in counts[max(0, minute - self.OBSERVED):minute]]
         decided = plan(view, self.policy, forecast, minute * 60.0, self.raised_at,
-                       missing=None if forecast else "no forecast")
+                       missing=None if forecast else "no forecast", skill=skill, observed=observed,
+                       fallback=self.fallback)
+        self.baseline_minutes += decided.baseline
         self.current, self.raised_at = decided.min_scale, decided.raised_at_s
         return Control(decided.min_scale, decided.window_s)
 

@@ -37,14 +37,15 @@ import numpy as np
 from forecast.forecaster import RateForecaster
 from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
+from scale.fallback import FallbackSettings, Skill, forecast_helps, keepalive_forecast
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
 from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
-from scale.pool_plan import (ModelView, PoolPlanSettings, PoolView, TierHistory, TierState, choice_due, note_observed,
-                             plan_pool)
+from scale.pool_plan import (COLD_MINUTE_SAVING, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
+                             choice_due, note_observed, plan_pool)
 from tqdm import tqdm
 
 from training import skill
-from training.controllers import HybridHistogram
+from training.controllers import HybridHistogram, seasonal_naive_table
 from training.fleet_sim import DAY_S, FleetSimConfig, LaneTotals, PoolModelCache, simulate_lanes
 from training.fleet_trace import FleetTrace
 
@@ -75,7 +76,8 @@ class FleetOptions:
     def plan_settings(self) -> PoolPlanSettings:
         """The pool plan's settings, as the scale function derives them (pool_placement.plan_settings)."""
         return PoolPlanSettings(placement=self.placement, every_minutes=PLACE_EVERY_MINUTES, cost=self.cost,
-                                cold_start_s=float(self.cold_start_s))
+                                cold_start_s=float(self.cold_start_s),
+                                sizing=PolicySettings(capacity_rps=self.capacity_rps, max_scale=self.max_scale))
 
 
 @dataclass
@@ -101,9 +103,25 @@ class PolicySchedule:
     whose threshold falls on the same side of that P get the same decision. On a busy series
     every price agrees nearly every minute."""
 
-    def __init__(self, point: np.ndarray, upper: np.ndarray, p_any: np.ndarray):
+    def __init__(self, point: np.ndarray, upper: np.ndarray, p_any: np.ndarray, counts: np.ndarray | None = None,
+                 fallback: FallbackSettings | None = None):
+        """With `counts` (the series' minutes) and `fallback`, the scale function's fallback to the
+        keep-alive: the rolling skill the forecast function would send (skill.rolling_skill over
+        these forecasts) decides, minute by minute, as scale.decision.plan does."""
         self.point, self.upper, self.p_any = point, upper, p_any
         self.known = ~np.isnan(point[:, 0])
+        self.counts, self.fallback, self.skills, self.first = counts, fallback, None, 0
+        if counts is not None and fallback is not None and self.known.any():
+            self.first = int(np.argmax(self.known))
+            naive = seasonal_naive_table(counts, self.first, len(counts), 1).point[:, 0]
+            self.skills = skill.rolling_skill(np.nan_to_num(point[self.first:, 0]), np.nan_to_num(p_any[self.first:, 0]),
+                                              naive, counts, self.first)
+
+    def _skill_at(self, m: int) -> Skill | None:
+        i = m - self.first
+        if self.skills is None or not 0 <= i < len(self.skills["minutes"]):
+            return None
+        return Skill(float(self.skills["brier_skill"][i]), float(self.skills["mase"][i]), int(self.skills["minutes"][i]))
 
     def fill(self, outs: list[np.ndarray], m0: int, m1: int, settings: list[PolicySettings],
              active: np.ndarray | None = None) -> None:
@@ -123,6 +141,11 @@ class PolicySchedule:
                 continue
             forecast = [MinuteForecast(point[m][h] / 60.0, upper[m][h] / 60.0, p_any[m][h]) for h in range(horizon)]
             covered = p_any_in(forecast)
+            skill_now, observed = self._skill_at(m), None
+            if self.fallback is not None and m > 0 and not forecast_helps(skill_now, self.fallback):
+                observed = [None if np.isnan(c) else float(c)
+                            for c in self.counts[max(0, m - self.fallback.keepalive_minutes):m]]
+                covered = p_any_in(keepalive_forecast(observed, horizon, self.fallback))  # what plan will read
             decided: dict[tuple, tuple[int, float | None]] = {}
             for j, out in enumerate(outs):
                 current, raised_at = state[j]
@@ -133,7 +156,8 @@ class PolicySchedule:
                 key = (current, raised_at, warm)
                 if key not in decided:
                     view = ServiceView(["revision"], {"revision": {MIN_SCALE: str(current)}})
-                    p = plan(view, policies[j], forecast, m * 60.0, raised_at)
+                    p = plan(view, policies[j], forecast, m * 60.0, raised_at, skill=skill_now, observed=observed,
+                             fallback=self.fallback)
                     decided[key] = (p.min_scale, p.raised_at_s)
                 state[j] = decided[key]
                 out[m] = state[j][0]
@@ -276,6 +300,11 @@ class PoolPlanDriver:
         for k in range(h):
             miss *= 1.0 - np.clip(np.nan_to_num(per_model.p_any[:, :, k].astype(np.float64), nan=0.0), 0.0, 1.0)
         self.p_cov = np.where(np.isnan(per_model.p_any[:, :, 0]), np.nan, 1.0 - miss)
+        # pool_plan.covered_size: (point, upper) req/s of the covered minute with the largest upper
+        up = per_model.upper[:, :, :h].astype(np.float64) / 60.0
+        k = np.argmax(np.nan_to_num(up, nan=-np.inf), axis=2)[:, :, None]
+        self.size_upper = np.take_along_axis(up, k, axis=2)[:, :, 0]
+        self.size_point = np.take_along_axis(per_model.point[:, :, :h].astype(np.float64) / 60.0, k, axis=2)[:, :, 0]
         self.dedicated = {i: f"{names[i]}-dedicated" for i in range(n_models)}
         self.index = {name: i for i, name in enumerate(names)}
         self._views = None
@@ -295,9 +324,17 @@ class PoolPlanDriver:
         p_out = np.where(known.any(axis=0), 1.0 - idle, np.nan)
         prev = self.counts[members, first - 1:m - 1] if first > 0 else np.concatenate(
             (np.zeros((len(members), 1)), self.counts[members, first:m - 1]), axis=1)
-        per_model = float(((c > 0) | (prev > 0)).sum())
+        per_pod = 60.0 * TARGET_UTILIZATION * settings.sizing.capacity_rps
+        pods = np.where(c > 0, np.maximum(1, np.ceil(c / per_pod - 1e-9)) - np.where(prev > 0, 0.0, COLD_MINUTE_SAVING),
+                        np.where(prev > 0, 1, 0))
+        per_model = float(pods.sum())
+        sp, su = self.size_point[members, first:m], self.size_upper[members, first:m]
+        sized = ~np.isnan(su)
+        backed = sized & (su > sp)
+        pooled = np.where(backed, sp, 0.0).sum(axis=0) + np.sqrt(np.where(backed, (su - sp) ** 2, 0.0).sum(axis=0))
+        upper = [float(u) if k else None for u, k in zip(pooled.tolist(), sized.any(axis=0).tolist())]
         return TierHistory(self.minute0 + first, total.tolist(), [None if math.isnan(v) else float(v) for v in p_out],
-                           per_model)
+                           per_model, upper)
 
     def __call__(self, start: int, end: int, _per_minute: np.ndarray | None = None) -> np.ndarray:
         began = time.perf_counter()
@@ -481,15 +518,20 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     per_model_group("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, True, hybrid_schedule(counts))
     costs = (60, 120, 600, 1200, 3000) if options.sweep else ()
 
-    def policy_rows(fc: Forecasts, settings: list[PolicySettings], active: np.ndarray | None = None) -> list[np.ndarray]:
-        """Each series' schedule under each of `settings` (prices), in lockstep."""
+    def policy_rows(fc: Forecasts, settings: list[PolicySettings], active: np.ndarray | None = None,
+                    series: np.ndarray | None = None, fallback: FallbackSettings | None = None) -> list[np.ndarray]:
+        """Each series' schedule under each of `settings` (prices), in lockstep; with `series`
+        (each one's minute counts) and `fallback`, the scale function's keep-alive fallback."""
         outs = [np.zeros(fc.point.shape[:2], np.int64) for _ in settings]
         for i in range(fc.point.shape[0]):
-            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i]).fill(
+            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i], None if series is None else series[i], fallback).fill(
                 [out[i] for out in outs], 0, n, settings, None if active is None else active[i])
         return outs
 
-    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True, policy_rows(per_model, [base])[0])
+    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True,
+                    policy_rows(per_model, [base], series=counts, fallback=FallbackSettings())[0])
+    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost, "fallback": "off"}, False,
+                    policy_rows(per_model, [base])[0])
     per_model_group("oracle_per_model", {}, True, oracle_schedule(peaks[:n_models], options.capacity_rps))
 
     ded_fc = Forecasts(per_model.point[ever_dedicated], per_model.upper[ever_dedicated], per_model.p_any[ever_dedicated])
@@ -502,9 +544,12 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         candidates.append(pooled_group("pool_predictive", {"cold_start_cost_pod_s": cost}, cost == options.cost,
                                        pool_row[0], ded_row))
     pooled_group("pool_kpa", {}, True, zeros, np.zeros((n_ded, n), np.int64))
+    keepalive_groups = []
     for k in POOL_KEEPALIVE_MINUTES:
-        candidates.append(pooled_group("pool_keepalive", {"minutes": k}, k == 10, keepalive_schedule(pool_counts[None, :], k)[0],
-                                       keepalive_schedule(ded_counts, k) * dedicated_now))
+        keepalive_groups.append(pooled_group("pool_keepalive", {"minutes": k}, k == 10,
+                                             keepalive_schedule(pool_counts[None, :], k)[0],
+                                             keepalive_schedule(ded_counts, k) * dedicated_now))
+        candidates.append(keepalive_groups[-1])
     pooled_group("oracle_pooled", {}, True, oracle_schedule(peaks[POOL_S], options.capacity_rps),
                  oracle_schedule(peaks[DED0:DED0 + n_ded], options.capacity_rps))
     all_group = Group("pool_all_kpa", {}, True, [len(stream_of_lane)], len(stream_of_lane), [])
@@ -523,16 +568,20 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     for lane, keep in keeps.items():
         retention[lane] = keep
     snapshot: dict[str, LaneTotals] = {}
+    day_ends: dict[int, tuple[np.ndarray, np.ndarray]] = {0: (np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64))}
 
     def on_hour(hour: int, totals: LaneTotals | None) -> None:
         if totals is not None and hour * 3600 == scored_from:
             snapshot["t"] = copy.deepcopy(totals)
+        if totals is not None and hour % 24 == 0:
+            day_ends[hour // 24] = (totals.cold.copy(), totals.pod_seconds.copy())
 
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     pool_lanes = tuple(g.pool_lane for g in groups if g.pool_lane is not None)
     began = time.perf_counter()
     run = simulate_lanes(streams, np.array(stream_of_lane), schedule, config, fleet.seconds, 0,
                          record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1), retention=retention)
+    day_ends.setdefault(days, (run.totals.cold.copy(), run.totals.pod_seconds.copy()))
     if "t" in snapshot:  # every score counts the scored days only
         for name in ("requests", "cold", "over", "pod_seconds", "wasted_pod_seconds"):
             setattr(run.totals, name, getattr(run.totals, name) - getattr(snapshot["t"], name))
@@ -612,7 +661,11 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         "dedicated_share_of_requests": float(ded_counts[:, options.warmup_days * DAY:].sum() / max(1, counts[:, options.warmup_days * DAY:].sum())),
         "lanes": len(stream_of_lane), "forecast_seconds": round(forecast_s, 1), "longest_fit_seconds": round(longest_fit, 1),
         "simulate_seconds": round(sim_s, 1), "total_seconds": round(time.perf_counter() - began_all, 1),
+        "candidates": describe_candidates(variants[0]),
         "default_choices": driver.in_force_shares(0),
+        "forecast_share": forecast_share(driver, 0, default_group, keepalive_groups, day_ends, options.warmup_days),
+        "budget_forecast_share": (forecast_share(driver, 1, budget_group, keepalive_groups, day_ends, options.warmup_days)
+                                  if budget_group is not None else None),
         "budget_choices": driver.in_force_shares(1) if budget_group is not None else {},
         "plan_seconds": round(driver.seconds, 1), "forecast_skill": forecast_skill,
     }
@@ -624,6 +677,48 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         reliability_plot(plots / f"{fleet.name.split('.')[0]}_reliability.png", fleet.name,
                          {"forecaster, every model": forecast_skill["reliability"]})
     return scores, info
+
+
+def describe_candidates(settings: PoolPlanSettings) -> str:
+    prices = "/".join(f"{p:g}" for p in sorted(set(settings.prices) | {settings.cost}))
+    keeps = "/".join(str(k) for k in settings.keepalive_minutes)
+    combined = "/".join(str(k) for k in settings.forecast_keepalive_minutes)
+    return (f"forecast at cost {prices}; the same + Knative retention {combined} min; keep-alive {keeps} min "
+            f"(<= 60: Knative's retention, longer: a held floor)"
+            + ("; hybrid histogram of the pool's idle gaps" if settings.hybrid else "")
+            + ("; time-of-day slots at each price" if settings.timeofday else ""))
+
+
+def forecast_share(driver: PoolPlanDriver, v: int, group: "Group", keepalives: list["Group"],
+                   day_ends: dict[int, tuple[np.ndarray, np.ndarray]], warmup_days: int) -> dict:
+    """The forecast's share of the plan's warmth: on the scored days where a forecast candidate
+    was in force on the pool (most of the day's minutes), the plan's cold starts and pod-seconds
+    against the pooled keep-alive curve (the same placement, min-scale 1 for k idle minutes)
+    on the same days, interpolated at the plan's pod-seconds."""
+    days = [d for d in sorted(day_ends) if d >= warmup_days and d + 1 in day_ends]
+    picked = []
+    for d in days:
+        labels = driver.warmth[v][d * DAY:(d + 1) * DAY]
+        if labels and sum(1 for w in labels if w.startswith("forecast")) * 2 > len(labels):
+            picked.append(d)
+    out = {"days": len(days), "forecast_days": len(picked)}
+    if not picked:
+        return out
+
+    def on(g: "Group") -> tuple[float, float]:
+        lanes = np.array(g.lanes)
+        cold = sum(float(day_ends[d + 1][0][lanes].sum() - day_ends[d][0][lanes].sum()) for d in picked)
+        pod_s = sum(float(day_ends[d + 1][1][lanes].sum() - day_ends[d][1][lanes].sum()) for d in picked)
+        return cold, pod_s
+
+    cold, pod_s = on(group)
+    curve = sorted(on(g)[::-1] for g in keepalives)  # (pod-s, cold), cheapest first
+    xs, ys = [c[0] for c in curve], [c[1] for c in curve]
+    at = float(np.interp(pod_s, xs, ys)) if xs[0] <= pod_s <= xs[-1] else None
+    out.update(cold=cold, pod_seconds=pod_s, keepalive_cold_at_equal_pod_s=at,
+               beyond_curve="cheaper than every keep-alive" if pod_s < xs[0] else
+               "dearer than every keep-alive" if pod_s > xs[-1] else None)
+    return out
 
 
 def span_peaks(streams, days: int, n: int, options: FleetOptions) -> np.ndarray:
@@ -662,11 +757,23 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
               f"{s['cold_start_vs_kpa']:.3f} | {s['p75_service_cold_pct']:.1f} | {s['model_loads']} | {s['model_evictions']} | "
               f"{s['over_capacity_requests']} | {s['over_capacity_vs_kpa']:.3f} | {s['pod_seconds']} | {s['pod_seconds_vs_kpa']:.3f} | "
               f"{s['wasted_pod_seconds']} |")
-    print(f"\nthe default is the scale function's pool plan (scale.pool_plan.plan_pool, {info['plan_seconds']} s minute by "
+    print(f"\nthe default's warmth candidates (scale.pool_plan.candidates, chosen daily per tier): {info['candidates']}")
+    print(f"the default is the scale function's pool plan (scale.pool_plan.plan_pool, {info['plan_seconds']} s minute by "
           f"minute): the pool's warmth chosen once a day from the minute history the function keeps; share of scored "
           f"minutes each candidate was in force: {info['default_choices']}")
     if info["budget_choices"]:
         print(f"fleet budget: candidates in force {info['budget_choices']}")
+    for name, share in (("default", info["forecast_share"]), ("fleet budget", info["budget_forecast_share"])):
+        if share is None:
+            continue
+        line = f"the forecast's share ({name}): a forecast candidate in force on {share['forecast_days']} of {share['days']} scored days"
+        if share["forecast_days"]:
+            at = share["keepalive_cold_at_equal_pod_s"]
+            line += (f"; on those days the plan had {share['cold']:.0f} cold starts at {share['pod_seconds']:.0f} pod-s, "
+                     + (f"the pooled keep-alive curve {at:.0f} at equal pod-s ({'beats it' if share['cold'] < at else 'does not beat it'}"
+                        + (f", {share['cold'] / at:.2f}x)" if at else ")") if at is not None
+                        else f"the pooled keep-alive curve cannot be compared ({share['beyond_curve']})"))
+        print(line)
     print("rows a cluster runs: `predictive` (the default, and with FLEET_BUDGET), `pool_all_kpa` and `kpa` (Knative "
           "alone, no plan), `keepalive` (per-model retention); every other row is a baseline no deployment runs")
 

@@ -134,3 +134,35 @@ def format_fleet_skill(s: dict) -> str:
             f"{s['series_brier_skill_above_0']}/{s['series_with_brier_skill']} models (median {s['median_series_brier_skill']:+.3f})\n"
             f"reliability of P(any) (predicted -> observed, minutes), calibration error {s['calibration_error']:.4f}: "
             f"{format_reliability(s['reliability'])}")
+
+
+def rolling_skill(table_point: np.ndarray, table_p_any: np.ndarray, naive_point: np.ndarray, counts: np.ndarray,
+                  first: int, window: int = 60, settle: int = 1, history: int = 10080) -> dict[str, np.ndarray]:
+    """The skill the forecast function would have sent at each decision minute (forecast/quality.py,
+    walk-forward): for decision minute m (first + i), the next-minute forecasts of the minutes
+    [m - settle - window, m - settle) that are known (no gap), scored against what came; the base
+    rate of each scored minute is the series' share of active minutes over the `history` minutes
+    read before it. Arrays over i: `brier_skill`, `mase` (NaN: undefined) and `minutes` scored."""
+    n = len(table_point)
+    minutes = np.arange(first, first + n)
+    actual = counts[minutes]
+    ok = ~np.isnan(actual)
+    a = np.nan_to_num(actual)
+    hit = (a > 0).astype(float)
+    filled = np.nan_to_num(counts)
+    valid = ~np.isnan(counts)
+    active_c = np.concatenate(([0], np.cumsum((filled > 0) & valid)))
+    seen_c = np.concatenate(([0], np.cumsum(valid)))
+    lo = np.clip(minutes - history, 0, None)
+    seen = seen_c[minutes] - seen_c[lo]
+    base = np.where(seen > 0, (active_c[minutes] - active_c[lo]) / np.maximum(seen, 1), 0.0)
+    parts = [np.where(ok, np.abs(table_point - a), 0.0), np.where(ok, np.abs(naive_point - a), 0.0),
+             np.where(ok, (table_p_any - hit) ** 2, 0.0), np.where(ok, (base - hit) ** 2, 0.0), ok.astype(float)]
+    sums = [np.concatenate(([0.0], np.cumsum(p))) for p in parts]
+    end = np.clip(np.arange(n) - settle, 0, n)
+    start = np.clip(end - window, 0, n)
+    mae, mae_naive, brier, brier_base, k = (s[end] - s[start] for s in sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mase = np.where(mae_naive > 1e-9, mae / np.where(mae_naive > 1e-9, mae_naive, 1.0), np.nan)
+        bss = np.where(brier_base > 1e-9, 1.0 - brier / np.where(brier_base > 1e-9, brier_base, 1.0), np.nan)
+    return {"brier_skill": bss, "mase": mase, "minutes": k.astype(int)}

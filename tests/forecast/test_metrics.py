@@ -82,6 +82,20 @@ def test_metrics_after_real_ticks(backfill, backfilled_prometheus, forecaster_ro
         assert abs(got.value("forecast_quality_fleet_brier_skill") - (1 - fleet_brier * len(names) / np.sum(base_squares))) < 1e-3
         assert got.value("forecast_quality_scored_total") == len(names)
 
+        # the same rolling skill rides on the forecast (what the scale function's fallback reads):
+        # none before a minute was scored, the gauges' figures once one was (null where undefined)
+        assert all("skill" not in entry for entry in first["services"])
+        for entry in second["services"]:
+            namespace, service = entry["service"].split("/")
+            sent = entry["skill"]
+            assert sent["minutes"] == 1
+            for key, gauge in (("brier_skill", "forecast_quality_brier_skill"), ("mase", "forecast_quality_mase")):
+                value = got.value(gauge, namespace=namespace, service=service)
+                if np.isfinite(value):
+                    assert abs(sent[key] - value) < 1e-3 * max(1.0, abs(value))
+                else:
+                    assert sent[key] is None
+
         # Prometheus gone: every service held with that reason class, the failed query counted
         backfilled_prometheus.stop()
         assert post(fn.url, ping(first_minute + 4, "q3")).status_code == 200

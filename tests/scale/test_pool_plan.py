@@ -43,7 +43,7 @@ def test_a_busy_model_stays_pooled_while_a_pod_holds_the_models_in_every_pod():
     models = [model("busy"), model("quiet")]
     states = {"busy": leaning(POOL, NOW - 3600)}
     out = plan_pool(view(models, capacity=64), {"busy": fc(8.0), "quiet": fc(0.05)}, states, {}, {}, SETTINGS, NOW)
-    assert out.models["busy"].decided == POOL and "every-pod" in out.models["busy"].reason
+    assert out.models["busy"].decided == POOL and "working set" in out.models["busy"].reason
     # the same pool holding one model a pod cannot hold both: the busiest leaves, through its own Service
     out = plan_pool(view(models, capacity=1), {"busy": fc(8.0), "quiet": fc(1.0)}, states, {}, {}, SETTINGS, NOW)
     assert out.models["busy"].decided == DEDICATED and out.models["busy"].action == MOVE
@@ -58,6 +58,52 @@ def test_only_as_many_leave_as_it_takes_to_fit_busiest_first():
         states[n].samples = [(t, rates[n]) for t, _ in states[n].samples]
     out = plan_pool(view(models, capacity=2), {n: fc(r) for n, r in rates.items()}, states, {}, {}, SETTINGS, NOW)
     assert [out.models[n].decided for n in ("a", "b", "c")] == [DEDICATED, POOL, POOL]
+
+
+def test_a_pool_over_its_memory_keeps_its_models_while_few_requests_would_load_one():
+    # 80 models at 0.1 req/s and one busy model, 64 a pod: more models reach every pod than a pod
+    # holds, so the quiet ones load now and then; the busy one leaving would not mend that (it
+    # only takes the pool's pods down): it stays (the every-pod count alone dedicated it)
+    models = [model("busy")] + [model(f"q{i}") for i in range(80)]
+    forecasts = {"busy": fc(30.0), **{f"q{i}": fc(0.1) for i in range(80)}}
+    states = {"busy": leaning(POOL, NOW - 3600)}
+    states["busy"].samples = [(t, 30.0) for t, _ in states["busy"].samples]
+    out = plan_pool(view(models, capacity=64), forecasts, states, {}, {}, SETTINGS, NOW)
+    assert out.models["busy"].decided == POOL and "no dedicated Service" in out.models["busy"].reason
+    # a pool whose thrash the busiest's leaving does mend: three models reach every pod of a
+    # pool that holds two; the busiest leaves, only it
+    models = [model(n) for n in ("a", "b", "c")]
+    forecasts = {"a": fc(30.0), "b": fc(7.0), "c": fc(7.0)}
+    states = {n: leaning(POOL, NOW - 3600) for n in ("a", "b", "c")}
+    for n in states:
+        states[n].samples = [(t, forecasts[n][0].point_rps) for t, _ in states[n].samples]
+    out = plan_pool(view(models, capacity=2), forecasts, states, {}, {}, SETTINGS, NOW)
+    assert [out.models[n].decided for n in ("a", "b", "c")] == [DEDICATED, POOL, POOL]
+
+
+def test_the_load_share_is_chees_lru_estimate():
+    from scale.pool_plan import load_share_of
+
+    assert load_share_of([5.0, 1.0], 2, 10.0) == 0.0  # every model fits
+    busy_and_rare = load_share_of([20.0, 20.0, 0.05], 2, 10.0)
+    even = load_share_of([7.0, 7.0, 7.0], 2, 10.0)
+    assert 0 < busy_and_rare < even < 1  # thrash grows as the third model's share does
+    assert load_share_of([7.0] * 3, 1, 10.0) > even  # and as the pod holds fewer
+
+
+def test_a_dedicated_model_comes_back_once_the_pool_holds_it_for_the_hold():
+    models = [model("m", routed=DEDICATED), model("q")]
+    forecasts = {"m": fc(8.0), "q": fc(0.5)}
+    state = ModelState(NOW - 60, DEDICATED, samples=[(NOW - 60 * k, 8.0) for k in range(59, 0, -1)])
+    out = plan_pool(view(models, capacity=64), forecasts, {"m": state}, {}, {}, SETTINGS, NOW)
+    p = out.models["m"]
+    assert p.decided == DEDICATED and p.state.fits_since == NOW  # the clock starts, no move yet
+    later = NOW + 3 * 60
+    out = plan_pool(view(models, capacity=64), forecasts, {"m": p.state}, {}, {}, SETTINGS, later)
+    assert out.models["m"].decided == POOL and "back to the pool" in out.models["m"].reason
+    # a pool that cannot hold it stops the clock
+    out = plan_pool(view(models, capacity=1), forecasts, {"m": p.state}, {}, {}, SETTINGS, later)
+    assert out.models["m"].decided == DEDICATED and out.models["m"].state.fits_since is None
 
 
 def test_a_model_routed_to_a_deleted_service_goes_back_to_the_pool_without_waiting_to_settle():
@@ -161,8 +207,44 @@ def test_the_estimate_models_knatives_tail_and_the_retention():
     h = TierHistory(0, [1.0] + [0.0] * 20 + [1.0], [0.0] * 22)
     kpa, cold_kpa = estimate(h, Warmth("knative"), PoolPlanSettings())
     keep, cold_keep = estimate(h, Warmth("keepalive", tail=30), PoolPlanSettings())
-    assert (kpa, cold_kpa) == (2 * 60.0 + 60.0, 2.0)  # a pod through the minute after each request
-    assert cold_keep == 1.0 and keep == 22 * 60.0  # warm from the first request on
+    # a cold request's pod from the request on (half its minute), then through the next minute
+    assert (kpa, cold_kpa) == ((0.5 + 1 + 0.5) * 60.0, 2.0)
+    assert cold_keep == 1.0 and keep == 21.5 * 60.0  # warm from the first request on
+
+
+def test_a_forecast_candidate_is_priced_by_the_pods_its_sizing_holds():
+    # a busy tier: every minute has requests and the forecast is sure of them. Knative alone
+    # holds one pod a minute; the forecast sized four. Counted as one warm pod a minute, the two
+    # cost the same and the forecast at the user's price won the tie; priced, the keep-alive wins
+    n = 600
+    h = TierHistory(0, [120.0] * n, [0.99] * n, None, [30.0] * n)
+    settings = PoolPlanSettings()
+    fcast, cold_f = estimate(h, Warmth("forecast", 300.0), settings)
+    keep, cold_k = estimate(h, Warmth("keepalive", tail=2), settings)
+    assert cold_f == 0 and keep == (n - 0.5) * 60.0 and fcast > 3 * keep  # the first minute cold
+    w, _ = choose_warmth(h, settings)
+    assert estimate(h, w, settings)[0] <= n * 60.0  # whatever wins holds no sized pods
+    # without the upper column (as before) the estimate cannot tell them apart
+    blind = TierHistory(0, h.counts, h.p_any)
+    assert estimate(blind, Warmth("forecast", 300.0), settings)[0] == n * 60.0  # one pod a minute
+
+
+def test_a_forecast_with_a_retention_covers_what_each_alone_misses():
+    # requests in bursts the forecast sees coming (p high before each burst's first minute), with
+    # short gaps inside a burst that it does not: the combination is cold neither at a burst's
+    # start nor in its gaps
+    counts, p_any = [], []
+    for _ in range(40):
+        counts += [0.0] * 30 + [3.0, 0.0, 0.0, 3.0, 0.0, 0.0, 3.0]
+        p_any += [0.0] * 29 + [0.99] + [0.99] + [0.0] * 6
+    h = TierHistory(0, counts, p_any)
+    settings = PoolPlanSettings()
+    both = estimate(h, Warmth("forecast", 300.0, tail=2), settings)[1]
+    assert both < estimate(h, Warmth("forecast", 300.0), settings)[1]
+    assert both < estimate(h, Warmth("keepalive", tail=2), settings)[1]
+    tiers = {"pool": TierState(Warmth("forecast", 300.0, tail=2), NOW - 60)}
+    out = plan_pool(view([model("a")]), {"a": fc(1.0)}, {}, tiers, {}, PoolPlanSettings(), NOW)
+    assert out.tiers["pool"].retention == "120s" and out.tiers["pool"].forecast[0].p_any > 0
 
 
 def test_the_fleet_budget_spends_nearest_its_share_of_per_model_knative():
@@ -189,19 +271,27 @@ def test_the_backtests_vectorised_history_is_the_functions():
 
     rng = np.random.default_rng(4)
     n_models, n = 3, 200
-    counts = (rng.random((n_models, n)) < 0.2) * rng.integers(1, 5, (n_models, n)).astype(float)
+    counts = (rng.random((n_models, n)) < 0.2) * rng.integers(1, 2000, (n_models, n)).astype(float)
     p = rng.random((n_models, n, 2)).astype(np.float32)
     p[:, :20] = np.nan
-    point = np.where(np.isnan(p), np.nan, 1.0).astype(np.float32)
-    driver = PoolPlanDriver(counts, Forecasts(point, point, p), ["a", "b", "c"], [PoolPlanSettings()], FleetOptions(), 5000)
+    point = np.where(np.isnan(p), np.nan, rng.random((n_models, n, 2)) * 600).astype(np.float32)
+    upper = (point * rng.uniform(0.8, 2.0, point.shape)).astype(np.float32)  # some under the point: not backed
+    driver = PoolPlanDriver(counts, Forecasts(point, upper, p), ["a", "b", "c"], [PoolPlanSettings()], FleetOptions(), 5000)
     settings = PoolPlanSettings(history_minutes=120)
     vectorised = driver.history(150, [0, 2], settings)
     by_minute = {name: {5000 + m: float(counts[i, m]) for m in range(n)} for i, name in enumerate("abc")}
     p_cov = {name: {5000 + m: float(driver.p_cov[i, m]) for m in range(n) if not math.isnan(driver.p_cov[i, m])}
              for i, name in enumerate("abc")}
-    pure = tier_history(5150, 120, by_minute, p_cov, ["a", "c"])
+    from scale.min_scale_policy import MinuteForecast as F
+    from scale.pool_plan import covered_size
+    sizes = {name: {5000 + m: covered_size([F(float(point[i, m, k]) / 60, float(upper[i, m, k]) / 60, 0.5) for k in range(2)])
+                    for m in range(20, n)} for i, name in enumerate("abc")}
+    pure = tier_history(5150, 120, by_minute, p_cov, ["a", "c"], sizes, settings.sizing.capacity_rps)
     assert pure.start_minute == vectorised.start_minute and pure.counts == vectorised.counts
     assert pure.per_model_pod_minutes == vectorised.per_model_pod_minutes
+    assert pure.per_model_pod_minutes > sum(1 for i in (0, 2) for m in range(30, 150) if counts[i, m] > 0)  # busy minutes hold more
+    assert all((x is None and y is None) or abs(x - y) < 1e-9 * max(1.0, x) for x, y in zip(pure.upper, vectorised.upper))
+    assert any(u is not None for u in pure.upper)
     assert all((x is None and y is None) or abs(x - y) < 1e-12 for x, y in zip(pure.p_any, vectorised.p_any))
 
 

@@ -72,4 +72,5 @@ def test_cli_table_prints_skill_against_the_baselines_and_the_reliability(tmp_pa
     assert "MASE vs seasonal naive" in out and "Brier skill" in out and "vs own base rate" in out
     assert "reliability of P(any) (predicted -> observed, minutes)" in out
     assert "statsforecast AutoETS" in out and "| ets_baseline |" in out
+    assert "fallback (default predictive row): the keep-alive decided" in out and "fallback=off" in out
     assert (tmp_path / "plots" / "mine_reliability.png").stat().st_size > 0

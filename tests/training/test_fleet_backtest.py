@@ -44,7 +44,7 @@ def synthetic_fleet(days: int = 2, models: int = 6, seed: int = 7, busy: int = 0
                       np.array(bins)[order], np.array(who)[order], np.array(counts)[order])
 
 
-def test_the_default_is_the_deployed_plan_and_the_budget_steers_its_spend():
+def test_the_default_is_the_deployed_plan_and_the_budget_steers_its_spend(capsys):
     """The default row is the pool plan, minute by minute (its candidates' shares are reported),
     and the fleet budget (the same plan with FLEET_BUDGET) spends more than the default when the
     default spends under it: the plan picks warmth from the history by the budget's target."""
@@ -58,6 +58,18 @@ def test_the_default_is_the_deployed_plan_and_the_budget_steers_its_spend():
         (default, tuned)
     assert tuned["cold_start_requests"] <= default["cold_start_requests"]
     assert info["budget_choices"] and info["budget_choices"] != info["default_choices"]
+    # the table says which candidates the default chooses among, how often each was in force, and
+    # the forecast's share against the pooled keep-alive curve on the days it was picked
+    share = info["forecast_share"]
+    assert share["days"] == 2 and 0 <= share["forecast_days"] <= 2
+    if share["forecast_days"]:
+        assert share["pod_seconds"] > 0
+    from training.fleet_backtest import print_fleet_table
+    print_fleet_table(scores, info)
+    out = capsys.readouterr().out
+    assert "warmth candidates" in out
+    assert "the forecast's share (default)" in out and "the forecast's share (fleet budget)" in out
+    assert "Knative retention" in out and str(next(iter(info["default_choices"]))) in out
 
 
 def test_cli_json_has_every_policy_and_field(tmp_path, capsys):

@@ -133,9 +133,11 @@ class TickMetrics:
             SERVICES.labels(status, reason).inc(n)
             SERVICES_LAST.labels(status, reason).set(n)
 
-    def forecasts(self, names: list[str], point_rps, upper_rps, p_any, quality_figures_scale: float) -> None:
+    def forecasts(self, names: list[str], point_rps, upper_rps, p_any, quality_figures_scale: float,
+                  per_service: dict | None = None) -> None:
         """Next-minute gauges for the exported services, then the quality gauges (MAE in
-        requests per minute divided by `quality_figures_scale`, the minute's seconds)."""
+        requests per minute divided by `quality_figures_scale`, the minute's seconds), from
+        `per_service` (quality.per_service(), when the caller has it already)."""
         order = sorted(range(len(names)), key=lambda i: (-float(upper_rps[i]), names[i]))[: self.limit]
         exported = {tuple(names[i].split("/", 1)) for i in order}
         for gauge in (POINT, UPPER, P_ANY, MAE, BRIER, SCORED, MASE, BRIER_SKILL):
@@ -151,7 +153,7 @@ class TickMetrics:
             P_ANY.labels(namespace, service).set(float(p_any[i]))
         OMITTED.set(len(names) - len(order))
         self._exported = exported
-        for name, figures in self.quality.per_service().items():
+        for name, figures in (self.quality.per_service() if per_service is None else per_service).items():
             labels = tuple(name.split("/", 1))
             if labels in exported:
                 MAE.labels(*labels).set(figures.mae / quality_figures_scale)

@@ -196,7 +196,7 @@ class TickHandler:
                                                            start_minute=self.cache.start_minute())
         by_row = {row: k for k, row in enumerate(fresh)}
         start = self.cache.start_minute()
-        self._measure(end, cache_end, services, matrix, fresh, forecasts)
+        skill = self._measure(end, cache_end, services, matrix, fresh, forecasts)
         windows = _windows(matrix, start, cache_end, self.settings.minute_s)
         observed = _observed_all(matrix, start, cache_end, self.settings.minute_s)
         if forecasts is not None:  # Python floats once, rounded in NumPy, not per number (10,000 x horizon)
@@ -220,22 +220,26 @@ class TickHandler:
                 ],
                 "data_window": windows[i],
                 "observed": observed[i],
+                **({"skill": _skill(skill[name])} if name in skill else {}),
             })
         return data
 
     def _measure(self, end: int, cache_end: int, services: list[str], matrix: np.ndarray, fresh: list[int],
-                 forecasts) -> None:
+                 forecasts) -> dict[str, quality.Figures]:
         """Online quality: score the earlier forecasts of the minutes this read settled, keep this
-        tick's next-minute forecasts for scoring later, and set the per-service gauges."""
+        tick's next-minute forecasts for scoring later, and set the per-service gauges. Returns
+        each service's rolling figures (sent with its forecast: the scale function's fallback)."""
         self.metrics.scored(self.metrics.quality.score(self.cache.start_minute(), cache_end, services, matrix))
         if forecasts is None:
-            return
+            return {}
         names = [services[i] for i in fresh]
         point, upper, p_any = forecasts.point[:, 0], forecasts.upper[:, 0], forecasts.p_any[:, 0]
         naive, base_rate = quality.baselines(matrix, end - self.cache.start_minute())  # every row: no copy
         self.metrics.quality.expect(end, names, point, p_any, naive[fresh], base_rate[fresh])
         minute_s = self.settings.minute_s
-        self.metrics.forecasts(names, point / minute_s, upper / minute_s, p_any, minute_s)
+        figures = self.metrics.quality.per_service()
+        self.metrics.forecasts(names, point / minute_s, upper / minute_s, p_any, minute_s, figures)
+        return figures
 
     def _iso(self, minute: int) -> str:
         return events.iso_minute(minute, self.settings.minute_s)
@@ -301,6 +305,14 @@ def _windows(matrix: np.ndarray, start: int, end: int, minute_s: int) -> list[di
                 window["gap_minutes_last_hour"] = missing_recently
             windows.append(window)
     return windows
+
+
+def _skill(figures: quality.Figures) -> dict:
+    """A service's rolling forecast skill as the event carries it (null: undefined, e.g. the
+    Brier skill of a service busy every minute; NaN is not JSON)."""
+    def number(value: float) -> float | None:
+        return round(float(value), 4) if np.isfinite(value) else None
+    return {"brier_skill": number(figures.brier_skill), "mase": number(figures.mase), "minutes": int(figures.minutes)}
 
 
 def _observed_all(matrix: np.ndarray, start: int, end: int, minute_s: int, last: int = OBSERVED_MINUTES) -> list[dict]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from .annotations import ServicePolicy
+from .fallback import FallbackSettings, Skill, forecast_helps, keepalive_forecast
 from .min_scale_policy import MinuteForecast, decide
 
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
@@ -51,20 +52,33 @@ class Plan:
     """Revision that left traffic carrying our min-scale -> the patch giving its own values back."""
     warm_up: bool
     """Raised from zero: one request must follow the write (the zero-scale trap)."""
+    baseline: bool = False
+    """Decided by the keep-alive fallback: the forecast's measured skill said it does not help."""
 
 
 def plan(view: ServiceView, policy: ServicePolicy, forecast: Sequence[MinuteForecast] | None, now_s: float,
          raised_at_s: float | None, state_lost: bool = False, missing: str | None = None,
-         stale_age_s: float | None = None) -> Plan:
+         stale_age_s: float | None = None, skill: Skill | None = None,
+         observed: Sequence[float | None] | None = None, fallback: FallbackSettings | None = None) -> Plan:
     """`missing` says why there is no forecast (None when there is one); `stale_age_s` is set
-    when the event is too old to trust; `state_lost` when the remembered cool-down clock is gone."""
+    when the event is too old to trust; `state_lost` when the remembered cool-down clock is gone.
+    With `fallback` settings, a forecast whose measured `skill` says it does not help is replaced
+    by the keep-alive over the `observed` minutes (oldest first; fallback.py); without observed
+    minutes there is nothing to keep alive on, and the forecast is used."""
     live = {r: view.annotations.get(r) or {} for r in view.routed}
     current = max((int(a[MIN_SCALE]) for a in live.values() if (a.get(MIN_SCALE) or "").isdigit()), default=0)
     if state_lost and current > 0 and any(MANAGED in a for a in live.values()):
         raised_at_s = now_s  # never lower on lost state: hold as if just raised
     fresh = forecast is not None and stale_age_s is None
+    baseline = (fallback is not None and bool(forecast) and bool(observed)
+                and not forecast_helps(skill, fallback))
+    if baseline:
+        forecast = keepalive_forecast(observed, len(forecast), fallback)
     decision = decide(forecast, policy.settings, current, now_s, raised_at_s, fresh)
     reason = decision.reason
+    if baseline and skill is not None:
+        reason = (f"{reason} (keep-alive {fallback.keepalive_minutes} min: forecast skill "
+                  f"Brier {skill.brier_skill:+.2f}, MASE {skill.mase:.2f} over {skill.minutes} min)")
     if missing is not None:
         reason = f"hold at {current}: {missing}"
     elif stale_age_s is not None:
@@ -85,7 +99,7 @@ def plan(view: ServiceView, policy: ServicePolicy, forecast: Sequence[MinuteFore
                 for revision, annotations in sorted(view.annotations.items())
                 if revision not in live and MANAGED in (annotations or {})}
     return Plan(current, decision.min_scale, decision.window_s, window, reason, decision.raised_at_s, writes,
-                releases, warm_up=current == 0 and decision.min_scale > 0 and bool(writes))
+                releases, warm_up=current == 0 and decision.min_scale > 0 and bool(writes), baseline=baseline)
 
 
 def _window_value(seconds: float | None) -> str | None:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from cloudevents.core.v1.event import CloudEvent
 
 from .cloudevent_io import BadEvent  # raised here, rendered by cloudevent_io
-
+from .fallback import Skill
 from .min_scale_policy import MinuteForecast
 
 FORECAST_TYPE = "io.predictive-scaling.forecast.v1"
@@ -34,6 +34,14 @@ class ServiceForecast:
     observed: tuple[int, tuple[float | None, ...]] | None = None
     """(first minute since the epoch, requests in each minute from it; None: not observed): the
     service's last observed minutes, which the pool plan keeps as its bounded history."""
+    skill: Skill | None = None
+    """The forecast's rolling skill for this service, as the forecast function measured it
+    (None: not sent): what the fallback to the keep-alive reads."""
+
+    @property
+    def observed_counts(self) -> tuple[float | None, ...] | None:
+        """The observed minutes' counts, oldest first (None: no observed block)."""
+        return None if self.observed is None else self.observed[1]
 
     @property
     def key(self) -> str:
@@ -68,7 +76,8 @@ def parse_forecast(event: CloudEvent) -> ParsedForecast:
         namespace, name = entry["service"].split("/")
         observed = _observed(entry.get("observed"), i, _minute_length(entry.get("minutes"), times), times)
         if entry.get("status") == "ok":
-            services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok", observed))
+            services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok", observed,
+                                            _skill(entry.get("skill"), i)))
         elif entry.get("status") == "no-data":
             services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data")), observed))
         else:
@@ -110,6 +119,30 @@ class _TimeMemo(dict):
         if value is None:
             raise ValueError(f"{text[:40]!r} is not a UTC time like 2026-11-22T10:00:00Z")
         return value
+
+
+def _skill(raw, i: int) -> Skill | None:
+    """The optional `skill` block: {"brier_skill": number or null, "mase": number or null,
+    "minutes": scored minutes}; null stands for an undefined figure (NaN is not JSON)."""
+    if raw is None:
+        return None
+    problem = BadEvent(f"data.services[{i}].skill must be {{brier_skill: number or null, mase: number or null, "
+                       f"minutes: integer >= 0}}")
+    if not isinstance(raw, dict):
+        raise problem
+    figures = []
+    for key in ("brier_skill", "mase"):
+        value = raw.get(key)
+        if value is None:
+            figures.append(math.nan)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            figures.append(float(value))
+        else:
+            raise problem
+    minutes = raw.get("minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 0:
+        raise problem
+    return Skill(figures[0], figures[1], minutes)
 
 
 def _minute_length(raw, times: _TimeMemo | None = None) -> int:

@@ -212,13 +212,15 @@ class PoolPlacement:
         observed = {v.name: entries[v.name].observed for v in views if v.name in entries and entries[v.name].observed}
         # the history is what was observed and forecast (kept in dry run too), recorded before it is read
         self.history.record(namespace, int(now_s // 60),
-                            {n: (p_any_in(f[:LEAD_MINUTES]) if f else None) for n, f in forecasts.items()}, observed)
+                            {n: (p_any_in(f[:LEAD_MINUTES]) if f else None) for n, f in forecasts.items()}, observed,
+                            {n: plan.covered_size(f) for n, f in forecasts.items()})
         tier_states = self.history.load_tiers(namespace, [pool_name])
         history: dict[str, plan.TierHistory] = {}
         if plan.choice_due(tier_states.get(pool_name), now_s, settings):
             members = [v.name for v in views if v.routed == POOL]
-            counts, p_any = self.history.load_models(namespace, members)
-            history[pool_name] = plan.tier_history(int(now_s // 60), settings.history_minutes, counts, p_any, members)
+            counts, p_any, sizes = self.history.load_models(namespace, members)
+            history[pool_name] = plan.tier_history(int(now_s // 60), settings.history_minutes, counts, p_any, members,
+                                                   sizes, settings.sizing.capacity_rps)
         tier_states = {k: plan.note_observed(s, observed, [v.name for v in views if v.routed == POOL])
                        for k, s in tier_states.items()}
         view = plan.PoolView(pool_name, [v for v in views if v.name not in held], pool_warm,
@@ -512,7 +514,9 @@ def plan_settings(pool: PoolSettings, service: PolicySettings) -> plan.PoolPlanS
                                     pool_share=pool.pool_share, hold_minutes=pool.hold_minutes),
         every_minutes=pool.every_minutes, cost=service.cold_start_cost_pod_s,
         choose_every_minutes=pool.choose_every_minutes, history_minutes=pool.history_minutes,
-        fleet_budget=pool.fleet_budget, not_ready_bound_s=pool.not_ready_s)
+        fleet_budget=pool.fleet_budget, not_ready_bound_s=pool.not_ready_s,
+        sizing=PolicySettings(capacity_rps=service.capacity_rps, max_scale=service.max_scale,
+                              burst_risk=service.burst_risk, headroom=service.headroom))
 
 
 def _settled(mapping: dict) -> bool:

@@ -13,11 +13,18 @@ keep-alive annotation it carries), each with its reason, and the state to rememb
 backtest (training/fleet_backtest.py, `PoolPlanDriver`) calls the very same function minute by
 minute with the same kind of inputs, so the fleet table's default is what a cluster runs.
 
+Placement by memory (`_memory_rule`): a model the rate band would dedicate leaves the pool only
+where that pays: when the pool's pods would spend more than `load_share` of its requests loading
+models (Che's approximation of each pod's LRU, `load_rate_of`), busiest first, as few as bring the
+loads within it, and none when no number of them would; a dedicated model comes back once the
+pool would have held it within half that for placement's hold.
+
 Warmth, chosen per tier from history (`choose_warmth`): the candidates are the forecast policy at
-several prices, Knative's own keep-alive (`scale-to-zero-pod-retention-period`, 0-1 h, the
+several prices (alone, or with a short Knative retention on top), Knative's own keep-alive (`scale-to-zero-pod-retention-period`, 0-1 h, the
 Revision webhook's limit; longer keep-alives are min-scale 1 held by this plan), the hybrid
 histogram of "Serverless in the Wild" (Shahrad et al., 2020) on the tier's own idle gaps, and a
-time-of-day schedule. Each is scored on the same history at minute grain (`estimate`): the only
+time-of-day schedule. Each is scored on the same history at minute grain (`estimate`, counting
+the pods each holds: Knative's own for the load, and what the forecast sized where it warms): the only
 resolution the deployed function has (Prometheus counts per minute, the forecast events); the
 per-second simulator scores the outcome in the backtest, never the choice.
 """
@@ -29,7 +36,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
-from .min_scale_policy import LEAD_MINUTES, MinuteForecast
+from .min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, minute_pods
 from .placement import (DEDICATED, MOVE, POOL, Placement, PlacementSettings, expected_rate, place,
                         pooled_forecast, preload, route_step)
 
@@ -37,6 +44,13 @@ RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
 RETENTION_MAX_MINUTES = 60
 IDLE = (MinuteForecast(0.0, 0.0, 0.0),) * LEAD_MINUTES
 """autoscaling.ValidateAnnotations accepts a retention of 0-1 h: a longer keep-alive is a floor."""
+COLD_MINUTE_SAVING = 0.5
+"""A minute whose first request found no pod holds one only from that request on: half the minute
+on average (the pod then lives Knative's 60 s stable window and ~30 s grace past the last request,
+which the estimate counts as the rest of that minute and the next)."""
+TARGET_UTILIZATION = 0.7
+"""Knative's default container-concurrency-target-percentage: the share of a pod's capacity the
+autoscaler fills before it adds one (how many pods Knative alone holds for a minute's load)."""
 
 
 # -- the view, the history, the state --------------------------------------------------------
@@ -90,6 +104,10 @@ class TierHistory:
     counts: Sequence[float | None]
     p_any: Sequence[float | None]
     per_model_pod_minutes: float | None = None
+    upper: Sequence[float | None] = ()
+    """The tier's upper-quantile load (req/s) its forecast sized pods from at each minute (the
+    members' summed as `placement.pooled_forecast` sums them), None: unknown. What a forecast
+    candidate holds beyond one pod: without it the estimate would count a sized minute as one."""
 
 
 @dataclass
@@ -105,11 +123,15 @@ class ModelState:
     """Since when the mapping has not been programmed (issue 23: bounded)."""
     failing_since: float | None = None
     """Since when its dedicated Service has not been able to serve."""
+    fits_since: float | None = None
+    """Since when the pool would hold this dedicated model within half the load bound (the
+    memory rule's hysteresis clock)."""
 
     def to_json(self) -> str:
         return json.dumps({"tick_s": self.tick_s, "tier": self.tier, "leaning_since": self.leaning_since,
                            "samples": [[t, round(v, 6)] for t, v in self.samples],
-                           "unsettled_since": self.unsettled_since, "failing_since": self.failing_since})
+                           "unsettled_since": self.unsettled_since, "failing_since": self.failing_since,
+                           "fits_since": self.fits_since})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "ModelState | None":
@@ -120,7 +142,7 @@ class ModelState:
                 return None
             samples = [(float(t), float(v)) for t, v in data.get("samples") or []]
             state = cls(float(data["tick_s"]), tier, _opt(data.get("leaning_since")), samples,
-                        _opt(data.get("unsettled_since")), _opt(data.get("failing_since")))
+                        _opt(data.get("unsettled_since")), _opt(data.get("failing_since")), _opt(data.get("fits_since")))
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: as if evicted (placement restarts from where the route points)
         return state if all(math.isfinite(v) for _, v in state.samples) else None
@@ -128,7 +150,8 @@ class ModelState:
 
 @dataclass(frozen=True)
 class Warmth:
-    """One warmth candidate. kind: `forecast` (min-scale from the forecast at `price`),
+    """One warmth candidate. kind: `forecast` (min-scale from the forecast at `price`, with
+    Knative's retention of `tail` minutes on top when `tail` > 0),
     `keepalive` (warm until `tail` minutes after the last request), `hybrid` (min-scale 0 for
     `head` minutes after the last request, then warm until `tail`), `timeofday` (warm in the
     10-minute slots of the day whose past days were active often enough at `price`), `knative`."""
@@ -142,7 +165,7 @@ class Warmth:
     @property
     def label(self) -> str:
         if self.kind == "forecast":
-            return f"forecast cost={self.price:g}"
+            return f"forecast cost={self.price:g}" + (f" + keepalive {self.tail} min" if self.tail else "")
         if self.kind == "keepalive":
             return f"keepalive {self.tail} min"
         if self.kind == "hybrid":
@@ -201,6 +224,16 @@ class PoolPlanSettings:
     prices: tuple[float, ...] = (60.0, 120.0, 300.0, 600.0, 1200.0, 3000.0)
     hybrid: bool = True
     timeofday: bool = True
+    forecast_keepalive_minutes: tuple[int, ...] = (1, 2, 5, 10)
+    """Retentions combined with each forecast price: the forecast warms ahead of the requests it
+    sees coming, the retention covers the short gaps it does not."""
+    sizing: PolicySettings = field(default_factory=PolicySettings)
+    """The policy that sizes a tier's pods from its forecast (capacity, burst risk, max-scale):
+    the estimate prices a forecast candidate by the pods it holds."""
+    load_share: float = 0.01
+    """Placement by memory: the pool keeps its models while the estimated share of its requests
+    that load a model (Che's approximation of each pod's LRU) stays at or under this; 1%, the
+    share at which a load's wait reaches the requests' 99th percentile."""
     fleet_budget: float | None = None
     """Spend b x per-model Knative's pod-seconds (estimated on the same history) instead of the
     user's price: the candidate whose estimated spend is nearest that, fewest cold starts first."""
@@ -307,8 +340,9 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
         plans[m.name] = ModelPlan(m.name, m.routed, decided.tier, "", rate_rps=None if math.isnan(rate) else round(rate, 4),
                                   leaning_since=decided.leaning_since, reason=reason,
                                   state=ModelState(now_s, decided.tier, decided.leaning_since, samples, unsettled,
-                                                   failing_since))
-    _memory_rule(view, plans, rates, capacity, evaluate and settings.dedicate, settings.placement.capacity_rps)
+                                                   failing_since, state.fits_since if decided.tier == DEDICATED else None))
+    _memory_rule(view, plans, rates, capacity, evaluate and settings.dedicate, settings.placement.capacity_rps,
+                 settings.load_share, now_s, settings.placement.hold_minutes * 60.0)
 
     by_name = {m.name: m for m in view.models}
     for p in plans.values():
@@ -396,36 +430,94 @@ def capacity_models(view: PoolView) -> int:
 
 
 def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str, float], capacity: int,
-                 evaluate: bool, capacity_rps: float) -> None:
+                 evaluate: bool, capacity_rps: float, load_share: float = 0.01, now_s: float = 0.0,
+                 hold_s: float = 3600.0) -> None:
     """Placement by memory: a model that placement would dedicate (its rate keeps a pod busy,
-    with hysteresis) leaves the pool only while the pool cannot hold the models that live in
-    every one of its pods. Knative spreads requests over the pool's P pods, so a model of r
-    requests a minute reaches min(r, P) of them: a model with r >= P is in every pod all the
-    time and takes a slot of each; the sparse rest rotate through the remaining slots, loaded on
-    demand (milliseconds for ONNX), least recently used out. While the every-pod models fit a
-    pod's capacity, sharing the pool's warm pods and headroom beats a Service of one's own (a
+    with hysteresis) leaves the pool only while the pool's pods would spend too many requests
+    loading models: the estimated share of the pool's requests that load one (`load_share_of`)
+    is above `load_share`. Knative spreads requests over the pool's pods, so each pod sees every
+    model at its rate over the pods, and keeps the `capacity` least recently used. While the
+    share is small, sharing the pool's warm pods and headroom beats a Service of one's own (a
     model load costs a request milliseconds; a Service of its own, its own cold starts and
-    bursts); beyond it, the busiest leave first, only as many as it takes to fit."""
+    bursts); beyond it, the busiest leave first, only as many as it takes."""
     if not evaluate:
         return
-    wanting = [p for p in plans.values() if p.decided == DEDICATED and p.routed == POOL]
-    if not wanting:
-        return
+    rps = {n: max(0.0, rates[n]) if math.isfinite(rates[n]) else 0.0 for n in plans}
+    wanting = sorted((p for p in plans.values() if p.decided == DEDICATED and p.routed == POOL),
+                     key=lambda p: -rps[p.name])
     staying = [p.name for p in plans.values() if p.decided == POOL or p in wanting]
-    per_min = {n: max(0.0, rates[n]) * 60.0 if math.isfinite(rates[n]) else 0.0 for n in staying}
-
-    def every_pod(names: list[str]) -> int:
-        pods = max(1.0, math.ceil(sum(per_min[n] for n in names) / 60.0 / (0.7 * capacity_rps)))
-        return sum(1 for n in names if per_min[n] >= pods)
-
-    for p in sorted(wanting, key=lambda p: -per_min[p.name]):
-        held = every_pod(staying)
-        if held <= capacity:
-            p.decided, p.leaning_since = POOL, None
-            p.state.tier, p.state.leaning_since = POOL, None
-            p.reason = f"the pool holds its every-pod models ({held} <= {capacity} a pod): stays pooled"
-        else:
+    total = sum(rps[n] for n in staying) or 1.0
+    # the fewest of the busiest whose leaving brings the pool's loads within the bound; none when
+    # no number of them would (the pool is short of memory for its sparse models, which no
+    # dedicated Service mends)
+    leave = None
+    for k in range(len(wanting) + 1):
+        gone = {p.name for p in wanting[:k]}
+        loads = load_rate_of([rps[n] for n in staying if n not in gone], capacity, capacity_rps)
+        if loads <= load_share * total:
+            leave = k
+            break
+    share = load_rate_of([rps[n] for n in staying], capacity, capacity_rps) / total
+    for i, p in enumerate(wanting):
+        if leave is not None and i < leave:
             staying.remove(p.name)
+            continue
+        p.decided, p.leaning_since = POOL, None
+        p.state.tier, p.state.leaning_since = POOL, None
+        p.reason = (f"the pool holds its working set (model loads ~{share:.2%} of its requests, "
+                    f"{capacity} models a pod): stays pooled" if share <= load_share else
+                    f"model loads ~{share:.2%} of the pool's requests, {capacity} models a pod, and no "
+                    "dedicated Service would bring them within the bound: stays pooled")
+    # Hysteresis: a dedicated model comes back, quietest first, once the pool would have held it
+    # with loads at half the bound for as long as placement's hold (its rate band may still call
+    # it busy; a model the band already leans back is the band's to move).
+    out = [p for p in plans.values() if p.decided == DEDICATED and p.routed == DEDICATED and p.leaning_since is None]
+    for p in sorted(out, key=lambda p: rps[p.name]):
+        with_it = [rps[n] for n in staying + [p.name]]
+        share = load_rate_of(with_it, capacity, capacity_rps) / (sum(with_it) or 1.0)
+        if share > load_share / 2 or not math.isfinite(rates[p.name]):
+            p.state.fits_since = None
+            continue
+        since = p.state.fits_since if p.state.fits_since is not None else now_s
+        p.state.fits_since = since
+        if now_s - since >= hold_s:
+            staying.append(p.name)
+            p.decided, p.leaning_since = POOL, None
+            p.state.tier, p.state.leaning_since, p.state.fits_since = POOL, None, None
+            p.reason = (f"the pool holds its working set with it (model loads ~{share:.2%} of its requests, "
+                        f"{capacity} models a pod): back to the pool")
+
+
+def load_rate_of(rates_rps: Sequence[float], capacity: int, capacity_rps: float) -> float:
+    """Model loads per second in a pool of these models at steady state: Knative spreads the
+    pool's load over P = total / (TARGET_UTILIZATION x capacity_rps) pods, so a pod sees model i
+    at rate l_i = r_i / P; each pod keeps `capacity` models, least recently used out. Che's
+    approximation of an LRU cache (Che, Tung and Wang, 2002): the characteristic time T solves
+    sum_i (1 - exp(-l_i T)) = capacity, and a request of model i loads it with probability
+    exp(-l_i T). 0 when every model fits."""
+    active = [r for r in rates_rps if r > 0]
+    if len(active) <= capacity:
+        return 0.0
+    pods = max(1.0, math.ceil(sum(active) / (TARGET_UTILIZATION * capacity_rps)))
+    lam = [r / pods for r in active]
+
+    def held(t: float) -> float:
+        return sum(-math.expm1(-x * t) for x in lam)
+
+    lo, hi = 0.0, 1.0
+    while held(hi) < capacity and hi < 1e12:
+        hi *= 2.0
+    for _ in range(50):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if held(mid) < capacity else (lo, mid)
+    t = (lo + hi) / 2.0
+    return pods * sum(x * math.exp(-x * t) for x in lam)
+
+
+def load_share_of(rates_rps: Sequence[float], capacity: int, capacity_rps: float) -> float:
+    """`load_rate_of` as a share of the pool's requests."""
+    total = sum(r for r in rates_rps if r > 0)
+    return load_rate_of(rates_rps, capacity, capacity_rps) / total if total else 0.0
 
 
 def _threshold(price: float) -> float:
@@ -444,7 +536,7 @@ def _warm_tier(service: str, forecast: list[MinuteForecast] | None, missing: str
     if w.kind != "forecast" and fc is not None:
         fc = [MinuteForecast(f.point_rps, f.upper_rps, 0.0) for f in fc]  # sizing only: P(any) warms no pod here
     since = None if state.last_active_minute is None else minute - state.last_active_minute
-    if w.kind == "keepalive" and w.tail <= RETENTION_MAX_MINUTES:
+    if w.kind in ("keepalive", "forecast") and 0 < w.tail <= RETENTION_MAX_MINUTES:
         retention = f"{w.tail * 60}s"
         reason += ": Knative's scale-to-zero-pod-retention-period"
     elif w.kind in ("keepalive", "hybrid") and since is not None and w.head <= since < w.tail:
@@ -496,6 +588,8 @@ def candidates(history: TierHistory, settings: PoolPlanSettings) -> list[Warmth]
     out = [Warmth("forecast", float(settings.cost))]
     out += [Warmth("forecast", float(p)) for p in sorted(set(settings.prices) - {settings.cost})]
     out += [Warmth("keepalive", tail=k) for k in settings.keepalive_minutes]
+    out += [Warmth("forecast", float(p), tail=k) for p in sorted(set(settings.prices) | {settings.cost})
+            for k in settings.forecast_keepalive_minutes if 0 < k <= RETENTION_MAX_MINUTES]
     if settings.hybrid:
         h = hybrid_window(history.counts)
         if h is not None:
@@ -515,7 +609,8 @@ def choose_warmth(history: TierHistory, settings: PoolPlanSettings) -> tuple[War
     if not any(c is not None for c in history.counts):
         return Warmth("forecast", settings.cost), None  # nothing observed yet: the forecast at the user's price
     cands = candidates(history, settings)
-    scores = [estimate(history, w, settings) for w in cands]
+    pods = minute_pods_of(history, settings)
+    scores = [estimate(history, w, settings, pods) for w in cands]
     if settings.fleet_budget is not None and history.per_model_pod_minutes:
         target = settings.fleet_budget * history.per_model_pod_minutes * 60.0
         near = [i for i, (pod_s, _) in enumerate(scores) if abs(pod_s - target) <= 0.05 * target]
@@ -528,18 +623,24 @@ def choose_warmth(history: TierHistory, settings: PoolPlanSettings) -> tuple[War
     return cands[best], None
 
 
-def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings) -> tuple[float, float]:
+def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings,
+             pods: tuple[list[int], list[int]] | None = None) -> tuple[float, float]:
     """(pod-seconds, cold-start requests) of candidate `w` over the history, at minute grain, as
     Knative applies it: a pod stays through the minute after a request (the 60 s stable window,
     then the 30 s grace), a retention keeps it `tail` minutes more; min-scale 1 keeps one; a
-    minute with requests and no pod has its first `cold_start_s` seconds' requests cold."""
+    minute with requests and no pod has its first `cold_start_s` seconds' requests cold. Pods are
+    counted as held: a minute's load holds what Knative alone scales to (`minute_pods`), and a
+    minute the forecast candidate warms holds what the forecast sized (its upper quantile), so
+    that forecast-driven sizing is priced, not counted as one pod. `pods`: `minute_pods` of the
+    history, computed once for every candidate."""
+    knative, sized = pods if pods is not None else minute_pods_of(history, settings)
     threshold = _threshold(w.price) if w.kind == "forecast" else 2.0
     cold_share = min(1.0, settings.cold_start_s / 60.0)
     last = None
-    pod_min = 0
+    pod_min = 0.0
     cold = 0.0
     start = history.start_minute
-    keep = w.tail if w.kind == "keepalive" else 0
+    keep = w.tail if w.kind in ("keepalive", "forecast") else 0
     for i, c in enumerate(history.counts):
         m = start + i
         since = None if last is None else m - last
@@ -552,14 +653,27 @@ def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings) -> tup
         elif w.kind == "timeofday":
             held = (m % 1440) // 10 in w.slots
         warm = held or (since is not None and since <= 1 + keep)
+        floor = sized[i] if held and w.kind == "forecast" else (1 if warm else 0)
         if c:
             if not warm:
                 cold += max(1.0, c * cold_share) if c >= 1 else c
             last = m
-            pod_min += 1
-        elif warm or held:
-            pod_min += 1
+            pod_min += max(knative[i], floor) - (0.0 if warm else COLD_MINUTE_SAVING)
+        else:
+            pod_min += floor
     return pod_min * 60.0, cold
+
+
+def minute_pods_of(history: TierHistory, settings: PoolPlanSettings) -> tuple[list[int], list[int]]:
+    """Per minute of the history: the pods Knative alone holds for its requests (at least one
+    in a minute with any, the load over TARGET_UTILIZATION of a pod), and the pods the forecast
+    sizing holds when it warms (at least one; the recorded upper quantile through the policy's
+    `minute_pods`)."""
+    per_pod = 60.0 * TARGET_UTILIZATION * settings.sizing.capacity_rps
+    knative = [0 if not c else max(1, math.ceil(c / per_pod - 1e-9)) for c in history.counts]
+    uppers = list(history.upper) + [None] * (len(history.counts) - len(history.upper))
+    sized = [1 if u is None else max(1, minute_pods(MinuteForecast(u, u, 1.0), settings.sizing)) for u in uppers]
+    return knative, sized
 
 
 def hybrid_window(counts: Sequence[float | None], head_pct: float = 5, tail_pct: float = 99,
@@ -607,25 +721,37 @@ def _opt(value) -> float | None:
 
 
 def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int, float]],
-                 p_any: Mapping[str, Mapping[int, float]], members: Sequence[str]) -> TierHistory:
+                 p_any: Mapping[str, Mapping[int, float]], members: Sequence[str],
+                 sizes: Mapping[str, Mapping[int, tuple[float, float]]] | None = None,
+                 capacity_rps: float = 10.0) -> TierHistory:
     """A tier's history from its members' (the pool's: every model routed to it now) minute
-    counts and covered P(any), over the last `minutes` before `now_minute`, from the first
-    observed minute on: the tier's requests are the members' sum, its P(any) the chance that any
-    member has one (independent), and per-model Knative's pod-minutes count each member's minutes
-    with a request or right after one (the stable window). The backtest builds the same vectorised."""
+    counts, covered P(any) and forecast (point, upper) in req/s (`sizes`: the covered minute with
+    the largest upper), over the last `minutes` before `now_minute`, from the first observed
+    minute on: the tier's requests are the members' sum, its P(any) the chance that any member
+    has one (independent), its upper the members' as `placement.pooled_forecast` pools them, and
+    per-model Knative's pod-minutes count each member's minutes with a request or right after
+    one (the stable window), as many pods as its load holds. The backtest builds the same
+    vectorised."""
+    sizes = sizes or {}
+    per_pod = 60.0 * TARGET_UTILIZATION * capacity_rps
     start = now_minute - minutes
     first = min((m for name in members for m in counts.get(name, {}) if start <= m < now_minute), default=now_minute)
     c_out: list[float | None] = []
     p_out: list[float | None] = []
-    per_model = 0
+    u_out: list[float | None] = []
+    per_model = 0.0
     for m in range(first, now_minute):
         total: float | None = None
         idle, known = 1.0, False
+        point, spread, sized = 0.0, 0.0, False
         for name in members:
             c = counts.get(name, {}).get(m)
             if c is not None:
                 total = (total or 0.0) + c
-                if c > 0 or (counts.get(name, {}).get(m - 1) or 0) > 0:
+                before = counts.get(name, {}).get(m - 1) or 0
+                if c > 0:
+                    per_model += max(1, math.ceil(c / per_pod - 1e-9)) - (0.0 if before > 0 else COLD_MINUTE_SAVING)
+                elif before > 0:
                     per_model += 1
             elif (counts.get(name, {}).get(m - 1) or 0) > 0:
                 per_model += 1
@@ -633,6 +759,22 @@ def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int
             if p is not None:
                 idle *= 1.0 - min(1.0, max(0.0, p))
                 known = True
+            s = sizes.get(name, {}).get(m)
+            if s is not None:
+                sized = True
+                if s[1] > s[0]:  # pooled_forecast: a run-away mean sizes nothing
+                    point += s[0]
+                    spread += (s[1] - s[0]) ** 2
         c_out.append(total)
         p_out.append(1.0 - idle if known else None)
-    return TierHistory(first, c_out, p_out, float(per_model))
+        u_out.append(point + math.sqrt(spread) if sized else None)
+    return TierHistory(first, c_out, p_out, float(per_model), u_out)
+
+
+def covered_size(forecast: Sequence[MinuteForecast] | None) -> tuple[float, float] | None:
+    """(point, upper) in req/s of the covered minute with the largest upper: what a tier's
+    history keeps of one member's forecast for pricing its sizing."""
+    if not forecast:
+        return None
+    f = max(forecast[:LEAD_MINUTES], key=lambda f: f.upper_rps)
+    return (f.point_rps, f.upper_rps)

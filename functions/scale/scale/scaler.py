@@ -279,7 +279,10 @@ class Scaler:
             why = None
         decided = plan(view, policy, entry.minutes if entry is not None else None, now_s,
                        state.raised_at_s if state is not None else None, state_lost=state is None, missing=why,
-                       stale_age_s=None if event_fresh else age_s)
+                       stale_age_s=None if event_fresh else age_s,
+                       skill=entry.skill if entry is not None else None,
+                       observed=entry.observed_counts if entry is not None else None,
+                       fallback=self.settings.fallback)
         return decided, routed, key
 
     def _finish(self, ksvc: dict, targets: dict[str, dict], entry: events.ServiceForecast | None,
@@ -320,6 +323,8 @@ class Scaler:
         }
         if released:
             record["released"] = released
+        if decided.baseline:
+            record["fallback"] = "keep-alive"
         if policy.dry_run:
             # nothing was written: remember the decision clock only
             return record, ServiceState(now_s, decided.previous, state.raised_at_s if state else None)

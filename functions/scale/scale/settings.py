@@ -14,6 +14,9 @@
 | DRY_RUN | false | decide and report, patch nothing (per service: annotation) |
 | MAX_FORECAST_AGE_SECONDS | 180 | older forecast events only hold (0: never by age, for replayed clocks) |
 | (policy knobs) | | POD_CAPACITY_RPS, COLD_START_COST_POD_SECONDS, MAX_SCALE, COOLDOWN_SECONDS, IDLE_WINDOW, BURST_RISK: the one table in policy_knobs.py |
+| FALLBACK_MIN_BRIER_SKILL | 0 | a service whose forecast's rolling Brier skill (sent with the forecast) is below this is scaled by a keep-alive instead (fallback.py); `off`: never |
+| FALLBACK_MIN_MINUTES | 30 | scored minutes the skill needs before it may send a service to the keep-alive |
+| KEEPALIVE_MINUTES | 10 | the fallback's keep-alive: min-scale 1 while a request came in this many observed minutes |
 | WARMUP | true | send one request when raising a service from 0 |
 | WARMUP_PATH | / | path of that request |
 | WARMUP_GATEWAY | (none) | send it to this ingress URL with the Service's host as `Host:` |
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .env_settings import SettingsError, flag, names, number, optional, text, whole
+from .fallback import FallbackSettings
 from .min_scale_policy import PolicySettings
 from .policy_knobs import defaults_from_env
 from .pool_settings import PoolSettings
@@ -74,6 +78,8 @@ class ScaleSettings:
     api_relist_s: float = 600.0
     api_watch_timeout_s: float = 300.0
     api_writers: int = 8
+    fallback: FallbackSettings = FallbackSettings()
+    """When a service's forecast has no measured skill: the keep-alive (fallback.py)."""
 
     def manages(self, namespace: str) -> bool:
         return "*" in self.managed_namespaces or namespace in self.managed_namespaces
@@ -122,4 +128,19 @@ class ScaleSettings:
             api_relist_s=number(env, "API_RELIST_SECONDS", 600.0, 1.0),
             api_watch_timeout_s=number(env, "API_WATCH_TIMEOUT_SECONDS", 300.0, 1.0),
             api_writers=whole(env, "API_WRITERS", 8, 1),
+            fallback=_fallback(env),
         )
+
+
+def _fallback(env: Mapping[str, str]) -> FallbackSettings:
+    raw = text(env, "FALLBACK_MIN_BRIER_SKILL", "0")
+    if raw.strip().lower() == "off":
+        threshold = None
+    else:
+        try:
+            threshold = float(raw)
+        except ValueError:
+            raise SettingsError(f"FALLBACK_MIN_BRIER_SKILL={raw!r} must be a number <= 1, or off") from None
+        if not threshold <= 1.0:  # NaN fails too
+            raise SettingsError(f"FALLBACK_MIN_BRIER_SKILL={raw!r} must be a number <= 1, or off")
+    return FallbackSettings(threshold, whole(env, "FALLBACK_MIN_MINUTES", 30, 1), whole(env, "KEEPALIVE_MINUTES", 10, 1))
