@@ -17,10 +17,10 @@ COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
+.PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet apt venv clean
 
 help:
-	@echo "make demo | demo-fleet | test | vendor | typecheck | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | readme-plot"
+	@echo "make demo | demo-fleet | test | vendor | typecheck | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | docs | bench-wsgi | bench-prometheus-clients"
 
 # kubectl renders the kustomizations in the manifest tests (`kubectl kustomize`): the machine's own
 # where it has one, else Debian's kubernetes-client (its kustomize reads our resources/namespace fields).
