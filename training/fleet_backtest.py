@@ -39,7 +39,7 @@ from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.fallback import FallbackSettings, Skill, forecast_helps, keepalive_forecast
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
-from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
+from scale.placement import DEDICATED, MOVE, POOL, Placement, PlacementSettings, place
 from scale.pool_plan import (COLD_MINUTE_SAVING, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
                              choice_due, note_observed, plan_pool)
 from tqdm import tqdm
@@ -266,8 +266,9 @@ class PoolPlanDriver:
     in minute m-1 (the forecast event's `observed` block), the bounded minute history (per-model
     counts and covered P(any), `history_minutes` back) when a warmth choice is due, its own state
     from the minute before. The cluster is taken as answering at once: a move's target is ready
-    and programmed (routes, pods and loads are the simulator's business), so a decided move is
-    made in the same minute. Several settings (the default, the fleet budget) run in lockstep;
+    and programmed (routes, pods and loads are the simulator's business), except that a move to a
+    dedicated Service waits, as the function's does, for that Service to be ready: it is taken as
+    ready once the plan has held it above zero for a minute (longer than a cold start). Several settings (the default, the fleet budget) run in lockstep;
     placement does not depend on warmth, so they share the routes of the first."""
 
     def __init__(self, counts: np.ndarray, per_model: "Forecasts", names: list[str], variants: list[PoolPlanSettings],
@@ -289,6 +290,8 @@ class PoolPlanDriver:
         self.pool_min = [np.zeros(n, np.int64) for _ in variants]
         self.pool_keep = [np.zeros(n, np.int64) for _ in variants]
         self.ded_min = [np.zeros((n_models, n), np.int64) for _ in variants]
+        self.ded_keep = [np.zeros((n_models, n), np.int64) for _ in variants]
+        self._warm_ded: tuple[bool, ...] = ()
         self.member = np.ones((n_models, n), bool)
         self.moves = 0
         self.in_force: list[dict[str, int]] = [{} for _ in variants]
@@ -361,8 +364,11 @@ class PoolPlanDriver:
             if m > 0:
                 for i in np.flatnonzero(self.counts[:, m - 1]):
                     observed[self.names[i]] = (self.minute0 + m - 1, (float(self.counts[i, m - 1]),))
-            if self._views is None:
-                self._views = [ModelView(self.names[i], self.routed[i], self.dedicated[i], True, True, False, True)
+            warm_ded = tuple((self.ded_min[0][:, m - 1] > 0).tolist()) if m > 0 else (False,) * n_models
+            if self._views is None or warm_ded != self._warm_ded:
+                self._warm_ded = warm_ded
+                self._views = [ModelView(self.names[i], self.routed[i], self.dedicated[i], True,
+                                         self.routed[i] == DEDICATED or warm_ded[i], False, True)
                                for i in range(n_models)]
             views = self._views
             routed_next = None
@@ -390,8 +396,11 @@ class PoolPlanDriver:
                         self.warmth[v][m] = tier.warmth
                         if m >= self.scored_from:
                             self.in_force[v][tier.warmth] = self.in_force[v].get(tier.warmth, 0) + 1
-                    elif min_scale:
-                        self.ded_min[v][self.index[service[:-len("-dedicated")]], m] = min_scale
+                    else:
+                        i = self.index[service[:-len("-dedicated")]]
+                        if min_scale:
+                            self.ded_min[v][i, m] = min_scale
+                        self.ded_keep[v][i, m] = _seconds(tier.retention)
             changed = sum(1 for a, b in zip(self.routed, routed_next) if a != b)
             if changed:
                 self.moves += changed
@@ -497,7 +506,7 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
         return g
 
     def pooled_group(policy: str, settings: dict, default: bool, pool_row: np.ndarray, ded_rows: np.ndarray,
-                     pool_keep: np.ndarray | None = None) -> Group:
+                     pool_keep: np.ndarray | None = None, ded_keep: np.ndarray | None = None) -> Group:
         first = len(stream_of_lane)
         stream_of_lane.append(POOL_S)
         rows.append(pool_row)
@@ -505,6 +514,9 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
             keeps[first] = pool_keep
         stream_of_lane.extend(range(DED0, DED0 + n_ded))
         rows.extend(ded_rows)
+        for j in range(n_ded if ded_keep is not None else 0):
+            if ded_keep[j].any():
+                keeps[first + 1 + j] = ded_keep[j]
         g = Group(policy, settings, default, list(range(first, first + 1 + n_ded)), first, list(ever_dedicated))
         groups.append(g)
         return g
@@ -558,11 +570,13 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
     groups.append(all_group)
     # The default: the scale function's pool plan, minute by minute (PoolPlanDriver), as deployed.
     default_group = pooled_group("predictive", {"cold_start_cost_pod_s": options.cost}, True, driver.pool_min[0],
-                                 driver.ded_min[0][ever_dedicated], driver.pool_keep[0])
+                                 driver.ded_min[0][ever_dedicated], driver.pool_keep[0],
+                                 driver.ded_keep[0][ever_dedicated])
     budget_group = None
     if options.fleet_budget is not None:
         budget_group = pooled_group("predictive", {"fleet_budget": options.fleet_budget}, False, driver.pool_min[1],
-                                    driver.ded_min[1][ever_dedicated], driver.pool_keep[1])
+                                    driver.ded_min[1][ever_dedicated], driver.pool_keep[1],
+                                    driver.ded_keep[1][ever_dedicated])
     schedule = np.array(rows, dtype=np.int64)
     retention = np.zeros_like(schedule)
     for lane, keep in keeps.items():

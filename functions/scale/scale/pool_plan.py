@@ -403,6 +403,10 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
     forecast = pooled_forecast(with_data) if with_data else None
     tiers[view.pool] = _warm_tier(view.pool, forecast, None if with_data or not members else
                                   "no forecast for any model routed to the pool", floor, pool_state, settings, now_s)
+    # A dedicated tier keeps its model at least as warm as the pool did: the pool's Knative
+    # retention rides on it too (its min-scale is the model's own forecast at the user's price),
+    # so leaving the pool never trades the pool's keep-alive for scale-to-zero at the stable window.
+    pool_retention = tiers[view.pool].retention
     for p in plans.values():
         m = by_name[p.name]
         if not m.dedicated or not m.dedicated_exists:
@@ -418,8 +422,12 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
             dfloor = 1
         if p.routed != DEDICATED and not m.settled and not p.not_ready:
             dfloor = max(dfloor, view.dedicated_current.get(m.dedicated, 0))  # its route may still send requests
-        tiers[m.dedicated] = TierPlan(m.dedicated, fc, why, dfloor, settings.cost, None, "forecast",
-                                      "dedicated: forecast at the user's price" if serving else "not serving: idle",
+        retention = pool_retention if serving else None
+        tiers[m.dedicated] = TierPlan(m.dedicated, fc, why, dfloor, settings.cost, retention,
+                                      "forecast" + (f" + keepalive {retention}" if retention else ""),
+                                      ("dedicated: forecast at the user's price"
+                                       + (", the pool's keep-alive (no colder than in the pool)" if retention else ""))
+                                      if serving else "not serving: idle",
                                       idle=not serving)
     return PoolPlan(plans, tiers, new_tier_states, sorted(p.name for p in members), missing,
                     sorted(p.name for p in plans.values() if p.not_ready))
