@@ -40,8 +40,8 @@ from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.fallback import FallbackSettings, Skill, forecast_helps, keepalive_forecast
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
 from scale.placement import DEDICATED, MOVE, POOL, Placement, PlacementSettings, place
-from scale.pool_plan import (COLD_MINUTE_SAVING, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
-                             choice_due, note_observed, plan_pool)
+from scale.pool_plan import (COLD_MINUTE_SAVING, STABLE_TAIL, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView,
+                             TierHistory, TierState, choice_due, note_observed, plan_pool)
 from tqdm import tqdm
 
 from training import skill
@@ -329,7 +329,7 @@ class PoolPlanDriver:
             (np.zeros((len(members), 1)), self.counts[members, first:m - 1]), axis=1)
         per_pod = 60.0 * TARGET_UTILIZATION * settings.sizing.capacity_rps
         pods = np.where(c > 0, np.maximum(1, np.ceil(c / per_pod - 1e-9)) - np.where(prev > 0, 0.0, COLD_MINUTE_SAVING),
-                        np.where(prev > 0, 1, 0))
+                        np.where(prev > 0, STABLE_TAIL, 0.0))
         per_model = float(pods.sum())
         sp, su = self.size_point[members, first:m], self.size_upper[members, first:m]
         sized = ~np.isnan(su)
@@ -337,7 +337,7 @@ class PoolPlanDriver:
         pooled = np.where(backed, sp, 0.0).sum(axis=0) + np.sqrt(np.where(backed, (su - sp) ** 2, 0.0).sum(axis=0))
         upper = [float(u) if k else None for u, k in zip(pooled.tolist(), sized.any(axis=0).tolist())]
         return TierHistory(self.minute0 + first, total.tolist(), [None if math.isnan(v) else float(v) for v in p_out],
-                           per_model, upper)
+                           per_model, upper, pods.sum(axis=0).tolist())
 
     def __call__(self, start: int, end: int, _per_minute: np.ndarray | None = None) -> np.ndarray:
         began = time.perf_counter()
