@@ -20,7 +20,7 @@ FIT_ON ?= fleet+trace
 .PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
 
 help:
-	@echo "make demo | demo-fleet | test | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | readme-plot"
+	@echo "make demo | demo-fleet | test | vendor | typecheck | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | readme-plot"
 
 # kubectl renders the kustomizations in the manifest tests (`kubectl kustomize`): the machine's own
 # where it has one, else Debian's kubernetes-client (its kustomize reads our resources/namespace fields).
@@ -77,6 +77,18 @@ demo-fleet: apt venv models
 # interleaved events): a table of decisions held, wrongly lowered, stuck warm and events lost.
 chaos: apt venv models
 	$(PY) scripts/chaos.py
+
+# The shared package (fncommon/, the one source) written into each function directory, which func
+# builds alone; `make test` fails while a copy differs from its source (tests/test_function_packaging.py).
+.PHONY: vendor
+vendor:
+	$(PYTHON) scripts/vendor.py
+
+# mypy (mypy.ini) over each function as it is built, from its own directory; `make test` runs it
+# too (tests/test_types.py).
+.PHONY: typecheck
+typecheck: venv
+	$(PY) scripts/typecheck.py
 
 demo-infer: venv models
 	$(PY) scripts/demo_infer.py

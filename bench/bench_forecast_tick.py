@@ -34,7 +34,7 @@ from cloudevents.core.v1.event import CloudEvent
 from bench.bench_forecaster import fleet
 from bench.growth import estimate
 from localmode.processes import start_prometheus, start_redis, start_function, stop
-from training.prometheus_backfill import create_blocks
+from localmode.prometheus_backfill import create_blocks
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]

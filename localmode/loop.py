@@ -32,7 +32,7 @@ from localmode.processes import Server, free_port, start_function, start_prometh
 from localmode.router import LocalBroker, load_triggers
 from localmode.serving_standin import ServiceRuntime, ServingStandIn
 from localmode.kube_api_double import KubeApiDouble, scale_function_rules
-from training.prometheus_backfill import create_blocks, write_openmetrics
+from localmode.prometheus_backfill import create_blocks, write_openmetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OPT_IN = {"predictive-scaling.io/enabled": "true"}

@@ -18,7 +18,7 @@ import redis
 from localmode.kube_api_double import KubeApiDouble
 from localmode.processes import start_prometheus
 from tests.support.servers import ROOT
-from training.prometheus_backfill import create_blocks, write_openmetrics
+from localmode.prometheus_backfill import create_blocks, write_openmetrics
 
 SCRIPT = ROOT / "scripts" / "verify_cluster.py"
 CRDS = {"services.serving.knative.dev": "v1", "revisions.serving.knative.dev": "v1",

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from training import skill
 from training.controllers import HybridHistogram, seasonal_naive_table
-from training.fleet_sim import DAY_S, FleetSimConfig, LaneTotals, PoolModelCache, simulate_lanes
+from training.fleet_sim import DAY_S, FleetRun, FleetSimConfig, LaneTotals, PoolModelCache, simulate_lanes
 from training.fleet_trace import FleetTrace
 
 DAY = 1440
@@ -226,7 +226,7 @@ def walk_forward(counts: np.ndarray, fleet: FleetTrace, options: FleetOptions, m
 
 class Placer:
     """scale.placement's rate band alone (no memory rule, no plan) over the fleet every
-    PLACE_EVERY_MINUTES, for training/sizing_study.py; fed each model's expected rate:
+    PLACE_EVERY_MINUTES, for studies/sizing_study.py; fed each model's expected rate:
     the mean of its next-minute forecasts over the last hour, in req/s."""
 
     def __init__(self, n_models: int, settings: PlacementSettings):
@@ -432,6 +432,76 @@ def _seconds(retention: str | None) -> int:
     return int(float(retention.rstrip("s"))) if retention else 0
 
 
+def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progress: bool = True,
+              plots: Path | None = None) -> tuple[list[dict], dict]:
+    """Every design on one fleet, walk-forward: what each decides (`choose`), the simulator's
+    lanes of all of them (`assemble`), one simulation of every lane on the same arrivals
+    (`simulate`), and the scores (`report`)."""
+    began = time.perf_counter()
+    counts = fleet.minute_counts()
+    n = counts.shape[1]
+    if n < (options.warmup_days + 1) * DAY:
+        raise ValueError(f"{fleet.name}: {n} minutes; the walk-forward needs more than {options.warmup_days} warm-up days")
+    days = fleet.days
+    bar = tqdm(total=(days - options.warmup_days) + 2 * days, desc=fleet.name, disable=not progress, file=sys.stderr)
+    choices = choose(fleet, counts, options, bar)
+    built = assemble(fleet, counts, choices, options)
+    run, simulate_s, day_ends = simulate(fleet, built, options, bar)
+    pool = pool_model_scores(fleet, built, run, choices.member, options, bar)
+    bar.close()
+    scores = report(built, run.totals, pool, options)
+    info = fleet_info(fleet, counts, choices, built, day_ends, options, timings={
+        "forecast_seconds": choices.seconds, "simulate_seconds": simulate_s, "total_seconds": time.perf_counter() - began})
+    if plots is not None:
+        write_plots(plots, fleet.name, scores, info["forecast_skill"])
+    return scores, info
+
+
+# -- choice: what each design decides, walk-forward ------------------------------------------------
+
+
+@dataclass
+class Choices:
+    """What the designs decide from what was known at each minute: the forecasts, the placement
+    (the pool plan's routes) and the pool plan itself."""
+
+    variants: list[PoolPlanSettings]
+    """The pool plan's settings: the default's, then the fleet budget's (when given)."""
+    per_model: Forecasts
+    pool: Forecasts
+    member: np.ndarray
+    """member[i, m]: model i is served by the pool in minute m."""
+    driver: PoolPlanDriver
+    """The pool plan minute by minute, every variant in lockstep."""
+    longest_fit: float
+    seconds: float
+
+    @property
+    def ever_dedicated(self) -> np.ndarray:
+        """The models that had a Service of their own in some minute."""
+        return np.flatnonzero((~self.member).any(axis=1))
+
+
+def choose(fleet: FleetTrace, counts: np.ndarray, options: FleetOptions, bar: tqdm) -> Choices:
+    """The walk-forward forecasts, with the pool plan deciding placement and warmth minute by
+    minute from them, as the scale function does."""
+    began = time.perf_counter()
+    variants = [options.plan_settings()]
+    if options.fleet_budget is not None:
+        variants.append(replace(variants[0], fleet_budget=options.fleet_budget))
+    drivers: list[PoolPlanDriver] = []
+
+    def the_plan(forecasts: Forecasts) -> PoolPlanDriver:
+        drivers.append(PoolPlanDriver(counts, forecasts, list(fleet.services), variants, options, fleet.start_minute))
+        return drivers[0]
+
+    per_model, pool, member, longest_fit = walk_forward(counts, fleet, options, the_plan, bar)
+    return Choices(variants, per_model, pool, member, drivers[0], longest_fit, time.perf_counter() - began)
+
+
+# -- assembly: every design as lanes of the simulator ----------------------------------------------
+
+
 @dataclass
 class Group:
     """One policy and setting: its lanes (per model, or the pool plus the dedicated models)."""
@@ -445,144 +515,176 @@ class Group:
     """Model of each lane after the pool lane (pooled groups), or of every lane (per-model)."""
 
 
-def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progress: bool = True,
-              plots: Path | None = None) -> tuple[list[dict], dict]:
-    began_all = time.perf_counter()
-    counts = fleet.minute_counts()
-    n_models, n = counts.shape
-    if n < (options.warmup_days + 1) * DAY:
-        raise ValueError(f"{fleet.name}: {n} minutes; the walk-forward needs more than {options.warmup_days} warm-up days")
-    scored_from = options.warmup_days * DAY_S
-    days = fleet.days
-    bar = tqdm(total=(days - options.warmup_days) + 2 * days, desc=fleet.name, disable=not progress, file=sys.stderr)
+class Lanes:
+    """The simulator's lanes, group after group: each lane's stream (the arrivals it serves),
+    its min-scale each minute and its scale-to-zero-pod-retention-period.
 
-    variants = [options.plan_settings()]
-    if options.fleet_budget is not None:
-        variants.append(replace(variants[0], fleet_budget=options.fleet_budget))
-    drivers: list[PoolPlanDriver] = []
+    Streams: each model as it is; the pool's sum (the models placed in it each minute); each
+    ever-dedicated model while dedicated; every model summed (one pool, no placement)."""
 
-    def the_plan(forecasts: Forecasts) -> PoolPlanDriver:
-        drivers.append(PoolPlanDriver(counts, forecasts, list(fleet.services), variants, options, fleet.start_minute))
-        return drivers[0]
+    def __init__(self, fleet: FleetTrace, member: np.ndarray, ever_dedicated: np.ndarray):
+        self.fleet, self.member, self.ever_dedicated = fleet, member, ever_dedicated
+        self.n_models = member.shape[0]
+        self.n_dedicated = len(ever_dedicated)
+        self.pool_stream = self.n_models
+        self.dedicated_stream0 = self.n_models + 1
+        self.all_stream = self.n_models + 1 + self.n_dedicated
+        self.groups: list[Group] = []
+        self.stream_of_lane: list[int] = []
+        self.rows: list[np.ndarray] = []
+        self.keeps: dict[int, np.ndarray] = {}
+        """lane -> its retention (s) per minute, where it has one."""
 
-    per_model, pool_fc, member, longest_fit = walk_forward(counts, fleet, options, the_plan, bar)
-    driver = drivers[0]
-    forecast_s = time.perf_counter() - began_all
-    forecast_skill = skill.fleet_skill(counts, per_model.point[:, :, 0], per_model.p_any[:, :, 0], options.warmup_days * DAY)
-    ever_dedicated = np.flatnonzero((~member).any(axis=1))
-    n_ded = len(ever_dedicated)
-
-    # Streams: each model as it is; the pool's sum; each ever-dedicated model while dedicated;
-    # every model summed (one pool with no placement).
-    POOL_S, DED0, ALL_S = n_models, n_models + 1, n_models + 1 + n_ded
-
-    def streams(day: int) -> np.ndarray:
-        raw = fleet.day_arrivals(day)
+    def streams(self, day: int) -> np.ndarray:
+        """Every stream's arrivals, second by second, on `day`."""
+        raw = self.fleet.day_arrivals(day)
         m0 = day * DAY
         length = raw.shape[1]
-        in_pool = np.repeat(member[:, m0:m0 + length // 60], 60, axis=1)
-        out = np.empty((n_models + 2 + n_ded, length), np.int32)
-        out[:n_models] = raw
-        out[POOL_S] = (raw * in_pool).sum(axis=0)
-        out[DED0:DED0 + n_ded] = raw[ever_dedicated] * ~in_pool[ever_dedicated]
-        out[ALL_S] = raw.sum(axis=0)
+        in_pool = np.repeat(self.member[:, m0:m0 + length // 60], 60, axis=1)
+        out = np.empty((self.all_stream + 1, length), np.int32)
+        out[:self.n_models] = raw
+        out[self.pool_stream] = (raw * in_pool).sum(axis=0)
+        d0 = self.dedicated_stream0
+        out[d0:d0 + self.n_dedicated] = raw[self.ever_dedicated] * ~in_pool[self.ever_dedicated]
+        out[self.all_stream] = raw.sum(axis=0)
         return out
 
-    peaks = span_peaks(streams, days, n, options)
-    ded_counts = counts[ever_dedicated] * ~member[ever_dedicated]
-    pool_counts = (counts * member).sum(axis=0)
+    def per_model(self, policy: str, settings: dict, default: bool, schedule: np.ndarray) -> Group:
+        """A lane per model, each on its own arrivals (one Knative Service each)."""
+        lanes = list(range(len(self.stream_of_lane), len(self.stream_of_lane) + self.n_models))
+        self.stream_of_lane.extend(range(self.n_models))
+        self.rows.extend(schedule)
+        return self._add(Group(policy, settings, default, lanes, None, list(range(self.n_models))))
 
-    groups: list[Group] = []
-    stream_of_lane: list[int] = []
-    rows: list[np.ndarray] = []
-    keeps: dict[int, np.ndarray] = {}  # lane -> its scale-to-zero-pod-retention-period (s) per minute
-
-    def per_model_group(policy: str, settings: dict, default: bool, schedule: np.ndarray) -> Group:
-        lanes = list(range(len(stream_of_lane), len(stream_of_lane) + n_models))
-        stream_of_lane.extend(range(n_models))
-        rows.extend(schedule)
-        g = Group(policy, settings, default, lanes, None, list(range(n_models)))
-        groups.append(g)
-        return g
-
-    def pooled_group(policy: str, settings: dict, default: bool, pool_row: np.ndarray, ded_rows: np.ndarray,
-                     pool_keep: np.ndarray | None = None, ded_keep: np.ndarray | None = None) -> Group:
-        first = len(stream_of_lane)
-        stream_of_lane.append(POOL_S)
-        rows.append(pool_row)
+    def pooled(self, policy: str, settings: dict, default: bool, pool_row: np.ndarray, dedicated_rows: np.ndarray,
+               pool_keep: np.ndarray | None = None, dedicated_keep: np.ndarray | None = None) -> Group:
+        """The pool's lane, then a lane per ever-dedicated model (serving it while it is dedicated);
+        `pool_keep`, `dedicated_keep`: their retention (s) per minute."""
+        first = len(self.stream_of_lane)
+        self.stream_of_lane.append(self.pool_stream)
+        self.rows.append(pool_row)
         if pool_keep is not None and pool_keep.any():
-            keeps[first] = pool_keep
-        stream_of_lane.extend(range(DED0, DED0 + n_ded))
-        rows.extend(ded_rows)
-        for j in range(n_ded if ded_keep is not None else 0):
-            if ded_keep[j].any():
-                keeps[first + 1 + j] = ded_keep[j]
-        g = Group(policy, settings, default, list(range(first, first + 1 + n_ded)), first, list(ever_dedicated))
-        groups.append(g)
-        return g
+            self.keeps[first] = pool_keep
+        self.stream_of_lane.extend(range(self.dedicated_stream0, self.dedicated_stream0 + self.n_dedicated))
+        self.rows.extend(dedicated_rows)
+        for j in range(self.n_dedicated if dedicated_keep is not None else 0):
+            if dedicated_keep[j].any():
+                self.keeps[first + 1 + j] = dedicated_keep[j]
+        lanes = list(range(first, first + 1 + self.n_dedicated))
+        return self._add(Group(policy, settings, default, lanes, first, list(self.ever_dedicated)))
 
+    def all_pooled(self, policy: str, row: np.ndarray) -> Group:
+        """One lane: every model in one pool (no placement)."""
+        lane = len(self.stream_of_lane)
+        self.stream_of_lane.append(self.all_stream)
+        self.rows.append(row)
+        return self._add(Group(policy, {}, True, [lane], lane, []))
+
+    def schedule(self) -> np.ndarray:
+        return np.array(self.rows, dtype=np.int64)
+
+    def retention(self) -> np.ndarray:
+        retention = np.zeros((len(self.rows), len(self.rows[0]) if self.rows else 0), np.int64)
+        for lane, keep in self.keeps.items():
+            retention[lane] = keep
+        return retention
+
+    def _add(self, group: Group) -> Group:
+        self.groups.append(group)
+        return group
+
+
+@dataclass
+class Assembly:
+    """Every design's lanes, and the groups the report names."""
+
+    lanes: Lanes
+    all_pooled: Group
+    """pool_all_kpa: every model in one pool under Knative alone."""
+    default: Group
+    """The scale function's pool plan, as deployed."""
+    budget: Group | None
+    """The same with FLEET_BUDGET (when given)."""
+    keepalive: list[Group]
+    """pool_keepalive at every POOL_KEEPALIVE_MINUTES: the curve the forecast's share is read against."""
+
+
+def policy_rows(fc: Forecasts, settings: list[PolicySettings], active: np.ndarray | None = None,
+                series: np.ndarray | None = None, fallback: FallbackSettings | None = None) -> list[np.ndarray]:
+    """Each series' schedule under each of `settings` (prices), in lockstep; with `series`
+    (each one's minute counts) and `fallback`, the scale function's keep-alive fallback."""
+    outs = [np.zeros(fc.point.shape[:2], np.int64) for _ in settings]
+    n = fc.point.shape[1]
+    for i in range(fc.point.shape[0]):
+        PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i], None if series is None else series[i], fallback).fill(
+            [out[i] for out in outs], 0, n, settings, None if active is None else active[i])
+    return outs
+
+
+def assemble(fleet: FleetTrace, counts: np.ndarray, choices: Choices, options: FleetOptions) -> Assembly:
+    """Every design scored, as lanes: per-model Knative and its baselines, the pooled baselines
+    on the chosen placement, and the pool plan (the default, and with the fleet budget)."""
+    n_models, n = counts.shape
+    member, ever_dedicated = choices.member, choices.ever_dedicated
+    lanes = Lanes(fleet, member, ever_dedicated)
+    n_ded = lanes.n_dedicated
+    peaks = span_peaks(lanes.streams, fleet.days, n, options)
+    dedicated_counts = counts[ever_dedicated] * ~member[ever_dedicated]
+    pool_counts = (counts * member).sum(axis=0)
     zeros = np.zeros(n, np.int64)
     base = PolicySettings(capacity_rps=options.capacity_rps, cold_start_cost_pod_s=options.cost, max_scale=options.max_scale)
-    per_model_group("kpa", {}, True, np.zeros((n_models, n), np.int64))
-    keepalive_minutes = (1, 2, 5, 10, 20, 60) if options.sweep else (1, 5, 10)
-    for k in keepalive_minutes:
-        per_model_group("keepalive", {"minutes": k}, k == 10, keepalive_schedule(counts, k))
-    per_model_group("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, True, hybrid_schedule(counts))
-    costs = (60, 120, 600, 1200, 3000) if options.sweep else ()
 
-    def policy_rows(fc: Forecasts, settings: list[PolicySettings], active: np.ndarray | None = None,
-                    series: np.ndarray | None = None, fallback: FallbackSettings | None = None) -> list[np.ndarray]:
-        """Each series' schedule under each of `settings` (prices), in lockstep; with `series`
-        (each one's minute counts) and `fallback`, the scale function's keep-alive fallback."""
-        outs = [np.zeros(fc.point.shape[:2], np.int64) for _ in settings]
-        for i in range(fc.point.shape[0]):
-            PolicySchedule(fc.point[i], fc.upper[i], fc.p_any[i], None if series is None else series[i], fallback).fill(
-                [out[i] for out in outs], 0, n, settings, None if active is None else active[i])
-        return outs
+    lanes.per_model("kpa", {}, True, np.zeros((n_models, n), np.int64))
+    for k in (1, 2, 5, 10, 20, 60) if options.sweep else (1, 5, 10):
+        lanes.per_model("keepalive", {"minutes": k}, k == 10, keepalive_schedule(counts, k))
+    lanes.per_model("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, True, hybrid_schedule(counts))
+    lanes.per_model("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True,
+                    policy_rows(choices.per_model, [base], series=counts, fallback=FallbackSettings())[0])
+    lanes.per_model("predictive_per_model", {"cold_start_cost_pod_s": options.cost, "fallback": "off"}, False,
+                    policy_rows(choices.per_model, [base])[0])
+    lanes.per_model("oracle_per_model", {}, True, oracle_schedule(peaks[:n_models], options.capacity_rps))
 
-    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost}, True,
-                    policy_rows(per_model, [base], series=counts, fallback=FallbackSettings())[0])
-    per_model_group("predictive_per_model", {"cold_start_cost_pod_s": options.cost, "fallback": "off"}, False,
-                    policy_rows(per_model, [base])[0])
-    per_model_group("oracle_per_model", {}, True, oracle_schedule(peaks[:n_models], options.capacity_rps))
-
-    ded_fc = Forecasts(per_model.point[ever_dedicated], per_model.upper[ever_dedicated], per_model.p_any[ever_dedicated])
+    pm = choices.per_model
+    dedicated_fc = Forecasts(pm.point[ever_dedicated], pm.upper[ever_dedicated], pm.p_any[ever_dedicated])
     dedicated_now = ~member[ever_dedicated]
-    candidates: list[Group] = []
-    prices = (options.cost,) + costs
+    prices = (options.cost,) + ((60, 120, 600, 1200, 3000) if options.sweep else ())
     price_settings = [replace(base, cold_start_cost_pod_s=float(cost)) for cost in prices]
-    pool_rows, ded_rows = policy_rows(pool_fc, price_settings), policy_rows(ded_fc, price_settings, dedicated_now)
-    for cost, pool_row, ded_row in zip(prices, pool_rows, ded_rows):
-        candidates.append(pooled_group("pool_predictive", {"cold_start_cost_pod_s": cost}, cost == options.cost,
-                                       pool_row[0], ded_row))
-    pooled_group("pool_kpa", {}, True, zeros, np.zeros((n_ded, n), np.int64))
-    keepalive_groups = []
-    for k in POOL_KEEPALIVE_MINUTES:
-        keepalive_groups.append(pooled_group("pool_keepalive", {"minutes": k}, k == 10,
-                                             keepalive_schedule(pool_counts[None, :], k)[0],
-                                             keepalive_schedule(ded_counts, k) * dedicated_now))
-        candidates.append(keepalive_groups[-1])
-    pooled_group("oracle_pooled", {}, True, oracle_schedule(peaks[POOL_S], options.capacity_rps),
-                 oracle_schedule(peaks[DED0:DED0 + n_ded], options.capacity_rps))
-    all_group = Group("pool_all_kpa", {}, True, [len(stream_of_lane)], len(stream_of_lane), [])
-    stream_of_lane.append(ALL_S)
-    rows.append(zeros)
-    groups.append(all_group)
-    # The default: the scale function's pool plan, minute by minute (PoolPlanDriver), as deployed.
-    default_group = pooled_group("predictive", {"cold_start_cost_pod_s": options.cost}, True, driver.pool_min[0],
-                                 driver.ded_min[0][ever_dedicated], driver.pool_keep[0],
-                                 driver.ded_keep[0][ever_dedicated])
-    budget_group = None
+    pool_rows = policy_rows(choices.pool, price_settings)
+    dedicated_rows = policy_rows(dedicated_fc, price_settings, dedicated_now)
+    for cost, pool_row, dedicated_row in zip(prices, pool_rows, dedicated_rows):
+        lanes.pooled("pool_predictive", {"cold_start_cost_pod_s": cost}, cost == options.cost, pool_row[0], dedicated_row)
+    lanes.pooled("pool_kpa", {}, True, zeros, np.zeros((n_ded, n), np.int64))
+    keepalive = [lanes.pooled("pool_keepalive", {"minutes": k}, k == 10, keepalive_schedule(pool_counts[None, :], k)[0],
+                              keepalive_schedule(dedicated_counts, k) * dedicated_now)
+                 for k in POOL_KEEPALIVE_MINUTES]
+    d0 = lanes.dedicated_stream0
+    lanes.pooled("oracle_pooled", {}, True, oracle_schedule(peaks[lanes.pool_stream], options.capacity_rps),
+                 oracle_schedule(peaks[d0:d0 + n_ded], options.capacity_rps))
+    all_pooled = lanes.all_pooled("pool_all_kpa", zeros)
+    driver = choices.driver
+    default = lanes.pooled("predictive", {"cold_start_cost_pod_s": options.cost}, True, driver.pool_min[0],
+                           driver.ded_min[0][ever_dedicated], driver.pool_keep[0], driver.ded_keep[0][ever_dedicated])
+    budget = None
     if options.fleet_budget is not None:
-        budget_group = pooled_group("predictive", {"fleet_budget": options.fleet_budget}, False, driver.pool_min[1],
-                                    driver.ded_min[1][ever_dedicated], driver.pool_keep[1],
-                                    driver.ded_keep[1][ever_dedicated])
-    schedule = np.array(rows, dtype=np.int64)
-    retention = np.zeros_like(schedule)
-    for lane, keep in keeps.items():
-        retention[lane] = keep
+        budget = lanes.pooled("predictive", {"fleet_budget": options.fleet_budget}, False, driver.pool_min[1],
+                              driver.ded_min[1][ever_dedicated], driver.pool_keep[1],
+                              driver.ded_keep[1][ever_dedicated])
+    return Assembly(lanes, all_pooled, default, budget, keepalive)
+
+
+DayEnds = dict[int, tuple[np.ndarray, np.ndarray]]
+"""day -> every lane's (cold requests, pod-seconds) from the start to that day's start."""
+
+
+def simulate(fleet: FleetTrace, built: Assembly, options: FleetOptions, bar: tqdm) -> tuple[FleetRun, float, DayEnds]:
+    """Every lane over the whole fleet at once, second by second; the totals count the scored
+    days only (the warm-up's are taken off). The pool lanes' ready pods are recorded, and the
+    running totals at each day's end."""
+    lanes = built.lanes
+    scored_from = options.warmup_days * DAY_S
     snapshot: dict[str, LaneTotals] = {}
-    day_ends: dict[int, tuple[np.ndarray, np.ndarray]] = {0: (np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64))}
+    n_lanes = len(lanes.rows)
+    day_ends: DayEnds = {0: (np.zeros(n_lanes, np.int64), np.zeros(n_lanes, np.int64))}
 
     def on_hour(hour: int, totals: LaneTotals | None) -> None:
         if totals is not None and hour * 3600 == scored_from:
@@ -591,60 +693,85 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
             day_ends[hour // 24] = (totals.cold.copy(), totals.pod_seconds.copy())
 
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
-    pool_lanes = tuple(g.pool_lane for g in groups if g.pool_lane is not None)
+    pool_lanes = tuple(g.pool_lane for g in lanes.groups if g.pool_lane is not None)
     began = time.perf_counter()
-    run = simulate_lanes(streams, np.array(stream_of_lane), schedule, config, fleet.seconds, 0,
-                         record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1), retention=retention)
-    day_ends.setdefault(days, (run.totals.cold.copy(), run.totals.pod_seconds.copy()))
+    run = simulate_lanes(lanes.streams, np.array(lanes.stream_of_lane), lanes.schedule(), config, fleet.seconds, 0,
+                         record=pool_lanes, on_hour=on_hour, progress=lambda d: bar.update(1),
+                         retention=lanes.retention())
+    day_ends.setdefault(fleet.days, (run.totals.cold.copy(), run.totals.pod_seconds.copy()))
     if "t" in snapshot:  # every score counts the scored days only
         for name in ("requests", "cold", "over", "pod_seconds", "wasted_pod_seconds"):
             setattr(run.totals, name, getattr(run.totals, name) - getattr(snapshot["t"], name))
-    sim_s = time.perf_counter() - began
+    return run, time.perf_counter() - began, day_ends
 
-    # The pool's per-model scores: cold requests of each member, model loads and evictions.
-    caches = {lane: PoolModelCache(options.models_per_pod) for lane in pool_lanes}
-    pool_cold = {lane: np.zeros(n_models, np.int64) for lane in pool_lanes}
-    requests_of = np.zeros(n_models, np.int64)
-    for day in range(days):
+
+# -- reporting: the scores of every design ---------------------------------------------------------
+
+
+@dataclass
+class PoolScores:
+    """Each pool lane's per-model figures: its members' cold requests, its model cache."""
+
+    caches: dict[int, PoolModelCache]
+    cold: dict[int, np.ndarray]
+    """pool lane -> cold requests of each model while the pool served it."""
+    requests: np.ndarray
+    """Each model's scored requests."""
+
+
+def pool_model_scores(fleet: FleetTrace, built: Assembly, run: FleetRun, member: np.ndarray, options: FleetOptions,
+                      bar: tqdm) -> PoolScores:
+    """The pool's per-model scores from the recorded ready pods: cold requests of each member,
+    model loads and evictions (PoolModelCache, minute by minute)."""
+    n_models = member.shape[0]
+    scored_from = options.warmup_days * DAY_S
+    pool_groups = [g for g in built.lanes.groups if g.pool_lane is not None]
+    out = PoolScores({g.pool_lane: PoolModelCache(options.models_per_pod) for g in pool_groups if g.pool_lane is not None},
+                     {g.pool_lane: np.zeros(n_models, np.int64) for g in pool_groups if g.pool_lane is not None},
+                     np.zeros(n_models, np.int64))
+    for day in range(fleet.days):
         raw = fleet.day_arrivals(day)
         length = raw.shape[1] - raw.shape[1] % 60
         base_s, m0 = day * DAY_S, day * DAY
         scored = np.arange(base_s, base_s + raw.shape[1]) >= scored_from
-        requests_of += raw[:, scored].sum(axis=1)
-        for g in groups:
-            if g.pool_lane is None:
-                continue
+        out.requests += raw[:, scored].sum(axis=1)
+        for g in pool_groups:
             lane = g.pool_lane
-            in_pool = np.ones((n_models, raw.shape[1]), bool) if g is all_group else \
+            assert lane is not None
+            in_pool = np.ones((n_models, raw.shape[1]), bool) if g is built.all_pooled else \
                 np.repeat(member[:, m0:m0 + raw.shape[1] // 60], 60, axis=1)
             ready = run.ready[lane][base_s:base_s + raw.shape[1]]
             pooled = raw * in_pool
-            pool_cold[lane] += (pooled[:, (ready == 0) & scored]).sum(axis=1)
+            out.cold[lane] += (pooled[:, (ready == 0) & scored]).sum(axis=1)
             per_minute = pooled[:, :length].reshape(n_models, -1, 60).sum(axis=2)
             r = ready[:length].reshape(-1, 60)
             fewest, most = r.min(axis=1), r.max(axis=1)
-            cache = caches[lane]
+            cache = out.caches[lane]
             for j in range(per_minute.shape[1]):
                 active = np.flatnonzero(per_minute[:, j])
                 cache.minute(int(fewest[j]), int(most[j]), {int(i): int(per_minute[i, j]) for i in active},
                              scored=(m0 + j) * 60 >= scored_from)
         bar.update(1)
-    bar.close()
+    return out
 
+
+def report(built: Assembly, t: LaneTotals, pool: PoolScores, options: FleetOptions) -> list[dict]:
+    """One row per group: requests, cold starts (and the 75th percentile service's share), model
+    loads, over-capacity requests, pod-seconds; and each as a ratio to per-model Knative's."""
+    n_models = len(pool.requests)
     scores = []
-    t = run.totals
-    for g in groups:
+    for g in built.lanes.groups:
         lanes = np.array(g.lanes)
         cold_of = np.zeros(n_models, np.int64)
         if g.pool_lane is None:
             cold_of[np.array(g.dedicated)] = t.cold[lanes]
         else:
-            cold_of += pool_cold[g.pool_lane]
+            cold_of += pool.cold[g.pool_lane]
             if g.dedicated:
                 np.add.at(cold_of, np.array(g.dedicated), t.cold[lanes[1:]])
-        has = requests_of > 0
-        pct = 100.0 * cold_of[has] / requests_of[has]
-        cache = caches.get(g.pool_lane) if g.pool_lane is not None else None
+        has = pool.requests > 0
+        pct = 100.0 * cold_of[has] / pool.requests[has]
+        cache = pool.caches.get(g.pool_lane) if g.pool_lane is not None else None
         loads = cache.scores.model_loads if cache else 0
         total_requests = int(t.requests[lanes].sum())
         scores.append({
@@ -660,37 +787,51 @@ def run_fleet(fleet: FleetTrace, options: FleetOptions = FleetOptions(), progres
             "wasted_pod_seconds": int(t.wasted_pod_seconds[lanes].sum()),
             "p75_service_cold_pct": float(np.percentile(pct, 75)) if len(pct) else 0.0,
             "over_capacity_requests": int(t.over[lanes].sum()),
-            "services_dedicated": n_ded if g.pool_lane is not None and g is not all_group else 0,
+            "services_dedicated": built.lanes.n_dedicated if g.pool_lane is not None and g is not built.all_pooled else 0,
         })
     kpa = scores[0]
     for s in scores:
         for key, ref in (("cold_start_vs_kpa", "cold_start_requests"), ("pod_seconds_vs_kpa", "pod_seconds"),
                          ("over_capacity_vs_kpa", "over_capacity_requests")):
             s[key] = s[ref] / kpa[ref] if kpa[ref] else float("nan")
-    info = {
-        "fleet": fleet.name, "services": n_models, "minutes": n, "warmup_minutes": options.warmup_days * DAY,
+    return scores
+
+
+def fleet_info(fleet: FleetTrace, counts: np.ndarray, choices: Choices, built: Assembly, day_ends: DayEnds,
+               options: FleetOptions, timings: dict[str, float]) -> dict:
+    """What the run was (fleet, settings, placement) and what it found besides the scores: the
+    pool plan's choices, the forecaster's skill, where the time went."""
+    n_models, n = counts.shape
+    warmup = options.warmup_days * DAY
+    ever_dedicated, member, driver = choices.ever_dedicated, choices.member, choices.driver
+    dedicated_counts = counts[ever_dedicated] * ~member[ever_dedicated]
+    forecast_skill = skill.fleet_skill(counts, choices.per_model.point[:, :, 0], choices.per_model.p_any[:, :, 0], warmup)
+    return {
+        "fleet": fleet.name, "services": n_models, "minutes": n, "warmup_minutes": warmup,
         "cold_start_s": options.cold_start_s, "capacity_rps": options.capacity_rps, "max_scale": options.max_scale,
         "models_per_pod": options.models_per_pod, "model_load_ms": options.model_load_ms,
         "dedicated_services": [fleet.services[i] for i in ever_dedicated], "placement_moves": driver.moves,
-        "dedicated_share_of_requests": float(ded_counts[:, options.warmup_days * DAY:].sum() / max(1, counts[:, options.warmup_days * DAY:].sum())),
-        "lanes": len(stream_of_lane), "forecast_seconds": round(forecast_s, 1), "longest_fit_seconds": round(longest_fit, 1),
-        "simulate_seconds": round(sim_s, 1), "total_seconds": round(time.perf_counter() - began_all, 1),
-        "candidates": describe_candidates(variants[0]),
+        "dedicated_share_of_requests": float(dedicated_counts[:, warmup:].sum() / max(1, counts[:, warmup:].sum())),
+        "lanes": len(built.lanes.stream_of_lane), "forecast_seconds": round(timings["forecast_seconds"], 1),
+        "longest_fit_seconds": round(choices.longest_fit, 1), "simulate_seconds": round(timings["simulate_seconds"], 1),
+        "total_seconds": round(timings["total_seconds"], 1),
+        "candidates": describe_candidates(choices.variants[0]),
         "default_choices": driver.in_force_shares(0),
-        "forecast_share": forecast_share(driver, 0, default_group, keepalive_groups, day_ends, options.warmup_days),
-        "budget_forecast_share": (forecast_share(driver, 1, budget_group, keepalive_groups, day_ends, options.warmup_days)
-                                  if budget_group is not None else None),
-        "budget_choices": driver.in_force_shares(1) if budget_group is not None else {},
+        "forecast_share": forecast_share(driver, 0, built.default, built.keepalive, day_ends, options.warmup_days),
+        "budget_forecast_share": (forecast_share(driver, 1, built.budget, built.keepalive, day_ends, options.warmup_days)
+                                  if built.budget is not None else None),
+        "budget_choices": driver.in_force_shares(1) if built.budget is not None else {},
         "plan_seconds": round(driver.seconds, 1), "forecast_skill": forecast_skill,
     }
-    if plots is not None:
-        from training.plots import fleet_pareto_plot, reliability_plot
 
-        plots.mkdir(parents=True, exist_ok=True)
-        fleet_pareto_plot(plots / f"{fleet.name.split('.')[0]}_pareto.png", fleet.name, scores)
-        reliability_plot(plots / f"{fleet.name.split('.')[0]}_reliability.png", fleet.name,
-                         {"forecaster, every model": forecast_skill["reliability"]})
-    return scores, info
+
+def write_plots(plots: Path, name: str, scores: list[dict], forecast_skill: dict) -> None:
+    from training.plots import fleet_pareto_plot, reliability_plot
+
+    plots.mkdir(parents=True, exist_ok=True)
+    stem = name.split(".")[0]
+    fleet_pareto_plot(plots / f"{stem}_pareto.png", name, scores)
+    reliability_plot(plots / f"{stem}_reliability.png", name, {"forecaster, every model": forecast_skill["reliability"]})
 
 
 def describe_candidates(settings: PoolPlanSettings) -> str:

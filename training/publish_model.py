@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from infer.artifacts import MANIFEST
-from infer.verified_file import sha256_of
+from fncommon.verified_file import sha256_of
 
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
 

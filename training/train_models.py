@@ -33,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from infer.artifacts import MANIFEST
-from infer.verified_file import sha256_of
+from fncommon.verified_file import sha256_of
 from training.publish_model import ConversionRefused, publish_onnx
 
 VERSION = "1"

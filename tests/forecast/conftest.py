@@ -14,7 +14,7 @@ import pytest
 from localmode.processes import Server, start_prometheus
 from tests.support.servers import SHARED
 from training.traces import load_trace
-from training.prometheus_backfill import create_blocks, write_openmetrics
+from localmode.prometheus_backfill import create_blocks, write_openmetrics
 from training.publish_forecaster import publish
 
 DAYS = 8

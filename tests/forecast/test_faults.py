@@ -19,7 +19,7 @@ from localmode.processes import start_prometheus
 from tests.forecast.conftest import END_MINUTE
 from tests.forecast.test_forecast_function import PING_SOURCE, ping, post, range_queries, reply_of, start
 from tests.support.functions import start_function
-from training.prometheus_backfill import PRESET_NAMES, create_blocks, write_openmetrics
+from localmode.prometheus_backfill import PRESET_NAMES, create_blocks, write_openmetrics
 
 
 def _prometheus(tmp_path: Path, series: dict[str, np.ndarray], start_minute: int, preset: str, **layout):

@@ -17,7 +17,7 @@ from forecast.model_store import ModelStore
 from localmode.processes import start_redis
 from tests.forecast.conftest import END_MINUTE, GAP
 from tests.support.functions import RunningFunction, start_function
-from training.prometheus_backfill import PRESET_NAMES
+from localmode.prometheus_backfill import PRESET_NAMES
 from training.publish_forecaster import publish
 
 PING_SOURCE = "/apis/v1/namespaces/predictive-scaling/pingsources/every-minute"

@@ -12,7 +12,7 @@ import pytest
 import skops.io as sio
 
 from infer.artifacts import load_artifact
-from infer.verified_file import sha256_of
+from fncommon.verified_file import sha256_of
 from training.publish_model import pinned_env
 from infer.errors import ModelRefused
 from infer.model import ServedModel

@@ -15,7 +15,7 @@ from sklearn.linear_model import Ridge
 from sklearn.tree import DecisionTreeClassifier
 
 from infer.artifacts import load_artifact
-from infer.verified_file import sha256_of
+from fncommon.verified_file import sha256_of
 from infer.settings import InferSettings
 from training import publish_model
 from training.publish_model import ATOL, RTOL, ConversionRefused, publish_onnx

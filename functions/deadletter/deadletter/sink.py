@@ -24,8 +24,8 @@ from typing import Mapping
 import redis
 from cloudevents.core.v1.event import CloudEvent
 
-from . import json_log
-from .env_settings import optional, text, whole
+from fncommon import json_log
+from fncommon.env_settings import optional, text, whole
 
 log = logging.getLogger("deadletter")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from deadletter import http_guard, json_log
-from deadletter.cloudevent_io import Outcome, RetryLater, dispatch
+from fncommon import http_guard, json_log
+from fncommon.cloudevent_io import Outcome, RetryLater, dispatch
 from deadletter.sink import DeadLetterSink, SinkSettings
 
 log = logging.getLogger("deadletter.function")

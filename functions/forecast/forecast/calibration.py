@@ -15,6 +15,7 @@ classifier is not better than a series' own base rate, the fitted weights lean o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
@@ -31,7 +32,8 @@ SHARES = [features.FEATURE_NAMES.index(name) for name in ("nonzero_day", "nonzer
 @dataclass(frozen=True)
 class Calibrator:
     method: str
-    model: object
+    model: Any
+    """A fitted scikit-learn estimator (untyped library)."""
 
     def __call__(self, score: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.method == "isotonic":

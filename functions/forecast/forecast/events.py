@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from cloudevents.core.v1.event import CloudEvent
 
-from .cloudevent_io import BadEvent  # raised here, rendered by cloudevent_io
+from fncommon.cloudevent_io import BadEvent  # raised here, rendered by cloudevent_io
 
 PING_TYPE = "dev.knative.sources.ping"
 FORECAST_TYPE = "io.predictive-scaling.forecast.v1"

@@ -124,7 +124,7 @@ class RateForecaster(BaseEstimator):
         self.calibrator_ = None
         train = ~held if (~held).any() and any_request[~held].any() and not any_request[~held].all() else np.ones_like(held)
         if any_request[train].all() or not any_request[train].any():
-            self.constant_p_any_ = float(any_request.mean())
+            self.constant_p_any_: float | None = float(any_request.mean())
             self.any_model_ = None
             return
         self.constant_p_any_ = None
@@ -158,14 +158,16 @@ class RateForecaster(BaseEstimator):
         if isinstance(X, np.ndarray) and X.ndim == 2:
             return self.predict_blocks(X, np.arange(len(X)), start_minute=start_minute)
         series = _as_series(X)
-        rows, scales, peaks = [], [], []
+        blocks: list[np.ndarray] = []
+        scales: list[np.ndarray] = []
+        peaks: list[np.ndarray] = []
         for values in series:
             index = features.SeriesIndex(values)
             origin = np.array([len(values)])
-            rows.append(features.build(index, origin, self.horizon, start_minute))
+            blocks.append(features.build(index, origin, self.horizon, start_minute))
             scales.append(np.repeat(features.scale_at(index, origin), self.horizon))
             peaks.append(np.repeat(day_peak(values, origin), self.horizon))
-        return self._predict_rows(np.vstack(rows), np.concatenate(scales), (len(series), self.horizon),
+        return self._predict_rows(np.vstack(blocks), np.concatenate(scales), (len(series), self.horizon),
                                   np.concatenate(peaks))
 
     def predict_blocks(self, matrix: np.ndarray, rows: np.ndarray, *, start_minute: int = 0,

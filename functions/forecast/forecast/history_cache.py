@@ -26,6 +26,7 @@ import itertools
 import json
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 import redis
@@ -167,7 +168,7 @@ class HistoryCache:
         return readings
 
     def _fill_progress(self) -> tuple[int, int] | None:
-        raw = self.redis.get(FILL_KEY)
+        raw = cast("bytes | None", self.redis.get(FILL_KEY))
         if raw is None:
             return None
         try:
@@ -262,7 +263,7 @@ class HistoryCache:
         """Resume from the rings a previous instance left (all aligned on END_KEY). Rings that
         claim to end after this tick (a clock from the future: a forged or skewed event of an
         older version) are not trusted: the history is read again."""
-        end = self.redis.get(END_KEY)
+        end = cast("bytes | None", self.redis.get(END_KEY))
         if end is not None and int(end) <= now_minute:
             names = sorted(k.decode()[len(RING_PREFIX):] for k in self.redis.scan_iter(RING_PREFIX + "*", count=1000))
             self.end_minute = int(end)
@@ -273,7 +274,7 @@ class HistoryCache:
             order = (np.arange(self.start_minute(), self.end_minute) % self.width)
             for k in range(0, len(names), RING_BATCH):  # 10,000 rings are 400 MB: never in one reply
                 batch = names[k:k + RING_BATCH]
-                for name, raw in zip(batch, self.redis.mget([RING_PREFIX + n for n in batch])):
+                for name, raw in zip(batch, cast("list[bytes | None]", self.redis.mget([RING_PREFIX + n for n in batch]))):
                     ring = np.full(self.width, np.nan, dtype=np.float32)
                     if raw:
                         data = np.frombuffer(raw[: self.width * 4], dtype="<f4")

@@ -139,7 +139,7 @@ class TickMetrics:
         requests per minute divided by `quality_figures_scale`, the minute's seconds), from
         `per_service` (quality.per_service(), when the caller has it already)."""
         order = sorted(range(len(names)), key=lambda i: (-float(upper_rps[i]), names[i]))[: self.limit]
-        exported = {tuple(names[i].split("/", 1)) for i in order}
+        exported = {_labels(names[i]) for i in order}
         for gauge in (POINT, UPPER, P_ANY, MAE, BRIER, SCORED, MASE, BRIER_SKILL):
             for labels in self._exported - exported:
                 try:
@@ -154,7 +154,7 @@ class TickMetrics:
         OMITTED.set(len(names) - len(order))
         self._exported = exported
         for name, figures in (self.quality.per_service() if per_service is None else per_service).items():
-            labels = tuple(name.split("/", 1))
+            labels = _labels(name)
             if labels in exported:
                 MAE.labels(*labels).set(figures.mae / quality_figures_scale)
                 BRIER.labels(*labels).set(figures.brier)
@@ -173,3 +173,8 @@ class TickMetrics:
         if n:
             QUALITY_SCORED.inc(n)
 
+
+def _labels(name: str) -> tuple[str, str]:
+    """The (namespace, service) labels of a "namespace/service" name."""
+    namespace, _, service = name.partition("/")
+    return namespace, service

@@ -21,8 +21,9 @@ from typing import Any
 
 import joblib
 
+from fncommon.verified_file import inside, read_verified
+
 from . import features
-from .verified_file import inside, read_verified
 
 MANIFEST = "manifest.json"
 

@@ -152,7 +152,7 @@ class OnlineQuality:
                 acc[3] += a
                 acc[4] += n  # NaN when no baseline was given: the figure says unknown
                 acc[5] += b
-        return {n: Figures(e / k, s / k, k, a, nv / k, b / k) for n, (e, s, k, a, nv, b) in sums.items()}
+        return {n: Figures(e / k, s / k, int(k), a, nv / k, b / k) for n, (e, s, k, a, nv, b) in sums.items()}
 
 
 def _mean(values: np.ndarray) -> float:

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .env_settings import SettingsError, names, optional, sha256, text, whole
+from fncommon.env_settings import SettingsError, names, optional, sha256, text, whole
+
 from .metric_presets import PRESETS, MetricQuery
 
 

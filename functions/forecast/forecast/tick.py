@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,8 +20,11 @@ import redis
 from cloudevents.core.v1.event import CloudEvent
 from threadpoolctl import threadpool_limits
 
-from . import events, json_log, quality
-from .cloudevent_io import BadEvent, Outcome, RetryLater
+from fncommon import json_log
+from fncommon.cloudevent_io import BadEvent, Outcome, RetryLater
+from fncommon.redis_logs import APPEND_LOGS
+
+from . import events, quality
 from .history_cache import HistoryCache
 from .metrics import TickMetrics
 from .model_store import ModelStore
@@ -38,19 +42,6 @@ RECORD_BATCH = 500
 MODEL_WAIT_S = 1.0
 """How long a tick waits for a newly published forecaster to load before it serves the previous one."""
 
-# Push one line per service log (KEYS; the lines: ARGV[3], ARGV[4], ... in the order of KEYS), keep
-# the newest ARGV[1] + 1, refresh the TTL (ARGV[2]): 10,000 services are 20 calls, not 40,000
-# commands, and each line is encoded once (not again inside a JSON array the script decodes).
-_APPEND_LOGS = """
-local last, ttl = tonumber(ARGV[1]), ARGV[2]
-for i, key in ipairs(KEYS) do
-  redis.call('LPUSH', key, ARGV[i + 2])
-  redis.call('LTRIM', key, 0, last)
-  redis.call('EXPIRE', key, ttl)
-end
-return #KEYS
-"""
-
 
 class TickHandler:
     def __init__(self, settings: ForecastSettings, client: redis.Redis | None = None):
@@ -64,7 +55,7 @@ class TickHandler:
         self.models = ModelStore(settings.forecaster_root, settings.forecaster_sha256)
         self.metrics = TickMetrics(settings.metrics_max_services, settings.quality_window_minutes)
         self._lock = threading.Lock()  # one tick at a time: the history cache is not shared-safe
-        self._append_logs = self.redis.register_script(_APPEND_LOGS)
+        self._append_logs = self.redis.register_script(APPEND_LOGS)
         self._loading: threading.Thread | None = None
         self._loader_lock = threading.Lock()
 
@@ -163,7 +154,7 @@ class TickHandler:
             problem = f"prometheus unavailable: {exc}"
         if model is None:
             problem = problem or self.models.problem or "no forecaster"
-        data = {
+        data: dict[str, Any] = {
             "tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "horizon_start": self._iso(end),
             "model": ({"version": model.version, "sha256": model.sha256, "quantile": model.quantile,
@@ -245,7 +236,7 @@ class TickHandler:
         return events.iso_minute(minute, self.settings.minute_s)
 
     def _held(self, name: str, reason: str, end: int, row: np.ndarray | None = None) -> dict:
-        entry = {"service": name, "status": "no-data", "reason": reason}
+        entry: dict[str, Any] = {"service": name, "status": "no-data", "reason": reason}
         if row is not None:
             entry["data_window"] = _window(row, self.cache.start_minute(), end, self.settings.minute_s)
         return entry

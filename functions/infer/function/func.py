@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from infer import json_log
+from fncommon import json_log
 from infer.app import AsgiApp, start
 from infer.settings import InferSettings, SettingsError
 

@@ -85,7 +85,7 @@ def _admit_blocking(admission: Admission | None, request: Request, expected: int
     """Reserve the body's decoding memory (waiting a little); the cost held, or 0 with
     `request.refused` set."""
     cost = _admissible_cost(admission, request, expected, headers)
-    if not cost:
+    if not cost or admission is None:
         return 0
     if not admission.acquire(cost):
         request.refused = admission.busy()
@@ -96,7 +96,7 @@ def _admit_blocking(admission: Admission | None, request: Request, expected: int
 async def _admit(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
     """As `_admit_blocking`, without blocking the event loop."""
     cost = _admissible_cost(admission, request, expected, headers)
-    if not cost:
+    if not cost or admission is None:
         return 0
     if admission.try_acquire(cost):
         return cost

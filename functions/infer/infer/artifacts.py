@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fncommon.verified_file import Refused, inside, read_verified
+
 from .errors import ModelRefused
 from .runtime import Runtime, formats, modules
-from .verified_file import Refused, inside, read_verified
 
 if TYPE_CHECKING:
     from .settings import InferSettings

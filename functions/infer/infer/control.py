@@ -20,7 +20,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from . import json_log
+from fncommon import json_log
 
 if TYPE_CHECKING:
     from .pool import ModelPool

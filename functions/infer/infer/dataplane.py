@@ -22,10 +22,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import json_log, lifecycle, metrics
+from fncommon import json_log
+
+from . import lifecycle, metrics
 from .errors import InferError, MethodNotAllowed, ModelNotFound, NotFound, headers_of
 from .http_io import Reply, Request, json_reply
-from .model import ModelRegistry, Prediction, ServedModel
+from .model import Prediction, ServedModel
+from .registry import Registry
 
 log = logging.getLogger("infer.app")
 
@@ -89,7 +92,8 @@ def discover_protocols() -> list[Protocol]:
 
 @dataclass
 class DataPlane:
-    models: ModelRegistry
+    models: Registry
+    """The one model (`ModelRegistry`) or the pool (`ModelPool`): the plane never asks which."""
     server_version: str
     protocols: Sequence[Protocol] = field(default_factory=discover_protocols)
     max_body_bytes: int = 10 * 1024 * 1024
@@ -138,11 +142,11 @@ class DataPlane:
         model): the ASGI adapter then answers it off the event loop. Free for one model."""
         if not self.models.loads_on_demand:
             return False
-        self._match(request)
+        self._routed(request)  # fills request.params; handle() reuses the match
         return self.models.may_block(request.params.get("name") or self.models.route_name(request))
 
     def handle(self, request: Request) -> Reply:
-        compiled, allowed = self._match(request)
+        compiled, allowed = self._routed(request)
         protocol = compiled.protocol if compiled else self._owner(request.path)
         traffic = (compiled.route.traffic if compiled else True) and request.path not in self._not_traffic
         refused = None
@@ -217,6 +221,12 @@ class DataPlane:
     ) -> Reply:
         body = (protocol.error_body if protocol else plain_error_body)(request, status, message)
         return json_reply(body, status, headers)
+
+    def _routed(self, request: Request) -> tuple[_Compiled | None, tuple[str, ...]]:
+        """The request's route (and, unmatched, the methods its path allows), matched once."""
+        if request.route is None:
+            request.route = self._match(request)
+        return request.route
 
     def _match(self, request: Request) -> tuple[_Compiled | None, tuple[str, ...]]:
         method = "GET" if request.method == "HEAD" else request.method

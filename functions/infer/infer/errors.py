@@ -1,4 +1,5 @@
-"""Errors as types: each one carries the HTTP status it maps to, rendered in one place (app.py).
+"""Errors as types: each one carries the HTTP status it maps to, rendered in one place
+(`DataPlane._dispatch`, in the body shape of the protocol that owns the path).
 
 A client's mistake is never a 500: everything the request can get wrong raises one of these
 with a message that says what was wrong.

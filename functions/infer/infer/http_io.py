@@ -30,6 +30,9 @@ class Request:
     """The model whose own host the request came on (the pool's boundary), else None."""
     refused: Exception | None = None
     """Set when memory admission refused the body (503 busy, 413 never fits): reading it raises this."""
+    route: Any = None
+    """The data plane's match of its method and path, made once per request (the adapter's
+    `may_block` and `handle` share it)."""
 
     @property
     def body(self) -> bytes:

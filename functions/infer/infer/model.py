@@ -13,14 +13,16 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import json_log
+from fncommon import json_log
+
 from .artifacts import LoadedArtifact, load_artifact
 from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused, NotFound
 from .metrics import LOAD_SECONDS, model_label
+from .registry import Registry
 from .runtime import ModelInfo, Runtime
 from .settings import InferSettings
 
@@ -143,24 +145,17 @@ def _no_repository() -> NotFound:
     return NotFound("the model repository extension is served by the model pool (MODEL_REPOSITORY)")
 
 
-class ModelRegistry:
-    """Served models by name: the seam between protocols and models. This implementation holds
-    the one model a one-model server (MODEL_PATH) serves; `infer.pool.ModelPool` is the other,
-    the model pool (MODEL_REPOSITORY), with the same methods, so protocols never know which.
-
-    `get` is what serving a request calls (the pool loads the model on demand); `peek` is what
-    readiness calls (it never loads); `choose` picks the model of a protocol that names none
-    (MLflow's /invocations)."""
+class ModelRegistry(Registry):
+    """The `Registry` of a one-model server (MODEL_PATH): the one model serves every request,
+    whatever host it came on; `infer.pool.ModelPool` is the other implementation."""
 
     extensions: tuple[str, ...] = ()
-    """V2 server extensions this registry adds (the pool: model_repository)."""
     loads_on_demand = False
-    """True when `get` may load a model (and so wait): the pool."""
 
     def __init__(self, models: Sequence[ServedModel]):
         self._models = list(models)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models)
 
     def peek(self, name: str, version: str | None = None) -> ServedModel:
@@ -188,7 +183,7 @@ class ModelRegistry:
     def load(self, name: str) -> ServedModel:
         raise _no_repository()
 
-    def unload(self, name: str) -> None:
+    def unload(self, name: str) -> bool:
         raise _no_repository()
 
     @property

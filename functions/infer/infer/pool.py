@@ -1,6 +1,6 @@
 """The model pool: many models in one server (MODEL_REPOSITORY), the second implementation of
-the registry interface (`infer.model.ModelRegistry`), so that every protocol serves pooled
-models exactly as it serves the one model of a one-model server.
+the registry interface (`infer.registry.Registry`; `infer.model.ModelRegistry` is the first), so
+that every protocol serves pooled models exactly as it serves the one model of a one-model server.
 
 - Ready once the repository manifest is verified (`infer.repository`: from the manifest's text,
   so 10,000 entries verify in well under a second) and the runtimes of the formats it serves are
@@ -39,11 +39,15 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Iterator
 
-from . import json_log, metrics, routing
+from fncommon import json_log
+
+from . import metrics, routing
 from .errors import BadRequest, ModelNotFound, ModelNotReady, ModelRefused, ModelUnavailable
 from .model import ServedModel
+from .registry import Registry
 from .runtime import modules
 from .artifacts import MANIFEST
 from .repository import Repository, RepositoryEntry, read_repository
@@ -98,14 +102,25 @@ def peak_resident_bytes() -> int:
     return 0
 
 
+class SlotState(StrEnum):
+    """Where one (name, version) of the repository is; the repository index reports it in
+    Triton's vocabulary."""
+
+    UNAVAILABLE = "UNAVAILABLE"
+    """Not loaded: never asked for, evicted, unloaded or refused (`refused`, `why_not` say which)."""
+    LOADING = "LOADING"
+    """A load is in flight (`loading` is set when it ends); requests wait for it, bounded."""
+    READY = "READY"
+    """Loaded: `model` serves."""
+
+
 @dataclass(slots=True)
 class _Slot:
     """One (name, version) of the repository and what the pool knows about it now: ~0.2 KiB
     (plus its entry's) while not loaded."""
 
     entry: RepositoryEntry
-    state: str = "UNAVAILABLE"
-    """Triton's vocabulary: READY, LOADING, UNAVAILABLE."""
+    state: SlotState = SlotState.UNAVAILABLE
     model: ServedModel | None = None
     footprint: int = 0
     loading: threading.Event | None = None
@@ -134,7 +149,7 @@ class _Labels:
         return label
 
 
-class ModelPool:
+class ModelPool(Registry):
     extensions = ("model_repository",)
     loads_on_demand = True
 
@@ -256,7 +271,9 @@ class ModelPool:
         with self._lock:
             old = self._slots
             new: dict[tuple[str, str | None], _Slot] = {}
-            added, removed, changed = [], [], []
+            added: list[tuple[str, str | None]] = []
+            removed: list[tuple[str, str | None]] = []
+            changed: list[tuple[str, str | None]] = []
             for key, entry in repository.models.items():
                 slot = old.get(key)
                 if slot is not None and slot.entry == entry:
@@ -277,10 +294,10 @@ class ModelPool:
     def _retire(self, slot: _Slot, reason: str) -> None:
         """A slot the repository no longer serves as it is (lock held): unloaded now, or, when
         it is loading, when its load ends (the load then finds itself stale)."""
-        if slot.state == "READY":
+        if slot.state == SlotState.READY:
             self._evict(slot, reason)
         elif slot.loading is not None:
-            done, slot.loading, slot.state = slot.loading, None, "UNAVAILABLE"
+            done, slot.loading, slot.state = slot.loading, None, SlotState.UNAVAILABLE
             slot.why_not = f"model {slot.entry.name!r} changed in the repository while it loaded; retry"
             done.set()
         slot.token = -1  # a load in flight is stale: its end releases its reservation
@@ -298,8 +315,8 @@ class ModelPool:
     def names(self) -> list[str]:
         return self.repository.names if self.repository else []
 
-    def __iter__(self):
-        return iter([s.model for s in list(self._slots.values()) if s.state == "READY" and s.model is not None])
+    def __iter__(self) -> Iterator[ServedModel]:
+        return iter([s.model for s in list(self._slots.values()) if s.state == SlotState.READY and s.model is not None])
 
     def label(self, name: str | None) -> str:
         if self.repository is None or name not in self.repository.by_name:
@@ -344,7 +361,8 @@ class ModelPool:
         if self.repository is None or name is None:
             return False
         slots = self._slots
-        return any((s := slots.get((name, v))) is not None and s.state != "READY" for v in self.repository.versions(name))
+        return any((s := slots.get((name, v))) is not None and s.state != SlotState.READY
+                   for v in self.repository.versions(name))
 
     def choose(self, request: Any) -> ServedModel:
         self.require_ready()
@@ -362,7 +380,7 @@ class ModelPool:
         self.require_ready()
         slot = self._slot(name, version)
         model = slot.model
-        if slot.state == "READY" and model is not None:
+        if slot.state == SlotState.READY and model is not None:
             return model
         if slot.refused is not None:
             raise ModelUnavailable(f"model {name!r} is refused: {slot.refused}", self.settings.retry_after_s)
@@ -380,12 +398,12 @@ class ModelPool:
         slots = self._slots
         items = [(key, slots[key]) for key in list(self._lru) if key in slots] if ready_only else slots.items()
         for (name, version), slot in sorted(items, key=lambda kv: (kv[0][0], str(kv[0][1]))):
-            if ready_only and slot.state != "READY":
+            if ready_only and slot.state != SlotState.READY:
                 continue
             row = {"name": name}
             if version is not None:
                 row["version"] = version
-            row.update(state=slot.state, reason="" if slot.state == "READY" else self._reason_of(slot))
+            row.update(state=slot.state.value, reason="" if slot.state == SlotState.READY else self._reason_of(slot))
             rows.append(row)
         return rows
 
@@ -408,9 +426,9 @@ class ModelPool:
             for (slot_name, _), slot in self._slots.items():
                 if slot_name != name:
                     continue
-                if slot.state == "READY":
+                if slot.state == SlotState.READY:
                     self._evict(slot, "unload")
-                elif slot.state == "LOADING":
+                elif slot.state == SlotState.LOADING:
                     slot.unload_pending = pending = True
         return pending
 
@@ -432,7 +450,7 @@ class ModelPool:
         return slot
 
     def _reason_of(self, slot: _Slot) -> str:
-        if slot.state == "LOADING":
+        if slot.state == SlotState.LOADING:
             return "loading"
         if slot.refused:
             return f"model {slot.entry.name!r} is refused: {slot.refused}"
@@ -442,7 +460,7 @@ class ModelPool:
         key = (slot.entry.name, slot.entry.version)
         arrived = time.perf_counter()
         with self._lock:
-            if slot.state == "READY" and slot.model is not None:
+            if slot.state == SlotState.READY and slot.model is not None:
                 self._lru.move_to_end(key)
                 return slot.model
             if slot.refused is not None:
@@ -463,7 +481,7 @@ class ModelPool:
             if for_client:  # a model-load wait, answered or not
                 metrics.POOL_LOAD_WAIT.labels(metrics.model_label(slot.entry.name)).observe(time.perf_counter() - arrived)
         with self._lock:
-            if slot.state == "READY" and slot.model is not None:
+            if slot.state == SlotState.READY and slot.model is not None:
                 self._lru.move_to_end(key)
                 return slot.model
         if slot.refused is not None:
@@ -479,7 +497,7 @@ class ModelPool:
             metrics.POOL_LOADS.labels(metrics.model_label(slot.entry.name), "refused").inc()
             raise ModelUnavailable(f"model {slot.entry.name!r} is refused: {exc}", self.settings.retry_after_s) from None
         token = next(self._tokens)
-        slot.token, slot.loading, slot.state, slot.unload_pending = token, threading.Event(), "LOADING", False
+        slot.token, slot.loading, slot.state, slot.unload_pending = token, threading.Event(), SlotState.LOADING, False
         slot.loader = threading.Thread(target=self._load, args=(slot, token), name=f"load-{slot.entry.name}", daemon=True)
         slot.loader.start()
         slot.deadline = threading.Timer(self.settings.pool_load_deadline_s, self._expire, (slot, token))
@@ -518,6 +536,7 @@ class ModelPool:
             self._evict(victim, "lru")
 
     def _settings_for(self, entry: RepositoryEntry) -> InferSettings:
+        assert self.settings.model_repository is not None
         source = f"the repository manifest {str(self.settings.model_repository / MANIFEST)!r}"
         return self.settings.for_entry(entry.path, entry.format, entry.sha256, entry.name, entry.version, source)
 
@@ -572,7 +591,7 @@ class ModelPool:
             if ok:
                 self._used += charge - slot.footprint
                 slot.footprint = charge
-                slot.model, slot.state, slot.refused, slot.why_not = model, "READY", None, None
+                slot.model, slot.state, slot.refused, slot.why_not = model, SlotState.READY, None, None
                 self._lru[(entry.name, entry.version)] = None
                 self._evict_until(0, keep=slot)
                 metrics.POOL_MODEL_MEMORY.labels(label).set(charge)
@@ -615,7 +634,7 @@ class ModelPool:
 
     def _refuse(self, slot: _Slot, reason: str, logged: bool = False) -> None:
         """`logged`: the load already logged the refusal (ServedModel.load): one line per event."""
-        slot.refused, slot.state, slot.model = reason, "UNAVAILABLE", None
+        slot.refused, slot.state, slot.model = reason, SlotState.UNAVAILABLE, None
         if not logged:
             json_log.event(log, "pool model refused", logging.ERROR, model=slot.entry.name,
                            version=slot.entry.version, reason=reason)
@@ -625,7 +644,7 @@ class ModelPool:
         key = (slot.entry.name, slot.entry.version)
         self._lru.pop(key, None)
         self._used -= slot.footprint
-        slot.footprint, slot.state, slot.model = 0, "UNAVAILABLE", None
+        slot.footprint, slot.state, slot.model = 0, SlotState.UNAVAILABLE, None
         why = {"unload": "unloaded", "lru": "evicted (least recently used, to stay within POOL_MEMORY_MB)",
                "changed": "changed in the repository", "removed": "removed from the repository"}.get(reason, reason)
         slot.why_not = f"model {slot.entry.name!r} is {why}; it loads again on its next request"

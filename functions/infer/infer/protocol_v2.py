@@ -144,7 +144,7 @@ def read_body(request: Request) -> tuple[dict, memoryview | None]:
 
 def metadata(model: ServedModel) -> dict:
     info = model.info
-    inputs = [{"name": "input-0", "datatype": "FP64", "shape": [-1, info.n_features]}]
+    inputs: list[dict[str, Any]] = [{"name": "input-0", "datatype": "FP64", "shape": [-1, info.n_features]}]
     if info.feature_names:
         inputs[0]["parameters"] = {"feature_names": info.feature_names}
     predict_type = "FP64"

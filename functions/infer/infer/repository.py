@@ -272,7 +272,7 @@ def _entry(item: Any, wanted: set[str], checked: bool = False) -> tuple | None:
     if fmt not in wanted:
         return None
     kept = {k: item[k] for k in SERVED_KEYS if k in item}
-    return name, version, fmt, path, sha.lower(), orjson.dumps(kept)
+    return name, version, fmt, path, str(sha).lower(), orjson.dumps(kept)  # a str: checked above or by the caller
 
 
 def _format_of(path: str) -> str:

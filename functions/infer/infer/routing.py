@@ -8,7 +8,7 @@ it, so the host name the client called says the model. Pure: headers in, a name 
 
 from __future__ import annotations
 
-from typing import Container, Mapping, Sequence
+from typing import Container, Mapping, Protocol, Sequence
 
 HEADER = "x-model-name"
 
@@ -28,7 +28,15 @@ def host_label(host: str) -> str | None:
     return label or None
 
 
-def model_name(headers: Mapping[str, str], served: Container[str], by_label: Mapping[str, str]) -> str | None:
+class LabelLookup(Protocol):
+    """DNS label -> model name: a dict, or the pool's identity map (its names are labels)."""
+
+    def __contains__(self, label: object) -> bool: ...
+
+    def __getitem__(self, label: str) -> str: ...
+
+
+def model_name(headers: Mapping[str, str], served: Container[str], by_label: LabelLookup) -> str | None:
     """The served model the request names, or None (X-Model-Name naming an unknown model
     included: the caller tells that apart with `explicit_name`). `by_label`: lower-case DNS
     label -> model name (host names are case-insensitive, model names are not)."""

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from gunicorn.app.base import BaseApplication
 
-    from . import json_log
+    from fncommon import json_log
     from .app import start
     from .settings import InferSettings, SettingsError
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .env_settings import SettingsError, names, number, optional, sha256, text, whole
+from fncommon.env_settings import SettingsError, names, number, optional, sha256, text, whole
 
 
 ROUTING = ("host", "host-only", "open")

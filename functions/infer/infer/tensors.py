@@ -74,7 +74,7 @@ def decode(tensor: Any, where: str, raw: memoryview | None = None,
     if not isinstance(name, str) or not name:
         raise BadRequest(f"{where}.name must be a non-empty string")
     where = f"input {name!r}"
-    shape = tensor.get("shape")
+    shape: Any = tensor.get("shape")  # untrusted JSON: check_shape refuses all but a list of ints
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise BadRequest(f"{where}: datatype must be one of {', '.join(DATATYPES)}, not {str(datatype)[:40]!r}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
-from scale import http_guard, json_log, metrics_server
-from scale.cloudevent_io import dispatch
+from fncommon import http_guard, json_log, metrics_server
+from fncommon.cloudevent_io import dispatch
 from scale.settings import ScaleSettings
 
 log = logging.getLogger("scale.function")
@@ -17,7 +18,7 @@ class ScaleFunction:
     def __init__(self) -> None:
         self._scaler: Any = None
         self._reason = "not started"
-        self._metrics = None
+        self._metrics: WSGIServer | None = None
 
     def start(self, cfg: dict[str, str]) -> None:
         # func-python shows ready even when start() raises: refuse by recording, never by raising.

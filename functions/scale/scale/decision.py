@@ -70,13 +70,13 @@ def plan(view: ServiceView, policy: ServicePolicy, forecast: Sequence[MinuteFore
     if state_lost and current > 0 and any(MANAGED in a for a in live.values()):
         raised_at_s = now_s  # never lower on lost state: hold as if just raised
     fresh = forecast is not None and stale_age_s is None
-    baseline = (fallback is not None and bool(forecast) and bool(observed)
-                and not forecast_helps(skill, fallback))
-    if baseline:
+    baseline = False
+    if fallback is not None and forecast and observed and not forecast_helps(skill, fallback):
+        baseline = True
         forecast = keepalive_forecast(observed, len(forecast), fallback)
     decision = decide(forecast, policy.settings, current, now_s, raised_at_s, fresh)
     reason = decision.reason
-    if baseline and skill is not None:
+    if baseline and skill is not None and fallback is not None:
         reason = (f"{reason} (keep-alive {fallback.keepalive_minutes} min: forecast skill "
                   f"Brier {skill.brier_skill:+.2f}, MASE {skill.mase:.2f} over {skill.minutes} min)")
     if missing is not None:

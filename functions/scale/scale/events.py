@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 
 from cloudevents.core.v1.event import CloudEvent
 
-from .cloudevent_io import BadEvent  # raised here, rendered by cloudevent_io
+from fncommon.cloudevent_io import BadEvent  # raised here, rendered by cloudevent_io
+
 from .fallback import Skill
 from .min_scale_policy import MinuteForecast
 
@@ -82,7 +83,8 @@ def parse_forecast(event: CloudEvent) -> ParsedForecast:
             services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data")), observed))
         else:
             raise BadEvent(f"data.services[{i}].status must be 'ok' or 'no-data'")
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    model = data.get("model")
+    model = model if isinstance(model, dict) else {}
     return ParsedForecast(tick, services, model.get("version"))
 
 

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from . import json_log
+from fncommon import json_log
 
 log = logging.getLogger("scale.kube_cache")
 

@@ -39,7 +39,7 @@ class PlacementSettings:
     utilization, the rate at which it already keeps a pod of its own busy)."""
     pool_share: float = 0.35
     """...and returns to the pool below this share (half of the above: the hysteresis band)."""
-    hold_minutes: int = 60
+    hold_minutes: float = 60
     """How long the forecast must favour the other tier before a model moves."""
 
     @property

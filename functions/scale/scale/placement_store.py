@@ -7,6 +7,8 @@ expiring with it: a model whose mapping is deleted is forgotten."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis
 
 from .pool_plan import ModelState
@@ -28,7 +30,7 @@ class PlacementStore:
     def load(self, uids: list[str]) -> dict[str, PlacementState]:
         if not uids:
             return {}
-        raws = self.redis.mget([PREFIX + u for u in uids])
+        raws = cast("list[bytes | None]", self.redis.mget([PREFIX + u for u in uids]))
         states = {u: PlacementState.from_json(r) for u, r in zip(uids, raws) if r}
         return {u: s for u, s in states.items() if s is not None}
 

@@ -11,7 +11,7 @@ warmth choice is due (pool_plan.choice_due: once a day by default)."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 import redis
 
@@ -73,7 +73,7 @@ class PoolHistoryStore:
         return counts, p_any, sizes
 
     def load_tiers(self, namespace: str, names: Sequence[str]) -> dict[str, TierState]:
-        raws = self.redis.mget([TIER + f"{namespace}/{n}" for n in names]) if names else []
+        raws = cast("list[bytes | None]", self.redis.mget([TIER + f"{namespace}/{n}" for n in names])) if names else []
         return {n: TierState.from_json(r) if r else TierState() for n, r in zip(names, raws)}
 
     def save_tiers(self, namespace: str, states: Mapping[str, TierState]) -> None:

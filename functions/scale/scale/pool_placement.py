@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from . import json_log
+from fncommon import json_log
+
 from . import placement as policy
 from . import metrics
 from . import pool_plan as plan
@@ -199,7 +200,7 @@ class PoolPlacement:
 
         # -- the remembered state, out-of-order ticks ------------------------------------------
         stored = self.store.load([_uid(mapping_of[v.name]) for v in views])
-        states: dict[str, plan.ModelState] = {}
+        states: dict[str, plan.ModelState | None] = {}
         held: set[str] = set()
         for v in views:
             state = stored.get(_uid(mapping_of[v.name]))
@@ -209,7 +210,7 @@ class PoolPlacement:
                                        reason="out of order: a newer forecast was already applied")
             states[v.name] = state
         forecasts = {v.name: (entries[v.name].minutes if v.name in entries else None) for v in views}
-        observed = {v.name: entries[v.name].observed for v in views if v.name in entries and entries[v.name].observed}
+        observed = {v.name: seen for v in views if v.name in entries and (seen := entries[v.name].observed)}
         # the history is what was observed and forecast (kept in dry run too), recorded before it is read
         self.history.record(namespace, int(now_s // 60),
                             {n: (p_any_in(f[:LEAD_MINUTES]) if f else None) for n, f in forecasts.items()}, observed,
@@ -295,6 +296,8 @@ class PoolPlacement:
                 else:
                     source = pool_name if p.routed == POOL else v.dedicated
                     try:
+                        if source is None or target is None:  # the plan moves only models whose mapping names one
+                            raise ApiSkip(0, "no dedicated Service named on the mapping")
                         self.api.repoint_mapping(namespace, mapping["metadata"]["name"], source, target,
                                                  mapping["metadata"].get("resourceVersion"))
                         move["applied"] = True
@@ -320,16 +323,16 @@ class PoolPlacement:
         metrics.NOT_READY.labels(namespace).set(len(decided.not_ready))
 
         # -- each tier's warmth: what the scaler decides min-scale from, and the keep-alive ------
-        for name, tier in decided.tiers.items():
-            out.entries[name] = ServiceForecast(namespace, name, tier.forecast, tier.missing or "ok")
-            out.floors[name] = tier.floor
-            out.prices[name] = tier.price
-            retention = self._keep_alive(namespace, ksvcs[name], targets, tier.retention, dry_run, legacy, out)
+        for name, warm in decided.tiers.items():
+            out.entries[name] = ServiceForecast(namespace, name, warm.forecast, warm.missing or "ok")
+            out.floors[name] = warm.floor
+            out.prices[name] = warm.price
+            retention = self._keep_alive(namespace, ksvcs[name], targets, warm.retention, dry_run, legacy, out)
             if name == pool_name:
                 out.records.append({"pool": f"{namespace}/{pool_name}", "models": decided.members,
-                                    "without_forecast": decided.without_forecast, "floor": tier.floor, "warm": pool_warm,
-                                    "dry_run": dry_run, "warmth": tier.warmth, "price": tier.price,
-                                    "retention": retention, "reason": tier.reason,
+                                    "without_forecast": decided.without_forecast, "floor": warm.floor, "warm": pool_warm,
+                                    "dry_run": dry_run, "warmth": warm.warmth, "price": warm.price,
+                                    "retention": retention, "reason": warm.reason,
                                     "not_ready": decided.not_ready, "capacity_models": view.capacity_models})
         out.records[:0] = [records[v.name] for v in views]
         return out

@@ -279,7 +279,8 @@ class ModelPlan:
     """The move is issue 23's: the routed tier cannot serve."""
     not_ready: bool = False
     """The mapping has not been programmed for longer than the bound: reported, not held for."""
-    state: ModelState | None = None
+    state: ModelState = field(kw_only=True)
+    """What is kept for the next tick (always set: the plan is made from it)."""
 
 
 @dataclass
@@ -367,8 +368,10 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
     for p in plans.values():
         m = by_name[p.name]
         bound = settings.not_ready_bound_s
+        failing_for = now_s - p.state.failing_since if p.state.failing_since is not None else None
+        unsettled_for = now_s - p.state.unsettled_since if p.state.unsettled_since is not None else None
         cannot_serve = m.routed == DEDICATED and (not m.dedicated_exists or m.draining or (
-            m.dedicated_failing and p.state.failing_since is not None and now_s - p.state.failing_since >= bound))
+            m.dedicated_failing and failing_for is not None and failing_for >= bound))
         nothing = cannot_serve and not m.draining  # the route reaches no pod: a move waits for nothing
         if cannot_serve:
             # Issue 23: the route points at a tier that cannot serve. A route to nothing cannot
@@ -379,10 +382,9 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
             p.reason = (f"dedicated Service {m.dedicated!r} is being deleted (held until the route has left it)"
                         if m.draining
                         else f"dedicated Service {m.dedicated!r} is gone" if not m.dedicated_exists
-                        else f"dedicated Service {m.dedicated!r} not Ready for {now_s - p.state.failing_since:.0f} s")
+                        else f"dedicated Service {m.dedicated!r} not Ready for {failing_for:.0f} s")
             p.reason += ": back to the pool"
-        p.not_ready = (not m.settled and p.state.unsettled_since is not None
-                       and now_s - p.state.unsettled_since >= bound and not cannot_serve)
+        p.not_ready = not m.settled and unsettled_for is not None and unsettled_for >= bound and not cannot_serve
         # a route to nothing does not wait for the pool to be warm either: a cold pool's requests
         # wait in the activator while a pod starts and loads the model; nothing's are lost
         target_ready = (m.dedicated_ready if p.decided == DEDICATED else view.pool_warm or nothing)
@@ -391,13 +393,13 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
             action, p.reason = "hold", "forecast too old to move on"
         p.action = action
         if p.not_ready:
-            p.reason = (f"mapping not Ready for {now_s - p.state.unsettled_since:.0f} s: reported, "
+            p.reason = (f"mapping not Ready for {unsettled_for:.0f} s: reported, "
                         "no longer held warm for")
 
     # -- pre-loads: every model about to move in, then the likeliest pooled ones ----------------
     wanted = [p.name for p in plans.values() if p.decided == POOL and p.routed != POOL]
-    pooled = {p.name: forecasts[p.name] for p in plans.values()
-              if p.routed == POOL and p.decided == POOL and forecasts.get(p.name)}
+    pooled = {p.name: f for p in plans.values()
+              if p.routed == POOL and p.decided == POOL and (f := forecasts.get(p.name))}
     hot = preload(pooled, capacity, _threshold(settings.cost))
     for name in wanted + [n for n in hot if n not in wanted]:
         plans[name].preload = name not in view.loaded
@@ -405,7 +407,7 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
     # -- the tiers' forecasts, floors and warmth ------------------------------------------------
     members = [p for p in plans.values() if p.routed == POOL or p.decided == POOL
                or (not by_name[p.name].settled and not p.not_ready)]
-    with_data = [forecasts[p.name] for p in members if forecasts.get(p.name)]
+    with_data = [f for p in members if (f := forecasts.get(p.name))]
     missing = sorted(p.name for p in members if not forecasts.get(p.name))
     floor = 0
     if any((p.decided == POOL and p.routed != POOL) or (p.routed == POOL and not by_name[p.name].settled and not p.not_ready)

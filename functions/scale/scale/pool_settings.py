@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .env_settings import SettingsError, number, optional, whole
+from fncommon.env_settings import SettingsError, number, optional, whole
 
 
 @dataclass(frozen=True)

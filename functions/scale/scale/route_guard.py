@@ -30,7 +30,9 @@ import queue
 import threading
 import time
 
-from . import json_log, metrics
+from fncommon import json_log
+
+from . import metrics
 from .knative_api import SERVING, ApiSkip, ApiTransient, KnativeApi
 from .placement import POOL
 from .pool_client import PoolError

@@ -19,16 +19,19 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Any
 
 import redis
 from cloudevents.core.v1.event import CloudEvent
 
-from . import events, json_log
-from .cloudevent_io import BadEvent, Outcome, RetryLater
+from fncommon import json_log
+from fncommon.cloudevent_io import BadEvent, Outcome, RetryLater
+
+from . import events
 from .annotations import BadAnnotation, ServicePolicy, service_policy
 from . import metrics
 from .knative_api import ApiSkip, ApiTransient, KnativeApi
-from .decision import ServiceView, plan
+from .decision import Plan, ServiceView, plan
 from .min_scale_policy import LEAD_MINUTES, p_any_in
 from .pool_placement import PoolPlacement
 from .route_guard import RouteGuard
@@ -38,6 +41,10 @@ from .warmup import WarmUp
 
 log = logging.getLogger("scale.scaler")
 WRITE_CHUNK = 25
+_Work = tuple[str, dict, dict[str, dict], dict[str, dict], events.ServiceForecast | None, ServicePolicy, ServiceState | None]
+"""One service's arguments to Scaler._decide, before the tick's own (now, freshness, age)."""
+_Outcome = tuple[tuple[dict, ServiceState | None] | None, Exception | None]
+"""One service's (record, new state), or the API error that stopped it."""
 POLICY_MEMO = 200_000
 
 
@@ -129,10 +136,9 @@ class Scaler:
         try:
             legacy = self._podautoscaler_actuation()
         except ApiSkip as exc:
-            skipped = [{"service": e.key, "reason": f"cannot tell the Knative version, untouched: {exc}"}
-                       for e in forecast.services]
-            return {"tick": tick_text, "forecast_model": forecast.model_version,
-                    "actuation": None, "decisions": [], "skipped": skipped}, []
+            return {"tick": tick_text, "forecast_model": forecast.model_version, "actuation": None, "decisions": [],
+                    "skipped": [{"service": e.key, "reason": f"cannot tell the Knative version, untouched: {exc}"}
+                                for e in forecast.services]}, []
         by_namespace: dict[str, dict[str, events.ServiceForecast]] = defaultdict(dict)
         for entry in forecast.services:
             by_namespace[entry.namespace][entry.name] = entry
@@ -176,7 +182,7 @@ class Scaler:
                 service = (target["metadata"].get("labels") or {}).get("serving.knative.dev/service")
                 if service is not None:
                     owned[service][revision] = target
-            work = []
+            work: list[_Work] = []
             for name, ksvc in sorted(ksvcs.items()):
                 key = f"{namespace}/{name}"
                 try:
@@ -196,8 +202,8 @@ class Scaler:
 
             # Decided here, in one pass (pure work: threads would only contend for the
             # interpreter); only the services with something to write go to the writers' pool.
-            results: list = [None] * len(work)
-            writes = []
+            results: list[_Outcome] = [(None, None)] * len(work)
+            writes: list[tuple[int, tuple[Plan, list[str], str]]] = []
             for k, item in enumerate(work):
                 try:
                     decided = self._decide(*item, now_s, not too_old, age)
@@ -209,8 +215,8 @@ class Scaler:
                 else:
                     writes.append((k, decided))
 
-            def chunk(items: list) -> list:
-                done = []
+            def chunk(items: list[tuple[int, tuple[Plan, list[str], str]]]) -> list[tuple[int, _Outcome]]:
+                done: list[tuple[int, _Outcome]] = []
                 for k, decided in items:
                     item = work[k]
                     try:
@@ -224,23 +230,24 @@ class Scaler:
             chunks = [writes[at:at + WRITE_CHUNK] for at in range(0, len(writes), WRITE_CHUNK)]
             mapped = self._writers.map(chunk, chunks) if self._writers is not None and len(chunks) > 1 else map(chunk, chunks)
             for done in mapped:
-                for k, result in done:
-                    results[k] = result
-            for (key, ksvc, *_), (result, exc) in zip(work, results):
-                if isinstance(exc, ApiSkip):
-                    skipped.append({"service": key, "reason": f"API refused, skipped: {exc}"})
-                    json_log.event(log, "service skipped", logging.WARNING, service=key, reason=str(exc))
+                for k, outcome in done:
+                    results[k] = outcome
+            for (key, ksvc, *_), (result, error) in zip(work, results):
+                if isinstance(error, ApiSkip):
+                    skipped.append({"service": key, "reason": f"API refused, skipped: {error}"})
+                    json_log.event(log, "service skipped", logging.WARNING, service=key, reason=str(error))
                     continue
-                if exc is not None:
-                    transient.append(str(exc))
-                    skipped.append({"service": key, "reason": f"API unavailable, will retry: {exc}"})
+                if error is not None or result is None:
+                    transient.append(str(error))
+                    skipped.append({"service": key, "reason": f"API unavailable, will retry: {error}"})
                     continue
                 decision, new_state = result
                 decisions.append(decision)
                 if new_state is not None:
                     states_out[_uid(ksvc)] = new_state
-        data = {"tick": tick_text, "forecast_model": forecast.model_version,
-                "actuation": "podautoscaler" if legacy else "revision", "decisions": decisions, "skipped": skipped}
+        data: dict[str, Any] = {"tick": tick_text, "forecast_model": forecast.model_version,
+                                "actuation": "podautoscaler" if legacy else "revision", "decisions": decisions,
+                                "skipped": skipped}
         if placement_records:
             data["placement"] = placement_records
         self.store.save(states_out, [{"tick": data["tick"], **d} for d in decisions], trust_until_s)
@@ -257,7 +264,7 @@ class Scaler:
 
     def _decide(self, key: str, ksvc: dict, targets: dict[str, dict], owned: dict[str, dict],
                 entry: events.ServiceForecast | None, policy: ServicePolicy, state: ServiceState | None, now_s: float,
-                event_fresh: bool, age_s: float):
+                event_fresh: bool, age_s: float) -> tuple[Plan, list[str], str]:
         """What the cluster carries and what decision.plan makes of it (nothing is written):
         (the plan, the routed Revisions, the record's key). `owned`: the Revisions labelled as
         this Service's."""
@@ -286,7 +293,7 @@ class Scaler:
         return decided, routed, key
 
     def _finish(self, ksvc: dict, targets: dict[str, dict], entry: events.ServiceForecast | None,
-                policy: ServicePolicy, state: ServiceState | None, decided, routed: list[str], key: str,
+                policy: ServicePolicy, state: ServiceState | None, decided: Plan, routed: list[str], key: str,
                 now_s: float, legacy: bool) -> tuple[dict, ServiceState | None]:
         """Write what the plan says (when it says anything) and make the decision's record.
         Runs in the writers' pool when there is a write: no shared state."""

@@ -41,7 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .env_settings import SettingsError, flag, names, number, optional, text, whole
+from fncommon.env_settings import SettingsError, flag, names, number, optional, text, whole
+
 from .fallback import FallbackSettings
 from .min_scale_policy import PolicySettings
 from .policy_knobs import defaults_from_env

@@ -12,9 +12,12 @@ write): services that disappear are forgotten, and Redis memory is bounded by de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 import redis
+
+from fncommon.redis_logs import APPEND_LOGS
 
 SEEN_PREFIX = "scale:seen:"
 STATE_PREFIX = "scale:state:"
@@ -62,17 +65,6 @@ end
 return written
 """
 
-# Append one decision line per service log (KEYS; the lines: ARGV[3], ARGV[4], ... in the order of
-# KEYS, each encoded once), keep the newest ARGV[1] + 1, refresh the TTL.
-_APPEND_LOGS = """
-local last, ttl = tonumber(ARGV[1]), ARGV[2]
-for i, key in ipairs(KEYS) do
-  redis.call('LPUSH', key, ARGV[i + 2])
-  redis.call('LTRIM', key, 0, last)
-  redis.call('EXPIRE', key, ttl)
-end
-return #KEYS
-"""
 BATCH = 500
 """Services per script call: bounded work per call, so Redis never blocks long on one."""
 
@@ -106,7 +98,7 @@ class StateStore:
         self.claim_ttl_s = claim_ttl_s
         self._cas = client.register_script(_CAS_BY_TICK)
         self._cas_batch = client.register_script(_CAS_BY_TICK_BATCH)
-        self._append_logs = client.register_script(_APPEND_LOGS)
+        self._append_logs = client.register_script(APPEND_LOGS)
 
     def claim(self, source: str, event_id: str) -> bool | None:
         """Take the event atomically: True to handle it, False if it was handled, None if
@@ -128,7 +120,7 @@ class StateStore:
     def load(self, uids: list[str]) -> dict[str, ServiceState]:
         if not uids:
             return {}
-        raws = self.redis.mget([STATE_PREFIX + u for u in uids])
+        raws = cast("list[bytes | None]", self.redis.mget([STATE_PREFIX + u for u in uids]))
         states = {u: ServiceState.from_json(r) for u, r in zip(uids, raws) if r}
         return {u: s for u, s in states.items() if s is not None}
 
@@ -144,10 +136,10 @@ class StateStore:
                             client=pipe)
         lines = [(d["service"], orjson.dumps(d)) for d in decisions]
         for at in range(0, len(lines), BATCH):
-            chunk = lines[at:at + BATCH]
-            pipe.hset(LATEST_KEY, mapping=dict(chunk))
-            self._append_logs(keys=[LOG_PREFIX + service for service, _ in chunk],
-                              args=[self.history - 1, self.state_ttl_s, *(line for _, line in chunk)],
+            rows = lines[at:at + BATCH]
+            pipe.hset(LATEST_KEY, mapping=dict(rows))
+            self._append_logs(keys=[LOG_PREFIX + service for service, _ in rows],
+                              args=[self.history - 1, self.state_ttl_s, *(line for _, line in rows)],
                               client=pipe)
         pipe.execute()
 
