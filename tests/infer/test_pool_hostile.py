@@ -212,6 +212,105 @@ def test_admission_charges_at_least_what_decoding_takes_and_refuses_what_never_f
     assert client.post("/v2/models/wine/infer", json=V2).status_code == 200
 
 
+def test_large_bodies_at_once_take_turns_rather_than_starve_each_other(models_dir):
+    """Each request held its read reservation while waiting for its decoding one, and that while
+    waiting for its predict one: four large CSV bodies at once each held a share, none could grow
+    and every one got a 503 (the pool's 8 clients looping its largest CSV body: 58 of 58)."""
+    from infer.app import build
+
+    app, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx",
+                                               "REQUEST_MEMORY_MB": "64"}))
+    assert model.load()
+    admission = app.plane.admission
+    admission.wait_s = 60.0  # turns, not a race against the clock: a request waits until one fits
+    # 1.5 MiB: decoding (~24 MiB) and predicting (~25 MiB) it fit the budget, twice over they do not
+    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 60_000).encode()
+    assert client_for(app).post("/invocations", data=body, headers={"Content-Type": "text/csv"}).status_code == 200
+    barrier = threading.Barrier(4)
+    codes: list[int] = []
+
+    def call() -> None:
+        client = client_for(app)
+        barrier.wait()
+        codes.append(client.post("/invocations", data=body, headers={"Content-Type": "text/csv"}).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert codes == [200] * 4, codes
+    assert admission.used == 0
+
+
+def test_large_bodies_at_once_take_turns_under_the_asgi_adapter_too(models_dir):
+    """The same four bodies through the adapter func-python serves (reservations polled on the
+    event loop, answers off it): every one answered 200, none a 503."""
+    import asyncio
+
+    from infer.app import AsgiApp, build
+
+    wsgi, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx",
+                                                "REQUEST_MEMORY_MB": "64"}))
+    assert model.load()
+    app = AsgiApp(wsgi.plane)
+    app.plane.admission.wait_s = 60.0
+    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 60_000).encode()
+
+    async def call() -> int:
+        scope = {"type": "http", "method": "POST", "path": "/invocations",
+                 "headers": [(b"content-type", b"text/csv"), (b"content-length", str(len(body)).encode())]}
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent[0]["status"]
+
+    async def four() -> list[int]:
+        return list(await asyncio.gather(*(call() for _ in range(4))))
+
+    assert asyncio.run(four()) == [200] * 4
+    assert app.plane.admission.used == 0
+
+
+def test_a_body_that_can_never_be_decoded_and_predicted_within_the_budget_is_a_413_at_once(models_dir):
+    """Its decoding fit the budget and its predicting did, but not both: it waited for memory it
+    held itself and was answered a retryable 503, whatever the load, retried for nothing."""
+    from infer.app import build
+
+    app, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx",
+                                               "REQUEST_MEMORY_MB": "64"}))
+    assert model.load()
+    # 3.7 MiB: decoding it (~60 MiB) fits, and so does predicting it, but not the two
+    body = ("a,b,c,d,e,f,g,h,i,j,k,l,m\n" + "1,1,1,1,1,1,1,1,1,1,1,1,1\n" * 150_000).encode()
+    r = client_for(app).post("/invocations", data=body, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 413 and "REQUEST_MEMORY_MB" in r.get_json()["error"], (r.status_code, r.get_data()[:200])
+    assert app.plane.admission.used == 0
+
+
+def test_a_batch_predicted_in_slices_answers_what_it_answers_whole(models_dir):
+    """Large batches are predicted a slice at a time (the runtime's memory bounded by a slice):
+    same values, same order, same shapes, for labels and probabilities alike."""
+    from infer.app import build
+    from infer.dataplane import predict_in_slices
+
+    app, model = build(InferSettings.from_env({"MODEL_ROOT": str(models_dir), "MODEL_PATH": "wine.onnx"}))
+    assert model.load()
+    rows = np.vstack([load_wine().data] * 6)  # 1,068 rows: 13 x 82 + 2
+    outputs = list(model.outputs)
+    whole = model.predict(rows, outputs)
+    sliced = predict_in_slices(model, rows, outputs, 13 * 82)
+    assert [p.name for p in sliced] == [p.name for p in whole] == outputs
+    for a, b in zip(sliced, whole):
+        assert a.values.shape == b.values.shape and a.values.dtype == b.values.dtype
+        np.testing.assert_array_equal(a.values, b.values)
+
+
 @pytest.mark.parametrize("busy", [False, True])
 def test_a_refused_body_is_freed_when_answered_not_at_the_next_garbage_collection(models_dir, busy):
     """A refusal (413 never fits, 503 busy) is kept on the request; its traceback held the request

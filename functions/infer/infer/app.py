@@ -8,7 +8,7 @@ import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .admission import ADMISSION_WAIT_S, ON_EVENT_LOOP, Admission
+from .admission import ON_EVENT_LOOP, Admission
 from .dataplane import DataPlane
 from .http_io import Reply, Request
 from .model import ModelRegistry, ServedModel
@@ -82,7 +82,7 @@ def _admissible_cost(admission: Admission | None, request: Request, expected: in
 
 
 def _admit_blocking(admission: Admission | None, request: Request, expected: int, headers: dict) -> int:
-    """Reserve the body's decoding memory (waiting a little); the cost held, or 0 with
+    """Reserve the body's reading memory (waiting a little); the cost held, or 0 with
     `request.refused` set."""
     cost = _admissible_cost(admission, request, expected, headers)
     if not cost or admission is None:
@@ -98,46 +98,62 @@ async def _admit(admission: Admission | None, request: Request, expected: int, h
     cost = _admissible_cost(admission, request, expected, headers)
     if not cost or admission is None:
         return 0
+    if not await _acquire_polling(admission, cost):
+        request.refused = admission.busy()
+        return 0
+    return cost
+
+
+async def _acquire_polling(admission: Admission, cost: int) -> bool:
+    """`acquire` for the event loop: tried at once, then every 10 ms up to the admission's wait."""
     if admission.try_acquire(cost):
-        return cost
+        return True
     import asyncio
 
-    deadline = time.monotonic() + ADMISSION_WAIT_S
+    deadline = time.monotonic() + admission.wait_s
     while time.monotonic() < deadline:
         await asyncio.sleep(0.01)
         if admission.try_acquire(cost):
-            return cost
+            return True
+    return False
+
+
+def _whole_cost(admission: Admission, request: Request, held: int, headers: dict) -> int:
+    """Once the body is read: what answering it may hold (decoding it, then predicting its
+    elements; a body read without a declared length may need less than was held for reading
+    it); `request.refused` set when it can never fit."""
+    body = request.raw_body
+    prepaid = admission.predict_bound(body, headers)
+    need = admission.decoding_cost(body, headers) + prepaid
+    request.refused = admission.check(need, len(body), headers)
+    request.predict_reserved = prepaid
+    return need
+
+
+def _admit_decoding_blocking(admission: Admission, request: Request, held: int, headers: dict) -> int:
+    """Grow the reading reservation to the whole cost in one step (never waiting while holding
+    part of it); the cost held, or 0 with `request.refused` set and nothing held."""
+    need = _whole_cost(admission, request, held, headers)
+    if request.refused is not None:
+        admission.release(held)
+        return 0
+    if admission.grow(held, need):
+        return need
     request.refused = admission.busy()
     return 0
 
 
-def _admit_decoding_blocking(admission: Admission, request: Request, held: int, headers: dict) -> int:
-    """Once the body is read: hold what decoding it may cost instead of what reading it did."""
-    need = max(held, admission.decoding_cost(request.raw_body, headers))
-    request.refused = admission.check(need, len(request.raw_body), headers)
-    if request.refused is None and (need == held or admission.acquire(need - held)):
-        return need
-    if request.refused is None:
-        request.refused = admission.busy()
-    admission.release(held)
-    return 0
-
-
 async def _admit_decoding(admission: Admission, request: Request, held: int, headers: dict) -> int:
-    need = max(held, admission.decoding_cost(request.raw_body, headers))
-    request.refused = admission.check(need, len(request.raw_body), headers)
-    if request.refused is None:
-        if need == held or admission.try_acquire(need - held):
-            return need
-        import asyncio
-
-        deadline = time.monotonic() + ADMISSION_WAIT_S
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-            if admission.try_acquire(need - held):
-                return need
-        request.refused = admission.busy()
+    need = _whole_cost(admission, request, held, headers)
+    if request.refused is not None:
+        admission.release(held)
+        return 0
+    if admission.try_grow(held, need):
+        return need
     admission.release(held)
+    if await _acquire_polling(admission, need):
+        return need
+    request.refused = admission.busy()
     return 0
 
 

@@ -33,6 +33,8 @@ class Request:
     route: Any = None
     """The data plane's match of its method and path, made once per request (the adapter's
     `may_block` and `handle` share it)."""
+    predict_reserved: int = 0
+    """Predict memory reserved with the body (memory admission): predicting its rows takes no more."""
 
     @property
     def body(self) -> bytes:

@@ -120,10 +120,11 @@ class InferSettings:
     good one and says so in readiness)."""
 
     request_memory_mb: float = 192.0
-    """REQUEST_MEMORY_MB (default 192). The memory requests may hold while decoded at once:
-    each request reserves its body's size times the measured worst decoding factor of its
-    content type (`infer.admission`) before its body is read; one that does not fit waits up to
-    1 s, then gets a 503 with Retry-After; one that could never fit gets a 413."""
+    """REQUEST_MEMORY_MB (default 192). The memory requests may hold while decoded and
+    predicted at once: each request reserves what reading its body costs before it is read,
+    then, in one step, what decoding it and predicting one slice of it may cost, counted from
+    its bytes (`infer.admission`); one that does not fit waits up to 1 s, then gets a 503 with
+    Retry-After; one that could never fit gets a 413."""
 
     model_sha256_source: str = "MODEL_SHA256"
     """Where `model_sha256` came from, for a refusal's message (in the pool: its manifest)."""
