@@ -17,10 +17,10 @@ COLD_START_S ?= 5
 CAPACITY_RPS ?= 10
 FIT_ON ?= fleet+trace
 
-.PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet readme-plot apt venv clean
+.PHONY: whatif help chaos demo demo-infer test models run-forecast run-scale serve bench-infer bench-forecaster bench-forecast bench-scale backtest backtest-fleet apt venv clean
 
 help:
-	@echo "make demo | demo-fleet | test | vendor | typecheck | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | readme-plot"
+	@echo "make demo | demo-fleet | test | vendor | typecheck | models | serve MODEL=<artifact> PORT=<port> | serve-pool PORT=<port> | bench-infer | bench-pool | backtest [TRACE=<csv>] [FORMAT=json] | backtest-fleet [FLEET=<csv>] | whatif PROMETHEUS_URL=<url> | verify-cluster [REDIS_URL=..] [PROMETHEUS_URL=..] [INGRESS_URL=..] [POOL=1] | chaos | docs | bench-wsgi | bench-prometheus-clients"
 
 # kubectl renders the kustomizations in the manifest tests (`kubectl kustomize`): the machine's own
 # where it has one, else Debian's kubernetes-client (its kustomize reads our resources/namespace fields).
@@ -96,6 +96,15 @@ demo-infer: venv models
 test: apt venv
 	$(PY) -m pytest -q tests
 
+# The documentation site (mkdocs.yml, docs/): the pages generated from code and from committed
+# FORMAT=json results first, then a strict build into site/ (git-ignored). `make test` checks the
+# same (tests/docs/): a broken link, a page out of the navigation or a stale generated page fails.
+.PHONY: docs
+docs: venv
+	$(PY) scripts/gen_settings_reference.py
+	$(PY) scripts/gen_results_tables.py
+	$(PY) -m mkdocs build --strict
+
 bench-infer: venv models
 	@bash scripts/ensure-apt.sh wrk:wrk
 	$(PY) bench/bench_infer.py
@@ -106,6 +115,15 @@ bench-infer: venv models
 SIZES ?= 1000 10000
 bench-pool: venv models
 	$(PY) bench/bench_pool.py --sizes $(SIZES)
+
+# The design page's measurements (docs/design.md): Flask vs the raw WSGI adapter on the same data
+# plane, and prometheus-api-client vs the forecast function's own client (two fresh virtualenvs).
+.PHONY: bench-wsgi bench-prometheus-clients
+bench-wsgi: venv models
+	$(PY) bench/bench_wsgi_frameworks.py
+
+bench-prometheus-clients: venv
+	$(PY) bench/bench_prometheus_clients.py
 
 bench-forecaster: venv
 	$(PY) bench/bench_forecaster.py
@@ -167,12 +185,5 @@ verify-cluster: venv
 	  $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(INGRESS_URL),--ingress-url $(INGRESS_URL)) \
 	  $(if $(POOL),--pool) $(if $(CONTEXT),--context $(CONTEXT))
 
-# The plot the README shows (docs/ is git-ignored: it is generated, not committed).
-README_PLOT := docs/alibaba_sd_lora_2024_train_pareto.png
-readme-plot: $(README_PLOT)
-$(README_PLOT): venv
-	$(PY) -m training.backtest --trace ../shared/traces/alibaba_sd_lora_2024_train.csv --sweep --plots reports > /dev/null
-	mkdir -p docs && cp reports/alibaba_sd_lora_2024_train_pareto.png $@
-
 clean:
-	rm -rf $(VENV) models .pytest_cache .hypothesis
+	rm -rf $(VENV) models .pytest_cache .hypothesis site

@@ -232,11 +232,13 @@ def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
 
 
 def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Forecasts, options: FleetOptions,
-            variants: dict[str, PolicySettings], error_variants: dict[str, tuple[PolicySettings, float]] | None = None
-            ) -> dict[str, dict[str, np.ndarray]]:
+            variants: dict[str, PolicySettings], error_variants: dict[str, tuple[PolicySettings, float]] | None = None,
+            stable_windows: tuple[float, ...] = ()) -> dict[str, dict[str, np.ndarray]]:
     """Per-model Knative, the once-a-minute oracle and the policy under each settings variant on
     the same arrivals of the `lanes` tenants (each a Service of its own, as the busy tenants are
-    in the pooled design), scored after the warm-up days: per-tenant totals of each."""
+    in the pooled design), scored after the warm-up days: per-tenant totals of each. Each of
+    `stable_windows` (seconds) re-runs Knative and every policy with that stable window set on
+    the Services (autoscaling.knative.dev/window), rows named `... @ window Ns`."""
     n = counts.shape[1]
     error_variants = error_variants or {}
     names = ["kpa", "oracle"] + list(variants) + list(error_variants)
@@ -247,13 +249,22 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
     rows += [schedules(sub, np.arange(len(lanes)), s, n) for s in variants.values()]
     rows += [schedules(sub, np.arange(len(lanes)), s, n, counts[lanes], q) for s, q in error_variants.values()]
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
-    run = simulate_lanes(streams, np.tile(np.arange(len(lanes)), len(names)), np.concatenate(rows), config,
-                         fleet.seconds, options.warmup_days * DAY_S)
-    t = run.totals
     k = len(lanes)
-    return {name: {"requests": t.requests[j * k:(j + 1) * k], "cold": t.cold[j * k:(j + 1) * k],
-                   "over": t.over[j * k:(j + 1) * k], "pod_seconds": t.pod_seconds[j * k:(j + 1) * k]}
-            for j, name in enumerate(names)}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for window in (None, *stable_windows):
+        if window is None:
+            cfg, suffix, keep = config, "", names
+        else:
+            cfg = replace(config, kpa=replace(config.kpa_config(), stable_window_s=float(window)))
+            suffix, keep = f" @ window {window:g}s", [x for x in names if x != "oracle"]
+        pick = [names.index(x) for x in keep]
+        run = simulate_lanes(streams, np.tile(np.arange(k), len(keep)), np.concatenate([rows[j] for j in pick]), cfg,
+                             fleet.seconds, options.warmup_days * DAY_S)
+        t = run.totals
+        out.update({name + suffix: {"requests": t.requests[j * k:(j + 1) * k], "cold": t.cold[j * k:(j + 1) * k],
+                                    "over": t.over[j * k:(j + 1) * k], "pod_seconds": t.pod_seconds[j * k:(j + 1) * k]}
+                    for j, name in enumerate(keep)})
+    return out
 
 
 def print_compare(result: dict[str, dict[str, np.ndarray]], lanes: np.ndarray, rate: np.ndarray, title: str) -> None:
@@ -283,6 +294,8 @@ def main() -> None:
                    help="score the policy with each Service's own error_headroom at these quantiles")
     p.add_argument("--all-tenants", action="store_true", help="score every tenant, not only the busy ones")
     p.add_argument("--no-compare", action="store_true", help="the analyses only, no policy simulation")
+    p.add_argument("--stable-window", type=float, nargs="*", default=(),
+                   help="also score Knative and every policy with this stable window (seconds) on the Services")
     p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
     args = p.parse_args()
     fleet = load_fleet(args.fleet)
@@ -304,7 +317,7 @@ def main() -> None:
     if args.no_compare:
         return
     errors = {f"point x own q{q:g} error": (base, q) for q in args.error_quantile}
-    result = compare(fleet, lanes, counts, fc, options, variants, errors)
+    result = compare(fleet, lanes, counts, fc, options, variants, errors, tuple(args.stable_window))
     print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
 
 

@@ -39,9 +39,9 @@ from scale.annotations import ServicePolicy
 from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.fallback import FallbackSettings, Skill, forecast_helps, keepalive_forecast
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
-from scale.placement import MOVE, POOL, Placement, PlacementSettings, place
-from scale.pool_plan import (COLD_MINUTE_SAVING, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
-                             choice_due, note_observed, plan_pool)
+from scale.placement import DEDICATED, MOVE, POOL, Placement, PlacementSettings, place
+from scale.pool_plan import (COLD_MINUTE_SAVING, STABLE_TAIL, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView,
+                             TierHistory, TierState, choice_due, note_observed, plan_pool)
 from tqdm import tqdm
 
 from training import skill
@@ -266,8 +266,9 @@ class PoolPlanDriver:
     in minute m-1 (the forecast event's `observed` block), the bounded minute history (per-model
     counts and covered P(any), `history_minutes` back) when a warmth choice is due, its own state
     from the minute before. The cluster is taken as answering at once: a move's target is ready
-    and programmed (routes, pods and loads are the simulator's business), so a decided move is
-    made in the same minute. Several settings (the default, the fleet budget) run in lockstep;
+    and programmed (routes, pods and loads are the simulator's business), except that a move to a
+    dedicated Service waits, as the function's does, for that Service to be ready: it is taken as
+    ready once the plan has held it above zero for a minute (longer than a cold start). Several settings (the default, the fleet budget) run in lockstep;
     placement does not depend on warmth, so they share the routes of the first."""
 
     def __init__(self, counts: np.ndarray, per_model: "Forecasts", names: list[str], variants: list[PoolPlanSettings],
@@ -289,6 +290,8 @@ class PoolPlanDriver:
         self.pool_min = [np.zeros(n, np.int64) for _ in variants]
         self.pool_keep = [np.zeros(n, np.int64) for _ in variants]
         self.ded_min = [np.zeros((n_models, n), np.int64) for _ in variants]
+        self.ded_keep = [np.zeros((n_models, n), np.int64) for _ in variants]
+        self._warm_ded: tuple[bool, ...] = ()
         self.member = np.ones((n_models, n), bool)
         self.moves = 0
         self.in_force: list[dict[str, int]] = [{} for _ in variants]
@@ -326,7 +329,7 @@ class PoolPlanDriver:
             (np.zeros((len(members), 1)), self.counts[members, first:m - 1]), axis=1)
         per_pod = 60.0 * TARGET_UTILIZATION * settings.sizing.capacity_rps
         pods = np.where(c > 0, np.maximum(1, np.ceil(c / per_pod - 1e-9)) - np.where(prev > 0, 0.0, COLD_MINUTE_SAVING),
-                        np.where(prev > 0, 1, 0))
+                        np.where(prev > 0, STABLE_TAIL, 0.0))
         per_model = float(pods.sum())
         sp, su = self.size_point[members, first:m], self.size_upper[members, first:m]
         sized = ~np.isnan(su)
@@ -334,7 +337,7 @@ class PoolPlanDriver:
         pooled = np.where(backed, sp, 0.0).sum(axis=0) + np.sqrt(np.where(backed, (su - sp) ** 2, 0.0).sum(axis=0))
         upper = [float(u) if k else None for u, k in zip(pooled.tolist(), sized.any(axis=0).tolist())]
         return TierHistory(self.minute0 + first, total.tolist(), [None if math.isnan(v) else float(v) for v in p_out],
-                           per_model, upper)
+                           per_model, upper, pods.sum(axis=0).tolist())
 
     def __call__(self, start: int, end: int, _per_minute: np.ndarray | None = None) -> np.ndarray:
         began = time.perf_counter()
@@ -361,8 +364,11 @@ class PoolPlanDriver:
             if m > 0:
                 for i in np.flatnonzero(self.counts[:, m - 1]):
                     observed[self.names[i]] = (self.minute0 + m - 1, (float(self.counts[i, m - 1]),))
-            if self._views is None:
-                self._views = [ModelView(self.names[i], self.routed[i], self.dedicated[i], True, True, False, True)
+            warm_ded = tuple((self.ded_min[0][:, m - 1] > 0).tolist()) if m > 0 else (False,) * n_models
+            if self._views is None or warm_ded != self._warm_ded:
+                self._warm_ded = warm_ded
+                self._views = [ModelView(self.names[i], self.routed[i], self.dedicated[i], True,
+                                         self.routed[i] == DEDICATED or warm_ded[i], False, True)
                                for i in range(n_models)]
             views = self._views
             routed_next = None
@@ -390,8 +396,11 @@ class PoolPlanDriver:
                         self.warmth[v][m] = tier.warmth
                         if m >= self.scored_from:
                             self.in_force[v][tier.warmth] = self.in_force[v].get(tier.warmth, 0) + 1
-                    elif min_scale:
-                        self.ded_min[v][self.index[service[:-len("-dedicated")]], m] = min_scale
+                    else:
+                        i = self.index[service[:-len("-dedicated")]]
+                        if min_scale:
+                            self.ded_min[v][i, m] = min_scale
+                        self.ded_keep[v][i, m] = _seconds(tier.retention)
             changed = sum(1 for a, b in zip(self.routed, routed_next) if a != b)
             if changed:
                 self.moves += changed
@@ -548,8 +557,9 @@ class Lanes:
         return self._add(Group(policy, settings, default, lanes, None, list(range(self.n_models))))
 
     def pooled(self, policy: str, settings: dict, default: bool, pool_row: np.ndarray, dedicated_rows: np.ndarray,
-               pool_keep: np.ndarray | None = None) -> Group:
-        """The pool's lane, then a lane per ever-dedicated model (serving it while it is dedicated)."""
+               pool_keep: np.ndarray | None = None, dedicated_keep: np.ndarray | None = None) -> Group:
+        """The pool's lane, then a lane per ever-dedicated model (serving it while it is dedicated);
+        `pool_keep`, `dedicated_keep`: their retention (s) per minute."""
         first = len(self.stream_of_lane)
         self.stream_of_lane.append(self.pool_stream)
         self.rows.append(pool_row)
@@ -557,6 +567,9 @@ class Lanes:
             self.keeps[first] = pool_keep
         self.stream_of_lane.extend(range(self.dedicated_stream0, self.dedicated_stream0 + self.n_dedicated))
         self.rows.extend(dedicated_rows)
+        for j in range(self.n_dedicated if dedicated_keep is not None else 0):
+            if dedicated_keep[j].any():
+                self.keeps[first + 1 + j] = dedicated_keep[j]
         lanes = list(range(first, first + 1 + self.n_dedicated))
         return self._add(Group(policy, settings, default, lanes, first, list(self.ever_dedicated)))
 
@@ -650,11 +663,12 @@ def assemble(fleet: FleetTrace, counts: np.ndarray, choices: Choices, options: F
     all_pooled = lanes.all_pooled("pool_all_kpa", zeros)
     driver = choices.driver
     default = lanes.pooled("predictive", {"cold_start_cost_pod_s": options.cost}, True, driver.pool_min[0],
-                           driver.ded_min[0][ever_dedicated], driver.pool_keep[0])
+                           driver.ded_min[0][ever_dedicated], driver.pool_keep[0], driver.ded_keep[0][ever_dedicated])
     budget = None
     if options.fleet_budget is not None:
         budget = lanes.pooled("predictive", {"fleet_budget": options.fleet_budget}, False, driver.pool_min[1],
-                              driver.ded_min[1][ever_dedicated], driver.pool_keep[1])
+                              driver.ded_min[1][ever_dedicated], driver.pool_keep[1],
+                              driver.ded_keep[1][ever_dedicated])
     return Assembly(lanes, all_pooled, default, budget, keepalive)
 
 

@@ -1,4 +1,4 @@
-"""A real cluster install works as written (issue 27): each item a user following the README would
+"""A real cluster install works as written: each item a user following the install page would
 have stopped at, checked against what Knative, func, Prometheus and kustomize do with the files.
 
 Knative's behaviour comes from localmode/knative_rules.py (each rule names its upstream file);
@@ -26,7 +26,9 @@ from tests.support.relabel import kept, podmonitor_targets
 from tests.support.servers import ROOT
 
 FUNCTIONS = ("deadletter", "forecast", "scale", "infer")
-README = (ROOT / "README.md").read_text()
+INSTALL = (ROOT / "docs" / "install.md").read_text()
+DOCS = {str(p.relative_to(ROOT)): p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]}
+ALL_DOCS = "\n".join(DOCS.values())
 
 
 def _kustomize(folder) -> list[dict]:
@@ -36,8 +38,8 @@ def _kustomize(folder) -> list[dict]:
 
 
 def _install_section() -> str:
-    start = README.index("## Installing on a cluster")
-    return README[start:README.index("\n## ", start + 5)]
+    start = INSTALL.index("## The install sequence")
+    return INSTALL[start:]
 
 
 # -- func deploy: no autoscaling annotation on the Service's metadata ------------------------------
@@ -298,12 +300,12 @@ def test_the_webhook_refuses_the_pool_until_its_flag_is_on_and_accepts_every_oth
 
 def test_feature_flags_are_applied_before_the_services_that_need_them():
     """The webhook reads config-features from an informer: in one apply the Service can meet the
-    old flags. No kustomization carries both, and the README applies the flags first."""
+    old flags. No kustomization carries both, and the install page applies the flags first."""
     for kustomization in sorted(p for d in ("serving", "eventing") for p in (ROOT / d).rglob("kustomization.yaml")):
         documents = _kustomize(kustomization.parent)
         if any(d["kind"] == "ConfigMap" and d["metadata"]["name"] == "config-features" for d in documents):
             assert not [d for d in documents if d["kind"] == "Service" and knative_rules.features_needed(d)], kustomization
-    section = README
+    section = INSTALL
     features, pool = section.index("kubectl apply -k serving/pool/features/"), section.index("kubectl apply -k serving/pool/\n")
     assert features < pool
 
@@ -387,15 +389,15 @@ def test_the_real_server_puts_its_worker_heartbeat_where_worker_tmp_dir_says(mod
     assert requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 200
 
 
-# -- the README's install section --------------------------------------------------------------------
+# -- the install page ---------------------------------------------------------------------------------
 
 def test_readme_install_commands_work_as_written():
     section = _install_section()
     # redis-cli needs the password the Deployment requires
-    for line in (line for line in README.splitlines() if "redis-cli" in line and "kubectl exec" in line):
+    for line in (line for line in ALL_DOCS.splitlines() if "redis-cli" in line and "kubectl exec" in line):
         assert "REDIS_PASSWORD" in line or "-a " in line, line
     # every Knative feature flag named anywhere is one Knative knows (a misspelt one is ignored)
-    named = set(re.findall(r"kubernetes\.(?:podspec|containerspec)-[a-z-]+[a-z]", README))
+    named = set(re.findall(r"kubernetes\.(?:podspec|containerspec)-[a-z-]+[a-z]", ALL_DOCS))
     for path in (ROOT / "serving").rglob("*.yaml"):
         named |= set(re.findall(r"kubernetes\.(?:podspec|containerspec)-[a-z-]+[a-z]", path.read_text()))
     assert named and named <= knative_rules.FEATURE_FLAGS, named - knative_rules.FEATURE_FLAGS
@@ -406,13 +408,13 @@ def test_readme_install_commands_work_as_written():
     for step in ("kubectl apply -k eventing/oidc/", "kubectl apply -k serving/pool/domain-claims/",
                  "serving/operator/", "KnativeServing", "serving/prometheus", "make verify-cluster"):
         assert step in section, step
-    assert "/workspace/models/forecaster" not in README
+    assert "/workspace/models/forecaster" not in ALL_DOCS
     assert "not been run on a real cluster" in section
 
 
-def test_every_manifest_path_the_readme_and_comments_name_exists():
+def test_every_manifest_path_the_docs_and_comments_name_exists():
     """Files moved into the optional overlays: no doc or comment may point at the old place."""
-    texts = {"README.md": README}
+    texts = dict(DOCS)
     texts.update({str(p.relative_to(ROOT)): p.read_text() for d in ("functions", "serving", "eventing")
                   for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".yaml") and ".venv" not in p.parts})
     missing, found = set(), 0

@@ -279,8 +279,9 @@ def test_the_function_and_the_backtest_driver_take_the_same_decisions(fleet_doub
     n = point.shape[1]
     names = ["wine", "diabetes"]
     setup_pool(fleet_double, {m: "pool" for m in names}, pool_url=pool_server.url)
-    for service in ("infer-pool", "infer-wine", "infer-diabetes"):
-        fleet_double.set_actual_replicas(NS, f"{service}-00001", 1)
+    fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
+    # a dedicated Service's pods are ready a minute after its min-scale is raised (a cold start is
+    # seconds), as the driver takes them: a move out waits for them
     env = {"PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "3", "COOLDOWN_SECONDS": "0",
            "POOL_MODELS_PER_POD": "1", "POOL_WARMTH_EVERY_MINUTES": "10", "POOL_HISTORY_MINUTES": "60",
            "MAX_SCALE": "10", "PRELOAD_GATEWAY": pool_server.control_url}
@@ -300,8 +301,12 @@ def test_the_function_and_the_backtest_driver_take_the_same_decisions(fleet_doub
             "retention": fleet_double.annotations("revisions", NS, "infer-pool-00001").get(RETENTION),
             "dedicated": tuple(int(fleet_double.annotations("revisions", NS, f"infer-{name}-00001").get(MIN_SCALE, "0"))
                                for name in names),
+            "dedicated_retention": tuple(fleet_double.annotations("revisions", NS, f"infer-{name}-00001").get(RETENTION)
+                                         for name in names),
             "warmth": record["warmth"],
         })
+        for name, replicas in zip(names, function_side[-1]["dedicated"]):
+            fleet_double.set_actual_replicas(NS, f"infer-{name}-00001", replicas)
     settings = PoolPlanSettings(placement=PlacementSettings(capacity_rps=10.0, hold_minutes=3), every_minutes=1,
                                 choose_every_minutes=10, history_minutes=60)
     options = FleetOptions(capacity_rps=10.0, max_scale=10, models_per_pod=1)
@@ -311,6 +316,8 @@ def test_the_function_and_the_backtest_driver_take_the_same_decisions(fleet_doub
     backtest_side = [{"tiers": tuple(bool(member[i, m]) for i in range(2)), "pool": int(driver.pool_min[0][m]),
                       "retention": f"{driver.pool_keep[0][m]}s" if driver.pool_keep[0][m] else None,
                       "dedicated": tuple(int(driver.ded_min[0][i, m]) for i in range(2)),
+                      "dedicated_retention": tuple(f"{driver.ded_keep[0][i, m]}s" if driver.ded_keep[0][i, m] else None
+                                                   for i in range(2)),
                       "warmth": driver.warmth[0][m]} for m in range(n)]
     assert function_side == backtest_side
     # and the sequence exercised what it is for: a move out and back, both tiers warm at some point

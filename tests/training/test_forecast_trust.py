@@ -206,3 +206,53 @@ def test_an_artifact_published_before_calibration_still_forecasts():
     out = old.predict(counts)
     assert np.all(np.isfinite(out.p_any)) and out.point.shape == (4, 2)
     assert model.predict(counts).p_any.shape == (4, 2)
+
+
+def clustered_sparse_fleet(n: int = 40, days: int = 4, follow: float = 0.4, seed: int = 1):
+    """Series whose true P(any) per minute is known and depends on the minute before: a sparse
+    series (a request starts in 1 of 300 to 1 of 3,000 minutes) whose requests come in clusters
+    (after a minute with a request, the next has one with probability `follow`), beside busy
+    series without clusters (each minute 0.2 to 0.6, independently), as a per-model fleet is."""
+    rng = np.random.default_rng(seed)
+    minutes = days * DAY
+    sparse = np.arange(n) % 2 == 0
+    start = np.where(sparse, np.exp(rng.uniform(np.log(1 / 3000), np.log(1 / 300), n)), rng.uniform(0.2, 0.6, n))
+    hit = np.zeros((n, minutes), bool)
+    p = np.zeros((n, minutes))
+    u = rng.random((n, minutes))
+    for t in range(minutes):
+        p[:, t] = np.where(sparse & (t > 0) & hit[:, t - 1], follow, start)
+        hit[:, t] = u[:, t] < p[:, t]
+    return np.where(hit, 1 + rng.poisson(1.0, hit.shape), 0).astype(float), p, sparse
+
+
+def test_p_any_follows_the_clusters_of_a_sparse_series():
+    """The minute after a sparse series' request has a request with probability 0.4 (in 1 of
+    300-3,000 otherwise): P(any) says about that there, and little in the quiet minutes; its
+    Brier skill against the series' own base rate is well above zero on the sparse series."""
+    counts, p, sparse = clustered_sparse_fleet()
+    train = 3 * DAY
+    origins = np.arange(train, 4 * DAY)
+    model = RateForecaster(horizon=2, max_iter=40, max_train_rows=30_000).fit(list(counts[:, :train]))
+    rows = np.flatnonzero(sparse)
+    pred = np.stack([model.predict_origins(counts[i], origins).p_any[:, 0] for i in rows])
+    truth, hit = p[rows][:, origins], counts[rows][:, origins] > 0
+    after = truth > 0.3  # the minute after a request
+    assert after.sum() >= 20
+    assert pred[after].mean() > 0.1
+    assert pred[~after].mean() < 0.02
+    own_rate = (counts[rows, :train] > 0).mean(axis=1, keepdims=True)
+    skill = 1 - np.mean((pred - hit) ** 2) / np.mean((own_rate - hit) ** 2)
+    assert skill > 0.04
+
+
+def test_the_stacked_map_reads_the_minutes_since_the_last_request():
+    """The recency buckets: minutes from the last request (at the origin) to the target minute."""
+    rows = np.zeros((6, len(features.FEATURE_NAMES)))
+    since = np.array([1, 1, 3, 15, 60, features.WEEK])
+    horizon = np.array([0, 1, 0, 0, 1, 0])
+    rows[:, calibration.SINCE] = np.log1p(since)
+    rows[:, calibration.HORIZON] = horizon
+    got = calibration.recency_buckets(rows).argmax(axis=1)
+    assert got.tolist() == [0, 1, 1, 2, 4, 5]
+    assert calibration.recency_buckets(rows).sum(axis=1).tolist() == [1.0] * 6

@@ -106,3 +106,19 @@ def test_error_headroom_is_the_quantile_of_actual_over_point():
     assert math.isclose(error_headroom(actual, point, 0.9), 1.31)  # between 1.3 and 1.4, linearly
     assert error_headroom([3.0], [0.0], 0.9) is None
     assert error_headroom([], [], 0.9) is None
+
+
+def test_the_busy_window_is_set_only_while_every_covered_minute_is_forecast_busy():
+    """The busy-window lever: opt-in; a pod's worth of load with a request every covered minute
+    sets the short window, a quiet or uncertain minute leaves the Service's own window."""
+    from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, decide
+    busy = [MinuteForecast(point_rps=20.0, upper_rps=30.0, p_any=1.0)] * 5
+    lever = PolicySettings(capacity_rps=10.0, max_scale=50, busy_window_s=15.0)
+    assert decide(busy, lever, 0, 0.0, None).window_s == 15.0
+    assert decide(busy, PolicySettings(capacity_rps=10.0, max_scale=50), 0, 0.0, None).window_s is None  # opt-in
+    light = [MinuteForecast(point_rps=5.0, upper_rps=30.0, p_any=1.0)] * 5  # under 70% of a pod
+    assert decide(light, lever, 0, 0.0, None).window_s is None
+    unsure = list(busy)
+    unsure[LEAD_MINUTES - 1] = MinuteForecast(point_rps=20.0, upper_rps=30.0, p_any=0.9)
+    assert decide(unsure, lever, 0, 0.0, None).window_s is None
+    assert decide(busy, lever, 0, 0.0, None, fresh=False).window_s is None  # no fresh forecast: hold, touch nothing

@@ -5,12 +5,12 @@ reply) to a dead-lettered event; they are kept with the event's attributes and d
 first, in the list DEADLETTER_KEY (capped at DEADLETTER_KEEP). Read them with
 `redis-cli LRANGE deadletter:events 0 9`. Redis down is a 503: the broker retries the sink too.
 
-| variable | default |
-|---|---|
-| REDIS_URL | redis://redis:6379/0 |
-| REDIS_PASSWORD | (none) |
-| DEADLETTER_KEY | deadletter:events |
-| DEADLETTER_KEEP | 10000 |
+| variable | default | meaning |
+|---|---|---|
+| REDIS_URL | redis://redis:6379/0 | where dead letters are kept |
+| REDIS_PASSWORD | (none) | Redis password (from the Secret `redis-auth` in the cluster install) |
+| DEADLETTER_KEY | deadletter:events | the Redis list that holds them, newest first |
+| DEADLETTER_KEEP | 10000 | the list is trimmed to this many entries |
 """
 
 from __future__ import annotations

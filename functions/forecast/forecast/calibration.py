@@ -10,6 +10,14 @@ logistic regression over the score *and* the series' own recent activity shares 
 over the last day, hour and quarter hour, which the features already carry): where the
 classifier is not better than a series' own base rate, the fitted weights lean on the base rate.
 "isotonic" and "sigmoid" are the two textbook maps over the score alone (for comparison).
+
+The stacked map also reads how long before the target minute the series' last request was, in
+buckets (RECENCY_EDGES): a level per bucket and slopes on the score and the day's share. Why: requests to a sparse
+series come in clusters, and the score alone mixed them up. On the per-model Alibaba fleet,
+walk-forward, in the series with under one active minute in 500, the minute right after a request
+had a request 34% of the time where P(any) said 5%, and minutes 4-15 after one 1.4% where it said
+3.5%: one map over the score cannot be right in both. Per recency bucket it can (the same fleet,
+recalibrated walk-forward on earlier days: the median series' Brier skill went from +0.03 to +0.10).
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ METHODS = ("stacked", "sigmoid", "isotonic")
 MIN_ROWS = 200  # fewer held-back rows (or no row of either class): no calibration, the raw score
 EPS = 1e-4
 SHARES = [features.FEATURE_NAMES.index(name) for name in ("nonzero_day", "nonzero_60", "nonzero_15")]
+SINCE = features.FEATURE_NAMES.index("log_minutes_since_request")
+HORIZON = features.FEATURE_NAMES.index("horizon")
+RECENCY_EDGES = (1, 2, 4, 16, 61, 1441)
+"""Buckets of minutes from the last request to the target minute: the next minute, the next few,
+the quarter hour, the hour, the day, longer (or never)."""
 
 
 @dataclass(frozen=True)
@@ -34,17 +47,21 @@ class Calibrator:
     method: str
     model: Any
     """A fitted scikit-learn estimator (untyped library)."""
+    recency: bool = False
+    """Whether the stacked map reads the recency buckets (False in a map published before them)."""
 
     def __call__(self, score: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.method == "isotonic":
             return np.clip(self.model.predict(score), 0.0, 1.0)
-        return self.model.predict_proba(_inputs(self.method, score, rows))[:, 1]
+        return self.model.predict_proba(_inputs(self.method, score, rows, self.recency))[:, 1]
 
 
-def fit(method: str | None, score: np.ndarray, rows: np.ndarray, hit: np.ndarray) -> Calibrator | None:
+def fit(method: str | None, score: np.ndarray, rows: np.ndarray, hit: np.ndarray,
+        weight: np.ndarray | None = None) -> Calibrator | None:
     """The map from the classifier's `score` on held-back `rows` to P(any), fitted on what
-    happened (`hit`); None (keep the raw score) when the method is None or the rows cannot
-    calibrate (too few, or one class only)."""
+    happened (`hit`), each row counted `weight` times (a stratified sample: the inverse of its
+    sampling rate; None: once); None (keep the raw score) when the method is None or the rows
+    cannot calibrate (too few, or one class only)."""
     if method is None:
         return None
     if method not in METHODS:
@@ -52,10 +69,13 @@ def fit(method: str | None, score: np.ndarray, rows: np.ndarray, hit: np.ndarray
     hit = np.asarray(hit, dtype=bool)
     if len(hit) < MIN_ROWS or hit.all() or not hit.any():
         return None
+    if weight is not None:
+        weight = np.asarray(weight, dtype=float) / np.mean(weight)
     if method == "isotonic":
-        return Calibrator(method, IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, hit))
-    model = LogisticRegression(C=10.0, max_iter=500).fit(_inputs(method, score, rows), hit)
-    return Calibrator(method, model)
+        return Calibrator(method, IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, hit, sample_weight=weight))
+    recency = method == "stacked"
+    model = LogisticRegression(C=10.0, max_iter=1000).fit(_inputs(method, score, rows, recency), hit, sample_weight=weight)
+    return Calibrator(method, model, recency)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -63,10 +83,25 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def _inputs(method: str, score: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def recency_buckets(rows: np.ndarray) -> np.ndarray:
+    """One-hot (n, len(RECENCY_EDGES)) of the minutes from the series' last request to each
+    row's target minute (features: minutes since the request at the origin, plus the horizon)."""
+    since = np.expm1(np.nan_to_num(rows[:, SINCE], nan=np.log1p(features.WEEK)))
+    gap = np.rint(since) + np.nan_to_num(rows[:, HORIZON], nan=0.0)
+    which = np.clip(np.searchsorted(RECENCY_EDGES, gap, side="right") - 1, 0, len(RECENCY_EDGES) - 1)
+    return (which[:, None] == np.arange(len(RECENCY_EDGES))[None, :]).astype(float)
+
+
+def _inputs(method: str, score: np.ndarray, rows: np.ndarray, recency: bool = False) -> np.ndarray:
     z = _logit(np.asarray(score, dtype=float))
     if method == "sigmoid":
         return z[:, None]
     # A share the history cannot give yet (no data in the window) says nothing beyond the score.
     shares = [_logit(np.where(np.isnan(rows[:, k]), score, rows[:, k])) for k in SHARES]
-    return np.stack([z, *shares], axis=1)
+    stacked = np.stack([z, *shares], axis=1)
+    if not recency:
+        return stacked
+    # Per bucket its own level and its own slopes on the score and on the day's share: how much
+    # a series' usual sparsity says depends on how recent its last request is.
+    buckets = recency_buckets(rows)
+    return np.hstack([stacked, buckets, buckets * z[:, None], buckets * shares[0][:, None]])

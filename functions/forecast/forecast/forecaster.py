@@ -60,8 +60,11 @@ class RateForecaster(BaseEstimator):
     def fit(self, X, y=None, *, start_minute: int = 0) -> "RateForecaster":
         series = _as_series(X)
         rng = np.random.default_rng(self.random_state)
+        # The calibration's own draws: the held-back minutes decide its strata, and they must not
+        # move the rows the models (the classifier, above all) are fitted on.
+        cal_rng = np.random.default_rng(self.random_state + 1)
         rows, counts, scales, recent = [], [], [], []
-        extra_rows, extra_hits = [], []
+        extra_rows, extra_hits, extra_weights = [], [], []
         per_series = max(1, self.max_train_rows // (self.horizon * len(series)))
         for values in series:
             index = features.SeriesIndex(values)
@@ -81,13 +84,23 @@ class RateForecaster(BaseEstimator):
             recent.append(minute[keep] >= cut)
             # More held-back rows than the uniform sample gives the recent minutes: a sparse
             # series has few active minutes, and the calibration map needs some of them.
+            # Sampled in two strata, each row weighted by the inverse of its stratum's sampling
+            # rate: origins within NEAR_MINUTES of a request (where a sparse series' clusters
+            # are, and its few hits) and the rest; so the map sees a sparse series' clusters
+            # without the sample's share of them biasing it.
             late = np.arange(max(cut, MIN_HISTORY), len(values) - self.horizon + 1)
             if len(late):
-                more = np.sort(rng.choice(late, size=min(per_series, len(late)), replace=False))
-                hit = features.targets(index, more, self.horizon)
-                ok = ~np.isnan(hit)
-                extra_rows.append(features.build(index, more, self.horizon, start_minute)[ok])
-                extra_hits.append(hit[ok] > 0)
+                last = index.last_nonzero[late - 1]
+                near = (last >= 0) & (late - last <= NEAR_MINUTES)
+                for stratum in (late[near], late[~near]):
+                    if not len(stratum):
+                        continue
+                    more = np.sort(cal_rng.choice(stratum, size=min(per_series, len(stratum)), replace=False))
+                    hit = features.targets(index, more, self.horizon)
+                    ok = ~np.isnan(hit)
+                    extra_rows.append(features.build(index, more, self.horizon, start_minute)[ok])
+                    extra_hits.append(hit[ok] > 0)
+                    extra_weights.append(np.full(int(ok.sum()), len(stratum) / len(more)))
         if not rows or sum(len(r) for r in rows) == 0:
             raise ValueError(f"no series has the {MIN_HISTORY + self.horizon} minutes of history needed to fit")
         Xf, yc, sc = np.vstack(rows), np.concatenate(counts), np.concatenate(scales)
@@ -103,7 +116,7 @@ class RateForecaster(BaseEstimator):
         common = dict(max_iter=self.max_iter, random_state=self.random_state, early_stopping=False)
         self.point_model_ = HistGradientBoostingRegressor(loss="poisson", **common).fit(Xf, yc / sc)
         self.upper_model_ = HistGradientBoostingRegressor(loss="quantile", quantile=self.quantile, **common).fit(Xf, yc / sc)
-        extra = (np.vstack(extra_rows), np.concatenate(extra_hits)) if extra_rows else None
+        extra = (np.vstack(extra_rows), np.concatenate(extra_hits), np.concatenate(extra_weights)) if extra_rows else None
         self._fit_p_any(Xf, yc > 0, held, common, extra)
         self.n_features_in_ = Xf.shape[1]
         self.feature_names_ = list(features.FEATURE_NAMES)
@@ -118,7 +131,7 @@ class RateForecaster(BaseEstimator):
         return min(self.calibration_minutes, max(0, (length - MIN_HISTORY) // 4))
 
     def _fit_p_any(self, Xf: np.ndarray, any_request: np.ndarray, held: np.ndarray, common: dict,
-                   extra: tuple[np.ndarray, np.ndarray] | None) -> None:
+                   extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
         """The classifier on the older rows, its calibration on the held-back recent ones (a
         time split: the map is learned on rows the classifier never saw, later than all of them)."""
         self.calibrator_ = None
@@ -135,13 +148,14 @@ class RateForecaster(BaseEstimator):
         check = held & ~train
         if not check.any():
             return  # no time split was possible (or asked for): the raw score
-        rows, hits = Xf[check], any_request[check]
+        rows, hits, weights = Xf[check], any_request[check], None
         if extra is not None:
-            more = extra[0]
-            more[:, self.unseen_features_] = 0.0
-            rows, hits = np.vstack([rows, more]), np.concatenate([hits, extra[1]])
+            # The stratified rows stand for the held-back minutes (weighted); the uniform
+            # sample's held-back rows would count them twice.
+            rows, hits, weights = extra
+            rows[:, self.unseen_features_] = 0.0
         score = self.any_model_.predict_proba(self._any_rows(rows))[:, 1]
-        self.calibrator_ = calibration.fit(self.calibration, score, rows, hits)
+        self.calibrator_ = calibration.fit(self.calibration, score, rows, hits, weights)
 
     def _any_rows(self, Xf: np.ndarray) -> np.ndarray:
         unseen = getattr(self, "any_unseen_features_", None)
@@ -243,6 +257,8 @@ PREDICT_BLOCK_ROWS = 1000
 feature rows and the trees' float64 inputs a few MB more."""
 RECENT = [features.FEATURE_NAMES.index(name) for name in ("lag_1", "mean_15")]
 PEAK_FACTOR = 2.0
+NEAR_MINUTES = 15
+"""Held-back origins at most this many minutes after a request form their own calibration stratum."""
 
 
 def day_peak(values: np.ndarray, origins: np.ndarray) -> np.ndarray:

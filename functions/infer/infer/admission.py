@@ -166,7 +166,7 @@ class Admission:
 
     def predict_cost(self, rows: Any) -> int:
         """What predicting `rows` allocates: one slice's worth (a slice is at least one row)."""
-        shape: tuple[int, ...] = getattr(rows, "shape", ())
+        shape: tuple[int, ...] = tuple(getattr(rows, "shape", ()))
         row = int(shape[1]) if len(shape) == 2 else 0
         return min(int(getattr(rows, "size", 0)), max(PREDICT_SLICE_ELEMENTS, row)) * PREDICT_BYTES_PER_ELEMENT
 

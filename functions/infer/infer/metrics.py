@@ -85,7 +85,7 @@ POOL_EVICTIONS = Counter(
 POOL_MODELS_LOADED = Gauge("infer_pool_models_loaded", "Models loaded in the pool now.", multiprocess_mode="livesum")
 POOL_MODEL_MEMORY = Gauge(
     "infer_pool_model_memory_bytes",
-    "Estimated memory of each loaded model (see README: file size x a per-format factor + a "
+    "Estimated memory of each loaded model (see docs/pool/serving.md: file size x a per-format factor + a "
     "per-model overhead); 0 when not loaded.",
     ["model"],
     multiprocess_mode="livesum",

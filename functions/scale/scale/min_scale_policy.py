@@ -64,7 +64,13 @@ class PolicySettings:
     idle_window_s: float | None = None
     """Stable window while idle is forecast (second lever, e.g. 6 s); None, the default, leaves
     the window alone: in the backtests the lever turned forecast errors into more cold starts
-    than the pod-seconds it saved were worth at the default price (README)."""
+    than the pod-seconds it saved were worth at the default price (docs/results/single-trace.md)."""
+    busy_window_s: float | None = None
+    """Stable window while busy is forecast (every minute the decision covers is forecast to have
+    a request and at least BUSY_POD_SHARE of a pod's rate), e.g. 15 s; None, the default, leaves
+    the window alone. Why: a busy Service's requests over capacity come from steps up that
+    Knative's 60 s stable window follows a minute late, and most are not foreseeable a minute
+    ahead; a shorter window follows them in seconds, at about the same pod-seconds while busy."""
     burst_risk: float | None = 0.1
     """Accepted chance that some second of a forecast minute brings more requests than the
     min-scale pods serve, with arrivals within the minute taken as Poisson at the upper-quantile
@@ -184,6 +190,8 @@ def decide(
     covered = forecast[:LEAD_MINUTES]
     idle = all(f.p_any < settings.idle_threshold for f in covered)
     window = settings.idle_window_s if idle and desired == 0 and settings.idle_window_s else None
+    if window is None and settings.busy_window_s and is_busy(covered, settings):
+        window = settings.busy_window_s
     peak = p_any_in(covered)
     if desired > current:
         return Decision(desired, window, f"raise to {desired}: P(any)={peak:.2f}", now_s)
@@ -192,6 +200,18 @@ def decide(
             return Decision(current, None, f"hold at {current}: cool-down until {raised_at_s + settings.cooldown_s:.0f}s", raised_at_s)
         return Decision(desired, window, f"lower to {desired}: P(any)={peak:.2f}", raised_at_s)
     return Decision(current, window, f"keep {current}: P(any)={peak:.2f}", raised_at_s)
+
+
+BUSY_P_ANY = 0.99
+BUSY_POD_SHARE = 0.7
+"""A minute is busy when P(any) >= BUSY_P_ANY and its point rate is at least this share of one
+pod's capacity (Knative's default target utilization: one pod's worth of load)."""
+
+
+def is_busy(covered: Sequence[MinuteForecast], settings: PolicySettings) -> bool:
+    """Every covered minute is forecast busy (the busy-window lever)."""
+    return bool(covered) and all(f.p_any >= BUSY_P_ANY and f.point_rps >= BUSY_POD_SHARE * settings.capacity_rps
+                                 for f in covered)
 
 
 def _clamp(value: int, settings: PolicySettings) -> int:

@@ -1,7 +1,7 @@
 """The one table of policy knobs: each knob's PolicySettings field, its environment variable (the
 fleet-wide default), its annotation (the per-Service override), how it parses, its default and
 what it means. The settings (settings.py), the annotation reader (annotations.py) and the
-README's table (`markdown_table`, checked by a test) all come from this table, so a knob is
+settings reference (`markdown_table`, docs/reference/settings.md, checked by a test) all come from this table, so a knob is
 added, renamed or documented in one place.
 """
 

@@ -48,6 +48,12 @@ COLD_MINUTE_SAVING = 0.5
 """A minute whose first request found no pod holds one only from that request on: half the minute
 on average (the pod then lives Knative's 60 s stable window and ~30 s grace past the last request,
 which the estimate counts as the rest of that minute and the next)."""
+STABLE_TAIL = 0.5
+"""The last minute of a pod's tail holds it half the minute: Knative's stable window (60 s) runs
+from the last request, mid-minute on average, and the pod goes when it closes (for a Service
+scaled from zero the activator stays in the path and the scale-to-zero grace is not waited); a
+retention shifts that end by whole minutes. Counting the whole minute over-counted an isolated
+request's pod by half a minute, most of per-model Knative's spend on sparse models."""
 TARGET_UTILIZATION = 0.7
 """Knative's default container-concurrency-target-percentage: the share of a pod's capacity the
 autoscaler fills before it adds one (how many pods Knative alone holds for a minute's load)."""
@@ -108,6 +114,9 @@ class TierHistory:
     """The tier's upper-quantile load (req/s) its forecast sized pods from at each minute (the
     members' summed as `placement.pooled_forecast` sums them), None: unknown. What a forecast
     candidate holds beyond one pod: without it the estimate would count a sized minute as one."""
+    per_model: Sequence[float] = ()
+    """Per-model Knative's pod-minutes in each minute (their sum is `per_model_pod_minutes`):
+    the fleet budget's allowance over any stretch of the history."""
 
 
 @dataclass
@@ -191,10 +200,17 @@ class TierState:
     """The last minute the tier had a request (from the history: the keep-alive's clock)."""
     price: float | None = None
     """The fleet budget's price when one is set."""
+    spent_s: float = 0.0
+    """The fleet budget's account: the pod-seconds the warmth in force is estimated to have held
+    since the budget began (each period re-estimated on its own minutes once it is history)..."""
+    allowed_s: float = 0.0
+    """...and b x per-model Knative's over the same minutes. Their difference is carried into the
+    next choice, so the spend tracks the budget over the whole run, not day by day."""
 
     def to_json(self) -> str:
         return json.dumps({"warmth": self.warmth.to_json() if self.warmth else None, "chosen_at_s": self.chosen_at_s,
-                           "last_active_minute": self.last_active_minute, "price": self.price})
+                           "last_active_minute": self.last_active_minute, "price": self.price,
+                           "spent_s": self.spent_s, "allowed_s": self.allowed_s})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "TierState":
@@ -202,7 +218,8 @@ class TierState:
             data = json.loads(raw)
             warmth = Warmth.from_json(data["warmth"]) if data.get("warmth") else None
             last = data.get("last_active_minute")
-            return cls(warmth, _opt(data.get("chosen_at_s")), None if last is None else int(last), _opt(data.get("price")))
+            return cls(warmth, _opt(data.get("chosen_at_s")), None if last is None else int(last), _opt(data.get("price")),
+                       float(data.get("spent_s") or 0.0), float(data.get("allowed_s") or 0.0))
         except (ValueError, KeyError, TypeError):
             return cls()
 
@@ -236,7 +253,9 @@ class PoolPlanSettings:
     share at which a load's wait reaches the requests' 99th percentile."""
     fleet_budget: float | None = None
     """Spend b x per-model Knative's pod-seconds (estimated on the same history) instead of the
-    user's price: the candidate whose estimated spend is nearest that, fewest cold starts first."""
+    user's price: at each choice, the candidate with the fewest estimated cold starts among those
+    whose estimated spend fits the allowance (b x per-model Knative's rate, plus what the run has
+    so far left unspent or overspent: `TierState.spent_s`, `allowed_s`)."""
     not_ready_bound_s: float = 600.0
     """A mapping not programmed, or a dedicated Service unable to serve, for longer than this is
     reported and no longer holds anything warm; the model goes back to a tier that can serve."""
@@ -405,6 +424,10 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
     forecast = pooled_forecast(with_data) if with_data else None
     tiers[view.pool] = _warm_tier(view.pool, forecast, None if with_data or not members else
                                   "no forecast for any model routed to the pool", floor, pool_state, settings, now_s)
+    # A dedicated tier keeps its model at least as warm as the pool did: the pool's Knative
+    # retention rides on it too (its min-scale is the model's own forecast at the user's price),
+    # so leaving the pool never trades the pool's keep-alive for scale-to-zero at the stable window.
+    pool_retention = tiers[view.pool].retention
     for p in plans.values():
         m = by_name[p.name]
         if not m.dedicated or not m.dedicated_exists:
@@ -420,8 +443,12 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
             dfloor = 1
         if p.routed != DEDICATED and not m.settled and not p.not_ready:
             dfloor = max(dfloor, view.dedicated_current.get(m.dedicated, 0))  # its route may still send requests
-        tiers[m.dedicated] = TierPlan(m.dedicated, fc, why, dfloor, settings.cost, None, "forecast",
-                                      "dedicated: forecast at the user's price" if serving else "not serving: idle",
+        retention = pool_retention if serving else None
+        tiers[m.dedicated] = TierPlan(m.dedicated, fc, why, dfloor, settings.cost, retention,
+                                      "forecast" + (f" + keepalive {retention}" if retention else ""),
+                                      ("dedicated: forecast at the user's price"
+                                       + (", the pool's keep-alive (no colder than in the pool)" if retention else ""))
+                                      if serving else "not serving: idle",
                                       idle=not serving)
     return PoolPlan(plans, tiers, new_tier_states, sorted(p.name for p in members), missing,
                     sorted(p.name for p in plans.values() if p.not_ready))
@@ -562,7 +589,15 @@ def _update_choice(state: TierState, history: TierHistory | None, settings: Pool
     state = replace(state, last_active_minute=last)
     if not choice_due(state, now_s, settings):
         return state
-    warmth, price = choose_warmth(history, settings)
+    if settings.fleet_budget is not None and state.warmth is not None and state.chosen_at_s is not None:
+        # the period just ended is history now: book what its warmth held against its allowance
+        i = max(0, int(state.chosen_at_s // 60) - history.start_minute)
+        if i < len(history.counts) and len(history.per_model) == len(history.counts):
+            period = TierHistory(history.start_minute + i, history.counts[i:], history.p_any[i:],
+                                 float(sum(history.per_model[i:])), history.upper[i:], history.per_model[i:])
+            state = replace(state, spent_s=state.spent_s + estimate(period, state.warmth, settings)[0],
+                            allowed_s=state.allowed_s + settings.fleet_budget * period.per_model_pod_minutes * 60.0)
+    warmth, price = choose_warmth(history, settings, state.allowed_s - state.spent_s)
     return replace(state, warmth=warmth, chosen_at_s=now_s, price=price)
 
 
@@ -604,22 +639,28 @@ def candidates(history: TierHistory, settings: PoolPlanSettings) -> list[Warmth]
     return out
 
 
-def choose_warmth(history: TierHistory, settings: PoolPlanSettings) -> tuple[Warmth, float | None]:
+def choose_warmth(history: TierHistory, settings: PoolPlanSettings, carry_s: float = 0.0) -> tuple[Warmth, float | None]:
     """The candidate cheapest on the history at the user's price (pod-seconds + price x cold-start
-    requests, estimated at minute grain), or with a fleet budget the one whose estimated spend is
-    nearest the budget (fewest cold starts among those within 5% of it). History only."""
+    requests, estimated at minute grain), or with a fleet budget the one with the fewest estimated
+    cold starts whose estimated spend fits the allowance: b x per-model Knative's spend rate on
+    the history over the next period, plus `carry_s` (what the run has left unspent so far,
+    negative when overspent), within 5%; the cheapest when none fits. History only."""
     if not any(c is not None for c in history.counts):
         return Warmth("forecast", settings.cost), None  # nothing observed yet: the forecast at the user's price
     cands = candidates(history, settings)
     pods = minute_pods_of(history, settings)
     scores = [estimate(history, w, settings, pods) for w in cands]
     if settings.fleet_budget is not None and history.per_model_pod_minutes:
-        target = settings.fleet_budget * history.per_model_pod_minutes * 60.0
-        near = [i for i, (pod_s, _) in enumerate(scores) if abs(pod_s - target) <= 0.05 * target]
-        if near:
-            best = min(near, key=lambda i: (scores[i][1], scores[i][0]))
+        n = len(history.counts)
+        period = settings.choose_every_minutes
+        # the allowance over the next period, as a spend over the history's minutes (the scale
+        # the candidates' estimates are on)
+        target = (settings.fleet_budget * history.per_model_pod_minutes * 60.0 + carry_s * n / period)
+        fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= 1.05 * target]
+        if fits:
+            best = min(fits, key=lambda i: (scores[i][1], scores[i][0]))
         else:
-            best = min(range(len(cands)), key=lambda i: abs(scores[i][0] - target))
+            best = min(range(len(cands)), key=lambda i: scores[i][0])
         return cands[best], None
     best = min(range(len(cands)), key=lambda i: scores[i][0] + settings.cost * scores[i][1])
     return cands[best], None
@@ -662,7 +703,8 @@ def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings,
             last = m
             pod_min += max(knative[i], floor) - (0.0 if warm else COLD_MINUTE_SAVING)
         else:
-            pod_min += floor
+            # the tail's pod goes halfway through its last minute (STABLE_TAIL)
+            pod_min += STABLE_TAIL if not held and since == 1 + keep else floor
     return pod_min * 60.0, cold
 
 
@@ -742,7 +784,9 @@ def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int
     p_out: list[float | None] = []
     u_out: list[float | None] = []
     per_model = 0.0
+    pm_out: list[float] = []
     for m in range(first, now_minute):
+        before_total = per_model
         total: float | None = None
         idle, known = 1.0, False
         point, spread, sized = 0.0, 0.0, False
@@ -754,9 +798,9 @@ def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int
                 if c > 0:
                     per_model += max(1, math.ceil(c / per_pod - 1e-9)) - (0.0 if before > 0 else COLD_MINUTE_SAVING)
                 elif before > 0:
-                    per_model += 1
+                    per_model += STABLE_TAIL
             elif (counts.get(name, {}).get(m - 1) or 0) > 0:
-                per_model += 1
+                per_model += STABLE_TAIL
             p = p_any.get(name, {}).get(m)
             if p is not None:
                 idle *= 1.0 - min(1.0, max(0.0, p))
@@ -767,10 +811,11 @@ def tier_history(now_minute: int, minutes: int, counts: Mapping[str, Mapping[int
                 if s[1] > s[0]:  # pooled_forecast: a run-away mean sizes nothing
                     point += s[0]
                     spread += (s[1] - s[0]) ** 2
+        pm_out.append(per_model - before_total)
         c_out.append(total)
         p_out.append(1.0 - idle if known else None)
         u_out.append(point + math.sqrt(spread) if sized else None)
-    return TierHistory(first, c_out, p_out, float(per_model), u_out)
+    return TierHistory(first, c_out, p_out, float(per_model), u_out, pm_out)
 
 
 def covered_size(forecast: Sequence[MinuteForecast] | None) -> tuple[float, float] | None:
