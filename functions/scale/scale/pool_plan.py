@@ -593,10 +593,11 @@ def _update_choice(state: TierState, history: TierHistory | None, settings: Pool
         # the period just ended is history now: book what its warmth held against its allowance
         i = max(0, int(state.chosen_at_s // 60) - history.start_minute)
         if i < len(history.counts) and len(history.per_model) == len(history.counts):
+            pod_minutes = float(sum(history.per_model[i:]))
             period = TierHistory(history.start_minute + i, history.counts[i:], history.p_any[i:],
-                                 float(sum(history.per_model[i:])), history.upper[i:], history.per_model[i:])
+                                 pod_minutes, history.upper[i:], history.per_model[i:])
             state = replace(state, spent_s=state.spent_s + estimate(period, state.warmth, settings)[0],
-                            allowed_s=state.allowed_s + settings.fleet_budget * period.per_model_pod_minutes * 60.0)
+                            allowed_s=state.allowed_s + settings.fleet_budget * pod_minutes * 60.0)
     warmth, price = choose_warmth(history, settings, state.allowed_s - state.spent_s)
     return replace(state, warmth=warmth, chosen_at_s=now_s, price=price)
 
