@@ -1,0 +1,72 @@
+"""The history matrix grows into spare rows and shrinks in place: the same numbers as a matrix
+rebuilt from scratch, without a second copy of the whole history while services arrive."""
+
+from __future__ import annotations
+
+import numpy as np
+import redis
+
+from forecast.history_cache import HistoryCache
+from forecast.prometheus_source import Reading
+
+WIDTH = 30
+END = 1_000_000
+
+
+def reading(counts: dict[str, list[float]], scraped: list[bool]) -> Reading:
+    return Reading(END - WIDTH, {k: np.array(v, dtype=float) for k, v in counts.items()}, np.array(scraped))
+
+
+def test_services_arriving_land_in_spare_rows_with_the_values_a_fresh_matrix_holds(redis_db):
+    cache = HistoryCache(redis.Redis.from_url(redis_db), WIDTH, topup=3, chunk=WIDTH)
+    cache._advance(END)
+    rng = np.random.default_rng(3)
+    scraped = [m % 7 != 3 for m in range(WIDTH)]
+    expected: dict[str, np.ndarray] = {}
+    buffers = set()
+    for step in range(5):
+        names = [f"ns/s{step}-{k}" for k in range(40)]
+        counts = {n: list(rng.integers(0, 5, WIDTH).astype(float)) for n in names}
+        cache._add(sorted(counts))
+        cache._store(reading(counts, scraped), sorted(counts))
+        buffers.add(id(cache._rows))
+        for n, v in counts.items():
+            expected[n] = np.where(scraped, v, np.nan)
+    # 200 services arrived 40 at a time: the buffer grew a few times, not once per arrival
+    assert len(buffers) < 5
+    assert cache.matrix.shape == (200, WIDTH) and np.shares_memory(cache.matrix, cache._rows)
+    for n, row in expected.items():
+        np.testing.assert_array_equal(cache.matrix[cache._row[n]], row.astype(np.float32))
+
+
+def test_a_new_service_is_zero_where_others_were_scraped_and_nan_elsewhere(redis_db):
+    cache = HistoryCache(redis.Redis.from_url(redis_db), WIDTH, topup=3, chunk=WIDTH)
+    cache._advance(END)
+    cache._expected = 10  # what a cold fill counted: room for 10 + 1/8 before any copy
+    scraped = [m < 20 for m in range(WIDTH)]
+    cache._add(["ns/a"])
+    cache._store(reading({"ns/a": [1.0] * WIDTH}, scraped), ["ns/a"])
+    buffer = cache._rows
+    cache._rows[1:] = 7.0  # whatever a spare row held before must not show through
+    cache._add(["ns/b"])
+    assert cache._rows is buffer  # a spare row: no copy
+    np.testing.assert_array_equal(cache.matrix[1], np.where(np.array(scraped), 0.0, np.nan).astype(np.float32))
+
+
+def test_eviction_keeps_the_remaining_rows_in_place_and_in_order(redis_db):
+    cache = HistoryCache(redis.Redis.from_url(redis_db), WIDTH, topup=3, chunk=WIDTH)
+    cache._advance(END)
+    names = [f"ns/s{k:02d}" for k in range(12)]
+    counts = {n: [float(k + 1) if k % 3 else 0.0] * WIDTH for k, n in enumerate(names)}  # every third idle all window
+    cache._add(names)
+    cache._store(reading(counts, [True] * WIDTH), names)
+    buffer = cache._rows
+    cache._evict_vanished()
+    kept = [n for k, n in enumerate(names) if k % 3]
+    assert cache.services == kept and sorted(cache.evicted) == sorted(set(names) - set(kept))
+    assert cache._rows is buffer and cache.matrix.shape == (len(kept), WIDTH)
+    for n in kept:
+        np.testing.assert_array_equal(cache.matrix[cache._row[n]], np.array(counts[n], dtype=np.float32))
+    # and a service arriving after the eviction reuses a freed row
+    cache._add(["ns/late"])
+    assert cache._rows is buffer and cache.services[-1] == "ns/late"
