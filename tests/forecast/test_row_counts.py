@@ -44,3 +44,31 @@ def test_baselines_from_the_counts_equal_the_baselines_counted_again():
     observed = ~np.isnan(m)
     share = np.where(observed.sum(1) > 0, (np.nan_to_num(m) > 0).sum(1) / np.maximum(observed.sum(1), 1), 0.0)
     np.testing.assert_array_equal(quality.baselines(m, column)[1], share)
+
+
+def test_per_service_figures_are_the_sums_a_loop_over_the_rounds_makes():
+    rng = np.random.default_rng(5)
+    tracker = quality.OnlineQuality(window_minutes=60)
+    names = [f"ns/s{k}" for k in range(300)]
+    for minute in range(100, 140):
+        some = [n for n in names if rng.random() < 0.8]
+        point = rng.gamma(1.0, 2.0, len(some)).astype(np.float32)
+        p_any = rng.random(len(some)).astype(np.float32)
+        naive = rng.gamma(1.0, 2.0, len(some))
+        naive[::17] = np.nan
+        tracker.expect(minute, some, point, p_any, naive, rng.random(len(some)))
+    matrix = rng.poisson(1.5, (len(names), 200)).astype(np.float32)
+    matrix[rng.random(matrix.shape) < 0.1] = np.nan
+    assert tracker.score(0, 200, names, matrix) > 0
+    sums: dict[str, list] = {}
+    for _, kept, errors, squares, actual, naive, base in tracker._rounds:
+        for name, *values in zip(kept, errors.tolist(), squares.tolist(), actual.tolist(), naive.tolist(), base.tolist()):
+            acc = sums.setdefault(name, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
+            for j, v in zip((0, 1, 3, 4, 5), values):
+                acc[j] += v
+            acc[2] += 1
+    expected = {n: quality.Figures(e / k, s / k, k, a, nv / k, b / k) for n, (e, s, k, a, nv, b) in sums.items()}
+    got = tracker.per_service()
+    assert list(got) == list(expected) and len(got) > 100
+    for name in expected:
+        assert repr(got[name]) == repr(expected[name]), name  # repr: NaN compares equal to NaN

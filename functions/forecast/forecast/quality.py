@@ -166,18 +166,19 @@ class OnlineQuality:
                        _mean(naive), _mean(base))
 
     def per_service(self) -> dict[str, Figures]:
-        sums: dict[str, list[float]] = {}
-        for _, names, errors, squares, actual, naive, base in self._rounds:
-            for name, e, s, a, n, b in zip(names, errors.tolist(), squares.tolist(), actual.tolist(),
-                                           naive.tolist(), base.tolist()):
-                acc = sums.setdefault(name, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
-                acc[0] += e
-                acc[1] += s
-                acc[2] += 1
-                acc[3] += a
-                acc[4] += n  # NaN when no baseline was given: the figure says unknown
-                acc[5] += b
-        return {n: Figures(e / k, s / k, k, a, nv / k, b / k) for n, (e, s, k, a, nv, b) in sums.items()}
+        """Each service's figures over the window. Summed with `np.bincount`, which adds its
+        weights one after the other in input order, the order a Python loop over the rounds
+        adds them: the same floats, without a Python step per (service, minute) (a 60-minute
+        window of 10,000 services is 600,000 of them, every tick)."""
+        if not self._rounds:
+            return {}
+        index: dict[str, int] = {}
+        ids = np.fromiter((index.setdefault(n, len(index)) for r in self._rounds for n in r[1]), dtype=np.int64)
+        sums = [np.bincount(ids, weights=np.concatenate([r[k] for r in self._rounds]).astype(np.float64),
+                            minlength=len(index)).tolist() for k in range(2, 7)]
+        counts = np.bincount(ids, minlength=len(index)).tolist()
+        return {n: Figures(e / k, s / k, k, a, nv / k, b / k)
+                for n, e, s, a, nv, b, k in zip(index, *sums, counts)}
 
 
 def _mean(values: np.ndarray) -> float:
