@@ -33,6 +33,7 @@ import json
 import time
 from typing import Callable, Iterator, TypeVar
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
@@ -157,7 +158,7 @@ class KnativeApi:
             opened(response)
             try:
                 for line in iter_resp_lines(response):
-                    event = json.loads(line)
+                    event = orjson.loads(line)  # one per watched write: 10,000 at a first event
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
                         if obj.get("code") == 410:
