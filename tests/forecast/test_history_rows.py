@@ -4,6 +4,7 @@ rebuilt from scratch, without a second copy of the whole history while services 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import redis
 
 from forecast.history_cache import HistoryCache
@@ -72,3 +73,21 @@ def test_eviction_keeps_the_remaining_rows_in_place_and_in_order(redis_db):
     # and a service arriving after the eviction reuses a freed row
     cache._add(["ns/late"])
     assert cache._rows is buffer and cache.services[-1] == "ns/late"
+
+
+@pytest.mark.parametrize("shift", [1, 7, WIDTH - 1, WIDTH, WIDTH + 5])
+def test_advancing_moves_every_row_as_a_whole_matrix_shift_does(redis_db, shift):
+    cache = HistoryCache(redis.Redis.from_url(redis_db), WIDTH, topup=3, chunk=WIDTH)
+    cache._advance(END)
+    names = [f"ns/s{k:04d}" for k in range(2500)]  # more rows than one block
+    cache._add(names)
+    rng = np.random.default_rng(shift)
+    cache.matrix[:] = rng.poisson(2.0, cache.matrix.shape)
+    cache.matrix[rng.random(cache.matrix.shape) < 0.2] = np.nan
+    before = cache.matrix.copy()
+    cache._advance(END + shift)
+    expected = np.full_like(before, np.nan)
+    if shift < WIDTH:
+        expected[:, :-shift] = before[:, shift:]
+    np.testing.assert_array_equal(cache.matrix, expected)
+    assert cache.end_minute == END + shift
