@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -27,6 +27,10 @@ from .metrics import prometheus_call
 HEARTBEAT = "__scraped__"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BRACKETS = bytes.maketrans(b'[]"', b"   ")
+# `sum by (<namespace>, <service>) (last_over_time(<metric>{<matchers>{selector}}[{window}]))`: the
+# per-minute counts a recording rule wrote, summed per service (see `unsummed`).
+_RECORDED = re.compile(r"\s*sum\s+by\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)\s*\(\s*(last_over_time\(\s*[A-Za-z_:][\w:]*"
+                       r"\s*\{[^{}]*\{selector\}[^{}]*\}\s*\[\{window\}\]\s*\))\s*\)\s*")
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -64,6 +68,8 @@ class PrometheusSource:
         self._session.mount("http://", HTTPAdapter(max_retries=retry))
         self._session.mount("https://", HTTPAdapter(max_retries=retry))
         self.queries_sent = 0
+        self.unsummed = unsummed(query)
+        """The query without its `sum by`, when the sum can be done here (see `unsummed`)."""
 
     def close(self) -> None:
         self._session.close()
@@ -120,15 +126,18 @@ class PrometheusSource:
         # minute: a back-filled series has no staleness marker at its end (the accelerated demo,
         # with 2 s minutes, read its history's last counter value as traffic every minute).
         lookback = f"{max(10 * self.minute_s, 300)}s"
-        counted = self.query.render(self._selector(services), window, lookback)
+        counted = (self.unsummed or self.query).render(self._selector(services), window, lookback)
         if not zeros:
-            counted = f"({counted}) > 0"
+            # the unsummed series leave their zeros out (a sum of the rest is the same sum); the
+            # sums that are not > 0 are left out below, as Prometheus leaves them out here
+            counted = f"({counted}) != 0" if self.unsummed else f"({counted}) > 0"
         promql = f"({counted}) or label_replace(" \
                  f"{self.query.heartbeat_promql(window)}, \"{self.query.service_label}\", \"{HEARTBEAT}\", \"\", \"\")"
         # The value at step t counts the minute ending at t: minute m is read at (m + 1) * 60.
         first = datetime.fromtimestamp((start_minute + 1) * self.minute_s, timezone.utc)
         last = datetime.fromtimestamp(end_minute * self.minute_s, timezone.utc)
         counts: dict[str, np.ndarray] = {}
+        seen: dict[str, np.ndarray] = {}
         scraped = np.zeros(n, dtype=bool)
         try:
             for labels, pairs in self._query_range(promql, first, last):
@@ -139,10 +148,16 @@ class PrometheusSource:
                     scraped[index[inside]] = True
                     continue
                 key = f"{labels.get(self.query.namespace_label, '')}/{name}"
-                row = counts.setdefault(key, np.full(n, np.nan))
-                row[index[inside]] = np.nan_to_num(row[index[inside]], nan=0.0) + pairs[1::2][inside]
+                if key not in counts:
+                    counts[key], seen[key] = np.zeros(n), np.zeros(n, dtype=bool)
+                counts[key][index[inside]] += pairs[1::2][inside]  # a sum of the service's series (NaN stays NaN)
+                seen[key][index[inside]] = True
         except (requests.RequestException, KeyError, TypeError, ValueError) as exc:
             raise PrometheusUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        for key, row in counts.items():
+            row[~seen[key]] = np.nan  # no series at that step: no value (0 where scraped, for the caller)
+            if not zeros:
+                row[~(row > 0)] = np.nan
         return Reading(start_minute, counts, scraped)
 
     def _selector(self, services: list[str] | None) -> str:
@@ -152,6 +167,20 @@ class PrometheusSource:
         names = sorted({s.split("/", 1)[1] for s in services if _DNS_LABEL.match(s.split("/", 1)[1])})
         alternatives = "|".join(names)
         return f'{self.query.service_label}=~"{alternatives}"'
+
+
+def unsummed(query: MetricQuery) -> MetricQuery | None:
+    """`query` without its `sum by (namespace, service)` when it sums the last sample in each
+    minute of a recorded series (a recording rule's per-minute counts): the sum is then done
+    here, per service, from the series' own values. Why: Prometheus' per-step aggregation is
+    most of its work for this shape (about 3x the evaluation time of the unsummed query at
+    2,000 series on 2 cores), and a recording rule writes one series per service, so the answer
+    holds as many samples as the summed one would. Any other query (a counter's `increase` per
+    pod, joins) is sent whole: its series can outnumber the services many times over."""
+    match = _RECORDED.fullmatch(query.promql)
+    if match is None or {match[1], match[2]} != {query.namespace_label, query.service_label}:
+        return None
+    return replace(query, promql=match[3])
 
 
 def _matrix(body: bytes) -> Iterator[tuple[dict, np.ndarray]]:

@@ -38,24 +38,49 @@ DAY = 1440
 RECENT = 5
 
 
-def baselines(matrix: np.ndarray, target_column: int) -> tuple[np.ndarray, np.ndarray]:
+def baselines(matrix: np.ndarray, target_column: int, seen: np.ndarray | None = None,
+              active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row of the history `matrix` (services x minutes, NaN: no data), the seasonal naive
     forecast of the minute at `target_column` (the same minute a day before, or the mean of the
     last RECENT minutes, whichever is larger; no data counts as 0, as in the backtest's
     seasonal naive) and the row's base rate (share of its minutes with data that had a request).
-    Reads the matrix a day of columns at a time: 10,000 services x a week stay one float32 copy."""
+    Reads the matrix a day of columns at a time: 10,000 services x a week stay one float32 copy.
+    `seen` and `active` (per row: minutes with data, minutes with a request) when the caller has
+    already counted them (`row_counts`): the same numbers, without another pass over the matrix."""
     n, width = matrix.shape
     recent = np.nan_to_num(np.asarray(matrix[:, max(0, width - RECENT):width], dtype=np.float64))
     recent_mean = recent.mean(axis=1) if recent.shape[1] else np.zeros(n)
     day_ago = target_column - DAY
     yesterday = np.nan_to_num(np.asarray(matrix[:, day_ago], dtype=np.float64)) if 0 <= day_ago < width else np.zeros(n)
+    if seen is None or active is None:
+        seen, active, _, _ = row_counts(matrix)
+    return np.maximum(yesterday, recent_mean), np.where(seen > 0, active / np.maximum(seen, 1), 0.0)
+
+
+ROW_BLOCK = 1000
+"""Rows per pass in `row_counts`: a boolean copy of a 10,000-service week is 100 MB, a block 10 MB."""
+
+
+def row_counts(matrix: np.ndarray, recent: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, in one pass over the matrix (a block of rows at a time): the minutes with data,
+    the minutes with a request (NaN > 0 is False), the column of the last minute with data (-1:
+    none), and the minutes without data among the last `recent`. What the tick's reply, its
+    staleness check and the quality baselines each read: one pass instead of three."""
+    n, width = matrix.shape
     seen = np.zeros(n, np.int64)
     active = np.zeros(n, np.int64)
-    for lo in range(0, width, DAY):
-        block = matrix[:, lo:lo + DAY]
-        seen += np.count_nonzero(~np.isnan(block), axis=1)
-        active += np.count_nonzero(block > 0, axis=1)  # NaN > 0 is False
-    return np.maximum(yesterday, recent_mean), np.where(seen > 0, active / np.maximum(seen, 1), 0.0)
+    last = np.full(n, -1, np.int64)
+    gaps = np.zeros(n, np.int64)
+    for a in range(0, n, ROW_BLOCK):
+        block = matrix[a:a + ROW_BLOCK]
+        valid = ~np.isnan(block)
+        seen[a:a + ROW_BLOCK] = np.count_nonzero(valid, axis=1)
+        active[a:a + ROW_BLOCK] = np.count_nonzero(block > 0, axis=1)
+        if width:
+            at = width - 1 - np.argmax(valid[:, ::-1], axis=1)
+            last[a:a + ROW_BLOCK] = np.where(seen[a:a + ROW_BLOCK] > 0, at, -1)
+        gaps[a:a + ROW_BLOCK] = np.count_nonzero(~valid[:, width - min(recent, width):], axis=1)
+    return seen, active, last, gaps
 
 
 @dataclass(frozen=True)
@@ -141,18 +166,19 @@ class OnlineQuality:
                        _mean(naive), _mean(base))
 
     def per_service(self) -> dict[str, Figures]:
-        sums: dict[str, list[float]] = {}
-        for _, names, errors, squares, actual, naive, base in self._rounds:
-            for name, e, s, a, n, b in zip(names, errors.tolist(), squares.tolist(), actual.tolist(),
-                                           naive.tolist(), base.tolist()):
-                acc = sums.setdefault(name, [0.0, 0.0, 0, 0.0, 0.0, 0.0])
-                acc[0] += e
-                acc[1] += s
-                acc[2] += 1
-                acc[3] += a
-                acc[4] += n  # NaN when no baseline was given: the figure says unknown
-                acc[5] += b
-        return {n: Figures(e / k, s / k, int(k), a, nv / k, b / k) for n, (e, s, k, a, nv, b) in sums.items()}
+        """Each service's figures over the window. Summed with `np.bincount`, which adds its
+        weights one after the other in input order, the order a Python loop over the rounds
+        adds them: the same floats, without a Python step per (service, minute) (a 60-minute
+        window of 10,000 services is 600,000 of them, every tick)."""
+        if not self._rounds:
+            return {}
+        index: dict[str, int] = {}
+        ids = np.fromiter((index.setdefault(n, len(index)) for r in self._rounds for n in r[1]), dtype=np.int64)
+        sums = [np.bincount(ids, weights=np.concatenate([r[k] for r in self._rounds]).astype(np.float64),
+                            minlength=len(index)).tolist() for k in range(2, 7)]
+        counts = np.bincount(ids, minlength=len(index)).tolist()
+        return {n: Figures(e / k, s / k, k, a, nv / k, b / k)
+                for n, e, s, a, nv, b, k in zip(index, *sums, counts)}
 
 
 def _mean(values: np.ndarray) -> float:

@@ -1,0 +1,87 @@
+"""A recorded per-minute series is read without Prometheus' `sum by`: the function sums each
+service's series itself, and every reading equals the one Prometheus' own sum gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecast.metric_presets import MetricQuery, PRESETS
+from forecast.prometheus_source import PrometheusSource, unsummed
+from localmode.processes import start_prometheus
+from training.prometheus_backfill import create_blocks
+
+START = 28_000_000
+MINUTES = 120
+RECORDED = "sum by (namespace, service) (last_over_time(test:requests_per_minute{{selector}}[{window}]))"
+
+
+def query(promql: str = RECORDED) -> MetricQuery:
+    return MetricQuery("custom", promql, service_label="service", namespace_label="namespace", heartbeat='job="rec"')
+
+
+@pytest.fixture(scope="module")
+def recorded_prometheus(tmp_path_factory):
+    """Per-minute samples of a recorded series: some services with two series (the rule keeps
+    a revision label), zero minutes, missing minutes, a negative and a NaN sample; a heartbeat
+    with a hole."""
+    base: Path = tmp_path_factory.mktemp("recorded")
+    rng = np.random.default_rng(11)
+    lines = ["# TYPE test:requests_per_minute unknown"]
+    for s in range(6):
+        for revision in range(1 + s % 2):
+            values = rng.integers(0, 4, MINUTES).astype(float)
+            for m in range(MINUTES):
+                if (m + s + revision) % 9 == 0:
+                    continue  # no sample that minute
+                v = values[m]
+                if s == 3 and m == 40:
+                    v = -2.0 if revision == 0 else 1.0
+                if s == 5 and m == 50:
+                    v = float("nan")
+                text = "NaN" if np.isnan(v) else f"{v:.0f}"
+                lines.append(f'test:requests_per_minute{{namespace="ns",service="svc-{s}",revision="r{revision}"}} '
+                             f"{text} {(START + m + 1) * 60}")
+    lines.append("# TYPE up unknown")
+    for t in range(START * 60, (START + MINUTES + 1) * 60, 20):
+        if not (START + 70) * 60 <= t < (START + 75) * 60:
+            lines.append(f'up{{job="rec",instance="a"}} 1 {t}')
+    lines.append("# EOF")
+    om = base / "history.om"
+    om.write_text("\n".join(lines) + "\n")
+    create_blocks(om, base / "data")
+    server = start_prometheus(base)
+    yield server
+    server.stop()
+
+
+def test_only_the_recorded_shape_is_unsummed():
+    assert unsummed(query()).promql == "last_over_time(test:requests_per_minute{{selector}}[{window}])"
+    assert unsummed(query(RECORDED.replace("by (namespace, service)", "by (service, namespace)"))) is not None
+    assert unsummed(query(RECORDED.replace("by (namespace, service)", "by (namespace, revision)"))) is None
+    assert unsummed(query(RECORDED.replace("last_over_time", "max_over_time"))) is None
+    assert all(unsummed(preset) is None for preset in PRESETS.values())  # per-pod counters: sent whole
+
+
+@pytest.mark.parametrize("zeros", [True, False])
+@pytest.mark.parametrize("services", [None, ["ns/svc-1", "ns/svc-3", "ns/svc-5"]])
+def test_the_function_s_sum_reads_what_prometheus_sum_reads(recorded_prometheus, zeros, services):
+    here = PrometheusSource(recorded_prometheus.url, query(), 30)
+    there = PrometheusSource(recorded_prometheus.url, query(), 30)
+    there.unsummed = None  # Prometheus sums, as for any other query
+    assert here.unsummed is not None
+    mine = here.read(START + 5, START + MINUTES, services, zeros=zeros)
+    theirs = there.read(START + 5, START + MINUTES, services, zeros=zeros)
+    assert np.array_equal(mine.scraped, theirs.scraped) and not theirs.scraped.all()
+    assert sorted(mine.counts) == sorted(theirs.counts) and len(theirs.counts) == (len(services) if services else 6)
+    for key in theirs.counts:
+        np.testing.assert_array_equal(mine.counts[key], theirs.counts[key], err_msg=key)
+        np.testing.assert_array_equal(mine.series_for(key), theirs.series_for(key), err_msg=key)
+    # the cases that tell the two apart if the sum were wrong are in there
+    assert np.isnan(theirs.counts["ns/svc-5"]).any()
+    if not zeros:
+        assert np.isnan(theirs.counts["ns/svc-3"][40 - 5])  # -2 + 1 is not > 0: left out
+    else:
+        assert theirs.counts["ns/svc-3"][40 - 5] == -1.0
