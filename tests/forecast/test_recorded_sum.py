@@ -11,7 +11,7 @@ import pytest
 from forecast.metric_presets import MetricQuery, PRESETS
 from forecast.prometheus_source import PrometheusSource, unsummed
 from localmode.processes import start_prometheus
-from training.prometheus_backfill import create_blocks
+from localmode.prometheus_backfill import create_blocks
 
 START = 28_000_000
 MINUTES = 120
