@@ -17,8 +17,6 @@ from typing import cast
 import orjson
 import redis
 
-from fncommon.redis_logs import APPEND_LOGS
-
 SEEN_PREFIX = "scale:seen:"
 STATE_PREFIX = "scale:state:"
 LATEST_KEY = "scale:latest"
@@ -65,6 +63,27 @@ end
 return written
 """
 
+# Each decision line once: into the latest-decision hash (field: the service, the log key after
+# its prefix) and onto that service's bounded log. KEYS[1] is the hash, KEYS[2..] the logs; ARGV
+# is entries kept - 1, the TTL, the prefix length, and the lines joined by newlines in the order
+# of the logs (one argument: a JSON line has no raw newline, and 500 lines as 500 arguments cost
+# the client more to pack than Redis spends splitting them).
+_SAVE_DECISIONS = """
+local last, ttl, skip, text = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local at = 1
+for i = 2, #KEYS do
+  local stop = string.find(text, '\\n', at, true)
+  if (stop == nil) ~= (i == #KEYS) then return redis.error_reply('one line per log key expected') end
+  local line = string.sub(text, at, (stop or #text + 1) - 1)
+  redis.call('HSET', KEYS[1], string.sub(KEYS[i], skip + 1), line)
+  redis.call('LPUSH', KEYS[i], line)
+  redis.call('LTRIM', KEYS[i], 0, last)
+  redis.call('EXPIRE', KEYS[i], ttl)
+  if stop then at = stop + 1 end
+end
+return #KEYS - 1
+"""
+
 BATCH = 500
 """Services per script call: bounded work per call, so Redis never blocks long on one."""
 
@@ -98,7 +117,7 @@ class StateStore:
         self.claim_ttl_s = claim_ttl_s
         self._cas = client.register_script(_CAS_BY_TICK)
         self._cas_batch = client.register_script(_CAS_BY_TICK_BATCH)
-        self._append_logs = client.register_script(APPEND_LOGS)
+        self._save_decisions = client.register_script(_SAVE_DECISIONS)
 
     def claim(self, source: str, event_id: str) -> bool | None:
         """Take the event atomically: True to handle it, False if it was handled, None if
@@ -125,8 +144,9 @@ class StateStore:
         return {u: s for u, s in states.items() if s is not None}
 
     def save(self, states: dict[str, ServiceState], decisions: list[dict], trust_until_s: float) -> None:
-        """Every state (compare-and-set by tick) and decision line, in batches of BATCH services
-        per script call, all in one pipeline round trip."""
+        """Every state (compare-and-set by tick) and decision line (sent once: the script puts it
+        in the latest-decision hash and on the service's log), in batches of BATCH services per
+        script call, all in one pipeline round trip."""
         pipe = self.redis.pipeline(transaction=False)
         items = list(states.items())
         for at in range(0, len(items), BATCH):
@@ -134,13 +154,12 @@ class StateStore:
             batch = orjson.dumps([[state.to_json(), state.tick_s] for _, state in chunk])
             self._cas_batch(keys=[STATE_PREFIX + uid for uid, _ in chunk], args=[trust_until_s, self.state_ttl_s, batch],
                             client=pipe)
-        lines = [(d["service"], orjson.dumps(d)) for d in decisions]
-        for at in range(0, len(lines), BATCH):
-            rows = lines[at:at + BATCH]
-            pipe.hset(LATEST_KEY, mapping=dict(rows))
-            self._append_logs(keys=[LOG_PREFIX + service for service, _ in rows],
-                              args=[self.history - 1, self.state_ttl_s, *(line for _, line in rows)],
-                              client=pipe)
+        for at in range(0, len(decisions), BATCH):
+            rows = decisions[at:at + BATCH]
+            self._save_decisions(keys=[LATEST_KEY, *(LOG_PREFIX + d["service"] for d in rows)],
+                                 args=[self.history - 1, self.state_ttl_s, len(LOG_PREFIX),
+                                       b"\n".join(orjson.dumps(d) for d in rows)],
+                                 client=pipe)
         pipe.execute()
 
     def close(self) -> None:
