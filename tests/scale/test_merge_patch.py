@@ -115,3 +115,145 @@ def test_one_connection_per_writer_thread_and_a_closed_one_is_reopened():
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Scripted:
+    """A raw HTTP/1.1 server answering each request with the next of `answers` (bytes, sent as
+    they are), closing the connection after an answer when asked: what an API server's Go
+    net/http may send (chunked bodies, interim 100 answers, `Connection: close`)."""
+
+    def __init__(self, answers: list[tuple[bytes, bool]], context=None):
+        import socket
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.context = context
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.context is not None:
+                try:
+                    sock = self.context.wrap_socket(sock, server_side=True)
+                except OSError:  # the client refused our certificate
+                    sock.close()
+                    continue
+            reader = sock.makefile("rb")
+            while self.answers:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        break
+                    head += line
+                if not head:
+                    break
+                length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+                self.requests.append(head + reader.read(length))
+                answer, close = self.answers.pop(0)
+                sock.sendall(answer)
+                if close:
+                    break
+            reader.close()
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def patcher_for(url: str, **settings) -> MergePatcher:
+    configuration = client.Configuration(host=url)
+    for key, value in settings.items():
+        setattr(configuration, key, value)
+    return MergePatcher(client.ApiClient(configuration))
+
+
+def test_answers_in_chunks_after_an_interim_100_and_closed_by_the_server_are_read_whole():
+    chunked = (b"HTTP/1.1 100 Continue\r\n\r\n"
+               b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"a;ext=1\r\n{\"metadata\r\n5\r\n\":{}}\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    with_close = b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"metadata\":{}}"
+    until_close = b"HTTP/1.1 200 OK\r\n\r\n{\"metadata\":{\"a\":1}}"
+    server = Scripted([(chunked, False), (with_close, False), (until_close, True)])
+    try:
+        patcher = patcher_for(f"http://127.0.0.1:{server.port}")
+        assert patcher.patch(*SERVING, "ns", "revisions", "r-1", {"metadata": {}}) == {"metadata": {}}
+        assert patcher.patch(*SERVING, "ns", "revisions", "r-2", {"metadata": {}}) == {"metadata": {}}
+        assert patcher.patch(*SERVING, "ns", "revisions", "r-3", {"metadata": {}}) == {"metadata": {"a": 1}}
+        assert server.connections == 2  # the connection the server said it closes was not reused
+        first = server.requests[0]
+        assert first.startswith(b"PATCH /apis/serving.knative.dev/v1/namespaces/ns/revisions/r-1 HTTP/1.1\r\n")
+        assert b"\r\nHost: 127.0.0.1:%d\r\n" % server.port in first
+        assert b"\r\nContent-Type: application/merge-patch+json\r\n" in first and first.endswith(b'\r\n\r\n{"metadata":{}}')
+        patcher.close()
+    finally:
+        server.close()
+
+
+def test_an_error_answer_is_the_client_s_api_exception_and_a_broken_one_an_http_error():
+    conflict = b'{"kind":"Status","code":409,"message":"the object has been modified"}'
+    server = Scripted([(b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(conflict), conflict), False),
+                       (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"short\"", True),
+                       (b"NOT HTTP\r\n\r\n", True)])
+    try:
+        patcher = patcher_for(f"http://127.0.0.1:{server.port}")
+        with pytest.raises(ApiException) as raised:
+            patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+        assert raised.value.status == 409 and raised.value.reason == "Conflict"
+        assert "modified" in raised.value.body and raised.value.headers["content-type"] == "application/json"
+        import http.client
+        with pytest.raises(http.client.IncompleteRead):
+            patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})  # the body was cut short
+        with pytest.raises(http.client.BadStatusLine):
+            patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+        patcher.close()
+    finally:
+        server.close()
+
+
+def test_a_header_value_with_a_line_break_is_refused_before_anything_is_sent():
+    server = Scripted([(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", True)])
+    try:
+        patcher = patcher_for(f"http://127.0.0.1:{server.port}")
+        patcher.api_client.default_headers["X-Injected"] = "a\r\nX-Evil: 1"
+        with pytest.raises(ValueError):
+            patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+        assert server.requests == []
+        patcher.close()
+    finally:
+        server.close()
+
+
+def test_https_with_the_client_s_ca_file_and_bearer_token(tmp_path):
+    import ssl
+    import subprocess
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server = Scripted([(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"metadata\":{}}", True)] * 2, context)
+    try:
+        patcher = patcher_for(f"https://127.0.0.1:{server.port}", ssl_ca_cert=str(cert),
+                              api_key={"authorization": "token-1"}, api_key_prefix={"authorization": "Bearer"})
+        assert patcher.usable
+        assert patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}}) == {"metadata": {}}
+        assert b"\r\nauthorization: Bearer token-1\r\n" in server.requests[0].replace(b"Authorization", b"authorization")
+        patcher.close()
+        # a CA that did not sign the server's certificate: refused, nothing sent
+        other = patcher_for(f"https://127.0.0.1:{server.port}")
+        with pytest.raises(ssl.SSLError):
+            other.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+        other.close()
+        assert len(server.requests) == 1
+    finally:
+        server.close()
