@@ -1,6 +1,7 @@
 """Scale function decision time for one forecast event covering N services (SIZES, e.g. 1,000 and
 10,000, in 10 namespaces), against the Kubernetes API double over HTTP, the function under
-func-python with real Redis. Per size, in one run:
+func-python with real Redis. The event is in the forecast function's form (each minute stamped with
+its start, the data window, the last observed minutes, the rolling skill). Per size, in one run:
 
 - first event: the function's first (its cache is empty: each namespace's Services and Revisions
   are listed in pages, then watched) and every service raised (one patch each, API_WRITERS at once);
@@ -46,15 +47,29 @@ STEADY_REPEATS = 3
 
 
 def event(n: int, tick: int, busy: set[int], event_id: str) -> CloudEvent:
+    """The forecast function's event for `n` services, in its form (functions/forecast/forecast/
+    tick.py): each minute stamped with its start, the data window, the last observed minutes and
+    the rolling skill (good enough: the forecast is used, not the keep-alive fallback)."""
+    when = datetime.fromtimestamp(tick * 60, timezone.utc)
+    starts = [minute(tick + 1 + h) for h in range(5)]
+    window = {"start": minute(tick - 60), "end": minute(tick), "minutes_with_data": 60, "gap_minutes": 0}
     services = []
     for i in range(n):
         rps = 25.0 if i in busy else 0.0
-        services.append({"service": f"ns-{i % NAMESPACES}/svc-{i:05d}", "status": "ok", "minutes": [
-            {"start": "", "point_rps": rps / 2, "upper_rps": rps, "p_any": 0.99 if i in busy else 0.0}] * 5})
-    when = datetime.fromtimestamp(tick * 60, timezone.utc)
+        services.append({
+            "service": f"ns-{i % NAMESPACES}/svc-{i:05d}", "status": "ok",
+            "minutes": [{"start": at, "point_rps": rps / 2, "upper_rps": rps, "p_any": 0.99 if i in busy else 0.0}
+                        for at in starts],
+            "data_window": window,
+            "observed": {"start": minute(tick - 4), "requests": [rps * 60] * 5},
+            "skill": {"brier_skill": 0.6, "mase": 0.5, "minutes": 600}})
     return CloudEvent(attributes={"type": "io.predictive-scaling.forecast.v1", "source": "/bench", "id": event_id,
                                   "time": when, "datacontenttype": "application/json"},
                       data={"tick": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "services": services})
+
+
+def minute(at: int) -> str:
+    return datetime.fromtimestamp(at * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cpu_s(pid: int) -> float:
