@@ -1,7 +1,8 @@
 """The model pool's numbers, in one run: its start and memory per entry at repository sizes
-(issue 25), model load time in a warm pod, the estimated model footprint against the measured
-one, and the pool pod's cold start against the one-model server's. Prints Markdown tables with
-ratios and says which target is met or missed.
+(targets: ready within 1 s at 10,000 entries, <= 2 KiB per entry), model load time in a warm
+pod, the estimated model footprint against the measured one, and the pool pod's cold start
+against the one-model server's. Prints Markdown tables with ratios and says which target is
+met or missed.
 
     make bench-pool SIZES="1000 10000"   # or: .venv/bin/python bench/bench_pool.py --sizes 1000 10000
                                          #     [--only-sizes] [--loads 200] [--cold-starts 5]
