@@ -19,7 +19,7 @@ text, unparsed, and skips the publisher's record (`verification`, `converter`) w
 it: 10,000 entries decode in ~15 ms of CPU where a full parse into dicts took ~170 ms. A
 manifest that this decode refuses (an entry that is not an object, say) is parsed in full
 instead, which says which entry fails and why. Each entry keeps its blocks as bytes
-(~0.3 KiB for the examples), parsed when the model loads: an unloaded entry costs ~1 KiB of
+(~0.3 KiB for the examples), parsed when the model loads: an unloaded entry costs ~1.3 KiB of
 memory (`make bench-pool` measures it).
 """
 
