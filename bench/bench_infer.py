@@ -15,7 +15,12 @@ MLServer is installed into its own venv (.venv-mlserver) with the same scikit-le
 it loads the same joblib file (MLServer's ONNX runtime is not maintained in 1.7). Cold start is process spawn -> first successful V2 infer
 (median of N, taken round-robin across the servers). Throughput and latency come from wrk (keep-alive
 connections) at concurrency 1, 8 and 32 with 1-row and 100-row requests, each level run on every
-server in turn; every run is checked for non-2xx answers. Memory is
+server in turn; every run is checked for non-2xx answers. The same levels are run a second time
+with the client users of the Open Inference Protocol run, tritonclient.http with its defaults
+(binary tensor data both ways: the request's tensor and the `predict` output as raw bytes after a
+JSON header): one client and one thread per connection, each sending its next request when its
+last is answered, the latency of each timed by the client. Its numbers include the client's own
+Python work (encoding, decoding), on the same machine as the server. Memory is
 the sum over the server's process tree, RSS and PSS (PSS splits shared pages fairly between
 forked workers) after the model has loaded and answered.
 """
@@ -219,6 +224,70 @@ def run_wrk(url: str, body: bytes, connections: int, duration: int) -> dict:
     }
 
 
+def run_triton(server: Server, rows: np.ndarray, connections: int, duration: float) -> dict:
+    """tritonclient.http with its defaults (binary tensors both ways) from `connections` threads,
+    one client each, for `duration` seconds: req/s and the client-timed latency percentiles."""
+    import threading
+
+    import tritonclient.http as httpclient
+
+    stop_at = time.perf_counter() + duration
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    bad = [0] * connections
+
+    def worker(i: int) -> None:
+        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=30.0)
+        tensor = httpclient.InferInput("input-0", list(rows.shape), "FP64")
+        tensor.set_data_from_numpy(rows)  # binary_data=True: tritonclient's default
+        outputs = [httpclient.InferRequestedOutput("predict")]  # binary_data=True too
+        try:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                try:
+                    client.infer("wine", [tensor], outputs=outputs).as_numpy("predict")
+                except Exception:  # an error answer (or none) is counted, not timed
+                    bad[i] += 1
+                    continue
+                latencies[i].append(time.perf_counter() - started)
+        finally:
+            client.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    times = sorted(t for ts in latencies for t in ts)
+
+    def pct(q: float) -> float | None:
+        return times[min(len(times) - 1, int(q / 100 * len(times)))] * 1000 if times else None
+
+    return {"rps": len(times) / elapsed, "p50": pct(50), "p99": pct(99), "bad": sum(bad), "socket_errors": ""}
+
+
+def check_triton_predictions(server: Server, model, rows: np.ndarray) -> str | None:
+    """None when tritonclient's defaults get the estimator's predictions, else what the server
+    answered (a server without the binary tensor data extension refuses the request)."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("input-0", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows)
+    try:
+        result = client.infer("wine", [tensor], outputs=[httpclient.InferRequestedOutput("predict")])
+    except InferenceServerException as exc:
+        return str(exc).replace("\n", " ")[:300]
+    finally:
+        client.close()
+    got = result.as_numpy("predict")
+    if not np.array_equal(got, model.predict(rows)):
+        raise AssertionError(f"{server.name} answered tritonclient {got[:5]}..., the estimator says {model.predict(rows)[:5]}...")
+    return None
+
+
 def check_predictions(server: Server, model, rows: np.ndarray) -> None:
     doc = post(f"{server.url}/v2/models/wine/infer", v2_body(rows))
     got = np.asarray(doc["outputs"][0]["data"])
@@ -232,18 +301,24 @@ def main() -> None:
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--only", help="comma-separated server names (default: all), e.g. 'onnx func-python,MLServer'")
+    parser.add_argument("--clients", default="wrk,tritonclient",
+                        help="load clients, comma-separated: wrk (JSON bodies) and tritonclient (binary tensors)")
     args = parser.parse_args()
+    clients = [c for c in args.clients.split(",") if c]
+    if set(clients) - {"wrk", "tritonclient"}:
+        sys.exit(f"unknown client in --clients {args.clients!r}: wrk, tritonclient")
     if not (MODELS / "wine.joblib").exists():
         sys.exit("models/wine.joblib is missing: run `make models`")
     model = joblib.load(MODELS / "wine.joblib")
     X = load_wine().data
-    bodies = {1: v2_body(X[:1]), 100: v2_body(np.resize(X, (100, X.shape[1])))}
+    arrays = {1: X[:1], 100: np.resize(X, (100, X.shape[1]))}
+    bodies = {rows: v2_body(array) for rows, array in arrays.items()}
     levels = [int(c) for c in args.concurrency.split(",")]
     results: dict[str, dict] = {}
 
     fleet = servers(set(args.only.split(",")) if args.only else None)
     cold: dict[str, list[float]] = {server.name: [] for server in fleet}
-    bar = tqdm(total=len(fleet) * (args.cold_starts + len(bodies) * len(levels)), desc="bench-infer",
+    bar = tqdm(total=len(fleet) * (args.cold_starts + len(bodies) * len(levels) * len(clients)), desc="bench-infer",
                unit="run", file=sys.stderr)
     for _ in range(args.cold_starts):  # round-robin, so that drifting machine load hits all alike
         for server in fleet:
@@ -258,20 +333,32 @@ def main() -> None:
     # All servers up at once (an idle one costs no CPU), and every load level run on each in
     # turn: drifting machine load (other work on a shared machine) then hits all alike.
     procs = {}
+    triton_refused: dict[str, str] = {}
     try:
         for server in fleet:
             procs[server.name] = proc = server.spawn()
             wait_first_infer(server, bodies[1], proc)
             check_predictions(server, model, X)
             results[server.name] = {"cold": cold[server.name], "memory": memory_mib(proc.pid), "load": {}}
-        for rows, body in bodies.items():
-            for c in levels:
-                for server in fleet:
-                    url = f"{server.url}/v2/models/wine/infer"
-                    run_wrk(url, body, c, 2)  # warm connections and caches
-                    result = results[server.name]["load"][(rows, c)] = run_wrk(url, body, c, args.duration)
-                    bar.update(1)
-                    bar.write(f"  {server.name} rows={rows} c={c}: {result}", file=sys.stderr)
+            if "tritonclient" in clients and (refused := check_triton_predictions(server, model, X)):
+                triton_refused[server.name] = refused
+                print(f"{server.name} refuses tritonclient's defaults: {refused}", file=sys.stderr, flush=True)
+        for client in clients:
+            for rows, body in bodies.items():
+                for c in levels:
+                    for server in fleet:
+                        url = f"{server.url}/v2/models/wine/infer"
+                        if client == "wrk":
+                            run_wrk(url, body, c, 2)  # warm connections and caches
+                            result = run_wrk(url, body, c, args.duration)
+                        elif server.name in triton_refused:
+                            result = {"rps": None, "p50": None, "p99": None, "bad": 0, "socket_errors": ""}
+                        else:
+                            run_triton(server, arrays[rows], c, 2)
+                            result = run_triton(server, arrays[rows], c, args.duration)
+                        results[server.name]["load"][(client, rows, c)] = result
+                        bar.update(1)
+                        bar.write(f"  {server.name} {client} rows={rows} c={c}: {result}", file=sys.stderr)
         for server in fleet:
             results[server.name]["memory_after"] = memory_mib(procs[server.name].pid)
         bar.close()
@@ -279,10 +366,16 @@ def main() -> None:
         for proc in procs.values():
             stop(proc)
 
-    print_table(results, levels, list(bodies))
+    print_table(results, levels, list(bodies), clients)
+    for name, refused in triton_refused.items():
+        print(f"{name}: n/a with tritonclient's defaults, the first request was answered: {refused}")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
 
 
-def print_table(results: dict, levels: list[int], row_counts: list[int]) -> None:
+CLIENT_LABELS = {"wrk": "JSON (wrk)", "tritonclient": "binary (tritonclient)"}
+
+
+def print_table(results: dict, levels: list[int], row_counts: list[int], clients: list[str]) -> None:
     names = list(results)
     peers = [n for n in names if n.startswith("MLServer")]
     ours = [n for n in names if not n.startswith("MLServer")]
@@ -295,22 +388,27 @@ def print_table(results: dict, levels: list[int], row_counts: list[int]) -> None
     print(header)
     print("|" + "---|" * (1 + len(names) + len(ours)))
 
-    def row(label: str, values: dict[str, float], fmt: str) -> None:
-        cells = [fmt.format(values[n]) for n in names]
-        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratio(values[o], values[ref]) for o in ours) + " |")
+    def row(label: str, values: dict[str, float | None], fmt: str) -> None:
+        cells = [fmt.format(values[n]) if values[n] is not None else "n/a" for n in names]
+        ratios = [ratio(values[o], values[ref]) if values[o] is not None and values[ref] is not None else "n/a"  # type: ignore[arg-type]
+                  for o in ours]
+        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 
     row("cold start, median s (spawn -> first V2 infer)", {n: statistics.median(r["cold"]) for n, r in results.items()}, "{:.2f}")
     row("cold start, min s", {n: min(r["cold"]) for n, r in results.items()}, "{:.2f}")
-    for rows in row_counts:
-        for c in levels:
-            row(f"{rows}-row req/s, c={c}", {n: r["load"][(rows, c)]["rps"] for n, r in results.items()}, "{:.0f}")
-            row(f"{rows}-row p50 ms, c={c}", {n: r["load"][(rows, c)]["p50"] for n, r in results.items()}, "{:.2f}")
-            row(f"{rows}-row p99 ms, c={c}", {n: r["load"][(rows, c)]["p99"] for n, r in results.items()}, "{:.2f}")
+    for client in clients:
+        label = CLIENT_LABELS[client]
+        for rows in row_counts:
+            for c in levels:
+                load = {n: r["load"][(client, rows, c)] for n, r in results.items()}
+                row(f"{label} {rows}-row req/s, c={c}", {n: v["rps"] for n, v in load.items()}, "{:.0f}")
+                row(f"{label} {rows}-row p50 ms, c={c}", {n: v["p50"] for n, v in load.items()}, "{:.2f}")
+                row(f"{label} {rows}-row p99 ms, c={c}", {n: v["p99"] for n, v in load.items()}, "{:.2f}")
     row("memory after load, RSS MiB (tree)", {n: r["memory"][0] for n, r in results.items()}, "{:.0f}")
     row("memory after load, PSS MiB (tree)", {n: r["memory"][1] for n, r in results.items()}, "{:.0f}")
     row("memory after the load runs, PSS MiB", {n: r["memory_after"][1] for n, r in results.items()}, "{:.0f}")
     bad = {n: sum(v["bad"] for v in r["load"].values()) for n, r in results.items()}
-    print(f"\nnon-2xx answers during load runs: {bad}")
+    print(f"\nnon-2xx (wrk) or failed (tritonclient) answers during load runs: {bad}")
     print("ratios: cold start, latency and memory lower is better; req/s higher is better")
 
 

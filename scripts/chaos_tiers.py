@@ -1,5 +1,5 @@
 """`make chaos`'s pool rows on the scale side: a tier that cannot serve, and a mapping that never
-settles (issue 23, "no URL routed to nothing"). The parts are the local loop's (localmode/): the
+settles: no URL is ever routed to nothing. The parts are the local loop's (localmode/): the
 API double (its DomainMappings programmed `RECONCILE_S` after each patch), the Serving stand-in
 running the pool (the multi-model server) and the dedicated Service as real infer processes and
 routing each model's host through its DomainMapping, real Redis, and the real scale function

@@ -11,8 +11,8 @@ repository), and every request is a real V2 inference call to that model's host.
 
 Arms, all fed the same requests at the same instants:
 - `kpa`: one Knative Service per model, Knative's KPA alone (the Serving stand-in's, 60 s window);
-- `keepalive`: one Service per model with a 5-minute scale-to-zero-pod-retention-period (issue 13's
-  keep-alive arm; issue 17's sweep point between 2 and 10 minutes);
+- `keepalive`: one Service per model with a 5-minute scale-to-zero-pod-retention-period (the
+  keep-alive arm: the point between 2 and 10 minutes of the retention-period sweep);
 - `pool`: the pool Service (the multi-model server, MODEL_REPOSITORY) plus a dedicated Service
   per model at zero, each model reached at its own host through a DomainMapping on the API double;
   the real scale function (under func-python, real Redis) places the models, pre-loads them and
@@ -328,7 +328,7 @@ def print_report(rows: list[dict]) -> None:
     cold = pool["cold_requests"] / kpa["cold_requests"] if kpa["cold_requests"] else float("nan")
     spend = pool["replica_minutes"] / kpa["replica_minutes"] if kpa["replica_minutes"] else float("nan")
     verdict = "met" if cold <= 0.1 and spend <= 1.0 else "MISSED"
-    print(f"target (issue 14): cold-start requests <= 0.1x per-model Knative's at <= 1.0x its replica-minutes: "
+    print(f"target: cold-start requests <= 0.1x per-model Knative's at <= 1.0x its replica-minutes: "
           f"{verdict} ({cold:.2f}x at {spend:.2f}x)")
 
 

@@ -1,4 +1,4 @@
-"""The forecast function under faults and hostile input (issue: hold under faults), over real HTTP
+"""The forecast function under faults and hostile input (it holds under faults), over real HTTP
 against real Prometheus and Redis. Each test is a regression test of one way the loop broke."""
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""The pool under hostile callers and operator mistakes (issue 23), and at 10,000 entries
-(issue 25): the repository API only on the control port; a model's host as its boundary; shapes
+"""The pool under hostile callers and operator mistakes, and at 10,000 entries: the repository API only on the control port; a model's host as its boundary; shapes
 checked before allocation and decoding memory admitted before it is spent; memory charged from
 what a load took; the repository re-read without a restart; loads under a deadline; unload
 during a load; DNS-label names; 405 with Allow; lazy entry verification; bounded metric labels.

@@ -1,4 +1,4 @@
-"""The scale function under faults and hostile input (issue: hold under faults), over real HTTP,
+"""The scale function under faults and hostile input (it holds under faults), over real HTTP,
 real Redis and the Kubernetes API double enforcing serving/rbac-scale*.yaml. Each test is a
 regression test of one way a Service could be scaled wrongly."""
 

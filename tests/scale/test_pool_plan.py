@@ -1,4 +1,4 @@
-"""The pool plan, pure: tiers (placement by memory, hysteresis, issue 23's fallbacks and bounds),
+"""The pool plan, pure: tiers (placement by memory, hysteresis, the fallbacks and bounds of a tier that cannot serve),
 each tier's warmth (the choice from the minute history, Knative's retention or a held floor),
 the fleet budget, the history the backtest builds vectorised, and the one capacity."""
 

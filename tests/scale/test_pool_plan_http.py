@@ -2,7 +2,7 @@
 `kubernetes` client against the API double, real Redis, and the real multi-model server as the
 pool. Knative's keep-alive written and restored in place (Revision on >= 1.21, PodAutoscaler on
 <= 1.20); a recorded forecast sequence replayed through the function and through the fleet
-backtest's driver gives the same tiers, annotations and moves; issue 23's routes to nothing."""
+backtest's driver gives the same tiers, annotations and moves; no URL routed to nothing."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def fleet_double():
     double.close()
 
 
-# -- issue 23: no URL routed to nothing ------------------------------------------------------------------
+# -- no URL routed to nothing ------------------------------------------------------------------
 def test_a_model_whose_dedicated_service_is_deleted_goes_back_to_the_pool(fleet_double, scale_fn, pool_server):
     setup_pool(fleet_double, {"wine": "dedicated"}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)

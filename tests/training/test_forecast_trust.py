@@ -1,4 +1,4 @@
-"""Forecasts a platform engineer can trust (issue 24): P(any) calibrated on held-back recent
+"""Forecasts a platform engineer can trust: P(any) calibrated on held-back recent
 minutes, a mean that cannot run away, skill against the simple baselines."""
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ LOAD_SECONDS = Gauge(
     multiprocess_mode="max",
 )
 
-# -- cold start (issue 13): how long a process took to become ready, and who waited for it ------
+# -- cold start: how long a process took to become ready, and who waited for it ------
 COLD_START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
 START_TO_READY = Gauge(
     "infer_start_to_ready_seconds",
