@@ -78,6 +78,8 @@ class HistoryCache:
         self.evicted: list[str] = []
         self._evicted_hour: int | None = None
         self._expected = 0
+        self._density = 1.0
+        """Samples per service and minute in a read (`PrometheusSource.samples_per_minute`)."""
         self._loaded = False
         self._write_rings = client.register_script(_WRITE_RINGS)
 
@@ -126,7 +128,9 @@ class HistoryCache:
             self._advance(end_minute)
             self._persist_end()
         self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": done}))
-        self._expected = max(len(self.services), source.count_services(end_minute, min(self.chunk, self.width)))
+        counted = min(self.chunk, self.width)
+        self._expected = max(len(self.services), source.count_services(end_minute, counted))
+        self._density = source.samples_per_minute(end_minute, counted, self._expected)
         step = self._chunk_minutes()
         chunks = [(a, min(a + step, end_minute)) for a in range(done, end_minute, step)]
         # `concurrency` queries in flight (Prometheus evaluates the next while this one is decoded
@@ -158,7 +162,7 @@ class HistoryCache:
         """Minutes per query so that an answer holds at most `max_points` samples (the fleet's
         size counted before a cold fill, or known)."""
         services = max(1, len(self.services), self._expected)
-        return max(10, min(self.chunk, self.max_points // services))
+        return max(10, min(self.chunk, int(self.max_points / (services * self._density))))
 
     def _read_chunks(self, source, start: int, end: int, services: list[str] | None, zeros: bool = True):
         readings = []
