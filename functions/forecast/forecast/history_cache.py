@@ -144,10 +144,15 @@ class HistoryCache:
         try:
             for a, b in itertools.islice(queued, self.concurrency):
                 flight.append(pool.submit(source.read, a, b, None, zeros=False))
+            scraped = self._scraped_columns()  # one pass (a resumed fill has columns already), then kept up
             while flight:
                 reading = flight.popleft().result()
-                self._add(sorted(set(reading.counts) - set(self._row)))
+                self._add(sorted(set(reading.counts) - set(self._row)), scraped)
                 self._store(reading, self.services)
+                offset = reading.start_minute - self.start_minute()
+                lo, hi = max(0, offset), min(self.width, offset + len(reading.scraped))
+                if hi > lo:
+                    scraped[lo:hi] |= reading.scraped[lo - offset: hi - offset]
                 done_to = reading.start_minute + len(reading.scraped)
                 del reading
                 self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": done_to}))
@@ -205,14 +210,22 @@ class HistoryCache:
                 rows[:, -shift:] = np.nan
         self.end_minute = end_minute
 
-    def _add(self, services: list[str]) -> None:
-        """New rows: a minute any known service has a value in was scraped, so a service seen
-        only now had no series then, which is idle (0); elsewhere NaN until read."""
-        if not services:
-            return
+    def _scraped_columns(self) -> np.ndarray:
+        """The minutes any known service has a value in (they were scraped)."""
         scraped = np.zeros(self.width, dtype=bool)
         for a in range(0, len(self.matrix), EVICT_BLOCK):  # a block of rows at a time (bounded memory)
             scraped |= (~np.isnan(self.matrix[a:a + EVICT_BLOCK])).any(axis=0)
+        return scraped
+
+    def _add(self, services: list[str], scraped: np.ndarray | None = None) -> None:
+        """New rows: a minute any known service has a value in was scraped, so a service seen
+        only now had no series then, which is idle (0); elsewhere NaN until read. `scraped`:
+        those minutes, when the caller keeps them (the cold fill: a pass over the whole matrix
+        per chunk that brings new services was ~0.4 s each at 10,000)."""
+        if not services:
+            return
+        if scraped is None:
+            scraped = self._scraped_columns()
         known = len(self.services)
         for name in services:
             self._row[name] = len(self.services)
