@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 import numpy as np
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -285,7 +286,7 @@ def _matrix(body: bytes) -> Iterator[tuple[dict, np.ndarray]]:
         end = body.find(b"]]", values)
         if values < 0 or end < 0:
             raise ValueError("truncated matrix answer")
-        labels = json.loads(body[start + 10:values])
+        labels = orjson.loads(body[start + 10:values])
         section = body[values + 11:end + 1].translate(_BRACKETS)
         pairs = np.fromstring(section, sep=",") if section.strip() else np.zeros(0)  # noqa: NPY201 - text mode
         if len(pairs) % 2:
