@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
+from forecast import history_cache
 from forecast.metric_presets import MetricQuery, PRESETS
 from forecast.prometheus_source import PrometheusSource, recorded, unsummed
 from localmode.processes import start_prometheus
@@ -17,6 +19,8 @@ from localmode.prometheus_backfill import create_blocks
 
 START = 28_000_000
 MINUTES = 120
+LATE = 80
+"""svc-6 has its first sample at this minute (a cold fill meets it in a late chunk)."""
 RECORDED = "sum by (namespace, service) (last_over_time(test:requests_per_minute{{selector}}[{window}]))"
 
 
@@ -31,17 +35,17 @@ WRITTEN: dict[str, np.ndarray] = {}
 @pytest.fixture(scope="module")
 def recorded_prometheus(tmp_path_factory):
     """Per-minute samples of a recorded series: some services with two series (the rule keeps
-    a revision label), zero minutes, missing minutes, a negative and a NaN sample; a heartbeat
-    with a hole."""
+    a revision label), zero minutes, missing minutes, a negative and a NaN sample, a service
+    that appears late; a heartbeat with a hole."""
     base: Path = tmp_path_factory.mktemp("recorded")
     rng = np.random.default_rng(11)
     lines = ["# TYPE test:requests_per_minute unknown"]
-    for s in range(6):
+    for s in range(7):
         for revision in range(1 + s % 2):
             values = rng.integers(0, 4, MINUTES).astype(float)
             for m in range(MINUTES):
-                if (m + s + revision) % 9 == 0:
-                    continue  # no sample that minute
+                if (m + s + revision) % 9 == 0 or (s == 6 and m < LATE):
+                    continue  # no sample that minute (svc-6: none before LATE)
                 v = values[m]
                 if s == 3 and m == 40:
                     v = -2.0 if revision == 0 else 1.0
@@ -86,7 +90,7 @@ def test_the_function_s_sum_reads_what_prometheus_sum_reads(recorded_prometheus,
     mine = here.read(START + 5, START + MINUTES, services, zeros=zeros)
     theirs = there.read(START + 5, START + MINUTES, services, zeros=zeros)
     assert np.array_equal(mine.scraped, theirs.scraped) and not theirs.scraped.all()
-    assert sorted(mine.counts) == sorted(theirs.counts) and len(theirs.counts) == (len(services) if services else 6)
+    assert sorted(mine.counts) == sorted(theirs.counts) and len(theirs.counts) == (len(services) if services else 7)
     for key in theirs.counts:
         np.testing.assert_array_equal(mine.counts[key], theirs.counts[key], err_msg=key)
         np.testing.assert_array_equal(mine.series_for(key), theirs.series_for(key), err_msg=key)
@@ -135,7 +139,35 @@ def test_the_recorded_series_read_as_stored_is_what_was_written(recorded_prometh
 
 def test_a_rule_run_more_often_than_a_minute_is_counted_in_the_chunk_size(recorded_prometheus):
     source = PrometheusSource(recorded_prometheus.url, query(), 30)
-    # 6 services, 9 series, a sample a minute each except every ninth minute: ~1.33 per service-minute
-    per_minute = source.samples_per_minute(START + MINUTES, 60, 6)
-    assert 1.2 < per_minute < 1.4
+    # 7 services, 10 series, a sample a minute each except every ninth minute (svc-6's from
+    # LATE): ~1.23 per service-minute over the last hour
+    per_minute = source.samples_per_minute(START + MINUTES, 60, 7)
+    assert 1.1 < per_minute < 1.4
     assert source.samples_per_minute(START + MINUTES, 60, 100) == 1.0  # never below one
+
+
+def test_a_cold_fill_in_chunks_leaves_rings_that_load_back_as_the_same_matrix(recorded_prometheus, redis_db,
+                                                                            monkeypatch):
+    monkeypatch.setattr(history_cache, "RING_FLUSH_MINUTES", 25)  # rings written every third chunk
+    client = redis.Redis.from_url(redis_db)
+    try:
+        source = PrometheusSource(recorded_prometheus.url, query(), 30)
+        width, end = MINUTES - 2, START + MINUTES
+        filled = history_cache.HistoryCache(client, width, topup=3, chunk=10)
+        filled.update(source, end)
+        assert source.recorded is not None and client.get(history_cache.FILL_KEY) is None
+        rows = {name: filled.matrix[filled._row[name]] for name in filled.services}
+        assert sorted(rows) == sorted(WRITTEN)  # svc-6 arrived in a late chunk
+        late = rows["ns/svc-6"]
+        assert (late[: LATE - 2 - 10][~np.isnan(late[: LATE - 2 - 10])] == 0).all() and (late[LATE - 2:] > 0).any()
+        loaded = history_cache.HistoryCache(client, width, topup=3, chunk=10)
+        loaded._load_from_redis(end)
+        assert loaded.end_minute == end and sorted(loaded.services) == sorted(rows)
+        for name, row in rows.items():
+            np.testing.assert_array_equal(loaded.matrix[loaded._row[name]], row, err_msg=name)
+        expected = np.where(np.isnan(WRITTEN["ns/svc-0"][2:]), 0.0, WRITTEN["ns/svc-0"][2:])
+        scraped = ~np.isnan(rows["ns/svc-0"])
+        assert (~scraped).any()  # the heartbeat's hole is a gap in the rings too
+        np.testing.assert_array_equal(rows["ns/svc-0"][scraped], np.maximum(expected, 0)[scraped].astype(np.float32))
+    finally:
+        client.flushdb()

@@ -39,6 +39,9 @@ FILL_KEY = "forecast:ring-fill"
 """JSON {"end": E, "done": D} while a cold fill toward end E has stored the minutes before D."""
 EVICT_BLOCK = 1000
 """Rows per pass when looking for services without a sample (bounded temporary memory)."""
+RING_FLUSH_MINUTES = 1440
+"""The cold fill writes its rings (and records its progress) once this many minutes are read:
+a restart reads at most this much again, plus the chunks in flight."""
 SHIFT_BLOCK = 32
 """Rows per step when the history moves on by a minute (`_advance`)."""
 RING_BATCH = 500
@@ -145,20 +148,24 @@ class HistoryCache:
             for a, b in itertools.islice(queued, self.concurrency):
                 flight.append(pool.submit(source.read, a, b, None, zeros=False))
             scraped = self._scraped_columns()  # one pass (a resumed fill has columns already), then kept up
+            flushed, known = done, len(self.services)  # the rings hold [.., flushed) of the first `known` rows
             while flight:
                 reading = flight.popleft().result()
                 self._add(sorted(set(reading.counts) - set(self._row)), scraped)
-                self._store(reading, self.services)
+                self._store(reading, self.services, rings=False)
                 offset = reading.start_minute - self.start_minute()
                 lo, hi = max(0, offset), min(self.width, offset + len(reading.scraped))
                 if hi > lo:
                     scraped[lo:hi] |= reading.scraped[lo - offset: hi - offset]
                 done_to = reading.start_minute + len(reading.scraped)
                 del reading
-                self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": done_to}))
                 following = next(queued, None)
                 if following is not None:
                     flight.append(pool.submit(source.read, *following, None, zeros=False))
+                if done_to - flushed >= RING_FLUSH_MINUTES or not flight:
+                    self._flush_rings(done, flushed, done_to, known)
+                    flushed, known = done_to, len(self.services)
+                    self.redis.set(FILL_KEY, json.dumps({"end": end_minute, "done": done_to}))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         self.redis.delete(FILL_KEY)
@@ -271,10 +278,34 @@ class HistoryCache:
         self.matrix = self._rows[: len(self.services)]
         self._row = {s: i for i, s in enumerate(self.services)}
 
-    def _store(self, reading, services: list[str]) -> None:
-        """Write a reading's minutes for `services` into the matrix and the Redis rings: one
-        block for all of them (a service without a series is 0 where scraped, NaN elsewhere),
-        and the rings in batches of RING_BATCH per script call (the same minutes for each)."""
+    def _flush_rings(self, begun: int, flushed: int, to: int, known: int) -> None:
+        """The cold fill's minutes [flushed, to) from the matrix to the rings, and [begun, to) for
+        the rows added since the last flush (from `known` on: new rows are appended): RING_BATCH
+        rings per script call, one call at a time (bounded memory: no pipeline of the whole
+        fleet's bytes)."""
+        start = self.start_minute()
+        for rows, first in ((range(0, known), flushed), (range(known, len(self.services)), begun)):
+            lo, hi = max(0, first - start), min(self.width, to - start)
+            if hi <= lo:
+                continue
+            for k in range(rows.start, rows.stop, RING_BATCH):
+                end = min(k + RING_BATCH, rows.stop)
+                self._write_ring_columns(self.services[k:end], self.matrix[k:end, lo:hi], lo, self.redis)
+
+    def _write_ring_columns(self, names: list[str], block: np.ndarray, lo: int, client) -> None:
+        """One script call: the columns [lo, lo + block's width) of `names`' rings."""
+        at = (self.start_minute() + lo) % self.width
+        width = block.shape[1]
+        self._write_rings(keys=[RING_PREFIX + name for name in names],
+                          args=[at * 4, min(width, self.width - at) * 4, width * 4, block.astype("<f4").tobytes()],
+                          client=client)
+
+    def _store(self, reading, services: list[str], rings: bool = True) -> None:
+        """Write a reading's minutes for `services` into the matrix and (`rings`) the Redis
+        rings: one block for all of them (a service without a series is 0 where scraped, NaN
+        elsewhere), and the rings in batches of RING_BATCH per script call (the same minutes for
+        each). The cold fill writes its rings a day at a time instead (`_flush_rings`): a script
+        call per chunk per batch cost the function ~12 s of command packing at 10,000."""
         assert self.end_minute is not None
         offset = reading.start_minute - self.start_minute()
         n = len(reading.scraped)
@@ -288,16 +319,15 @@ class HistoryCache:
             block[[k for k, _ in have]] = np.stack([values[lo - offset: hi - offset] for _, values in have])
             block[np.isnan(block)] = 0.0
         block[:, ~reading.scraped[lo - offset: hi - offset]] = np.nan
-        self.matrix[[self._row[name] for name in services], lo:hi] = block
-        first = self.start_minute() + lo
-        at = first % self.width
-        head = min(hi - lo, self.width - at)
+        if services is self.services:
+            self.matrix[:, lo:hi] = block  # every row, in order: no index list
+        else:
+            self.matrix[[self._row[name] for name in services], lo:hi] = block
+        if not rings:
+            return
         pipe = self.redis.pipeline(transaction=False)
         for k in range(0, len(services), RING_BATCH):
-            names = services[k:k + RING_BATCH]
-            self._write_rings(keys=[RING_PREFIX + name for name in names],
-                              args=[at * 4, head * 4, (hi - lo) * 4, block[k:k + RING_BATCH].astype("<f4").tobytes()],
-                              client=pipe)
+            self._write_ring_columns(services[k:k + RING_BATCH], block[k:k + RING_BATCH], lo, pipe)
         pipe.execute()
 
     def _persist_end(self) -> None:
