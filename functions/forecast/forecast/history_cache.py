@@ -64,7 +64,7 @@ return #KEYS
 
 
 class HistoryCache:
-    def __init__(self, client: redis.Redis, width: int, topup: int, chunk: int, max_points: int = 2_000_000,
+    def __init__(self, client: redis.Redis, width: int, topup: int, chunk: int, max_points: int = 1_000_000,
                  concurrency: int = 2):
         self.redis = client
         self.width = width
