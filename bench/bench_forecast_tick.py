@@ -2,16 +2,19 @@
 Prometheus back-filled with N services of one week each (SIZES, e.g. 1,000 and 10,000).
 
     make bench-forecast SIZES="1000 10000"   # or: .venv/bin/python bench/bench_forecast_tick.py --sizes 1000 10000
+    .venv/bin/python bench/bench_forecast_tick.py --sizes 10000 --keep /tmp/bench-blocks   # back-fill once, reuse it
 
 The function runs under func-python exactly as `func run --builder=host` runs it, with real Redis.
 Services are week-long windows of the shared traces (bench_forecaster.fleet). To keep the
 back-fill to one sample per service-minute, Prometheus holds the per-minute counts as a recorded
-series (what a recording rule over any preset would produce), read with a PROMQL override; the
-tick still makes one batched range query. Per size: the cold tick (a week read for every service:
-the cold fill, then the forecast), the steady ticks, range queries per tick, the function's peak
-RSS (VmHWM: what its memory limit must allow), Redis bytes per service, and an estimate for
-100,000 services from the growth between the two largest sizes (on paper). Targets (issue 25,
-10,000 services): cold fill <= 5 min at <= 1 GiB peak, steady tick <= 2 s. Not a test: a table.
+series (what a recording rule over any preset would produce), read with a PROMQL override: the
+function reads such a series as stored (an instant query of a range selector, plus the heartbeat's
+range query: two queries a tick). Per size: the cold tick (a week read for every service: the
+cold fill, then the forecast), the steady ticks, queries per tick, CPU seconds of the function and
+of Prometheus (what a loaded machine's wall clock hides), the function's peak RSS (VmHWM: what its
+memory limit must allow), Redis bytes per service, and an estimate for
+100,000 services from the growth between the two largest sizes (on paper). Targets (10,000
+services): cold fill <= 5 min at <= 1 GiB peak, steady tick <= 2 s. Not a test: a table.
 """
 
 from __future__ import annotations
