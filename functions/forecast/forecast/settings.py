@@ -14,7 +14,7 @@
 | HISTORY_MINUTES | 10080 | per-service minute history kept (one week: the features look a week back) |
 | TOPUP_MINUTES | 5 | minutes re-read every tick (late scrapes correct the recent past) |
 | FILL_CHUNK_MINUTES | 1440 | largest range of one query when a service is first seen (Prometheus' sample limit) |
-| FILL_MAX_POINTS | 2000000 | samples one back-fill answer may hold: chunks shrink as the fleet grows, which bounds the function's peak memory |
+| FILL_MAX_POINTS | 1000000 | samples one back-fill answer may hold: chunks shrink as the fleet grows, which bounds the function's peak memory (each answer in flight costs ~100 bytes a sample while it is decoded) |
 | FILL_CONCURRENCY | 2 | back-fill queries in flight at once (Prometheus evaluates one while the function decodes another); peak memory grows with it |
 | PREDICT_THREADS | 1 | threads of the forecaster's trees per tick; OpenMP's default is one per core of the node (not of the pod's CPU limit), and threads spinning on cores they do not have made a 10,000-service tick 2-3x slower than one thread |
 | INGEST_LAG_SECONDS | 0 | the minute ending this close to the tick is not read yet |
@@ -96,7 +96,7 @@ class ForecastSettings:
             history_minutes=whole(env, "HISTORY_MINUTES", 10080, 60),
             topup_minutes=whole(env, "TOPUP_MINUTES", 5, 1),
             fill_chunk_minutes=whole(env, "FILL_CHUNK_MINUTES", 1440, 10),
-            fill_max_points=whole(env, "FILL_MAX_POINTS", 2_000_000, 10_000),
+            fill_max_points=whole(env, "FILL_MAX_POINTS", 1_000_000, 10_000),
             fill_concurrency=whole(env, "FILL_CONCURRENCY", 2, 1),
             predict_threads=whole(env, "PREDICT_THREADS", 1, 1),
             ingest_lag_s=whole(env, "INGEST_LAG_SECONDS", 0, 0),
