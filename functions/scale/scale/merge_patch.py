@@ -65,6 +65,8 @@ class _Connection:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.head_done = False
+        self.head_size = 0
+        """The bytes of the answer's header lines, once its head is complete."""
         self.done = False
         """The final (non-1xx) answer was parsed whole: `_result` holds it."""
         self._result: _Answer = (0, "", [], b"", True)
@@ -94,9 +96,9 @@ class _Connection:
                     raise http.client.BadStatusLine(repr(data[:80])) from error
                 raise http.client.HTTPException(f"malformed answer: {error}") from error
             if not self.head_done:
-                head += len(data)
-                if head > MAX_HEAD:
-                    raise http.client.LineTooLong(f"answer head over {MAX_HEAD} bytes")
+                head += len(data)  # all of it is head so far: bounds what the parser holds
+            if head > MAX_HEAD or self.head_size > MAX_HEAD:
+                raise http.client.HTTPException(f"answer head over {MAX_HEAD} bytes")
             if len(self.headers) > MAX_HEADERS:
                 raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
         status, reason, headers, body, close = self._result
@@ -129,6 +131,7 @@ class _Connection:
         self.headers = []
         self.body = []
         self.head_done = False
+        self.head_size = 0
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason  # in pieces when it spans two reads
@@ -138,6 +141,7 @@ class _Connection:
 
     def on_headers_complete(self) -> None:
         self.head_done = True
+        self.head_size = sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def on_body(self, data: bytes) -> None:
         self.body.append(data)
