@@ -6,15 +6,23 @@ Why not the generated client for this one call: a first event at 10,000 services
 patches (Kubernetes has no batch write), and the generated client's layers (parameter checks,
 serialisation, urllib3's URL parsing and pool bookkeeping, deserialisation) cost about three
 times the CPU of the request itself. Nor `http.client` under it: it builds a request header by
-header and parses every answer's headers with the `email` package, ~200 us of CPU per patch
-measured against the API double (2026-12-07), most of a first event's own work. Here one
-request is one buffer and one `sendall`, and the answer is read from the socket's buffered
-reader: the status line, the headers (only Content-Length, Transfer-Encoding and Connection
-are used), and the body by its length, in chunks, or up to the close. The request on the wire
-is the same: PATCH, `application/merge-patch+json`, the same path and headers (auth included).
-Errors come back as the client's own `ApiException` (status, reason, body, headers), so callers
-handle both paths alike; a broken answer is an `http.client.HTTPException`, a dropped connection
-an `OSError`, as from `http.client`.
+header and parses every answer's headers with the `email` package. Here one request is one
+buffer and one `sendall`, and the answer is parsed by httptools (the binding of llhttp, Node.js's
+HTTP parser, that uvicorn uses) fed straight from the socket: status, headers, a body by
+Content-Length, in chunks (extensions and trailers allowed) or up to the close, interim 1xx
+answers passed over. Client CPU per patch against the API double, the three readers in one
+run (2026-12-07, load average 5.1-5.7, 7 x 2,000 patches each): http.client median 263 us,
+a hand-written reader 113 us, httptools 101 us.
+
+The request on the wire is the same as the generated client's: PATCH,
+`application/merge-patch+json`, the same path and headers (auth included). Errors come back as
+the client's own `ApiException` (status, reason, body, headers), so callers handle both paths
+alike. A broken answer is an `http.client.HTTPException`: what llhttp refuses (a header folded
+onto the next line, two Content-Lengths, Content-Length beside chunked, a protocol switch nobody
+asked for), a head over MAX_HEAD bytes or MAX_HEADERS lines, a body cut short
+(`IncompleteRead`); a dropped connection is an `OSError`, as from `http.client`. Bytes after the
+answer leave it standing but the connection is not reused (they would be read as the next
+request's answer).
 
 A configuration this path does not cover (a proxy, a TLS server name override) keeps the
 generated client (`usable` is False).
