@@ -292,12 +292,13 @@ def test_bytes_after_the_answer_leave_it_standing_but_the_connection_is_not_reus
         server.close()
 
 
-def test_a_connection_closed_inside_the_head_is_an_incomplete_read():
-    server = Scripted([(b"HTTP/1.1 200 OK\r\nContent-Le", True)])
+def test_a_connection_closed_inside_the_head_or_after_an_interim_answer_is_an_incomplete_read():
+    server = Scripted([(b"HTTP/1.1 200 OK\r\nContent-Le", True), (b"HTTP/1.1 100 Continue\r\n\r\n", True)])
     try:
         patcher = patcher_for(f"http://127.0.0.1:{server.port}")
-        with pytest.raises(http.client.IncompleteRead):
-            patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+        for _ in range(2):
+            with pytest.raises(http.client.IncompleteRead):
+                patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
         patcher.close()
     finally:
         server.close()
