@@ -11,8 +11,8 @@ buffer and one `sendall`, and the answer is parsed by httptools (the binding of 
 HTTP parser, that uvicorn uses) fed straight from the socket: status, headers, a body by
 Content-Length, in chunks (extensions and trailers allowed) or up to the close, interim 1xx
 answers passed over. Client CPU per patch against the API double, the three readers
-interleaved in one process (2026-12-07, load average 5.0-5.7, 7 x 2,000 patches each, two runs,
-medians): http.client 263 / 231 us, a hand-written reader 113 / 100 us, httptools 101 / 90 us.
+interleaved in one process (2026-12-07, load average 3.9-5.7, 7 x 2,000 patches each, three
+runs' medians): http.client 231-288 us, a hand-written reader 100-113 us, httptools 90-108 us.
 
 The request on the wire is the same as the generated client's: PATCH,
 `application/merge-patch+json`, the same path and headers (auth included). Errors come back as
