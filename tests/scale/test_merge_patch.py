@@ -4,7 +4,9 @@ one kept-alive connection per writer thread, and a connection the server closed 
 
 from __future__ import annotations
 
+import http.client
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from localmode.kube_api_double import KubeApiDouble
 from scale.knative_api import ApiSkip, KnativeApi
-from scale.merge_patch import MergePatcher
+from scale.merge_patch import MAX_HEAD, MAX_HEADERS, MergePatcher
 
 SERVING = ("serving.knative.dev", "v1")
 MIN = "autoscaling.knative.dev/min-scale"
@@ -122,7 +124,7 @@ class Scripted:
     they are), closing the connection after an answer when asked: what an API server's Go
     net/http may send (chunked bodies, interim 100 answers, `Connection: close`)."""
 
-    def __init__(self, answers: list[tuple[bytes, bool]], context=None):
+    def __init__(self, answers: list[tuple[bytes | list[bytes], bool]], context=None):
         import socket
         self.answers = list(answers)
         self.requests: list[bytes] = []
@@ -158,7 +160,12 @@ class Scripted:
                 length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
                 self.requests.append(head + reader.read(length))
                 answer, close = self.answers.pop(0)
-                sock.sendall(answer)
+                if isinstance(answer, list):  # in pieces, each its own segment on the wire
+                    for piece in answer:
+                        sock.sendall(piece)
+                        time.sleep(0.002)
+                else:
+                    sock.sendall(answer)
                 if close:
                     break
             reader.close()
@@ -209,11 +216,89 @@ def test_an_error_answer_is_the_client_s_api_exception_and_a_broken_one_an_http_
             patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
         assert raised.value.status == 409 and raised.value.reason == "Conflict"
         assert "modified" in raised.value.body and raised.value.headers["content-type"] == "application/json"
-        import http.client
         with pytest.raises(http.client.IncompleteRead):
             patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})  # the body was cut short
         with pytest.raises(http.client.BadStatusLine):
             patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+        patcher.close()
+    finally:
+        server.close()
+
+
+def test_an_answer_split_anywhere_across_reads_is_read_whole():
+    """The reason, a header, a chunk size and the body each cut across the socket's reads."""
+    answer = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 409 Conf" b"lict\r\nContent-Ty" b"pe: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\nf;x=y\r\n{\"code\":409,\"m\"\r\n9\r\n:\"stale\"}\r\n0\r\n\r\n")
+    pieces = [answer[k:k + 7] for k in range(0, len(answer), 7)]
+    server = Scripted([(pieces, False), (b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"metadata\":{}}", True)])
+    try:
+        patcher = patcher_for(f"http://127.0.0.1:{server.port}")
+        with pytest.raises(ApiException) as raised:
+            patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+        assert raised.value.status == 409 and raised.value.reason == "Conflict"
+        assert raised.value.body == '{"code":409,"m":"stale"}' and raised.value.headers["content-type"] == "application/json"
+        assert patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}}) == {"metadata": {}}
+        assert server.connections == 1  # the chunked answer left the connection reusable
+        patcher.close()
+    finally:
+        server.close()
+
+
+def test_malformed_or_oversized_answers_are_http_errors_and_the_connection_is_not_reused():
+    """What http.client would accept or crash on, the parser refuses: a header folded onto a
+    second line (obs-fold), two Content-Lengths, an unasked protocol switch, a head over the
+    limit, too many headers. Each is an HTTPException and the next patch opens a new connection."""
+    ok = (b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"metadata\":{}}", False)
+    broken = [
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * MAX_HEAD + b"\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * (MAX_HEADERS + 1) + b"Content-Length: 2\r\n\r\n{}",
+    ]
+    answers: list[tuple[bytes | list[bytes], bool]] = []
+    for answer in broken:
+        answers += [(answer, False), ok]
+    server = Scripted(answers)
+    try:
+        patcher = patcher_for(f"http://127.0.0.1:{server.port}")
+        for k in range(len(broken)):
+            with pytest.raises(http.client.HTTPException):
+                patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
+            assert patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}}) == {"metadata": {}}
+            assert server.connections == k + 2
+        patcher.close()
+    finally:
+        server.close()
+
+
+def test_bytes_after_the_answer_leave_it_standing_but_the_connection_is_not_reused():
+    """A server that sends more than the one answer asked for (a stray second answer, or
+    garbage): the answer is the patch's, and the next request goes on a new connection rather
+    than read the leftover as its answer."""
+    body = b'{"metadata":{"n":1}}'
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    server = Scripted([(first + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", False),
+                       (first + b"garbage", False),
+                       (b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"metadata\":{}}", True)])
+    try:
+        patcher = patcher_for(f"http://127.0.0.1:{server.port}")
+        assert patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}}) == {"metadata": {"n": 1}}
+        assert patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}}) == {"metadata": {"n": 1}}
+        assert patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}}) == {"metadata": {}}
+        assert server.connections == 3
+        patcher.close()
+    finally:
+        server.close()
+
+
+def test_a_connection_closed_inside_the_head_or_after_an_interim_answer_is_an_incomplete_read():
+    server = Scripted([(b"HTTP/1.1 200 OK\r\nContent-Le", True), (b"HTTP/1.1 100 Continue\r\n\r\n", True)])
+    try:
+        patcher = patcher_for(f"http://127.0.0.1:{server.port}")
+        for _ in range(2):
+            with pytest.raises(http.client.IncompleteRead):
+                patcher.patch(*SERVING, "ns", "revisions", "r", {"metadata": {}})
         patcher.close()
     finally:
         server.close()
