@@ -76,7 +76,7 @@ class FleetOptions:
     def plan_settings(self) -> PoolPlanSettings:
         """The pool plan's settings, as the scale function derives them (pool_placement.plan_settings)."""
         return PoolPlanSettings(placement=self.placement, every_minutes=PLACE_EVERY_MINUTES, cost=self.cost,
-                                cold_start_s=float(self.cold_start_s), model_load_s=self.model_load_ms / 1000.0,
+                                cold_start_s=float(self.cold_start_s),
                                 sizing=PolicySettings(capacity_rps=self.capacity_rps, max_scale=self.max_scale))
 
 

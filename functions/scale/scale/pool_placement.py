@@ -517,7 +517,7 @@ def plan_settings(pool: PoolSettings, service: PolicySettings) -> plan.PoolPlanS
                                     pool_share=pool.pool_share, hold_minutes=pool.hold_minutes),
         every_minutes=pool.every_minutes, cost=service.cold_start_cost_pod_s,
         choose_every_minutes=pool.choose_every_minutes, history_minutes=pool.history_minutes,
-        fleet_budget=pool.fleet_budget, not_ready_bound_s=pool.not_ready_s, model_load_s=pool.model_load_ms / 1000.0,
+        fleet_budget=pool.fleet_budget, not_ready_bound_s=pool.not_ready_s,
         sizing=PolicySettings(capacity_rps=service.capacity_rps, max_scale=service.max_scale,
                               burst_risk=service.burst_risk, headroom=service.headroom))
 

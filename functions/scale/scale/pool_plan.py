@@ -13,14 +13,11 @@ keep-alive annotation it carries), each with its reason, and the state to rememb
 backtest (training/fleet_backtest.py, `PoolPlanDriver`) calls the very same function minute by
 minute with the same kind of inputs, so the fleet table's default is what a cluster runs.
 
-Placement by priced gain and loss (`_memory_rule`): a model the rate band would dedicate leaves
-the pool only where that pays: when what keeping it pooled costs (the model loads its presence
-adds to the pool's pods, its own and the crowding of the others, by Che's approximation of each
-pod's LRU, `load_rate_of`, each a request waiting `model_load_s`) exceeds what a Service of its
-own costs it (the requests its own pods miss while Knative adds one, beyond its share of the
-pool's, `ramp_overflow` of its forecast samples, and the pods the split rounds up at the user's
-price), both in cold-start requests a second, busiest first; a dedicated model comes back once
-the pool would hold it for at most half that, for placement's hold.
+Placement by memory (`_memory_rule`): a model the rate band would dedicate leaves the pool only
+where that pays: when the pool's pods would spend more than `load_share` of its requests loading
+models (Che's approximation of each pod's LRU, `load_rate_of`), busiest first, as few as bring the
+loads within it, and none when no number of them would; a dedicated model comes back once the
+pool would have held it within half that for placement's hold.
 
 Warmth, chosen per tier from history (`choose_warmth`): the candidates are the forecast policy at
 several prices (alone, or with a short Knative retention on top), Knative's own keep-alive (`scale-to-zero-pod-retention-period`, 0-1 h, the
@@ -250,9 +247,10 @@ class PoolPlanSettings:
     sizing: PolicySettings = field(default_factory=PolicySettings)
     """The policy that sizes a tier's pods from its forecast (capacity, burst risk, max-scale):
     the estimate prices a forecast candidate by the pods it holds."""
-    model_load_s: float = 0.05
-    """How long a request waits while a pool pod loads its model (placement prices a load as
-    this share of a cold start's `cold_start_s`): POOL_MODEL_LOAD_MS."""
+    load_share: float = 0.01
+    """Placement by memory: the pool keeps its models while the estimated share of its requests
+    that load a model (Che's approximation of each pod's LRU) stays at or under this; 1%, the
+    share at which a load's wait reaches the requests' 99th percentile."""
     fleet_budget: float | None = None
     """Spend b x per-model Knative's pod-seconds (estimated on the same history) instead of the
     user's price: at each choice, the candidate with the fewest estimated cold starts among those
@@ -363,7 +361,8 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
                                   leaning_since=decided.leaning_since, reason=reason,
                                   state=ModelState(now_s, decided.tier, decided.leaning_since, samples, unsettled,
                                                    failing_since, state.fits_since if decided.tier == DEDICATED else None))
-    _memory_rule(view, plans, rates, capacity, evaluate and settings.dedicate, settings, now_s)
+    _memory_rule(view, plans, rates, capacity, evaluate and settings.dedicate, settings.placement.capacity_rps,
+                 settings.load_share, now_s, settings.placement.hold_minutes * 60.0)
 
     by_name = {m.name: m for m in view.models}
     for p in plans.values():
@@ -460,44 +459,52 @@ def capacity_models(view: PoolView) -> int:
 
 
 def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str, float], capacity: int,
-                 evaluate: bool, settings: PoolPlanSettings, now_s: float = 0.0) -> None:
-    """Placement by priced gain and loss: a model that placement's rate band would dedicate (its
-    rate keeps a pod busy, with hysteresis) leaves the pool only when keeping it pooled costs more
-    than a Service of its own would, both priced in cold-start requests a second (`pooled_cost`,
-    `dedicated_cost`), busiest first, each judged with the busier ones already gone. A dedicated
-    model comes back, quietest first, once the pool would hold it for at most half what its own
-    Service costs it, for as long as placement's hold."""
+                 evaluate: bool, capacity_rps: float, load_share: float = 0.01, now_s: float = 0.0,
+                 hold_s: float = 3600.0) -> None:
+    """Placement by memory: a model that placement would dedicate (its rate keeps a pod busy,
+    with hysteresis) leaves the pool only while the pool's pods would spend too many requests
+    loading models: the estimated share of the pool's requests that load one (`load_share_of`)
+    is above `load_share`. Knative spreads requests over the pool's pods, so each pod sees every
+    model at its rate over the pods, and keeps the `capacity` least recently used. While the
+    share is small, sharing the pool's warm pods and headroom beats a Service of one's own (a
+    model load costs a request milliseconds; a Service of its own, its own cold starts and
+    bursts); beyond it, the busiest leave first, only as many as it takes."""
     if not evaluate:
         return
-    hold_s = settings.placement.hold_minutes * 60.0
     rps = {n: max(0.0, rates[n]) if math.isfinite(rates[n]) else 0.0 for n in plans}
     wanting = sorted((p for p in plans.values() if p.decided == DEDICATED and p.routed == POOL),
                      key=lambda p: -rps[p.name])
     staying = [p.name for p in plans.values() if p.decided == POOL or p in wanting]
-    pool_series = _summed({n: plans[n].state.samples for n in staying})
-    pool_over = ramp_overflow(pool_series, settings)
-    for p in wanting:
-        others = [rps[n] for n in staying if n != p.name]
-        keep = pooled_cost([rps[n] for n in staying], others, capacity, settings)
-        own = dedicated_cost(rps[p.name], p.state.samples, sum(others), pool_over * rps[p.name] / (sum(others) + rps[p.name] or 1.0),
-                             settings)
-        if keep > own:
+    total = sum(rps[n] for n in staying) or 1.0
+    # the fewest of the busiest whose leaving brings the pool's loads within the bound; none when
+    # no number of them would (the pool is short of memory for its sparse models, which no
+    # dedicated Service mends)
+    leave = None
+    for k in range(len(wanting) + 1):
+        gone = {p.name for p in wanting[:k]}
+        loads = load_rate_of([rps[n] for n in staying if n not in gone], capacity, capacity_rps)
+        if loads <= load_share * total:
+            leave = k
+            break
+    share = load_rate_of([rps[n] for n in staying], capacity, capacity_rps) / total
+    for i, p in enumerate(wanting):
+        if leave is not None and i < leave:
             staying.remove(p.name)
-            p.reason = (f"pooled it costs ~{keep:.4f} cold-start requests/s (model loads, {capacity} models a pod), "
-                        f"a Service of its own ~{own:.4f}: dedicated")
             continue
         p.decided, p.leaning_since = POOL, None
         p.state.tier, p.state.leaning_since = POOL, None
-        p.reason = (f"pooled it costs ~{keep:.4f} cold-start requests/s (model loads, {capacity} models a pod), "
-                    f"a Service of its own ~{own:.4f}: stays pooled")
-    # Hysteresis: back once the pool would hold it for at most half what its Service costs it,
-    # for as long as placement's hold (a model the band already leans back is the band's to move).
+        p.reason = (f"the pool holds its working set (model loads ~{share:.2%} of its requests, "
+                    f"{capacity} models a pod): stays pooled" if share <= load_share else
+                    f"model loads ~{share:.2%} of the pool's requests, {capacity} models a pod, and no "
+                    "dedicated Service would bring them within the bound: stays pooled")
+    # Hysteresis: a dedicated model comes back, quietest first, once the pool would have held it
+    # with loads at half the bound for as long as placement's hold (its rate band may still call
+    # it busy; a model the band already leans back is the band's to move).
     out = [p for p in plans.values() if p.decided == DEDICATED and p.routed == DEDICATED and p.leaning_since is None]
     for p in sorted(out, key=lambda p: rps[p.name]):
-        base = [rps[n] for n in staying]
-        keep = pooled_cost(base + [rps[p.name]], base, capacity, settings)
-        own = dedicated_cost(rps[p.name], p.state.samples, sum(base), 0.0, settings)
-        if keep > own / 2 or not math.isfinite(rates[p.name]):
+        with_it = [rps[n] for n in staying + [p.name]]
+        share = load_rate_of(with_it, capacity, capacity_rps) / (sum(with_it) or 1.0)
+        if share > load_share / 2 or not math.isfinite(rates[p.name]):
             p.state.fits_since = None
             continue
         since = p.state.fits_since if p.state.fits_since is not None else now_s
@@ -506,60 +513,8 @@ def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str
             staying.append(p.name)
             p.decided, p.leaning_since = POOL, None
             p.state.tier, p.state.leaning_since, p.state.fits_since = POOL, None, None
-            p.reason = (f"pooled it would cost ~{keep:.4f} cold-start requests/s, a Service of its own ~{own:.4f}: "
-                        "back to the pool")
-
-
-def pooled_cost(with_it: Sequence[float], without: Sequence[float], capacity: int, settings: PoolPlanSettings) -> float:
-    """What keeping a model pooled costs, in cold-start requests a second: the model loads the
-    pool's pods make with it beyond those without it (its own loads and the crowding of the
-    others: `load_rate_of`, Che's LRU estimate), each a request waiting `model_load_s`, priced
-    as that wait's share of a cold start's (`cold_start_s`)."""
-    extra = load_rate_of(with_it, capacity, settings.placement.capacity_rps) - load_rate_of(
-        without, capacity, settings.placement.capacity_rps)
-    return max(0.0, extra) * settings.model_load_s / max(settings.cold_start_s, 1e-9)
-
-
-def dedicated_cost(rate_rps: float, samples: Sequence[tuple[float, float]], others_rps: float, pooled_over: float,
-                   settings: PoolPlanSettings) -> float:
-    """What a Service of its own costs a model, in cold-start requests a second: the requests its
-    own pods miss while Knative adds one (`ramp_overflow` of its forecast samples: its ramp lag
-    and cold starts alone) beyond its share of the pool's (`pooled_over`: the pool's aggregate
-    absorbs most of a member's steps in its headroom), and the pods the split holds beyond one
-    pool's (Knative rounds each Service's pods up) at the user's price of a cold start."""
-    per_pod = TARGET_UTILIZATION * settings.placement.capacity_rps
-    split = (math.ceil(rate_rps / per_pod - 1e-9) + math.ceil(others_rps / per_pod - 1e-9)
-             - math.ceil((rate_rps + others_rps) / per_pod - 1e-9))
-    over = ramp_overflow(samples, settings)
-    return max(0.0, over - pooled_over) + max(0, split) / max(settings.cost, 1e-9)
-
-
-def ramp_overflow(samples: Sequence[tuple[float, float]], settings: PoolPlanSettings) -> float:
-    """Requests a second that find no pod free while Knative adds one, from a series of (tick_s,
-    req/s): at each step, the load beyond what the pods held for the previous tick serve
-    (Knative holds load / TARGET_UTILIZATION of capacity) waits a cold start (none held: the
-    whole load does)."""
-    cap = settings.placement.capacity_rps
-    per_pod = TARGET_UTILIZATION * cap
-    over = span = 0.0
-    for (t0, r0), (t1, r1) in zip(samples, samples[1:]):
-        dt = t1 - t0
-        if dt <= 0 or not (math.isfinite(r0) and math.isfinite(r1)):
-            continue
-        held = math.ceil(max(0.0, r0) / per_pod - 1e-9) * cap
-        over += max(0.0, r1 - held) * min(settings.cold_start_s, dt)
-        span += dt
-    return over / span if span else 0.0
-
-
-def _summed(series: Mapping[str, Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
-    """The members' samples summed tick by tick (a member without one at a tick counts 0)."""
-    total: dict[float, float] = {}
-    for samples in series.values():
-        for t, v in samples:
-            if math.isfinite(v):
-                total[t] = total.get(t, 0.0) + max(0.0, v)
-    return sorted(total.items())
+            p.reason = (f"the pool holds its working set with it (model loads ~{share:.2%} of its requests, "
+                        f"{capacity} models a pod): back to the pool")
 
 
 def load_rate_of(rates_rps: Sequence[float], capacity: int, capacity_rps: float) -> float:

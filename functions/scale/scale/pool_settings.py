@@ -23,7 +23,6 @@ class PoolSettings:
     | POOL_WARMTH_EVERY_MINUTES | 1440 | the pool's warmth (forecast at a price, keep-alive, hybrid histogram, time of day) is chosen again on minutes that are a multiple of this |
     | POOL_HISTORY_MINUTES | 10080 | the minute history (observed requests, forecast P(any)) kept per model in Redis for that choice |
     | FLEET_BUDGET | (none) | spend this x per-model Knative's pod-seconds (estimated on the history) instead of the user's price |
-    | POOL_MODEL_LOAD_MS | 50 | how long a request waits while a pool pod loads its model: placement prices keeping a busy model pooled by the loads it adds at this wait (a share of a cold start's) against its own Service's ramp lag |
     | POOL_NOT_READY_SECONDS | 600 | a mapping not programmed, or a dedicated Service not Ready, this long: reported, not held warm for; its model goes back to the pool |
     """
 
@@ -40,7 +39,6 @@ class PoolSettings:
     history_minutes: int = 10080
     fleet_budget: float | None = None
     not_ready_s: float = 600.0
-    model_load_ms: float = 50.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], warmup_gateway: str | None = None) -> "PoolSettings":
@@ -57,8 +55,7 @@ class PoolSettings:
                        choose_every_minutes=whole(env, "POOL_WARMTH_EVERY_MINUTES", 1440, 1),
                        history_minutes=whole(env, "POOL_HISTORY_MINUTES", 10080, 60),
                        fleet_budget=number(env, "FLEET_BUDGET", 0.0, 0.0) or None,
-                       not_ready_s=number(env, "POOL_NOT_READY_SECONDS", 600.0, 0.0),
-                       model_load_ms=number(env, "POOL_MODEL_LOAD_MS", 50.0, 0.0))
+                       not_ready_s=number(env, "POOL_NOT_READY_SECONDS", 600.0, 0.0))
         if settings.pool_share > settings.dedicate_share:
             raise SettingsError("PLACEMENT_POOL_SHARE must not exceed PLACEMENT_DEDICATE_SHARE (the hysteresis band)")
         return settings
