@@ -963,6 +963,8 @@ def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = 
         scores, info = run_fleet(fleet, options, progress=True, plots=args.plots)
         if args.format == "json":
             everything += [{**s, "fleet": info["fleet"]} for s in scores]
+            # what the run found besides the scores (placement, the warmth chosen, timings)
+            print(json.dumps({"info": info}, default=float), file=sys.stderr, flush=True)
         else:
             print_fleet_table(scores, info)
             sys.stdout.flush()

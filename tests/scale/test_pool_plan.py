@@ -283,8 +283,9 @@ def test_the_fleet_budget_carries_what_the_run_left_unspent_or_overspent():
     h = budget_history()
     settings = PoolPlanSettings(fleet_budget=2.0)  # one model: per-model Knative is the cheapest candidate
     even, _ = choose_warmth(h, settings)
-    short, _ = choose_warmth(h, settings, carry_s=-2 * h.per_model_pod_minutes * 60 / 3)  # overspent two days' worth
-    long_, _ = choose_warmth(h, settings, carry_s=+2 * h.per_model_pod_minutes * 60 / 3)
+    # overspent (underspent) three quarters of the history's allowance: paid back over its span
+    short, _ = choose_warmth(h, settings, carry_s=-0.75 * 2.0 * h.per_model_pod_minutes * 60)
+    long_, _ = choose_warmth(h, settings, carry_s=+0.75 * 2.0 * h.per_model_pod_minutes * 60)
     spend = {w: estimate(h, w, settings)[0] for w in (even, short, long_)}
     assert spend[short] < spend[even] < spend[long_]
 

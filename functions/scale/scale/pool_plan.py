@@ -643,20 +643,20 @@ def candidates(history: TierHistory, settings: PoolPlanSettings) -> list[Warmth]
 def choose_warmth(history: TierHistory, settings: PoolPlanSettings, carry_s: float = 0.0) -> tuple[Warmth, float | None]:
     """The candidate cheapest on the history at the user's price (pod-seconds + price x cold-start
     requests, estimated at minute grain), or with a fleet budget the one with the fewest estimated
-    cold starts whose estimated spend fits the allowance: b x per-model Knative's spend rate on
-    the history over the next period, plus `carry_s` (what the run has left unspent so far,
-    negative when overspent), within 5%; the cheapest when none fits. History only."""
+    cold starts whose estimated spend fits the allowance: b x per-model Knative's spend on the
+    history, plus `carry_s` (what the run has left unspent so far, negative when overspent, paid
+    back over the history's span), within 5%; the cheapest when none fits. History only."""
     if not any(c is not None for c in history.counts):
         return Warmth("forecast", settings.cost), None  # nothing observed yet: the forecast at the user's price
     cands = candidates(history, settings)
     pods = minute_pods_of(history, settings)
     scores = [estimate(history, w, settings, pods) for w in cands]
     if settings.fleet_budget is not None and history.per_model_pod_minutes:
-        n = len(history.counts)
-        period = settings.choose_every_minutes
-        # the allowance over the next period, as a spend over the history's minutes (the scale
-        # the candidates' estimates are on)
-        target = (settings.fleet_budget * history.per_model_pod_minutes * 60.0 + carry_s * n / period)
+        # the allowance as a spend over the history's minutes (the scale the candidates'
+        # estimates are on), the account's balance paid back over as many minutes: a day's
+        # surplus or debt moves the choice by a day's worth spread over the history, not all
+        # into the next period (which swung the choice between the dearest and the cheapest)
+        target = settings.fleet_budget * history.per_model_pod_minutes * 60.0 + carry_s
         fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= 1.05 * target]
         if fits:
             best = min(fits, key=lambda i: (scores[i][1], scores[i][0]))
