@@ -233,7 +233,7 @@ def function_table(directory: str, shared: dict[str, str]) -> str:
     return "\n".join(rows)
 
 
-KNOB_ENVS = {"POD_CAPACITY_RPS", "COLD_START_COST_POD_SECONDS", "MAX_SCALE", "COOLDOWN_SECONDS", "IDLE_WINDOW", "BURST_RISK"}
+KNOB_ENVS = {"POD_CAPACITY_RPS", "COLD_START_COST_POD_SECONDS", "MAX_SCALE", "COOLDOWN_SECONDS", "IDLE_WINDOW", "BUSY_WINDOW", "BURST_RISK"}
 """Read through the policy knob table (scale/policy_knobs.py), not by name in the code."""
 
 

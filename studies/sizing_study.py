@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scale.min_scale_policy import MinuteForecast, PolicySettings, error_headroom, minute_pods
+from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, error_headroom, is_busy, minute_pods
 from training.fleet_backtest import (DAY, FleetOptions, Forecasts, Placer, PolicySchedule, oracle_schedule, span_peaks,
                                      walk_forward)
 from training.fleet_sim import DAY_S, FleetSimConfig, simulate_lanes
@@ -91,6 +91,26 @@ def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
         for m in range(n):
             h = heads[m]
             schedule.fill([out[k]], m, m + 1, [settings if np.isnan(h) else replace(settings, headroom=float(h))])
+    return out
+
+
+def busy_windows(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int) -> np.ndarray:
+    """The stable window the scale function sets each minute with the busy-window lever on
+    (`settings.busy_window_s`): the lever's window where every covered minute is forecast busy
+    (scale.min_scale_policy.is_busy, as `decide` reads it), else 0 (the Service's own); minutes
+    without a forecast hold, and holding leaves the window alone."""
+    out = np.zeros((len(rows), n), np.int64)
+    if not settings.busy_window_s:
+        return out
+    h = min(LEAD_MINUTES, fc.point.shape[2])
+    for k, i in enumerate(rows):
+        point, p_any = fc.point[i, :, :h].tolist(), fc.p_any[i, :, :h].tolist()
+        for m in range(n):
+            if math.isnan(point[m][0]):
+                continue
+            covered = [MinuteForecast(point[m][j] / 60.0, point[m][j] / 60.0, p_any[m][j]) for j in range(h)]
+            if is_busy(covered, settings):
+                out[k, m] = int(round(settings.busy_window_s))
     return out
 
 
@@ -233,12 +253,15 @@ def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
 
 def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Forecasts, options: FleetOptions,
             variants: dict[str, PolicySettings], error_variants: dict[str, tuple[PolicySettings, float]] | None = None,
-            stable_windows: tuple[float, ...] = ()) -> dict[str, dict[str, np.ndarray]]:
+            stable_windows: tuple[float, ...] = (), busy_window: float | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per-model Knative, the once-a-minute oracle and the policy under each settings variant on
     the same arrivals of the `lanes` tenants (each a Service of its own, as the busy tenants are
     in the pooled design), scored after the warm-up days: per-tenant totals of each. Each of
     `stable_windows` (seconds) re-runs Knative and every policy with that stable window set on
-    the Services (autoscaling.knative.dev/window), rows named `... @ window Ns`."""
+    the Services (autoscaling.knative.dev/window), rows named `... @ window Ns`. With
+    `busy_window` (seconds), the default policy also runs with the busy-window lever on, the
+    window set minute by minute as the scale function sets it (`busy_windows`), row
+    `policy + busy window Ns`."""
     n = counts.shape[1]
     error_variants = error_variants or {}
     names = ["kpa", "oracle"] + list(variants) + list(error_variants)
@@ -248,6 +271,13 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
     rows = [np.zeros((len(lanes), n), np.int64), oracle_schedule(peaks, options.capacity_rps)]
     rows += [schedules(sub, np.arange(len(lanes)), s, n) for s in variants.values()]
     rows += [schedules(sub, np.arange(len(lanes)), s, n, counts[lanes], q) for s, q in error_variants.values()]
+    windows = [np.zeros((len(lanes), n), np.int64) for _ in rows]
+    if busy_window:
+        base = next(iter(variants.values()))
+        lever = replace(base, busy_window_s=float(busy_window))
+        names.append(f"policy + busy window {busy_window:g}s")
+        rows.append(rows[2])  # the lever changes the window only: the min-scale schedule is the default's
+        windows.append(busy_windows(sub, np.arange(len(lanes)), lever, n))
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     k = len(lanes)
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -258,8 +288,12 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
             cfg = replace(config, kpa=replace(config.kpa_config(), stable_window_s=float(window)))
             suffix, keep = f" @ window {window:g}s", [x for x in names if x != "oracle"]
         pick = [names.index(x) for x in keep]
+        levered = [j for j in pick if windows[j].any()]
+        if window is not None:
+            keep = [x for x in keep if names.index(x) not in levered]  # a fixed window replaces the lever's
+            pick = [names.index(x) for x in keep]
         run = simulate_lanes(streams, np.tile(np.arange(k), len(keep)), np.concatenate([rows[j] for j in pick]), cfg,
-                             fleet.seconds, options.warmup_days * DAY_S)
+                             fleet.seconds, options.warmup_days * DAY_S, window=np.concatenate([windows[j] for j in pick]))
         t = run.totals
         out.update({name + suffix: {"requests": t.requests[j * k:(j + 1) * k], "cold": t.cold[j * k:(j + 1) * k],
                                     "over": t.over[j * k:(j + 1) * k], "pod_seconds": t.pod_seconds[j * k:(j + 1) * k]}
@@ -296,6 +330,8 @@ def main() -> None:
     p.add_argument("--no-compare", action="store_true", help="the analyses only, no policy simulation")
     p.add_argument("--stable-window", type=float, nargs="*", default=(),
                    help="also score Knative and every policy with this stable window (seconds) on the Services")
+    p.add_argument("--busy-window", type=float, default=None,
+                   help="also score the default policy with the busy-window lever (BUSY_WINDOW) at this many seconds")
     p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
     args = p.parse_args()
     fleet = load_fleet(args.fleet)
@@ -317,7 +353,7 @@ def main() -> None:
     if args.no_compare:
         return
     errors = {f"point x own q{q:g} error": (base, q) for q in args.error_quantile}
-    result = compare(fleet, lanes, counts, fc, options, variants, errors, tuple(args.stable_window))
+    result = compare(fleet, lanes, counts, fc, options, variants, errors, tuple(args.stable_window), args.busy_window)
     print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
 
 

@@ -10,8 +10,9 @@ The forecaster never sees the future: the scored span is cut into blocks (a day,
 the span on short traces); the model used in a block was fitted only on minutes before it, with
 the synthetic fleet the published forecaster is trained on (one global model across services). The
 warm-up (the first two days, or a third of a short trace) is simulated but not scored.
-Policies: kpa (Knative alone), predictive (KPA + our min-scale policy; with and without the
-window lever), keepalive (fixed keep-alive), hybrid_histogram (Shahrad et al. 2020),
+Policies: kpa (Knative alone; and with a fixed 15 s stable window), predictive (KPA + our
+min-scale policy; with and without the idle-window lever, and with the busy-window lever, which
+sets the window minute by minute as the scale function would), keepalive (fixed keep-alive), hybrid_histogram (Shahrad et al. 2020),
 always_on (min-scale 1), seasonal_naive (our policy fed by same-minute-yesterday / last
 minutes), ets_baseline (our policy fed by statsforecast's AutoETS: training/ets_baseline.py),
 oracle_minute (knows every arrival; the least a min-scale schedule set once a minute
@@ -45,13 +46,24 @@ from training.controllers import (
 )
 from training.ets_baseline import ets_table
 from training.publish_forecaster import TRAIN_START_MINUTE
-from training.simulator import KpaOnly, SimConfig, SimResult, simulate, spread_minutes
+from training.simulator import Control, KpaOnly, SimConfig, SimResult, simulate, spread_minutes
 from training.synthetic_traces import fleet_on_calendar
 from training.traces import Trace, load_trace  # noqa: F401 - the backtest's input
 
 DAY = 1440
 DEFAULT_COST = 300.0
 IDLE_WINDOW_S = 6.0  # the window lever's setting when it is scored (IDLE_WINDOW=6s)
+BUSY_WINDOW_S = 15.0  # the busy-window lever's setting when it is scored (BUSY_WINDOW=15s)
+
+
+class FixedWindow:
+    """Knative alone with a fixed stable window on the Service (autoscaling.knative.dev/window)."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+
+    def control(self, minute: int, counts: np.ndarray) -> Control:
+        return Control(0, self.window_s)
 
 
 def walk_forward(trace: Trace, horizon: int, warmup: int, block: int, forecaster: RateForecaster,
@@ -150,10 +162,15 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": True}, PolicyController(table, with_window), False),
         ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "burst_risk": "off"},
          PolicyController(table, replace(base, burst_risk=None)), False),
+        ("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "busy_window": f"{BUSY_WINDOW_S:g}s"},
+         PolicyController(table, replace(base, busy_window_s=BUSY_WINDOW_S), skills, fallback), False),
+        ("kpa", {"window": f"{BUSY_WINDOW_S:g}s"}, FixedWindow(BUSY_WINDOW_S), False),
         ("keepalive", {"minutes": 10}, KeepAlive(10), True),
         ("hybrid_histogram", {"range_min": 240, "head_pct": 5, "tail_pct": 99}, HybridHistogram(), True),
         ("always_on", {"min_scale": 1}, AlwaysOn(), True),
         ("seasonal_naive", {"cold_start_cost_pod_s": DEFAULT_COST}, PolicyController(naive, base), True),
+        ("seasonal_naive", {"cold_start_cost_pod_s": DEFAULT_COST, "busy_window": f"{BUSY_WINDOW_S:g}s"},
+         PolicyController(naive, replace(base, busy_window_s=BUSY_WINDOW_S)), False),
         ("ets_baseline", {"model": "statsforecast AutoETS + Poisson", "cold_start_cost_pod_s": DEFAULT_COST},
          PolicyController(ets, base), True),
         ("oracle_minute", {"window_lever": False}, OracleMinute(arrivals, capacity_rps, sim.actuation_delay_s, cold_start_s, False), True),
@@ -167,6 +184,9 @@ def run(trace: Trace, cold_start_s: float, capacity_rps: float, sweep: bool, see
         for risk in (0.01, 0.001):
             runs.append(("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "burst_risk": risk},
                          PolicyController(table, replace(base, burst_risk=risk)), False))
+        for busy in (6.0, 30.0):
+            runs.append(("predictive", {"cold_start_cost_pod_s": DEFAULT_COST, "window_lever": False, "busy_window": f"{busy:g}s"},
+                         PolicyController(table, replace(base, busy_window_s=busy), skills, fallback), False))
         for minutes in (1, 2, 5, 20, 30, 60):
             runs.append(("keepalive", {"minutes": minutes}, KeepAlive(minutes), False))
     scores = []

@@ -79,7 +79,7 @@ _K_TARGET, _K_UP, _K_DOWN, _K_PANIC, _K_WINDOW, _K_GRACE, _K_TBC, _K_CC = range(
 
 @njit(cache=True)
 def kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_since_of, lane, k, now,
-                  stable_rps, panic_rps, ready, panic_concurrency, min_scale, max_scale, retention_s=0.0):
+                  stable_rps, panic_rps, ready, panic_concurrency, min_scale, max_scale, retention_s=0.0, window_s=0.0):
     """kpa_model.kpa_tick for one lane of the state arrays, compiled: the same rules in the same
     order, with the default stable window (a test holds the two equal rule by rule).
 
@@ -89,7 +89,9 @@ def kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_si
     inactive for max(scale-to-zero-grace-period, retention) (`lastPodRetention`, `durationMax`,
     `InactiveFor`), also when the activator is already in the path (the retention is "a hard
     deadline, regardless of network programming state"). It overlaps the grace period, it does
-    not add to it; the stable window of no traffic comes before both."""
+    not add to it; the stable window of no traffic comes before both.
+
+    `window_s`: the lane's stable window now (0: the config's), which also ends a panic."""
     target = k[_K_TARGET]
     desired_stable = int(math.ceil(stable_rps / target - 1e-9)) if stable_rps > 0 else 0
     desired_panic = int(math.ceil(panic_rps / target - 1e-9)) if panic_rps > 0 else 0
@@ -105,7 +107,8 @@ def kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_si
             in_panic_of[lane] = True
             max_panic_of[lane] = ready
         panic_since_of[lane] = now
-    elif in_panic_of[lane] and not np.isnan(panic_since_of[lane]) and now - panic_since_of[lane] >= k[_K_WINDOW]:
+    elif in_panic_of[lane] and not np.isnan(panic_since_of[lane]) and now - panic_since_of[lane] >= (
+            window_s if window_s > 0 else k[_K_WINDOW]):
         in_panic_of[lane] = False
         panic_since_of[lane] = np.nan
         max_panic_of[lane] = 0
@@ -156,20 +159,42 @@ def _set_pods(ring, lane, s, cs, pods, ready, desired):
 
 
 @njit(cache=True)
-def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, retention, ring, pods_of, ready_of, backlog_of,
+def _panic_width(window, panic_pct, tick):
+    """kpa_model.panic_window_s in whole seconds (at least one)."""
+    return max(1, int(round(max(float(tick), window * panic_pct / 100.0))))
+
+
+@njit(cache=True)
+def _recent(joined, st, col, width):
+    """Arrivals of stream `st` in its last `width` columns up to `col`."""
+    total = 0
+    for c in range(col - width + 1, col + 1):
+        total += joined[st, c]
+    return total
+
+
+@njit(cache=True)
+def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, retention, window, wstate, panic_pct,
+                   ring, pods_of, ready_of, backlog_of,
                    last_arrival_of, current_of, desired_of, in_panic_of, panic_since_of,
                    max_panic_of, zero_since_of, k, cs, cap, stable_w, panic_w, tick, delay, max_scale, scored_from,
                    requests_of, cold_of, over_of, pod_seconds_of, wasted_of, record_row, recorded):
     """Seconds [s0, s1) of one day (second `base` is column `head` of `joined`, the day's
     arrivals per stream after the previous day's last `head` seconds), lane by lane: within the
     span no lane's schedule changes (the hourly callback runs between spans), so lanes are
-    independent and each runs its seconds in order, its state in registers."""
+    independent and each runs its seconds in order, its state in registers.
+
+    `window[row, minute]`: the stable window set then (0: the config's `stable_w`); `wstate[lane]`
+    holds (window in force, seconds of data its stable and panic averages hold, when it changed):
+    Knative resizes a running Revision's windows in place, and a longer window averages only the
+    span the shorter one held until it has filled (training/simulator.py `resize`)."""
     for lane in range(len(stream_of_lane)):
         st = stream_of_lane[lane]
         row = rep[lane]
         pods, ready, backlog = pods_of[lane], ready_of[lane], backlog_of[lane]
         last_arrival, current = last_arrival_of[lane], current_of[lane]
         keep = float(retention[row, max(0, s0 // 60 - 1)])  # the minute before: set `delay` seconds into the next
+        w_now, span_s, span_p, resized_at = wstate[lane, 0], wstate[lane, 1], wstate[lane, 2], wstate[lane, 3]
         # The rolling windows' sums: seconds (s - w, s], computed once here, then kept up to date.
         first = s0 - base + head
         win = 0
@@ -192,6 +217,14 @@ def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, re
             if s - minute * 60 == delay:
                 current = schedule[row, minute]
                 keep = float(retention[row, minute])
+                w = float(window[row, minute]) if window[row, minute] > 0 else float(stable_w)
+                if w != w_now:
+                    held = s - resized_at
+                    old_s = min(w_now, span_s + held)
+                    old_p = min(float(_panic_width(w_now, panic_pct, tick)), span_p + held)
+                    span_s = min(old_s, w)
+                    span_p = min(old_p, float(_panic_width(w, panic_pct, tick)))
+                    w_now, resized_at = w, float(s)
                 if current > pods:
                     wanted = max(current, desired_of[lane])
                     ready = _set_pods(ring, lane, s, cs, pods, ready, wanted)
@@ -204,9 +237,13 @@ def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, re
                 due = (s - last_arrival < stable_w or pods != current or in_panic_of[lane]
                        or not np.isnan(zero_since_of[lane]))
             if due:
-                panic = pan / panic_w
+                held = s - resized_at
+                eff_s = int(round(min(w_now, span_s + held)))
+                eff_p = int(round(min(float(_panic_width(w_now, panic_pct, tick)), span_p + held)))
+                stable_rate = win / stable_w if eff_s == stable_w else _recent(joined, st, col, max(1, eff_s)) / max(1, eff_s)
+                panic = pan / panic_w if eff_p == panic_w else _recent(joined, st, col, max(1, eff_p)) / max(1, eff_p)
                 desired = kpa_tick_lane(desired_of, in_panic_of, panic_since_of, max_panic_of, zero_since_of, lane, k,
-                                        float(s), win / stable_w, panic, ready, panic / cap, current, max_scale, keep)
+                                        float(s), stable_rate, panic, ready, panic / cap, current, max_scale, keep, w_now)
                 ready = _set_pods(ring, lane, s, cs, pods, ready, desired)
                 pods = desired
             scored = s >= scored_from
@@ -231,6 +268,7 @@ def _simulate_span(joined, head, base, s0, s1, stream_of_lane, rep, schedule, re
             if record_row[lane] >= 0:
                 recorded[record_row[lane], s] = ready
         pods_of[lane], ready_of[lane], backlog_of[lane] = pods, ready, backlog
+        wstate[lane, 0], wstate[lane, 1], wstate[lane, 2], wstate[lane, 3] = w_now, span_s, span_p, resized_at
         last_arrival_of[lane], current_of[lane] = last_arrival, current
         requests_of[lane] += requests
         cold_of[lane] += cold
@@ -271,6 +309,7 @@ def simulate_lanes(
     progress: Callable[[int], None] | None = None,
     distinct: frozenset[int] = frozenset(),
     retention: np.ndarray | None = None,
+    window: np.ndarray | None = None,
 ) -> FleetRun:
     """Run every lane over `seconds`. `streams(day)` gives that day's per-second arrivals of
     every stream, (streams, seconds of the day); lane i serves stream `stream_of_lane[i]` with
@@ -278,11 +317,15 @@ def simulate_lanes(
     called after every simulated hour with the totals so far). Lanes with the same stream and
     the same schedule are the same Service under the same control: each is simulated once,
     except the `distinct` lanes, whose schedule the callback rewrites. `retention[i, minute]`:
-    lane i's scale-to-zero-pod-retention-period in seconds then (0: none; `kpa_tick_lane`)."""
+    lane i's scale-to-zero-pod-retention-period in seconds then (0: none; `kpa_tick_lane`).
+    `window[i, minute]`: lane i's stable window (autoscaling.knative.dev/window) in seconds from
+    `actuation_delay_s` into that minute (0: the config's); at most the config's, whose seconds
+    are the ones kept."""
     full_totals = LaneTotals.zeros(len(stream_of_lane))
     schedule = np.ascontiguousarray(schedule, dtype=np.int64)
     retention = np.zeros_like(schedule) if retention is None else np.ascontiguousarray(retention, dtype=np.int64)
-    rep, inverse = _unique_lanes(stream_of_lane, schedule, distinct, retention)
+    window = np.zeros_like(schedule) if window is None else np.ascontiguousarray(window, dtype=np.int64)
+    rep, inverse = _unique_lanes(stream_of_lane, schedule, distinct, retention, window)
     lanes_stream = np.ascontiguousarray(np.asarray(stream_of_lane, dtype=np.int64)[rep])
     record_full = tuple(record)
     record = tuple(sorted({int(inverse[lane]) for lane in record_full}))
@@ -299,6 +342,9 @@ def simulate_lanes(
         raise ValueError("cold_start_s must be at least 1 s")
     stable_w = int(round(kpa.stable_window_s))
     panic_w = max(1, int(round(panic_window_s(kpa))))
+    if window.max(initial=0) > stable_w:
+        raise ValueError(f"a lane's window is longer than the config's {stable_w} s: the simulator keeps only that many seconds")
+    wstate = np.tile(np.array([stable_w, stable_w, panic_w, 0.0]), (n, 1))
     state = LaneState.zeros(n)
     ring = np.zeros((n, cs), np.int64)  # pods started at second t sit in slot t % cs until t + cs
     pods, ready, backlog = (np.zeros(n, np.int64) for _ in range(3))
@@ -319,7 +365,8 @@ def simulate_lanes(
         base = day * DAY_S
         for s0 in range(base, base + arrivals.shape[1], 3600):
             s1 = min(base + arrivals.shape[1], s0 + 3600)
-            _simulate_span(joined, stable_w, base, s0, s1, lanes_stream, rep, schedule, retention, ring, pods, ready, backlog,
+            _simulate_span(joined, stable_w, base, s0, s1, lanes_stream, rep, schedule, retention, window, wstate,
+                           kpa.panic_window_percentage, ring, pods, ready, backlog,
                            last_arrival, current_ms, state.desired, state.in_panic,
                            state.panic_since, state.max_panic_pods, state.zero_wanted_since, constants, cs,
                            float(config.capacity_rps), stable_w, panic_w, int(round(kpa.tick_s)), config.actuation_delay_s,
@@ -334,14 +381,15 @@ def simulate_lanes(
 
 
 def _unique_lanes(stream_of_lane: np.ndarray, schedule: np.ndarray, distinct: frozenset[int],
-                  retention: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  retention: np.ndarray | None = None, window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(representative lane of each unique lane, unique index of every lane)."""
     seen: dict = {}
     rep: list[int] = []
     inverse = np.empty(len(stream_of_lane), np.int64)
     for lane, stream in enumerate(stream_of_lane):
         key = ("distinct", lane) if lane in distinct else (
-            int(stream), schedule[lane].tobytes(), b"" if retention is None or not retention[lane].any() else retention[lane].tobytes())
+            int(stream), schedule[lane].tobytes(), b"" if retention is None or not retention[lane].any() else retention[lane].tobytes(),
+            b"" if window is None or not window[lane].any() else window[lane].tobytes())
         if key not in seen:
             seen[key] = len(rep)
             rep.append(lane)

@@ -22,7 +22,9 @@ Each rule cites where Knative implements it (knative/serving, pkg/ paths):
   (30 s, config.go ScaleToZeroGracePeriod): about 90 s;
 - min-scale / max-scale clamp the desired count (scaler.go applyBounds); the window annotation
   `autoscaling.knative.dev/window` resizes the stable window live and the panic window with it
-  (design brief; `autoscaler/metrics/collector.go`).
+  (`autoscaler/metrics/collector.go` updateMetric -> ResizeWindow, `autoscaler/aggregation/
+  bucketing.go`: a longer window first averages only the span the shorter one held; the
+  simulator applies that, simulator.py `resize`).
 The metric here is requests per second (`autoscaling.knative.dev/metric: rps`) with a per-pod
 target equal to the pod's capacity, since the simulator's pods have a capacity in req/s.
 """

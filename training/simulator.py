@@ -8,6 +8,13 @@ every 2 s; while no pod is ready the activator buffers requests and pokes the au
 once. A controller (our policy or a baseline) sets min-scale and optionally the stable window
 once a minute, `actuation_delay_s` after the minute starts (PingSource -> forecast -> scale).
 
+A window change takes effect as Knative applies it: the annotation reaches the PodAutoscaler's
+Metric, and the autoscaler resizes the running Revision's stable and panic windows in place
+(knative/serving pkg/autoscaler/metrics/collector.go `updateMetric` -> `ResizeWindow`). A
+shorter window averages its own, newest seconds at once; a longer one keeps only the data the
+shorter held (pkg/autoscaler/aggregation/bucketing.go `ResizeWindow` sets `firstWrite` there),
+and `WindowAverage` averages over that partial span until the new window has filled.
+
 Scored per request: cold start (arrived while no pod was ready), over capacity (arrived while
 pods were ready but was not served within its arrival second: scale-out lag), added latency
 (seconds waited, at 1 s resolution); per second: pods existing (pending or ready) as
@@ -117,6 +124,10 @@ def simulate(
     min_scale_per_minute = np.zeros(minutes)
     capacity = config.capacity_rps
     next_tick = 0.0
+    # The stable window in force and how much of it holds data (Knative's ResizeWindow, `resize`).
+    window_now = kpa.stable_window_s
+    spans = (window_now, panic_window_s(kpa, window_now))
+    resized_at = 0.0
 
     def window_rate(end: int, width: float) -> float:
         w = max(1, int(round(width)))
@@ -142,13 +153,25 @@ def simulate(
             actions += 1
             applied = desired
 
+    def widths(now: float) -> tuple[float, float]:
+        held = now - resized_at
+        return (min(window_now, spans[0] + held), min(panic_window_s(kpa, window_now), spans[1] + held))
+
+    def resize(window: float, now: float) -> None:
+        nonlocal window_now, spans, resized_at
+        if window == window_now:
+            return
+        stable_w, panic_w = widths(now)
+        window_now, resized_at = window, now
+        spans = (min(stable_w, window), min(panic_w, panic_window_s(kpa, window)))
+
     def decide(now: float, second: int) -> None:
-        window = control.window_s or kpa.stable_window_s
-        stable = window_rate(second, window)
-        panic_rate = window_rate(second, panic_window_s(kpa, window))
+        stable_w, panic_w = widths(now)
+        stable = window_rate(second, stable_w)
+        panic_rate = window_rate(second, panic_w)
         ready = ready_count(now)
         desired = kpa_tick(state, kpa, now, stable, panic_rate, ready, panic_rate / capacity,
-                           min_scale=control.min_scale, stable_window_s=window)
+                           min_scale=control.min_scale, stable_window_s=window_now)
         apply(desired, now)
 
     s = 0
@@ -156,6 +179,7 @@ def simulate(
         minute, offset = divmod(s, 60)
         if offset == config.actuation_delay_s or (offset == 0 and config.actuation_delay_s >= 60):
             control = controller.control(minute, minute_counts[:minute])
+            resize(control.window_s or kpa.stable_window_s, float(s))
             if control.min_scale > len(pods):
                 apply(max(control.min_scale, state.desired), float(s))
                 state.desired = len(pods)

@@ -86,7 +86,7 @@ def test_the_settings_reference_lists_what_the_code_reads_with_the_code_s_defaul
     for settings in (ForecastSettings, ScaleSettings):
         env = Recording()
         settings.from_env(env)
-        knobs = {"POD_CAPACITY_RPS", "COLD_START_COST_POD_SECONDS", "MAX_SCALE", "COOLDOWN_SECONDS", "IDLE_WINDOW", "BURST_RISK"}
+        knobs = {"POD_CAPACITY_RPS", "COLD_START_COST_POD_SECONDS", "MAX_SCALE", "COOLDOWN_SECONDS", "IDLE_WINDOW", "BUSY_WINDOW", "BURST_RISK"}
         for name in env.asked:
             assert f"`{name}`" in page, f"{settings.__name__} reads {name}; the settings reference does not list it"
         assert env.asked - knobs

@@ -30,6 +30,8 @@ def test_annotations_override_and_the_services_own_bounds_clamp():
     s = policy.settings
     assert (s.capacity_rps, s.cold_start_cost_pod_s, s.cooldown_s, s.idle_window_s) == (250, 600, 120, None)
     assert (s.min_scale, s.max_scale) == (1, 3) and policy.dry_run
+    busy = service_policy(ksvc({"predictive-scaling.io/busy-window": "15s"}), DEFAULTS, False).settings
+    assert busy.busy_window_s == 15 and busy.idle_window_s is None
 
 
 def test_a_window_the_user_set_is_kept_unless_managed():
@@ -43,6 +45,7 @@ def test_a_window_the_user_set_is_kept_unless_managed():
 @pytest.mark.parametrize("key,value", [
     ("pod-capacity", "fast"), ("pod-capacity", "0"), ("pod-capacity", "-3"), ("pod-capacity", "nan"),
     ("min", "1.5"), ("max", "x"), ("cooldown", "-1"), ("idle-window", "2s"), ("idle-window", "2h"),
+    ("busy-window", "5s"), ("busy-window", "2h"), ("busy-window", "fast"),
     ("dry-run", "maybe"), ("min", "20"),
 ])
 def test_bad_values_are_refused(key, value):
@@ -72,8 +75,11 @@ def test_the_one_knob_table_is_the_policy_s_defaults_and_the_settings_reference_
 def test_environment_knobs_parse_like_annotations():
     from scale.settings import ScaleSettings, SettingsError
 
-    s = ScaleSettings.from_env({"POD_CAPACITY_RPS": "250", "IDLE_WINDOW": "6s", "BURST_RISK": "off"}).policy
-    assert (s.capacity_rps, s.idle_window_s, s.burst_risk) == (250, 6, None)
-    for bad in ({"POD_CAPACITY_RPS": "0"}, {"BURST_RISK": "1.5"}, {"IDLE_WINDOW": "2s"}, {"MAX_SCALE": "0"}):
+    s = ScaleSettings.from_env({"POD_CAPACITY_RPS": "250", "IDLE_WINDOW": "6s", "BUSY_WINDOW": "15s", "BURST_RISK": "off"}).policy
+    assert (s.capacity_rps, s.idle_window_s, s.busy_window_s, s.burst_risk) == (250, 6, 15, None)
+    assert ScaleSettings.from_env({"BUSY_WINDOW": "off"}).policy.busy_window_s is None
+    assert ScaleSettings.from_env({}).policy.busy_window_s is None  # off unless set
+    for bad in ({"POD_CAPACITY_RPS": "0"}, {"BURST_RISK": "1.5"}, {"IDLE_WINDOW": "2s"}, {"BUSY_WINDOW": "1h1s"},
+                {"MAX_SCALE": "0"}):
         with pytest.raises(SettingsError, match=next(iter(bad))):
             ScaleSettings.from_env(bad)

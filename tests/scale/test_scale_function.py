@@ -85,6 +85,47 @@ def test_a_window_the_user_set_is_left_alone_unless_opted_in(api_double, scale_f
     assert api_double.annotations("revisions", "models", "managed-00001")[WINDOW] == "120s"  # the user's, restored
 
 
+def test_busy_forecast_shortens_the_window_in_place_and_a_quieter_one_restores_it(api_double, scale_fn):
+    # BUSY_WINDOW: written on the routed Revision as Knative's own window annotation, carried to
+    # its PodAutoscaler (where the autoscaler reads it), never on the Service's spec.
+    api_double.add_service("models", "wine", LABEL)
+    fn = scale_fn(api_double, BUSY_WINDOW="15s")
+    busy = by_service(decisions(send(fn, forecast(TICK0, {"models/wine": minutes(60, 0.999, point_rps=40)}, "busy"))))
+    assert busy["models/wine"]["window"] == "15s"
+    assert api_double.annotations("revisions", "models", "wine-00001")[WINDOW] == "15s"
+    assert api_double.annotations("podautoscalers", "models", "wine-00001")[WINDOW] == "15s"
+    # 3 req/s is under 70% of a 10 req/s pod: not busy, the Service's own window (none) comes back
+    quiet = by_service(decisions(send(fn, forecast(TICK0 + 1, {"models/wine": minutes(6, 0.999, point_rps=3)}, "quiet"))))
+    assert quiet["models/wine"]["window"] is None
+    assert WINDOW not in api_double.annotations("revisions", "models", "wine-00001")
+    assert WINDOW not in api_double.annotations("podautoscalers", "models", "wine-00001")
+    assert_spec_never_written(api_double)
+
+
+def test_the_busy_window_annotation_overrides_the_default_and_restores_the_users_window(api_double, scale_fn):
+    api_double.add_service("models", "opted", LABEL)
+    api_double.add_service("models", "theirs", LABEL, template_annotations={WINDOW: "90s"})
+    api_double.touch("serving.knative.dev", "services", "models", "opted", {"predictive-scaling.io/busy-window": "10s"})
+    api_double.touch("serving.knative.dev", "services", "models", "theirs",
+                     {"predictive-scaling.io/busy-window": "20s", "predictive-scaling.io/manage-window": "true"})
+    fn = scale_fn(api_double)  # BUSY_WINDOW unset: off fleet-wide
+    busy = minutes(60, 0.999, point_rps=40)
+    decisions(send(fn, forecast(TICK0, {"models/opted": busy, "models/theirs": busy}, "b")))
+    assert api_double.annotations("revisions", "models", "opted-00001")[WINDOW] == "10s"
+    assert api_double.annotations("revisions", "models", "theirs-00001")[WINDOW] == "20s"
+    # the lever drops (no longer busy): the Service's own 90 s goes back, in place
+    quiet = minutes(2, 0.5, point_rps=1)
+    decisions(send(fn, forecast(TICK0 + 1, {"models/opted": quiet, "models/theirs": quiet}, "q")))
+    assert WINDOW not in api_double.annotations("revisions", "models", "opted-00001")
+    assert api_double.annotations("revisions", "models", "theirs-00001")[WINDOW] == "90s"
+    # a bad value is a skipped service with the reason, never a write
+    api_double.touch("serving.knative.dev", "services", "models", "opted", {"predictive-scaling.io/busy-window": "3s"})
+    bad = decisions(send(fn, forecast(TICK0 + 2, {"models/opted": busy}, "x")))
+    assert any("busy-window" in s["reason"] for s in bad["skipped"])
+    assert WINDOW not in api_double.annotations("revisions", "models", "opted-00001")
+    assert_spec_never_written(api_double)
+
+
 def test_missing_stale_or_held_forecasts_never_lower(api_double, scale_fn):
     api_double.add_service("models", "wine", LABEL)
     fn = scale_fn(api_double, COOLDOWN_SECONDS="0", MAX_FORECAST_AGE_SECONDS="3600")

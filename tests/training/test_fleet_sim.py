@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from training.controllers import KeepAlive
 from training.fleet_sim import FleetSimConfig, LaneState, PoolModelCache, kpa_constants, kpa_tick_lane, simulate_lanes
 from training.kpa_model import KpaConfig, KpaState, kpa_tick
-from training.simulator import KpaOnly, SimConfig, simulate, spread_minutes
+from training.simulator import Control, KpaOnly, SimConfig, simulate, spread_minutes
 
 CONFIG = FleetSimConfig(capacity_rps=10.0, cold_start_s=5)
 
@@ -221,3 +221,52 @@ def test_the_retention_keeps_the_last_pod_after_the_zero_decision_as_knative_doe
     short[1] = 20
     run = simulate_lanes(lambda day: arrivals, np.array([0, 0]), schedule, FleetSimConfig(), seconds, retention=short)
     assert abs(int(run.totals.pod_seconds[1] - run.totals.pod_seconds[0]) - 2 * 20) <= 4
+
+
+class Windows:
+    """A controller that sets a stable window on some minutes (the busy-window lever's output)."""
+
+    def __init__(self, windows: np.ndarray, min_scale: np.ndarray | None = None):
+        self.windows, self.min_scale = windows, min_scale
+
+    def control(self, minute: int, counts: np.ndarray) -> Control:
+        w = int(self.windows[minute])
+        return Control(0 if self.min_scale is None else int(self.min_scale[minute]), float(w) if w else None)
+
+
+def test_a_window_schedule_agrees_with_the_single_trace_simulator():
+    rng = np.random.default_rng(5)
+    counts = np.zeros(720)
+    for start in rng.choice(np.arange(10, 700), size=30, replace=False):
+        counts[start:start + rng.integers(2, 15)] = rng.integers(200, 3000)
+    arrivals = spread_minutes(counts, 1)
+    windows = np.where(counts > 1000, 15, 0)  # a short window on the busiest minutes only
+    fleet = simulate_lanes(lambda day: arrivals[None, :].astype(np.int32), np.array([0, 0]),
+                           np.zeros((2, 720), np.int64), CONFIG, len(arrivals),
+                           window=np.array([np.zeros(720, np.int64), windows])).totals
+    for lane, controller in enumerate((KpaOnly(), Windows(windows))):
+        single = simulate(arrivals, controller, SimConfig(), counts)
+        assert fleet.requests[lane] == single.requests
+        assert fleet.cold[lane] == single.cold_start_requests
+        assert abs(fleet.over[lane] - single.over_capacity_requests) <= max(5, 0.05 * single.over_capacity_requests)
+        assert abs(fleet.pod_seconds[lane] - single.pod_seconds) <= 0.01 * single.pod_seconds
+    assert fleet.pod_seconds[1] != fleet.pod_seconds[0]  # the window changed what Knative did
+
+
+def test_a_longer_window_averages_only_what_the_shorter_held():
+    """Knative's ResizeWindow (knative/serving pkg/autoscaler/aggregation/bucketing.go): going from
+    15 s back to 60 s keeps the 15 s of data, so the average does not jump back to the full
+    minute's: after a load ends under a 15 s window, the pods go as they would under 15 s."""
+    arrivals = np.zeros(600, np.int64)
+    arrivals[:290] = 70  # 10 pods' worth at the 70% target, then nothing
+    counts = np.add.reduceat(arrivals, np.arange(0, 600, 60))
+    short_then_default = np.array([15] * 5 + [0] * 5)
+    runs = {name: simulate(arrivals, controller, SimConfig(), counts) for name, controller in
+            (("60 s", KpaOnly()), ("15 s", Windows(np.full(10, 15))), ("15 s then 60 s", Windows(short_then_default)))}
+    pods_after = {name: r.pods_per_minute[5] for name, r in runs.items()}
+    assert pods_after["15 s"] < 0.5 * pods_after["60 s"]
+    assert pods_after["15 s then 60 s"] < 0.5 * pods_after["60 s"]
+    fleet = simulate_lanes(lambda day: arrivals[None, :].astype(np.int32), np.array([0, 0, 0]), np.zeros((3, 10), np.int64),
+                           CONFIG, 600, window=np.array([np.zeros(10, np.int64), np.full(10, 15), short_then_default])).totals
+    for lane, name in enumerate(runs):
+        assert abs(fleet.pod_seconds[lane] - runs[name].pod_seconds) <= 0.02 * runs[name].pod_seconds, name

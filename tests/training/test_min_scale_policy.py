@@ -122,3 +122,16 @@ def test_the_busy_window_is_set_only_while_every_covered_minute_is_forecast_busy
     unsure[LEAD_MINUTES - 1] = MinuteForecast(point_rps=20.0, upper_rps=30.0, p_any=0.9)
     assert decide(unsure, lever, 0, 0.0, None).window_s is None
     assert decide(busy, lever, 0, 0.0, None, fresh=False).window_s is None  # no fresh forecast: hold, touch nothing
+
+
+def test_the_busy_window_is_kept_through_a_cool_down_hold():
+    """The hold is about min-scale; the window follows the load: a forecast that drops from 6 pods
+    to 3 while still busy holds 6 pods in the cool-down and keeps the short window, and a quiet
+    forecast in the cool-down gives the Service's own window back."""
+    from scale.min_scale_policy import MinuteForecast, PolicySettings, decide
+    lever = PolicySettings(capacity_rps=10.0, max_scale=50, cooldown_s=120, busy_window_s=15.0)
+    high = decide([MinuteForecast(40.0, 55.0, 1.0)] * 5, lever, 0, 0.0, None)
+    lower = decide([MinuteForecast(20.0, 25.0, 1.0)] * 5, lever, high.min_scale, 60.0, high.raised_at_s)
+    assert lower.min_scale == high.min_scale and "cool-down" in lower.reason and lower.window_s == 15.0
+    quiet = decide([MinuteForecast(1.0, 3.0, 0.9)] * 5, lever, high.min_scale, 60.0, high.raised_at_s)
+    assert quiet.min_scale == high.min_scale and "cool-down" in quiet.reason and quiet.window_s is None

@@ -18,6 +18,14 @@ covers is forecast idle (P(any) below half the warm threshold), the Revision's s
 shortened (e.g. `idle_window_s` = 6 s) so that
 KPA takes it to zero in seconds instead of ~60 s; when traffic is forecast the window goes back
 to the Service's own (None).
+
+The busy-window lever (opt-in: `busy_window_s` is None by default; BUSY_WINDOW or the
+`busy-window` annotation): when every covered minute is forecast busy (`is_busy`), the window is
+shortened (e.g. 15 s), so that Knative follows a step up within seconds of it rather than over a
+minute; it goes back to the Service's own as soon as a covered minute is not forecast busy. It is
+kept through a cool-down hold (the hold is about min-scale, the window about the load). Knative
+resizes the stable and panic windows of a running Revision in place when the annotation changes
+(knative/serving pkg/autoscaler/metrics/collector.go `updateMetric` -> `ResizeWindow`).
 """
 
 from __future__ import annotations
@@ -68,9 +76,10 @@ class PolicySettings:
     busy_window_s: float | None = None
     """Stable window while busy is forecast (every minute the decision covers is forecast to have
     a request and at least BUSY_POD_SHARE of a pod's rate), e.g. 15 s; None, the default, leaves
-    the window alone. Why: a busy Service's requests over capacity come from steps up that
-    Knative's 60 s stable window follows a minute late, and most are not foreseeable a minute
-    ahead; a shorter window follows them in seconds, at about the same pod-seconds while busy."""
+    the window alone (env BUSY_WINDOW, annotation predictive-scaling.io/busy-window). Why: a busy
+    Service's requests over capacity come from steps up that Knative's 60 s stable window follows
+    a minute late, and most are not foreseeable a minute ahead; a shorter window follows them in
+    seconds, and lets pods go sooner after a step down (docs/results/single-trace.md)."""
     burst_risk: float | None = 0.1
     """Accepted chance that some second of a forecast minute brings more requests than the
     min-scale pods serve, with arrivals within the minute taken as Poisson at the upper-quantile
@@ -197,7 +206,8 @@ def decide(
         return Decision(desired, window, f"raise to {desired}: P(any)={peak:.2f}", now_s)
     if desired < current:
         if raised_at_s is not None and now_s - raised_at_s < settings.cooldown_s:
-            return Decision(current, None, f"hold at {current}: cool-down until {raised_at_s + settings.cooldown_s:.0f}s", raised_at_s)
+            busy = settings.busy_window_s if settings.busy_window_s and is_busy(covered, settings) else None
+            return Decision(current, busy, f"hold at {current}: cool-down until {raised_at_s + settings.cooldown_s:.0f}s", raised_at_s)
         return Decision(desired, window, f"lower to {desired}: P(any)={peak:.2f}", raised_at_s)
     return Decision(current, window, f"keep {current}: P(any)={peak:.2f}", raised_at_s)
 

@@ -13,7 +13,7 @@
 | OPT_IN_LABEL | predictive-scaling.io/enabled=true | only Knative Services with this label are touched |
 | DRY_RUN | false | decide and report, patch nothing (per service: annotation) |
 | MAX_FORECAST_AGE_SECONDS | 180 | older forecast events only hold (0: never by age, for replayed clocks) |
-| (policy knobs) | | POD_CAPACITY_RPS, COLD_START_COST_POD_SECONDS, MAX_SCALE, COOLDOWN_SECONDS, IDLE_WINDOW, BURST_RISK: the one table in policy_knobs.py |
+| (policy knobs) | | POD_CAPACITY_RPS, COLD_START_COST_POD_SECONDS, MAX_SCALE, COOLDOWN_SECONDS, IDLE_WINDOW, BUSY_WINDOW, BURST_RISK: the one table in policy_knobs.py |
 | FALLBACK_MIN_BRIER_SKILL | 0 | a service whose forecast's rolling Brier skill (sent with the forecast) is below this is scaled by a keep-alive instead (fallback.py); `off`: never |
 | FALLBACK_MIN_MINUTES | 30 | scored minutes the skill needs before it may send a service to the keep-alive |
 | KEEPALIVE_MINUTES | 10 | the fallback's keep-alive: min-scale 1 while a request came in this many observed minutes |
