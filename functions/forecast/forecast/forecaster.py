@@ -19,7 +19,6 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 from sklearn.utils.validation import check_is_fitted
 
 from . import calibration, features
@@ -229,9 +228,9 @@ class RateForecaster(BaseEstimator):
         Xf[:, self.unseen_features_] = 0.0
         ceiling = self.max_relative_count_
         with np.errstate(over="ignore"):
-            relative_point = _trees(self.point_model_, Xf)
+            relative_point = self.point_model_.predict(Xf)
         relative_point = np.clip(np.nan_to_num(relative_point, nan=0.0, posinf=ceiling), 0, ceiling)
-        relative_upper = np.clip(np.nan_to_num(_trees(self.upper_model_, Xf), nan=0.0, posinf=ceiling), 0, ceiling)
+        relative_upper = np.clip(np.nan_to_num(self.upper_model_.predict(Xf), nan=0.0, posinf=ceiling), 0, ceiling)
         bound = getattr(self, "bound_mean", False)  # an artifact published before the bound has none
         if bound:
             relative_point = np.minimum(relative_point, mean_bound(Xf, relative_upper))
@@ -246,7 +245,7 @@ class RateForecaster(BaseEstimator):
         if self.any_model_ is None:
             p_any = np.full(len(Xf), self.constant_p_any_)
         else:
-            p_any = _trees(self.any_model_, self._any_rows(Xf), proba=True)
+            p_any = self.any_model_.predict_proba(self._any_rows(Xf))[:, 1]
             calibrator = getattr(self, "calibrator_", None)  # None in an artifact published before calibration
             if calibrator is not None:
                 p_any = calibrator(p_any, Xf)
@@ -302,44 +301,6 @@ def mean_bound(Xf: np.ndarray, relative_upper: np.ndarray) -> np.ndarray:
     is what the absolute error rewards; P(any) carries the chance of a request."""
     recent = np.nan_to_num(Xf[:, RECENT], nan=0.0).max(axis=1)
     return np.maximum(relative_upper, recent)
-
-
-BINNED_TREES = True
-"""Predict through the trees' binned path (`_trees`); False: the models' own `predict`."""
-
-
-def _trees(model, Xf: np.ndarray, proba: bool = False) -> np.ndarray:
-    """`model.predict(Xf)` (`proba`: `predict_proba(Xf)[:, 1]`) of a fitted histogram gradient
-    boosting model, through the path scikit-learn itself uses on its binned training data: the
-    features are binned once by the model's own bin mapper, then every tree compares bins
-    (uint8) instead of floats. The same numbers: a value goes left of a split at threshold bin
-    b exactly when it is <= the bin's upper edge, which is the raw split's threshold, and a
-    missing value goes to the missing-values bin, which follows the split's NaN direction; the
-    leaves are summed in the same order. About half the CPU (10,000 services: ~0.5 s of the
-    tick's ~1 s of trees). Falls back to the public methods where the model has no such
-    internals (another scikit-learn) or categorical features."""
-    mapper, predictors = getattr(model, "_bin_mapper", None), getattr(model, "_predictors", None)
-    categorical = getattr(model, "is_categorical_", None)
-    if not BINNED_TREES or mapper is None or predictors is None or (categorical is not None and categorical.any()):
-        return model.predict_proba(Xf)[:, 1] if proba else model.predict(Xf)
-    binned = _bins(mapper, Xf)
-    raw = np.zeros((len(Xf), model.n_trees_per_iteration_), dtype=model._baseline_prediction.dtype, order="F")
-    raw += model._baseline_prediction
-    model._predict_iterations(binned, predictors, raw, True, _openmp_effective_n_threads())
-    return model._loss.predict_proba(raw)[:, 1] if proba else model._loss.link.inverse(raw.ravel())
-
-
-def _bins(mapper, Xf: np.ndarray) -> np.ndarray:
-    """The bin of each value, as the mapper's own `transform` bins it (bin i: thresholds[i - 1]
-    < x <= thresholds[i]; NaN: the missing-values bin), a column at a time in NumPy: its OpenMP
-    loop, one parallel region per feature, cost ~30x more on a loaded machine."""
-    binned = np.empty(Xf.shape, dtype=np.uint8, order="F")
-    for j, thresholds in enumerate(mapper.bin_thresholds_):
-        column = np.asarray(Xf[:, j], dtype=np.float64)
-        bins = np.searchsorted(thresholds, column, side="left")
-        bins[np.isnan(column)] = mapper.missing_values_bin_idx_
-        binned[:, j] = bins
-    return binned
 
 
 def _as_series(X) -> list[np.ndarray]:
