@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecast import quality
+from forecast import features, quality
 from forecast.tick import _window, _windows_of
 
 
@@ -72,3 +72,22 @@ def test_per_service_figures_are_the_sums_a_loop_over_the_rounds_makes():
     assert list(got) == list(expected) and len(got) > 100
     for name in expected:
         assert repr(got[name]) == repr(expected[name]), name  # repr: NaN compares equal to NaN
+
+
+def test_the_last_request_searched_from_the_tail_is_the_row_s_last_request():
+    """features.last_nonzero_at_end widens its search only for the rows without a request near
+    the end: the same column as a search of the whole row, wherever that request is."""
+    for width in (3000, 100, 1, 0):
+        rng = np.random.default_rng(width)
+        m = rng.poisson(0.3, (40, width)).astype(np.float32)
+        m[rng.random(m.shape) < 0.2] = np.nan
+        for row, quiet in enumerate((10, 63, 64, 65, 500, 1439, 1440, 1441, 2999, 3000)):
+            m[row, max(0, width - quiet):] = 0.0  # its last request `quiet` minutes back, or none
+        m[10] = np.nan
+        m[11, :] = 0.0
+        m[12, :] = np.nan
+        m[12, :1] = 2.0  # a request in the first minute only
+        got = features.last_nonzero_at_end(m)
+        for i, row in enumerate(m):
+            hits = np.flatnonzero(np.nan_to_num(row) > 0)
+            assert got[i] == (hits[-1] if len(hits) else -1), (width, i)

@@ -170,11 +170,19 @@ def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> tuple[n
         s, e = min(max(start, 0), width), min(max(end, 0), width)
         return matrix[:, s:max(e, s)]
 
+    known: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
     def stats(start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        block = cols(start, end)
-        valid = ~np.isnan(block)
-        filled = np.where(valid, block, 0)
-        return filled.sum(axis=1, dtype=np.float64), valid.sum(axis=1), (filled > 0).sum(axis=1)
+        # each window once: a mean and a share read the same window, and a half-hourly cycle
+        # is also an hourly one (the same minutes for several features and horizons)
+        s, e = min(max(start, 0), width), min(max(end, 0), width)
+        key = (s, max(e, s))
+        if key not in known:
+            block = matrix[:, key[0]:key[1]]
+            valid = ~np.isnan(block)
+            filled = np.where(valid, block, 0)
+            known[key] = filled.sum(axis=1, dtype=np.float64), valid.sum(axis=1), (filled > 0).sum(axis=1)
+        return known[key]
 
     def mean(start: int, end: int) -> np.ndarray:
         total, count, _ = stats(start, end)
@@ -201,9 +209,7 @@ def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> tuple[n
     peak = np.where(np.isfinite(peak), peak, np.nan)
     per_origin += [mean(t - 15, t) / scale, mean(t - 60, t) / scale, peak / scale,
                    share(t - 15, t), share(t - 60, t), day_share]
-    nonzero = matrix > 0  # NaN > 0 is False: no copy of the matrix with its gaps filled
-    has = nonzero.any(axis=1)
-    last = np.where(has, width - 1 - np.argmax(nonzero[:, ::-1], axis=1), -1)
+    last = last_nonzero_at_end(matrix)
     since = np.where(last >= 0, t - last, WEEK)
     per_origin += [np.log1p(np.minimum(since, WEEK)), np.log(scale), day_count / DAY]
     base = np.repeat(np.stack(per_origin, axis=1), horizon, axis=0)
@@ -228,3 +234,29 @@ def build_at_end(matrix: np.ndarray, horizon: int, start_minute: int) -> tuple[n
     per_row = np.stack(rows, axis=1).reshape(n * horizon, -1)  # origin-major, as build()
     return np.hstack([base, per_row]), scale
 
+
+
+LAST_NONZERO_TAILS = (64, 1440)
+"""Columns searched, widening, for a series' last request before the whole row is (most
+services had one in the last hour or day: no pass over the week for them)."""
+
+
+def last_nonzero_at_end(matrix: np.ndarray) -> np.ndarray:
+    """Per row, the column of its last minute with a request (NaN > 0 is False), -1 if none: the
+    last `tail` columns first, widening only for the rows without one there."""
+    n, width = matrix.shape
+    last = np.full(n, -1, np.int64)
+    todo = np.arange(n)
+    for tail in (*LAST_NONZERO_TAILS, width):
+        tail = min(tail, width)
+        if not len(todo) or not tail:
+            break
+        part = matrix[todo, width - tail:] if len(todo) < n else matrix[:, width - tail:]
+        nonzero = part > 0
+        at = tail - 1 - np.argmax(nonzero[:, ::-1], axis=1)
+        found = nonzero[np.arange(len(todo)), at]
+        last[todo[found]] = width - tail + at[found]
+        todo = todo[~found]
+        if tail == width:
+            break
+    return last

@@ -73,14 +73,28 @@ def row_counts(matrix: np.ndarray, recent: int = 60) -> tuple[np.ndarray, np.nda
     gaps = np.zeros(n, np.int64)
     for a in range(0, n, ROW_BLOCK):
         block = matrix[a:a + ROW_BLOCK]
-        valid = ~np.isnan(block)
-        seen[a:a + ROW_BLOCK] = np.count_nonzero(valid, axis=1)
+        missing = np.isnan(block)
+        seen[a:a + ROW_BLOCK] = width - np.count_nonzero(missing, axis=1)
         active[a:a + ROW_BLOCK] = np.count_nonzero(block > 0, axis=1)
-        if width:
-            at = width - 1 - np.argmax(valid[:, ::-1], axis=1)
-            last[a:a + ROW_BLOCK] = np.where(seen[a:a + ROW_BLOCK] > 0, at, -1)
-        gaps[a:a + ROW_BLOCK] = np.count_nonzero(~valid[:, width - min(recent, width):], axis=1)
+        last[a:a + ROW_BLOCK] = last_true(~missing[:, width - min(TAIL, width):], width) if width else -1
+        rest = np.flatnonzero((last[a:a + ROW_BLOCK] < 0) & (seen[a:a + ROW_BLOCK] > 0))
+        if len(rest):  # no data in the last TAIL minutes: look further back, these rows only
+            last[a + rest] = last_true(~missing[rest], width)
+        gaps[a:a + ROW_BLOCK] = np.count_nonzero(missing[:, width - min(recent, width):], axis=1)
     return seen, active, last, gaps
+
+
+TAIL = 64
+"""Columns `row_counts` searches first for a row's last minute with data (most rows have one)."""
+
+
+def last_true(flags: np.ndarray, width: int) -> np.ndarray:
+    """Per row of the boolean `flags` (the last flags.shape[1] columns of a `width`-column
+    matrix), the column of its last True in the whole matrix's numbering; -1 where none."""
+    if not flags.shape[1]:
+        return np.full(len(flags), -1, np.int64)
+    at = flags.shape[1] - 1 - np.argmax(flags[:, ::-1], axis=1)
+    return np.where(flags[np.arange(len(flags)), at], width - flags.shape[1] + at, -1)
 
 
 @dataclass(frozen=True)
