@@ -2,8 +2,8 @@
 # Edit fncommon/__init__.py and run `make vendor` (each function is built from its own directory).
 """What every function shares: settings read from the environment (`env_settings`), JSON log
 lines (`json_log`), the artifact gate (`verified_file`), and for the CloudEvents functions the
-request limits (`http_guard`), the outcome vocabulary (`cloudevent_io`), the metrics port
-(`metrics_server`) and the bounded per-service logs in Redis (`redis_logs`).
+request limits (`http_guard`), the outcome vocabulary (`cloudevent_io`) and the metrics port
+(`metrics_server`).
 
 This directory is the one source. Each function is built from its own directory alone (func's
 builders copy only it), so `make vendor` (scripts/vendor.py) writes a copy of this package into
@@ -11,5 +11,5 @@ every function directory, marked as generated; tests/test_function_packaging.py 
 differs from this source. One package name in every function means one `SettingsError` and one
 `BadEvent` type in any process, whichever function directory it was imported from. Every function
 gets the whole package and imports what it uses; a module's third-party imports (cloudevents,
-prometheus-client) are dependencies of the functions that import it.
+orjson, prometheus-client) are dependencies of the functions that import it.
 """

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import orjson
 from cloudevents.core.v1.event import CloudEvent
 
 from . import json_log
@@ -49,9 +50,21 @@ class Outcome:
         return cls(error.status, body={"error": str(error)})
 
 
+def wire_form(event: CloudEvent) -> CloudEvent:
+    """The reply as it goes on the wire: JSON data encoded by orjson. The SDK's binary mode
+    would encode it with the standard library's `json`, 0.2-0.3 s of the forecast function's
+    steady tick for its 7.9 MiB reply at 10,000 services (2026-12-07); orjson writes the same
+    JSON value (compact) in a tenth of that. Handlers keep returning the data as a dict."""
+    data = event.get_data()
+    content_type = event.get_datacontenttype() or "application/json"
+    if not isinstance(data, dict) or not content_type.split(";")[0].strip().endswith("json"):
+        return event
+    return CloudEvent(attributes=event.get_attributes(), data=orjson.dumps(data))
+
+
 async def respond(send: Any, outcome: Outcome) -> None:
     if outcome.reply is not None:
-        await send.binary(outcome.reply, outcome.status)
+        await send.binary(wire_form(outcome.reply), outcome.status)
         return
     payload = b"" if 200 <= outcome.status < 300 else json.dumps(outcome.body).encode()
     headers = [(k.lower().encode(), v.encode()) for k, v in outcome.headers.items()]
