@@ -13,8 +13,8 @@ its start, the data window, the last observed minutes, the rolling skill). Per s
   growth between the two largest sizes measured (on paper: t(100k) = t(n) * (100k / n)^b, b the
   measured exponent).
 
-Targets (issue 25, 10,000 services): first event <= 10 s, steady event <= 2 s, API calls per
-steady event O(1). Not a test: a table, one run, this machine.
+Targets (10,000 services, this 2-core machine with other work stopped): first event <= 10 s,
+steady event <= 2 s, API calls per steady event O(1). Not a test: a table, one run, this machine.
 
     make bench-scale SIZES="1000 10000"     # or: .venv/bin/python bench/bench_scale.py --sizes 1000 10000
 """

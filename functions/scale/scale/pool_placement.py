@@ -23,7 +23,7 @@ fleet backtest runs minute by minute) and carries out what it says:
 1. pre-loads (V2 repository load through the pool's URL) of the models it names, only while the
    pool has a ready pod (else the pool's own min-scale raise and warm-up start it);
 2. moves (placement.route_step's MOVE): a move into the pool waits until the model is loaded;
-   a move out of a tier that cannot serve (issue 23: its Service gone, or not Ready beyond
+   a move out of a tier that cannot serve (its Service gone, or not Ready beyond
    POOL_NOT_READY_SECONDS) waits for neither the pool's pod nor the load (its route reaches
    nothing: a cold pool at least buffers and serves), and is counted
    (`scale_placement_fallbacks_total`) and logged;

@@ -129,7 +129,7 @@ class ModelState:
     samples: list[tuple[float, float]] = field(default_factory=list)
     """(tick_s, next-minute point forecast in req/s) for the last hour: the placement input."""
     unsettled_since: float | None = None
-    """Since when the mapping has not been programmed (issue 23: bounded)."""
+    """Since when the mapping has not been programmed (bounded)."""
     failing_since: float | None = None
     """Since when its dedicated Service has not been able to serve."""
     fits_since: float | None = None
@@ -276,7 +276,7 @@ class ModelPlan:
     leaning_since: float | None = None
     reason: str | None = None
     fallback: bool = False
-    """The move is issue 23's: the routed tier cannot serve."""
+    """The move is forced: the routed tier cannot serve."""
     not_ready: bool = False
     """The mapping has not been programmed for longer than the bound: reported, not held for."""
     state: ModelState = field(kw_only=True)
