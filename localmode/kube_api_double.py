@@ -213,6 +213,11 @@ class KubeApiDouble:
         self._server.server_close()
 
     # -- fixtures --------------------------------------------------------------------------
+    @property
+    def resource_version(self) -> int:
+        """The newest resourceVersion written (grows with every change)."""
+        return self._rv
+
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)

@@ -4,6 +4,7 @@ a real HTTP sink for warm-up requests, and the function itself under func-python
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -105,6 +106,12 @@ def forecast(tick_minute: int, services: dict[str, list[dict] | str], event_id: 
 
 _DOUBLES: dict[int, KubeApiDouble] = {}
 """The API double each started function reads, so that `send` lets its watches deliver first."""
+_SENT_AT_RV: dict[int, int] = {}
+"""The double's resourceVersion when each function last answered an event."""
+WATCH_APPLY_S = 0.5
+"""After the double has written a change to the function's watch streams, the function's watch
+threads still have to read and apply it: a loaded machine (CI, two cores) has been seen to run
+the event first. Not a timing assertion: a grace before sending, only when the double changed."""
 
 
 def send(fn: RunningFunction, event: CloudEvent, structured: bool = False) -> requests.Response:
@@ -113,8 +120,13 @@ def send(fn: RunningFunction, event: CloudEvent, structured: bool = False) -> re
     double = _DOUBLES.get(id(fn))
     if double is not None:
         double.settle_watches()
+        if _SENT_AT_RV.get(id(fn), double.resource_version) != double.resource_version:
+            time.sleep(WATCH_APPLY_S)
     message = to_structured_event(event) if structured else to_binary_event(event)
-    return requests.post(fn.url, data=message.body, headers=message.headers, timeout=30)
+    response = requests.post(fn.url, data=message.body, headers=message.headers, timeout=30)
+    if double is not None:
+        _SENT_AT_RV[id(fn)] = double.resource_version  # what the event itself wrote is the function's own
+    return response
 
 
 def decisions(response: requests.Response) -> dict:
