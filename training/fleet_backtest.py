@@ -17,10 +17,10 @@ Designs scored (ratios to per-model Knative, `kpa`, in the same run):
   load models on demand (`model_loads`, LRU within `models_per_pod`); `predictive` (the default:
   the pool and the dedicated Services pre-warmed by our policy), `pool_kpa` (Knative alone),
   `pool_keepalive` (the fixed keep-alive on the same pool), `oracle_pooled`, and with
-  `--fleet-budget` the same design with one price set every hour from the history
-  (scale.placement.budget_price: the price at which each Service's cheapest candidate so far
-  spends at the budget's rate, plus a share of the gap so far) to spend the budget (1.0 = what
-  per-model Knative spends over the same elapsed time); `pool_all_kpa`: every model
+  `--fleet-budget` the same plan with the pool plan's fleet budget (scale.pool_plan
+  .choose_warmth: each day the candidate with the fewest estimated cold starts whose spend ratio
+  to per-model Knative's on the recent history fits the budget plus the account's balance; 1.0 =
+  what per-model Knative spends over the same minutes); `pool_all_kpa`: every model
   in one pool under Knative alone (no placement).
 """
 

@@ -5,6 +5,7 @@ the fleet budget, the history the backtest builds vectorised, and the one capaci
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -281,9 +282,10 @@ def test_the_fleet_budget_carries_what_the_run_left_unspent_or_overspent():
     h = budget_history()
     settings = PoolPlanSettings(fleet_budget=2.0)  # one model: per-model Knative is the cheapest candidate
     even, _ = choose_warmth(h, settings)
-    # overspent (underspent) three quarters of the history's allowance: paid back over its span
-    short, _ = choose_warmth(h, settings, carry_s=-0.75 * 2.0 * h.per_model_pod_minutes * 60)
-    long_, _ = choose_warmth(h, settings, carry_s=+0.75 * 2.0 * h.per_model_pod_minutes * 60)
+    # overspent (underspent) twice the history's allowance: paid back over the history's span
+    # (a week of daily choices), at most the budget's own rate again
+    short, _ = choose_warmth(h, settings, carry_s=-2.0 * 2.0 * h.per_model_pod_minutes * 60)
+    long_, _ = choose_warmth(h, settings, carry_s=+2.0 * 2.0 * h.per_model_pod_minutes * 60)
     spend = {w: estimate(h, w, settings)[0] for w in (even, short, long_)}
     assert spend[short] < spend[even] < spend[long_]
 
@@ -295,14 +297,20 @@ def test_the_fleet_budget_books_the_warmth_that_was_in_force_against_its_allowan
     out = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, {"pool": dear}, {"pool": h}, settings, DAY_START)
     booked = out.tier_states["pool"]
     last_day = TierHistory(h.start_minute + 2 * 1440, h.counts[2 * 1440:], h.p_any[2 * 1440:])
-    assert booked.spent_s == estimate(last_day, dear.warmth, settings)[0]
-    # the 12-hour keep-alive overspent its day by more than the pay-back can save: the debt
-    # carried is the most the next periods can pay back at the budget's own rate
+    # the last day's minutes, with the day before as context: the keep-alive running into it counts
+    assert booked.spent_s == estimate(h, dear.warmth, settings, weights=[0.0] * 2 * 1440 + [1.0] * 1440)[0]
+    assert booked.spent_s > estimate(last_day, dear.warmth, settings)[0]
     debt = booked.spent_s - 2.0 * sum(h.per_model[2 * 1440:]) * 60.0
-    carried = booked.spent_s - booked.allowed_s
-    assert 0 < carried < debt
-    assert budget_target(h, settings, -carried) == pytest.approx(0.0, abs=1e-9)  # the next periods spend nothing extra
-    assert 0 < budget_target(h, settings, -carried / 2) < 2.0
+    assert booked.spent_s - booked.allowed_s == pytest.approx(debt)  # the 12-hour keep-alive overspent its day...
+    assert 0 < budget_target(h, settings, booked.allowed_s - booked.spent_s) < 2.0
+    # paid back over a one-day span the debt is more than the next period can save: the debt
+    # carried is the most it can pay back at the budget's own rate
+    one_day = replace(settings, history_minutes=1440)
+    capped = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, {"pool": dear}, {"pool": h}, one_day,
+                       DAY_START).tier_states["pool"]
+    carried = capped.spent_s - capped.allowed_s
+    assert capped.spent_s == booked.spent_s and 0 < carried < debt
+    assert budget_target(h, one_day, -carried) == pytest.approx(0.0, abs=1e-9)  # the next period spends nothing
     fresh = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, {}, {"pool": h}, settings, DAY_START).tier_states["pool"]
     # ...so the next choice spends less than one made with an even account
     assert estimate(h, booked.warmth, settings)[0] < estimate(h, fresh.warmth, settings)[0]

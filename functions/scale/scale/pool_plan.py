@@ -58,11 +58,8 @@ BUDGET_KEEPALIVE_MINUTES = tuple(range(1, RETENTION_MAX_MINUTES + 1)) + (90, 120
 """The keep-alives a fleet budget chooses among: every minute Knative's retention takes, then
 floors of up to 12 hours, so that the candidates' spend is a near-continuous curve the budget can
 land on (the user's price needs no such grid: its score is flat near its minimum)."""
-BUDGET_PAYBACK_PERIODS = 3
-"""The fleet budget's account (what the estimate and the traffic's changes left unspent or
-overspent) is paid back over this many choice periods: one would swing each period between the
-dearest and the cheapest candidate after a quiet or a busy day; a week's worth would leave a
-short run's early shortfall unpaid."""
+BUDGET_FIT = 1.0
+"""A candidate fits the fleet budget when its estimated ratio is at most this x the target."""
 TARGET_UTILIZATION = 0.7
 """Knative's default container-concurrency-target-percentage: the share of a pod's capacity the
 autoscaler fills before it adds one (how many pods Knative alone holds for a minute's load)."""
@@ -604,14 +601,15 @@ def _update_choice(state: TierState, history: TierHistory | None, settings: Pool
         i = max(0, int(state.chosen_at_s // 60) - history.start_minute)
         if i < len(history.counts) and len(history.per_model) == len(history.counts):
             pod_minutes = float(sum(history.per_model[i:]))
-            period = TierHistory(history.start_minute + i, history.counts[i:], history.p_any[i:],
-                                 pod_minutes, history.upper[i:], history.per_model[i:])
-            spent = state.spent_s + estimate(period, state.warmth, settings)[0]
+            # estimated on the whole history, counting the period's minutes only: a keep-alive
+            # still running from the minutes before the period holds its pod into it
+            period = [0.0] * i + [1.0] * (len(history.counts) - i)
+            spent = state.spent_s + estimate(history, state.warmth, settings, weights=period)[0]
             allowed = state.allowed_s + settings.fleet_budget * pod_minutes * 60.0
             # the balance is bounded by what the pay-back can move (`budget_target`): a surplus
             # the dearest candidate could not spend, or a debt the cheapest could not save, is
             # not carried into a future it no longer describes
-            cap = BUDGET_PAYBACK_PERIODS * settings.fleet_budget * _period_allowance(history, settings)
+            cap = _payback_periods(settings) * settings.fleet_budget * _period_allowance(history, settings)
             allowed = spent + min(cap, max(-cap, allowed - spent))
             state = replace(state, spent_s=spent, allowed_s=allowed)
     warmth, price = choose_warmth(history, settings, state.allowed_s - state.spent_s)
@@ -675,7 +673,7 @@ def choose_warmth(history: TierHistory, settings: PoolPlanSettings, carry_s: flo
     1-hour retention make the ratios a near-continuous curve, so the choice lands near the budget
     without mixing two candidates in time (which would flip the Revisions' annotation within a
     period). What the estimate still gets wrong is booked into the account (`TierState.spent_s`,
-    `allowed_s`) and paid back over the next `BUDGET_PAYBACK_PERIODS` periods."""
+    `allowed_s`) and paid back over the history's span (`_payback_periods`)."""
     if not any(c is not None for c in history.counts):
         return Warmth("forecast", settings.cost), None  # nothing observed yet: the forecast at the user's price
     cands = candidates(history, settings)
@@ -684,7 +682,7 @@ def choose_warmth(history: TierHistory, settings: PoolPlanSettings, carry_s: flo
         weights, per_model_s = _recent(history, settings)
         scores = [estimate(history, w, settings, pods, weights) for w in cands]
         target = budget_target(history, settings, carry_s)
-        fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= 1.05 * target * per_model_s]
+        fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= BUDGET_FIT * target * per_model_s]
         if fits:
             best = min(fits, key=lambda i: (scores[i][1], scores[i][0]))
         else:
@@ -697,14 +695,21 @@ def choose_warmth(history: TierHistory, settings: PoolPlanSettings, carry_s: flo
 
 def budget_target(history: TierHistory, settings: PoolPlanSettings, carry_s: float = 0.0) -> float:
     """The ratio to per-model Knative's spend the next period may spend: the budget, plus the
-    account's balance (`carry_s`: unspent, negative when overspent) spread over
-    `BUDGET_PAYBACK_PERIODS` periods of the recent per-model spend, within 0 and twice the budget
-    (a balance pays back at most the budget's own rate again each period)."""
+    account's balance (`carry_s`: unspent, negative when overspent) spread over the history's
+    span in periods (`_payback_periods`) of the recent per-model spend, within 0 and twice the
+    budget (a balance pays back at most the budget's own rate again each period)."""
     b = settings.fleet_budget or 0.0
     period = _period_allowance(history, settings)
     if period <= 0:
         return b
-    return b + min(b, max(-b, carry_s / (BUDGET_PAYBACK_PERIODS * period)))
+    return b + min(b, max(-b, carry_s / (_payback_periods(settings) * period)))
+
+
+def _payback_periods(settings: PoolPlanSettings) -> float:
+    """The fleet budget's balance is paid back over the history's span (a week by default): one
+    period would swing each choice between the dearest and the cheapest candidate after a quiet
+    or a busy day; the span is as far back as the choice itself looks."""
+    return max(1.0, settings.history_minutes / max(1, settings.choose_every_minutes))
 
 
 def _recent(history: TierHistory, settings: PoolPlanSettings) -> tuple[list[float] | None, float]:
