@@ -17,10 +17,10 @@ Designs scored (ratios to per-model Knative, `kpa`, in the same run):
   load models on demand (`model_loads`, LRU within `models_per_pod`); `predictive` (the default:
   the pool and the dedicated Services pre-warmed by our policy), `pool_kpa` (Knative alone),
   `pool_keepalive` (the fixed keep-alive on the same pool), `oracle_pooled`, and with
-  `--fleet-budget` the same design with one price set every hour from the history
-  (scale.placement.budget_price: the price at which each Service's cheapest candidate so far
-  spends at the budget's rate, plus a share of the gap so far) to spend the budget (1.0 = what
-  per-model Knative spends over the same elapsed time); `pool_all_kpa`: every model
+  `--fleet-budget` the same plan with the pool plan's fleet budget (scale.pool_plan
+  .choose_warmth: each day the candidate with the fewest estimated cold starts whose spend ratio
+  to per-model Knative's on the recent history fits the budget plus the account's balance; 1.0 =
+  what per-model Knative spends over the same minutes); `pool_all_kpa`: every model
   in one pool under Knative alone (no placement).
 """
 
@@ -40,8 +40,9 @@ from scale.decision import MIN_SCALE, ServiceView, plan
 from scale.fallback import FallbackSettings, Skill, forecast_helps, keepalive_forecast
 from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, p_any_in
 from scale.placement import DEDICATED, MOVE, POOL, Placement, PlacementSettings, place
-from scale.pool_plan import (COLD_MINUTE_SAVING, STABLE_TAIL, TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView,
-                             TierHistory, TierState, choice_due, note_observed, plan_pool)
+from scale.pool_plan import (BUDGET_KEEPALIVE_MINUTES, COLD_MINUTE_SAVING, RETENTION_MAX_MINUTES, STABLE_TAIL,
+                             TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
+                             choice_due, note_observed, plan_pool)
 from tqdm import tqdm
 
 from training import skill
@@ -815,7 +816,7 @@ def fleet_info(fleet: FleetTrace, counts: np.ndarray, choices: Choices, built: A
         "lanes": len(built.lanes.stream_of_lane), "forecast_seconds": round(timings["forecast_seconds"], 1),
         "longest_fit_seconds": round(choices.longest_fit, 1), "simulate_seconds": round(timings["simulate_seconds"], 1),
         "total_seconds": round(timings["total_seconds"], 1),
-        "candidates": describe_candidates(choices.variants[0]),
+        "candidates": describe_candidates(choices.variants[0], len(choices.variants) > 1),
         "default_choices": driver.in_force_shares(0),
         "forecast_share": forecast_share(driver, 0, built.default, built.keepalive, day_ends, options.warmup_days),
         "budget_forecast_share": (forecast_share(driver, 1, built.budget, built.keepalive, day_ends, options.warmup_days)
@@ -834,14 +835,16 @@ def write_plots(plots: Path, name: str, scores: list[dict], forecast_skill: dict
     reliability_plot(plots / f"{stem}_reliability.png", name, {"forecaster, every model": forecast_skill["reliability"]})
 
 
-def describe_candidates(settings: PoolPlanSettings) -> str:
+def describe_candidates(settings: PoolPlanSettings, budget: bool = False) -> str:
     prices = "/".join(f"{p:g}" for p in sorted(set(settings.prices) | {settings.cost}))
     keeps = "/".join(str(k) for k in settings.keepalive_minutes)
     combined = "/".join(str(k) for k in settings.forecast_keepalive_minutes)
     return (f"forecast at cost {prices}; the same + Knative retention {combined} min; keep-alive {keeps} min "
             f"(<= 60: Knative's retention, longer: a held floor)"
             + ("; hybrid histogram of the pool's idle gaps" if settings.hybrid else "")
-            + ("; time-of-day slots at each price" if settings.timeofday else ""))
+            + ("; time-of-day slots at each price" if settings.timeofday else "")
+            + (f"; with the fleet budget, keep-alives of every minute 1-{RETENTION_MAX_MINUTES} and "
+               + "/".join(str(k) for k in BUDGET_KEEPALIVE_MINUTES if k > RETENTION_MAX_MINUTES) + " min" if budget else ""))
 
 
 def forecast_share(driver: PoolPlanDriver, v: int, group: "Group", keepalives: list["Group"],

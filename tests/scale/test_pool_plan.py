@@ -5,6 +5,7 @@ the fleet budget, the history the backtest builds vectorised, and the one capaci
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import yaml
 from scale.min_scale_policy import MinuteForecast
 from scale.placement import DEDICATED, MOVE, POOL, PlacementSettings
 from scale.pool_plan import (ModelState, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState, Warmth,
-                             choose_warmth, estimate, plan_pool, tier_history)
+                             budget_target, candidates, choose_warmth, estimate, plan_pool, tier_history)
 from tests.support.servers import ROOT
 
 NOW = 29_000_000 * 60.0  # a minute that is a multiple of every cadence used here
@@ -249,8 +250,6 @@ def test_a_forecast_with_a_retention_covers_what_each_alone_misses():
 
 
 def test_the_fleet_budget_takes_the_fewest_cold_starts_its_allowance_affords():
-    from scale.pool_plan import candidates
-
     rng = np.random.default_rng(2)
     counts = [float(rng.random() < 0.05) for _ in range(3000)]
     h = TierHistory(0, counts, [0.0] * len(counts))
@@ -283,9 +282,10 @@ def test_the_fleet_budget_carries_what_the_run_left_unspent_or_overspent():
     h = budget_history()
     settings = PoolPlanSettings(fleet_budget=2.0)  # one model: per-model Knative is the cheapest candidate
     even, _ = choose_warmth(h, settings)
-    # overspent (underspent) three quarters of the history's allowance: paid back over its span
-    short, _ = choose_warmth(h, settings, carry_s=-0.75 * 2.0 * h.per_model_pod_minutes * 60)
-    long_, _ = choose_warmth(h, settings, carry_s=+0.75 * 2.0 * h.per_model_pod_minutes * 60)
+    # overspent (underspent) twice the history's allowance: paid back over the history's span
+    # (a week of daily choices), at most the budget's own rate again
+    short, _ = choose_warmth(h, settings, carry_s=-2.0 * 2.0 * h.per_model_pod_minutes * 60)
+    long_, _ = choose_warmth(h, settings, carry_s=+2.0 * 2.0 * h.per_model_pod_minutes * 60)
     spend = {w: estimate(h, w, settings)[0] for w in (even, short, long_)}
     assert spend[short] < spend[even] < spend[long_]
 
@@ -297,13 +297,55 @@ def test_the_fleet_budget_books_the_warmth_that_was_in_force_against_its_allowan
     out = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, {"pool": dear}, {"pool": h}, settings, DAY_START)
     booked = out.tier_states["pool"]
     last_day = TierHistory(h.start_minute + 2 * 1440, h.counts[2 * 1440:], h.p_any[2 * 1440:])
-    assert booked.spent_s == estimate(last_day, dear.warmth, settings)[0]
-    assert booked.allowed_s == 2.0 * sum(h.per_model[2 * 1440:]) * 60.0
-    assert booked.spent_s > booked.allowed_s  # the 12-hour keep-alive overspent its day...
+    # the last day's minutes, with the day before as context: the keep-alive running into it counts
+    assert booked.spent_s == estimate(h, dear.warmth, settings, weights=[0.0] * 2 * 1440 + [1.0] * 1440)[0]
+    assert booked.spent_s > estimate(last_day, dear.warmth, settings)[0]
+    debt = booked.spent_s - 2.0 * sum(h.per_model[2 * 1440:]) * 60.0
+    assert booked.spent_s - booked.allowed_s == pytest.approx(debt)  # the 12-hour keep-alive overspent its day...
+    assert 0 < budget_target(h, settings, booked.allowed_s - booked.spent_s) < 2.0
+    # paid back over a one-day span the debt is more than the next period can save: the debt
+    # carried is the most it can pay back at the budget's own rate
+    one_day = replace(settings, history_minutes=1440)
+    capped = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, {"pool": dear}, {"pool": h}, one_day,
+                       DAY_START).tier_states["pool"]
+    carried = capped.spent_s - capped.allowed_s
+    assert capped.spent_s == booked.spent_s and 0 < carried < debt
+    assert budget_target(h, one_day, -carried) == pytest.approx(0.0, abs=1e-9)  # the next period spends nothing
     fresh = plan_pool(view([model("a")]), {"a": fc(0.0, 0.0)}, {}, {}, {"pool": h}, settings, DAY_START).tier_states["pool"]
     # ...so the next choice spends less than one made with an even account
     assert estimate(h, booked.warmth, settings)[0] < estimate(h, fresh.warmth, settings)[0]
     assert TierState.from_json(booked.to_json()) == booked  # the account survives Redis
+
+
+def test_the_fleet_budget_is_a_ratio_on_the_recent_history_so_a_fleets_growth_cancels():
+    """A pool whose first six days saw five sparse models and whose last day sees thirty, busy
+    in the day's working hours: on the sparse days every keep-alive costs many times per-model
+    Knative's spend, on the busy one about as much. The budget prices the next day by the ratio
+    on the recent minutes: its choice spends nearer the budget on today's traffic than the
+    choice the week's flat ratio affords, and no more than the budget."""
+    rng = np.random.default_rng(7)
+    days, start = 7, int(DAY_START // 60) - 7 * 1440
+    names = [f"m{i}" for i in range(30)]
+    counts: dict[str, dict[int, float]] = {n: {} for n in names}
+    for m in range(days * 1440):
+        busy = m >= (days - 1) * 1440
+        for i, n in enumerate(names):
+            rate = (0.05 if 480 <= m % 1440 < 1200 else 0.001) if busy else 0.01 if i < 5 else 0.0
+            counts[n][start + m] = float(rng.random() < rate)
+    grown = tier_history(start + days * 1440, days * 1440, counts, {}, names)
+    settings = PoolPlanSettings(fleet_budget=1.0, hybrid=False, timeofday=False)
+
+    def last_day_ratio(w: Warmth) -> float:
+        i = len(grown.counts) - 1440
+        day = TierHistory(grown.start_minute + i, grown.counts[i:], grown.p_any[i:])
+        return estimate(day, w, settings)[0] / (60.0 * sum(grown.per_model[i:]))
+
+    flat = {w: estimate(grown, w, settings) for w in candidates(grown, settings)}
+    week = min((w for w, (pod_s, _) in flat.items() if pod_s <= 1.05 * 60.0 * grown.per_model_pod_minutes),
+               key=lambda w: flat[w][1])
+    w, _ = choose_warmth(grown, settings)
+    assert last_day_ratio(week) < last_day_ratio(w) <= 1.05, (week, w)
+    assert flat[w][0] > 1.05 * 60.0 * grown.per_model_pod_minutes  # a week's flat ratio would not afford it
 
 
 def test_a_dedicated_tier_carries_the_pools_retention():

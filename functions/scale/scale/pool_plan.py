@@ -54,6 +54,12 @@ from the last request, mid-minute on average, and the pod goes when it closes (f
 scaled from zero the activator stays in the path and the scale-to-zero grace is not waited); a
 retention shifts that end by whole minutes. Counting the whole minute over-counted an isolated
 request's pod by half a minute, most of per-model Knative's spend on sparse models."""
+BUDGET_KEEPALIVE_MINUTES = tuple(range(1, RETENTION_MAX_MINUTES + 1)) + (90, 120, 180, 240, 360, 480, 720)
+"""The keep-alives a fleet budget chooses among: every minute Knative's retention takes, then
+floors of up to 12 hours, so that the candidates' spend is a near-continuous curve the budget can
+land on (the user's price needs no such grid: its score is flat near its minimum)."""
+BUDGET_FIT = 1.0
+"""A candidate fits the fleet budget when its estimated ratio is at most this x the target."""
 TARGET_UTILIZATION = 0.7
 """Knative's default container-concurrency-target-percentage: the share of a pod's capacity the
 autoscaler fills before it adds one (how many pods Knative alone holds for a minute's load)."""
@@ -204,8 +210,9 @@ class TierState:
     """The fleet budget's account: the pod-seconds the warmth in force is estimated to have held
     since the budget began (each period re-estimated on its own minutes once it is history)..."""
     allowed_s: float = 0.0
-    """...and b x per-model Knative's over the same minutes. Their difference is carried into the
-    next choice, so the spend tracks the budget over the whole run, not day by day."""
+    """...and b x per-model Knative's over the same minutes. Their difference (bounded: see
+    `_update_choice`) is paid back over the next choices, so the spend tracks the budget over the
+    whole run, not day by day."""
 
     def to_json(self) -> str:
         return json.dumps({"warmth": self.warmth.to_json() if self.warmth else None, "chosen_at_s": self.chosen_at_s,
@@ -254,8 +261,8 @@ class PoolPlanSettings:
     fleet_budget: float | None = None
     """Spend b x per-model Knative's pod-seconds (estimated on the same history) instead of the
     user's price: at each choice, the candidate with the fewest estimated cold starts among those
-    whose estimated spend fits the allowance (b x per-model Knative's rate, plus what the run has
-    so far left unspent or overspent: `TierState.spent_s`, `allowed_s`)."""
+    whose spend ratio to per-model Knative's on the recent history fits b, plus what the run has
+    so far left unspent or overspent (`TierState.spent_s`, `allowed_s`; `choose_warmth`)."""
     not_ready_bound_s: float = 600.0
     """A mapping not programmed, or a dedicated Service unable to serve, for longer than this is
     reported and no longer holds anything warm; the model goes back to a tier that can serve."""
@@ -594,10 +601,17 @@ def _update_choice(state: TierState, history: TierHistory | None, settings: Pool
         i = max(0, int(state.chosen_at_s // 60) - history.start_minute)
         if i < len(history.counts) and len(history.per_model) == len(history.counts):
             pod_minutes = float(sum(history.per_model[i:]))
-            period = TierHistory(history.start_minute + i, history.counts[i:], history.p_any[i:],
-                                 pod_minutes, history.upper[i:], history.per_model[i:])
-            state = replace(state, spent_s=state.spent_s + estimate(period, state.warmth, settings)[0],
-                            allowed_s=state.allowed_s + settings.fleet_budget * pod_minutes * 60.0)
+            # estimated on the whole history, counting the period's minutes only: a keep-alive
+            # still running from the minutes before the period holds its pod into it
+            period = [0.0] * i + [1.0] * (len(history.counts) - i)
+            spent = state.spent_s + estimate(history, state.warmth, settings, weights=period)[0]
+            allowed = state.allowed_s + settings.fleet_budget * pod_minutes * 60.0
+            # the balance is bounded by what the pay-back can move (`budget_target`): a surplus
+            # the dearest candidate could not spend, or a debt the cheapest could not save, is
+            # not carried into a future it no longer describes
+            cap = _payback_periods(settings) * settings.fleet_budget * _period_allowance(history, settings)
+            allowed = spent + min(cap, max(-cap, allowed - spent))
+            state = replace(state, spent_s=spent, allowed_s=allowed)
     warmth, price = choose_warmth(history, settings, state.allowed_s - state.spent_s)
     return replace(state, warmth=warmth, chosen_at_s=now_s, price=price)
 
@@ -625,7 +639,9 @@ def candidates(history: TierHistory, settings: PoolPlanSettings) -> list[Warmth]
     # the user's price first: on a tie (a short or silent history) the default stands
     out = [Warmth("forecast", float(settings.cost))]
     out += [Warmth("forecast", float(p)) for p in sorted(set(settings.prices) - {settings.cost})]
-    out += [Warmth("keepalive", tail=k) for k in settings.keepalive_minutes]
+    keepalives = sorted(set(settings.keepalive_minutes) | (set(BUDGET_KEEPALIVE_MINUTES) if settings.fleet_budget is not None
+                                                            else set()))
+    out += [Warmth("keepalive", tail=k) for k in keepalives]
     out += [Warmth("forecast", float(p), tail=k) for p in sorted(set(settings.prices) | {settings.cost})
             for k in settings.forecast_keepalive_minutes if 0 < k <= RETENTION_MAX_MINUTES]
     if settings.hybrid:
@@ -643,32 +659,82 @@ def candidates(history: TierHistory, settings: PoolPlanSettings) -> list[Warmth]
 def choose_warmth(history: TierHistory, settings: PoolPlanSettings, carry_s: float = 0.0) -> tuple[Warmth, float | None]:
     """The candidate cheapest on the history at the user's price (pod-seconds + price x cold-start
     requests, estimated at minute grain), or with a fleet budget the one with the fewest estimated
-    cold starts whose estimated spend fits the allowance: b x per-model Knative's spend on the
-    history, plus `carry_s` (what the run has left unspent so far, negative when overspent, paid
-    back over the history's span), within 5%; the cheapest when none fits. History only."""
+    cold starts whose spend *ratio* fits the budget (`budget_target`); the cheapest when none
+    fits. History only.
+
+    Why a ratio: a fleet's spend grows and shrinks with its traffic (new models, busy and quiet
+    days), and pooling pays more the more of its models are active at once: a pooled 20-minute
+    keep-alive can cost several times per-model Knative's spend on a few sparse days and less
+    than it on busy ones. An allowance in pod-seconds from past days is then the wrong size for
+    the next one; the ratio of each candidate's spend to per-model Knative's on the same minutes
+    (both estimated at minute grain from the same counts) cancels the traffic's level, and
+    weighting the minutes by recency (half-life: one choice period) makes it the ratio of the
+    fleet as it is now, not as it was a week ago. Keep-alives of every minute up to Knative's
+    1-hour retention make the ratios a near-continuous curve, so the choice lands near the budget
+    without mixing two candidates in time (which would flip the Revisions' annotation within a
+    period). What the estimate still gets wrong is booked into the account (`TierState.spent_s`,
+    `allowed_s`) and paid back over the history's span (`_payback_periods`)."""
     if not any(c is not None for c in history.counts):
         return Warmth("forecast", settings.cost), None  # nothing observed yet: the forecast at the user's price
     cands = candidates(history, settings)
     pods = minute_pods_of(history, settings)
-    scores = [estimate(history, w, settings, pods) for w in cands]
     if settings.fleet_budget is not None and history.per_model_pod_minutes:
-        # the allowance as a spend over the history's minutes (the scale the candidates'
-        # estimates are on), the account's balance paid back over as many minutes: a day's
-        # surplus or debt moves the choice by a day's worth spread over the history, not all
-        # into the next period (which swung the choice between the dearest and the cheapest)
-        target = settings.fleet_budget * history.per_model_pod_minutes * 60.0 + carry_s
-        fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= 1.05 * target]
+        weights, per_model_s = _recent(history, settings)
+        scores = [estimate(history, w, settings, pods, weights) for w in cands]
+        target = budget_target(history, settings, carry_s)
+        fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= BUDGET_FIT * target * per_model_s]
         if fits:
             best = min(fits, key=lambda i: (scores[i][1], scores[i][0]))
         else:
             best = min(range(len(cands)), key=lambda i: scores[i][0])
         return cands[best], None
+    scores = [estimate(history, w, settings, pods) for w in cands]
     best = min(range(len(cands)), key=lambda i: scores[i][0] + settings.cost * scores[i][1])
     return cands[best], None
 
 
+def budget_target(history: TierHistory, settings: PoolPlanSettings, carry_s: float = 0.0) -> float:
+    """The ratio to per-model Knative's spend the next period may spend: the budget, plus the
+    account's balance (`carry_s`: unspent, negative when overspent) spread over the history's
+    span in periods (`_payback_periods`) of the recent per-model spend, within 0 and twice the
+    budget (a balance pays back at most the budget's own rate again each period)."""
+    b = settings.fleet_budget or 0.0
+    period = _period_allowance(history, settings)
+    if period <= 0:
+        return b
+    return b + min(b, max(-b, carry_s / (_payback_periods(settings) * period)))
+
+
+def _payback_periods(settings: PoolPlanSettings) -> float:
+    """The fleet budget's balance is paid back over the history's span (a week by default): one
+    period would swing each choice between the dearest and the cheapest candidate after a quiet
+    or a busy day; the span is as far back as the choice itself looks."""
+    return max(1.0, settings.history_minutes / max(1, settings.choose_every_minutes))
+
+
+def _recent(history: TierHistory, settings: PoolPlanSettings) -> tuple[list[float] | None, float]:
+    """(per-minute weights, per-model Knative's weighted pod-seconds): weights halving every
+    choice period back from the newest minute; None (every minute alike) when the history keeps
+    no per-minute per-model spend."""
+    n = len(history.counts)
+    if len(history.per_model) != n or n == 0:
+        return None, float(history.per_model_pod_minutes or 0.0) * 60.0
+    decay = 0.5 ** (1.0 / max(1, settings.choose_every_minutes))
+    weights = [decay ** (n - 1 - i) for i in range(n)]
+    return weights, 60.0 * sum(w * pm for w, pm in zip(weights, history.per_model))
+
+
+def _period_allowance(history: TierHistory, settings: PoolPlanSettings) -> float:
+    """Per-model Knative's pod-seconds over one choice period at the history's recent rate."""
+    weights, per_model_s = _recent(history, settings)
+    n = len(history.counts)
+    total = sum(weights) if weights is not None else float(n)
+    return per_model_s / total * settings.choose_every_minutes if total > 0 else 0.0
+
+
 def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings,
-             pods: tuple[list[int], list[int]] | None = None) -> tuple[float, float]:
+             pods: tuple[list[int], list[int]] | None = None,
+             weights: Sequence[float] | None = None) -> tuple[float, float]:
     """(pod-seconds, cold-start requests) of candidate `w` over the history, at minute grain, as
     Knative applies it: a pod stays through the minute after a request (the 60 s stable window,
     then the 30 s grace), a retention keeps it `tail` minutes more; min-scale 1 keeps one; a
@@ -676,7 +742,8 @@ def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings,
     counted as held: a minute's load holds what Knative alone scales to (`minute_pods`), and a
     minute the forecast candidate warms holds what the forecast sized (its upper quantile), so
     that forecast-driven sizing is priced, not counted as one pod. `pods`: `minute_pods` of the
-    history, computed once for every candidate."""
+    history, computed once for every candidate; `weights`: each minute's weight (the fleet
+    budget's recency), 1 when None."""
     knative, sized = pods if pods is not None else minute_pods_of(history, settings)
     threshold = _threshold(w.price) if w.kind == "forecast" else 2.0
     cold_share = min(1.0, settings.cold_start_s / 60.0)
@@ -698,14 +765,15 @@ def estimate(history: TierHistory, w: Warmth, settings: PoolPlanSettings,
             held = (m % 1440) // 10 in w.slots
         warm = held or (since is not None and since <= 1 + keep)
         floor = sized[i] if held and w.kind == "forecast" else (1 if warm else 0)
+        wt = 1.0 if weights is None else weights[i]
         if c:
             if not warm:
-                cold += max(1.0, c * cold_share) if c >= 1 else c
+                cold += wt * (max(1.0, c * cold_share) if c >= 1 else c)
             last = m
-            pod_min += max(knative[i], floor) - (0.0 if warm else COLD_MINUTE_SAVING)
+            pod_min += wt * (max(knative[i], floor) - (0.0 if warm else COLD_MINUTE_SAVING))
         else:
             # the tail's pod goes halfway through its last minute (STABLE_TAIL)
-            pod_min += STABLE_TAIL if not held and since == 1 + keep else floor
+            pod_min += wt * (STABLE_TAIL if not held and since == 1 + keep else floor)
     return pod_min * 60.0, cold
 
 
