@@ -154,11 +154,11 @@ FLEET ?=
 MAX_SCALE ?= 1000
 FLEET_BUDGET ?= 1.0
 MODELS_PER_POD ?=
-MODEL_LOAD_MS ?= 50
+MODEL_LOAD_MS ?=
 backtest-fleet: venv
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m training.backtest $(if $(FLEET),--fleet $(FLEET),$(foreach f,$(SHARED_FLEETS),--fleet $(f))) \
 	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --max-scale $(MAX_SCALE) \
-	  $(if $(FLEET_BUDGET),--fleet-budget $(FLEET_BUDGET)) $(if $(MODELS_PER_POD),--models-per-pod $(MODELS_PER_POD)) --model-load-ms $(MODEL_LOAD_MS) \
+	  $(if $(FLEET_BUDGET),--fleet-budget $(FLEET_BUDGET)) $(if $(MODELS_PER_POD),--models-per-pod $(MODELS_PER_POD)) $(if $(MODEL_LOAD_MS),--model-load-ms $(MODEL_LOAD_MS)) \
 	  --plots reports --sweep
 
 # What-if on your own Prometheus: every matching service's history read as the forecast function

@@ -178,6 +178,7 @@ class Tiers:
             "WARMUP_GATEWAY": self.standin.url, "PRELOAD_GATEWAY": self.standin.url,
             "WARMUP_PATH": "/v2/health/ready", "BURST_RISK": "off", "COOLDOWN_SECONDS": "0",
             "PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "2", "POOL_MODELS_PER_POD": "1",
+            "POOL_MODEL_LOAD_MS": "1000",
             "POOL_NOT_READY_SECONDS": str(NOT_READY_S), "LOG_LEVEL": "INFO",
         }, base / "tiers-scale.log")
         self.tick = TICK0

@@ -253,7 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models-per-pod", type=int, default=None,
                         help="fleet: a pool pod's memory budget in models (default: what the scale function reads from "
                              "serving/pool/infer-pool.yaml: POOL_MEMORY_MB / predictive-scaling.io/model-memory-mb)")
-    parser.add_argument("--model-load-ms", type=float, default=50.0, help="fleet: a model's load time in a pool pod")
+    parser.add_argument("--model-load-ms", type=float, default=None,
+                        help="fleet: a model's load time in a pool pod (default: what the scale function reads from "
+                             "serving/pool/infer-pool.yaml: predictive-scaling.io/model-load-ms, else POOL_MODEL_LOAD_MS)")
     parser.add_argument("--warmup-days", type=int, default=2, help="fleet: days simulated before scoring starts")
     parser.add_argument("--cold-start-s", type=float, default=5.0)
     parser.add_argument("--capacity-rps", type=float, default=10.0)

@@ -43,6 +43,7 @@ from scale.placement import DEDICATED, MOVE, POOL, Placement, PlacementSettings,
 from scale.pool_plan import (BUDGET_KEEPALIVE_MINUTES, COLD_MINUTE_SAVING, RETENTION_MAX_MINUTES, STABLE_TAIL,
                              TARGET_UTILIZATION, ModelView, PoolPlanSettings, PoolView, TierHistory, TierState,
                              choice_due, note_observed, plan_pool)
+from scale.pool_settings import PoolSettings
 from tqdm import tqdm
 
 from training import skill
@@ -66,7 +67,8 @@ class FleetOptions:
     cost: float = DEFAULT_COST
     models_per_pod: int = 64
     """A pool pod's memory budget in models (POOL_MEMORY_MB / model size)."""
-    model_load_ms: float = 50.0
+    model_load_ms: float = PoolSettings.model_load_ms
+    """A model's load time in a pool pod (`pool_model_load_ms`: what the scale function reads)."""
     fleet_budget: float | None = None
     sweep: bool = False
     horizon: int = 2
@@ -375,7 +377,7 @@ class PoolPlanDriver:
             routed_next = None
             for v, settings in enumerate(self.variants):
                 view = PoolView("pool", views, True, self._all, self.current[v].get("pool", (0, None))[0],
-                                {}, self.options.models_per_pod)
+                                {}, self.options.models_per_pod, self.options.model_load_ms / 1000.0)
                 tier_state = self.tier_states[v].get("pool")
                 history = {}
                 if choice_due(tier_state, now_s, settings):
@@ -948,6 +950,18 @@ def pool_capacity_models(manifest: Path = Path(__file__).resolve().parent.parent
     return capacity_models(pool, PoolSettings())
 
 
+def pool_model_load_ms(manifest: Path = Path(__file__).resolve().parent.parent / "serving" / "pool" / "infer-pool.yaml") -> float:
+    """A model's load time in a pool pod, read from the pool manifest by the scale function's own
+    rule (pool_placement.model_load_ms: its `predictive-scaling.io/model-load-ms`, else
+    POOL_MODEL_LOAD_MS's default): the placement rule's load time and the backtest's are one."""
+    import yaml
+    from scale.pool_placement import model_load_ms
+    from scale.pool_settings import PoolSettings
+
+    pool = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "Service")
+    return model_load_ms(pool, PoolSettings())
+
+
 def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = True) -> list[dict]:
     """The fleet half of `python -m training.backtest` (its parser holds the options): the
     fleet files named, or `fleets` already read (the what-if on Prometheus). Returns the JSON
@@ -958,7 +972,8 @@ def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = 
 
     options = FleetOptions(cold_start_s=int(math.ceil(args.cold_start_s)), capacity_rps=args.capacity_rps,
                            max_scale=args.max_scale,
-                           models_per_pod=args.models_per_pod if args.models_per_pod is not None else pool_capacity_models(), model_load_ms=args.model_load_ms,
+                           models_per_pod=args.models_per_pod if args.models_per_pod is not None else pool_capacity_models(),
+                           model_load_ms=args.model_load_ms if args.model_load_ms is not None else pool_model_load_ms(),
                            fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed, warmup_days=args.warmup_days,
                            placement=PlacementSettings(capacity_rps=args.capacity_rps))
     everything = []

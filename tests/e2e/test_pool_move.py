@@ -54,7 +54,7 @@ def fleet(models_dir, tmp_path, redis_db):
         "REDIS_URL": redis_db, "KUBERNETES_API_URL": double.url, "MAX_FORECAST_AGE_SECONDS": "0",
         "WARMUP_GATEWAY": standin.url, "PRELOAD_GATEWAY": standin.url, "WARMUP_PATH": "/v2/health/ready", "BURST_RISK": "off",
         "COOLDOWN_SECONDS": "0", "PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "2",
-        "POOL_MODELS_PER_POD": "1",
+        "POOL_MODELS_PER_POD": "1", "POOL_MODEL_LOAD_MS": "1000",  # a crowded pool: the busy model leaves
     }, tmp_path / "scale.log")
     yield double, standin, fn
     fn.stop()

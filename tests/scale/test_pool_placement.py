@@ -19,8 +19,9 @@ POOL_LABELS = {**LABEL, "predictive-scaling.io/pool": "true"}
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
 PLACEMENT_ENV = {"PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "3", "COOLDOWN_SECONDS": "0"}
 # Placement by memory: a busy model leaves the pool only when the pool cannot hold its working set.
-# These tests crowd it: a pool pod holds one model, and a pooled neighbour (iris) is active too.
-CROWDED = {**PLACEMENT_ENV, "POOL_MODELS_PER_POD": "1"}
+# These tests crowd it: a pool pod holds one model, a load takes it a second (its pods would spend
+# most of their time loading), and a pooled neighbour (iris) is active too.
+CROWDED = {**PLACEMENT_ENV, "POOL_MODELS_PER_POD": "1", "POOL_MODEL_LOAD_MS": "1000"}
 NEIGHBOUR = {"models/iris": minutes(2, 1.0, point_rps=1)}
 
 

@@ -1,6 +1,6 @@
-"""The pool plan, pure: tiers (placement by memory, hysteresis, the fallbacks and bounds of a tier that cannot serve),
+"""The pool plan, pure: tiers (placement by memory: the pool pods' time spent loading models; hysteresis, the fallbacks and bounds of a tier that cannot serve),
 each tier's warmth (the choice from the minute history, Knative's retention or a held floor),
-the fleet budget, the history the backtest builds vectorised, and the one capacity."""
+the fleet budget, the history the backtest builds vectorised, and the one capacity and load time."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from tests.support.servers import ROOT
 NOW = 29_000_000 * 60.0  # a minute that is a multiple of every cadence used here
 
 
-def view(models, capacity=64, pool_current=0, pool_warm=True):
-    return PoolView("pool", models, pool_warm, frozenset(m.name for m in models), pool_current, {}, capacity)
+def view(models, capacity=64, pool_current=0, pool_warm=True, load_s=0.05):
+    return PoolView("pool", models, pool_warm, frozenset(m.name for m in models), pool_current, {}, capacity, load_s)
 
 
 def model(name, routed=POOL, exists=True, ready=True, failing=False, settled=True):
@@ -45,10 +45,26 @@ def test_a_busy_model_stays_pooled_while_a_pod_holds_the_models_in_every_pod():
     states = {"busy": leaning(POOL, NOW - 3600)}
     out = plan_pool(view(models, capacity=64), {"busy": fc(8.0), "quiet": fc(0.05)}, states, {}, {}, SETTINGS, NOW)
     assert out.models["busy"].decided == POOL and "working set" in out.models["busy"].reason
-    # the same pool holding one model a pod cannot hold both: the busiest leaves, through its own Service
-    out = plan_pool(view(models, capacity=1), {"busy": fc(8.0), "quiet": fc(1.0)}, states, {}, {}, SETTINGS, NOW)
+    # the same pool holding one model a pod cannot hold both, and a load takes half a second: its
+    # pods would spend ~58% of their time loading; the busiest leaves, through its own Service
+    out = plan_pool(view(models, capacity=1, load_s=0.5), {"busy": fc(8.0), "quiet": fc(1.0)}, states, {}, {}, SETTINGS, NOW)
     assert out.models["busy"].decided == DEDICATED and out.models["busy"].action == MOVE
+    assert "of their time loading" in out.models["busy"].reason
     assert out.models["quiet"].decided == POOL
+
+
+def test_a_pool_whose_pods_load_within_the_bound_dedicates_none():
+    # the same pool, the same thrash (one model a pod, two models), at 50 ms a load: its pods
+    # spend ~6% of their time loading, within half the headroom Knative's target leaves (15%)
+    models = [model("busy"), model("quiet")]
+    states = {"busy": leaning(POOL, NOW - 3600)}
+    out = plan_pool(view(models, capacity=1, load_s=0.05), {"busy": fc(8.0), "quiet": fc(1.0)}, states, {}, {}, SETTINGS, NOW)
+    busy = out.models["busy"]
+    assert busy.decided == POOL and busy.action != MOVE and busy.state.tier == POOL
+    assert "working set" in busy.reason and "5.8" in busy.reason and "50 ms a load" in busy.reason
+    # the time share is the unit: the same loads at ten times the load time are over the bound
+    out = plan_pool(view(models, capacity=1, load_s=0.5), {"busy": fc(8.0), "quiet": fc(1.0)}, states, {}, {}, SETTINGS, NOW)
+    assert out.models["busy"].decided == DEDICATED
 
 
 def test_only_as_many_leave_as_it_takes_to_fit_busiest_first():
@@ -57,19 +73,20 @@ def test_only_as_many_leave_as_it_takes_to_fit_busiest_first():
     states = {n: leaning(POOL, NOW - 3600) for n in ("a", "b")}
     for n in ("a", "b"):
         states[n].samples = [(t, rates[n]) for t, _ in states[n].samples]
-    out = plan_pool(view(models, capacity=2), {n: fc(r) for n, r in rates.items()}, states, {}, {}, SETTINGS, NOW)
+    out = plan_pool(view(models, capacity=2, load_s=0.5), {n: fc(r) for n, r in rates.items()}, states, {}, {}, SETTINGS, NOW)
     assert [out.models[n].decided for n in ("a", "b", "c")] == [DEDICATED, POOL, POOL]
 
 
-def test_a_pool_over_its_memory_keeps_its_models_while_few_requests_would_load_one():
-    # 80 models at 0.1 req/s and one busy model, 64 a pod: more models reach every pod than a pod
-    # holds, so the quiet ones load now and then; the busy one leaving would not mend that (it
-    # only takes the pool's pods down): it stays (the every-pod count alone dedicated it)
+def test_a_pool_short_of_memory_for_its_sparse_models_keeps_its_busy_one():
+    # 80 models at 0.1 req/s and one busy model, 64 a pod, a second a load: more models reach
+    # every pod than a pod holds, so the quiet ones load now and then (~28% of the pods' time);
+    # the busy one leaving would not mend that (it only takes the pool's pods down, each then
+    # seeing more of the quiet ones): it stays (the every-pod count alone dedicated it)
     models = [model("busy")] + [model(f"q{i}") for i in range(80)]
     forecasts = {"busy": fc(30.0), **{f"q{i}": fc(0.1) for i in range(80)}}
     states = {"busy": leaning(POOL, NOW - 3600)}
     states["busy"].samples = [(t, 30.0) for t, _ in states["busy"].samples]
-    out = plan_pool(view(models, capacity=64), forecasts, states, {}, {}, SETTINGS, NOW)
+    out = plan_pool(view(models, capacity=64, load_s=1.0), forecasts, states, {}, {}, SETTINGS, NOW)
     assert out.models["busy"].decided == POOL and "no dedicated Service" in out.models["busy"].reason
     # a pool whose thrash the busiest's leaving does mend: three models reach every pod of a
     # pool that holds two; the busiest leaves, only it
@@ -78,18 +95,23 @@ def test_a_pool_over_its_memory_keeps_its_models_while_few_requests_would_load_o
     states = {n: leaning(POOL, NOW - 3600) for n in ("a", "b", "c")}
     for n in states:
         states[n].samples = [(t, forecasts[n][0].point_rps) for t, _ in states[n].samples]
-    out = plan_pool(view(models, capacity=2), forecasts, states, {}, {}, SETTINGS, NOW)
+    out = plan_pool(view(models, capacity=2, load_s=0.5), forecasts, states, {}, {}, SETTINGS, NOW)
     assert [out.models[n].decided for n in ("a", "b", "c")] == [DEDICATED, POOL, POOL]
 
 
-def test_the_load_share_is_chees_lru_estimate():
-    from scale.pool_plan import load_share_of
+def test_the_time_share_is_chees_lru_loads_times_the_load_time_over_the_pods():
+    from scale.pool_plan import LOAD_TIME_SHARE, TARGET_UTILIZATION, load_rate_of, load_time_share_of, pool_pods
 
-    assert load_share_of([5.0, 1.0], 2, 10.0) == 0.0  # every model fits
-    busy_and_rare = load_share_of([20.0, 20.0, 0.05], 2, 10.0)
-    even = load_share_of([7.0, 7.0, 7.0], 2, 10.0)
+    assert LOAD_TIME_SHARE == pytest.approx((1 - TARGET_UTILIZATION) / 2)  # half Knative's headroom
+    assert load_time_share_of([5.0, 1.0], 2, 10.0, 1.0) == 0.0  # every model fits
+    busy_and_rare = load_time_share_of([20.0, 20.0, 0.05], 2, 10.0, 0.05)
+    even = load_time_share_of([7.0, 7.0, 7.0], 2, 10.0, 0.05)
     assert 0 < busy_and_rare < even < 1  # thrash grows as the third model's share does
-    assert load_share_of([7.0] * 3, 1, 10.0) > even  # and as the pod holds fewer
+    assert load_time_share_of([7.0] * 3, 1, 10.0, 0.05) > even  # and as the pod holds fewer
+    # loads/s x the load time over the pods Knative holds at its target (21 req/s at 7 a pod: 3)
+    assert pool_pods([7.0] * 3, 10.0) == 3
+    assert even == pytest.approx(load_rate_of([7.0] * 3, 2, 10.0) * 0.05 / 3)
+    assert load_time_share_of([7.0] * 3, 2, 10.0, 0.5) == pytest.approx(10 * even)
 
 
 def test_a_dedicated_model_comes_back_once_the_pool_holds_it_for_the_hold():
@@ -103,8 +125,15 @@ def test_a_dedicated_model_comes_back_once_the_pool_holds_it_for_the_hold():
     out = plan_pool(view(models, capacity=64), forecasts, {"m": p.state}, {}, {}, SETTINGS, later)
     assert out.models["m"].decided == POOL and "back to the pool" in out.models["m"].reason
     # a pool that cannot hold it stops the clock
-    out = plan_pool(view(models, capacity=1), forecasts, {"m": p.state}, {}, {}, SETTINGS, later)
+    out = plan_pool(view(models, capacity=1, load_s=0.5), forecasts, {"m": p.state}, {}, {}, SETTINGS, later)
     assert out.models["m"].decided == DEDICATED and out.models["m"].state.fits_since is None
+    # ...and so does one whose pods would load within the bound but not within half of it (~10%
+    # of their time at 140 ms a load): the band that keeps a model from going back and forth
+    out = plan_pool(view(models, capacity=1, load_s=0.14), forecasts, {"m": p.state}, {}, {}, SETTINGS, later)
+    assert out.models["m"].decided == DEDICATED and out.models["m"].state.fits_since is None
+    # at 50 ms (~3.5%, under half the bound) the same pool takes it back
+    out = plan_pool(view(models, capacity=1, load_s=0.05), forecasts, {"m": p.state}, {}, {}, SETTINGS, later)
+    assert out.models["m"].decided == POOL and "back to the pool" in out.models["m"].reason
 
 
 def test_a_model_routed_to_a_deleted_service_goes_back_to_the_pool_without_waiting_to_settle():
@@ -420,3 +449,30 @@ def test_an_unreadable_model_memory_falls_back_to_the_setting(bad):
     pool = {"metadata": {"annotations": {"predictive-scaling.io/model-memory-mb": bad}},
             "spec": {"template": {"spec": {"containers": [{"env": [{"name": "POOL_MEMORY_MB", "value": "256"}]}]}}}}
     assert capacity_models(pool, PoolSettings(models_per_pod=7)) == 7
+
+
+# -- one load time ---------------------------------------------------------------------------------------------
+def test_one_load_time_the_scale_function_and_the_backtest_read_the_same_way():
+    from scale.pool_placement import model_load_ms
+    from scale.pool_settings import PoolSettings
+
+    from training.fleet_backtest import FleetOptions, pool_model_load_ms
+
+    pool = next(d for d in yaml.safe_load_all((ROOT / "serving" / "pool" / "infer-pool.yaml").read_text())
+                if d and d.get("kind") == "Service")
+    # the manifest sets none: the setting's documented default, the backtest's default too
+    assert model_load_ms(pool, PoolSettings()) == PoolSettings.model_load_ms == 50.0 == pool_model_load_ms()
+    assert FleetOptions().model_load_ms == 50.0
+    assert PoolSettings.from_env({"POOL_MODEL_LOAD_MS": "400"}).model_load_ms == 400.0
+    # the pool Service's annotation says its models' load time, over the setting
+    pool["metadata"].setdefault("annotations", {})["predictive-scaling.io/model-load-ms"] = "250"
+    assert model_load_ms(pool, PoolSettings(model_load_ms=10.0)) == 250.0
+
+
+@pytest.mark.parametrize("bad", ["", "x", "-5", "nan"])
+def test_an_unreadable_model_load_time_falls_back_to_the_setting(bad):
+    from scale.pool_placement import model_load_ms
+    from scale.pool_settings import PoolSettings
+
+    pool = {"metadata": {"annotations": {"predictive-scaling.io/model-load-ms": bad}}}
+    assert model_load_ms(pool, PoolSettings(model_load_ms=70.0)) == 70.0

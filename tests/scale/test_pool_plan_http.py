@@ -281,9 +281,10 @@ def test_the_function_and_the_backtest_driver_take_the_same_decisions(fleet_doub
     setup_pool(fleet_double, {m: "pool" for m in names}, pool_url=pool_server.url)
     fleet_double.set_actual_replicas(NS, "infer-pool-00001", 1)
     # a dedicated Service's pods are ready a minute after its min-scale is raised (a cold start is
-    # seconds), as the driver takes them: a move out waits for them
+    # seconds), as the driver takes them: a move out waits for them. One model a pod and a second
+    # a load: the pool's pods would spend most of their time loading while wine is busy
     env = {"PLACEMENT_EVERY_MINUTES": "1", "PLACEMENT_HOLD_MINUTES": "3", "COOLDOWN_SECONDS": "0",
-           "POOL_MODELS_PER_POD": "1", "POOL_WARMTH_EVERY_MINUTES": "10", "POOL_HISTORY_MINUTES": "60",
+           "POOL_MODELS_PER_POD": "1", "POOL_MODEL_LOAD_MS": "1000", "POOL_WARMTH_EVERY_MINUTES": "10", "POOL_HISTORY_MINUTES": "60",
            "MAX_SCALE": "10", "PRELOAD_GATEWAY": pool_server.control_url}
     fn = scale_fn(fleet_double, **env)
     start = TICK0 - TICK0 % 10 + 3
@@ -309,7 +310,7 @@ def test_the_function_and_the_backtest_driver_take_the_same_decisions(fleet_doub
             fleet_double.set_actual_replicas(NS, f"infer-{name}-00001", replicas)
     settings = PoolPlanSettings(placement=PlacementSettings(capacity_rps=10.0, hold_minutes=3), every_minutes=1,
                                 choose_every_minutes=10, history_minutes=60)
-    options = FleetOptions(capacity_rps=10.0, max_scale=10, models_per_pod=1)
+    options = FleetOptions(capacity_rps=10.0, max_scale=10, models_per_pod=1, model_load_ms=1000.0)
     policy = PolicySettings(capacity_rps=10.0, max_scale=10, cooldown_s=0.0, burst_risk=None)
     driver = PoolPlanDriver(counts, Forecasts(point, upper, p_any), names, [settings], options, start, policy)
     member = driver(0, n)

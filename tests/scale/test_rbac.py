@@ -98,13 +98,13 @@ def test_placement_path_uses_exactly_what_is_granted(scale_fn):
                                   labels={"predictive-scaling.io/model": "diabetes"},
                                   annotations={"predictive-scaling.io/dedicated-service": "infer-diabetes"})
         double.set_actual_replicas("models", "infer-diabetes-00001", 1)
-        # a pooled neighbour and a one-model pod: the pool cannot hold both, so the busy one leaves
+        # a pooled neighbour, a one-model pod and a second a load: the pool cannot hold both, so the busy one leaves
         double.add_service("models", "infer-iris", LABEL)
         double.add_domain_mapping("models", "iris.models.example.com", "infer-pool",
                                   labels={"predictive-scaling.io/model": "iris"},
                                   annotations={"predictive-scaling.io/dedicated-service": "infer-iris"})
         used = _exercise(double, lambda d: scale_fn(d, PLACEMENT_EVERY_MINUTES="1", PLACEMENT_HOLD_MINUTES="0",
-                                                    POOL_MODELS_PER_POD="1"),
+                                                    POOL_MODELS_PER_POD="1", POOL_MODEL_LOAD_MS="1000"),
                          extra={"models/diabetes": minutes(9, 1.0, point_rps=8), "models/iris": minutes(2, 1.0, point_rps=1)},
                          before_first=lambda: double.before_next_patch(lambda: double.touch(
                              "serving.knative.dev", "domainmappings", "models", "diabetes.models.example.com",

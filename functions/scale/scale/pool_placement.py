@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 
 import redis
@@ -228,7 +229,7 @@ class PoolPlacement:
                              frozenset(), _current(pool, targets),
                              {v.dedicated: _current(ksvcs[v.dedicated], targets) for v in views
                               if v.dedicated and v.dedicated in ksvcs},
-                             capacity_models(pool, self.settings))
+                             capacity_models(pool, self.settings), model_load_ms(pool, self.settings) / 1000.0)
         decided = plan.plan_pool(view, forecasts, states, tier_states, history, settings, now_s, fresh)
         self.history.save_tiers(namespace, decided.tier_states)
 
@@ -486,6 +487,7 @@ def _failing(ksvc: dict | None) -> bool:
 
 POOL_MEMORY_ENV = "POOL_MEMORY_MB"
 MODEL_MEMORY_ANNOTATION = "predictive-scaling.io/model-memory-mb"
+MODEL_LOAD_ANNOTATION = "predictive-scaling.io/model-load-ms"
 
 
 def capacity_models(pool: dict, settings: PoolSettings) -> int:
@@ -507,6 +509,18 @@ def capacity_models(pool: dict, settings: PoolSettings) -> int:
     except ValueError:
         pass
     return settings.models_per_pod
+
+
+def model_load_ms(pool: dict, settings: PoolSettings) -> float:
+    """A model's load time in the pool's pods: the pool Service's annotation
+    `predictive-scaling.io/model-load-ms`, else POOL_MODEL_LOAD_MS (the fleet backtest's default
+    reads it the same way)."""
+    annotation = (pool["metadata"].get("annotations") or {}).get(MODEL_LOAD_ANNOTATION)
+    try:
+        value = float(annotation) if annotation is not None else settings.model_load_ms
+    except ValueError:
+        return settings.model_load_ms
+    return value if math.isfinite(value) and value >= 0 else settings.model_load_ms
 
 
 def plan_settings(pool: PoolSettings, service: PolicySettings) -> plan.PoolPlanSettings:

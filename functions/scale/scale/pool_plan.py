@@ -14,10 +14,12 @@ backtest (training/fleet_backtest.py, `PoolPlanDriver`) calls the very same func
 minute with the same kind of inputs, so the fleet table's default is what a cluster runs.
 
 Placement by memory (`_memory_rule`): a model the rate band would dedicate leaves the pool only
-where that pays: when the pool's pods would spend more than `load_share` of its requests loading
-models (Che's approximation of each pod's LRU, `load_rate_of`), busiest first, as few as bring the
-loads within it, and none when no number of them would; a dedicated model comes back once the
-pool would have held it within half that for placement's hold.
+where that pays: when the pool's pods would spend more than `load_time_share` of their time
+loading models (model loads/s by Che's approximation of each pod's LRU, `load_rate_of`, x the
+pool's model load time, over the pods Knative holds at its target: `load_time_share_of`),
+busiest first, as few as bring the time within it, and none when no number of them would; a
+dedicated model comes back once the pool would have held it within half that for placement's
+hold.
 
 Warmth, chosen per tier from history (`choose_warmth`): the candidates are the forecast policy at
 several prices (alone, or with a short Knative retention on top), Knative's own keep-alive (`scale-to-zero-pod-retention-period`, 0-1 h, the
@@ -63,6 +65,13 @@ BUDGET_FIT = 1.0
 TARGET_UTILIZATION = 0.7
 """Knative's default container-concurrency-target-percentage: the share of a pod's capacity the
 autoscaler fills before it adds one (how many pods Knative alone holds for a minute's load)."""
+LOAD_TIME_SHARE = (1.0 - TARGET_UTILIZATION) / 2.0
+"""Placement by memory's bound: the pool's pods may spend at most this share of their time
+loading models, half the headroom Knative's target leaves (15% at its 70%). The headroom is what
+absorbs the load's swings between two autoscaler windows; time spent loading is taken from it on
+every pod, all the time. Half stays for the swings it is there for; the other half may go to
+loads. Beyond it, a pool pod busy at the target and loading is short of capacity at the first
+swing, which a Service of the busiest model's own, with its own pods, mends."""
 
 
 # -- the view, the history, the state --------------------------------------------------------
@@ -103,6 +112,9 @@ class PoolView:
     dedicated_current: Mapping[str, int] = field(default_factory=dict)
     capacity_models: int = 64
     """How many models a pool pod holds: POOL_MEMORY_MB // the models' size (`capacity_models`)."""
+    model_load_s: float = 0.05
+    """How long a pool pod takes to load a model (the pool Service's
+    `predictive-scaling.io/model-load-ms`, else POOL_MODEL_LOAD_MS: `pool_placement.model_load_ms`)."""
 
 
 @dataclass(frozen=True)
@@ -254,10 +266,9 @@ class PoolPlanSettings:
     sizing: PolicySettings = field(default_factory=PolicySettings)
     """The policy that sizes a tier's pods from its forecast (capacity, burst risk, max-scale):
     the estimate prices a forecast candidate by the pods it holds."""
-    load_share: float = 0.01
-    """Placement by memory: the pool keeps its models while the estimated share of its requests
-    that load a model (Che's approximation of each pod's LRU) stays at or under this; 1%, the
-    share at which a load's wait reaches the requests' 99th percentile."""
+    load_time_share: float = LOAD_TIME_SHARE
+    """Placement by memory: the pool keeps its models while the estimated share of its pods' time
+    spent loading models (`load_time_share_of`) stays at or under this (LOAD_TIME_SHARE)."""
     fleet_budget: float | None = None
     """Spend b x per-model Knative's pod-seconds (estimated on the same history) instead of the
     user's price: at each choice, the candidate with the fewest estimated cold starts among those
@@ -369,7 +380,7 @@ def plan_pool(view: PoolView, forecasts: Mapping[str, Sequence[MinuteForecast] |
                                   state=ModelState(now_s, decided.tier, decided.leaning_since, samples, unsettled,
                                                    failing_since, state.fits_since if decided.tier == DEDICATED else None))
     _memory_rule(view, plans, rates, capacity, evaluate and settings.dedicate, settings.placement.capacity_rps,
-                 settings.load_share, now_s, settings.placement.hold_minutes * 60.0)
+                 view.model_load_s, settings.load_time_share, now_s, settings.placement.hold_minutes * 60.0)
 
     by_name = {m.name: m for m in view.models}
     for p in plans.values():
@@ -466,52 +477,56 @@ def capacity_models(view: PoolView) -> int:
 
 
 def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str, float], capacity: int,
-                 evaluate: bool, capacity_rps: float, load_share: float = 0.01, now_s: float = 0.0,
-                 hold_s: float = 3600.0) -> None:
+                 evaluate: bool, capacity_rps: float, load_s: float = 0.05, bound: float = LOAD_TIME_SHARE,
+                 now_s: float = 0.0, hold_s: float = 3600.0) -> None:
     """Placement by memory: a model that placement would dedicate (its rate keeps a pod busy,
-    with hysteresis) leaves the pool only while the pool's pods would spend too many requests
-    loading models: the estimated share of the pool's requests that load one (`load_share_of`)
-    is above `load_share`. Knative spreads requests over the pool's pods, so each pod sees every
-    model at its rate over the pods, and keeps the `capacity` least recently used. While the
-    share is small, sharing the pool's warm pods and headroom beats a Service of one's own (a
-    model load costs a request milliseconds; a Service of its own, its own cold starts and
-    bursts); beyond it, the busiest leave first, only as many as it takes."""
+    with hysteresis) leaves the pool only while the pool's pods would spend too much of their time
+    loading models: the estimated share (`load_time_share_of`: loads/s x `load_s` over the pods)
+    is above `bound`. Knative spreads requests over the pool's pods, so each pod sees every model
+    at its rate over the pods, and keeps the `capacity` least recently used. While the share is
+    small, sharing the pool's warm pods and headroom beats a Service of one's own (a load costs a
+    pod `load_s`; a Service of its own, its own cold starts, bursts and idle headroom); beyond it,
+    the busiest leave first, only as many as it takes."""
     if not evaluate:
         return
     rps = {n: max(0.0, rates[n]) if math.isfinite(rates[n]) else 0.0 for n in plans}
     wanting = sorted((p for p in plans.values() if p.decided == DEDICATED and p.routed == POOL),
                      key=lambda p: -rps[p.name])
     staying = [p.name for p in plans.values() if p.decided == POOL or p in wanting]
-    total = sum(rps[n] for n in staying) or 1.0
-    # the fewest of the busiest whose leaving brings the pool's loads within the bound; none when
-    # no number of them would (the pool is short of memory for its sparse models, which no
-    # dedicated Service mends)
+
+    def time_share(names: Sequence[str]) -> float:
+        return load_time_share_of([rps[n] for n in names], capacity, capacity_rps, load_s)
+
+    # the fewest of the busiest whose leaving brings the pool's time loading within the bound;
+    # none when no number of them would (the pool is short of memory for its sparse models, which
+    # no dedicated Service mends)
     leave = None
     for k in range(len(wanting) + 1):
         gone = {p.name for p in wanting[:k]}
-        loads = load_rate_of([rps[n] for n in staying if n not in gone], capacity, capacity_rps)
-        if loads <= load_share * total:
+        if time_share([n for n in staying if n not in gone]) <= bound:
             leave = k
             break
-    share = load_rate_of([rps[n] for n in staying], capacity, capacity_rps) / total
+    share = time_share(staying)
+    about = f"{capacity} models a pod, {load_s * 1000:g} ms a load"
     for i, p in enumerate(wanting):
         if leave is not None and i < leave:
             staying.remove(p.name)
+            p.reason = (f"the pool's pods would spend ~{share:.2%} of their time loading models ({about}), over "
+                        f"{bound:.0%}: the busiest leave" + (f" ({leave} of them)" if leave > 1 else ""))
             continue
         p.decided, p.leaning_since = POOL, None
         p.state.tier, p.state.leaning_since = POOL, None
-        p.reason = (f"the pool holds its working set (model loads ~{share:.2%} of its requests, "
-                    f"{capacity} models a pod): stays pooled" if share <= load_share else
-                    f"model loads ~{share:.2%} of the pool's requests, {capacity} models a pod, and no "
-                    "dedicated Service would bring them within the bound: stays pooled")
+        p.reason = (f"the pool holds its working set (its pods ~{share:.2%} of their time loading models, "
+                    f"{about}; bound {bound:.0%}): stays pooled" if share <= bound else
+                    f"the pool's pods would spend ~{share:.2%} of their time loading models ({about}), and no "
+                    f"dedicated Service would bring that within {bound:.0%}: stays pooled")
     # Hysteresis: a dedicated model comes back, quietest first, once the pool would have held it
-    # with loads at half the bound for as long as placement's hold (its rate band may still call
-    # it busy; a model the band already leans back is the band's to move).
+    # with its time loading at half the bound for as long as placement's hold (its rate band may
+    # still call it busy; a model the band already leans back is the band's to move).
     out = [p for p in plans.values() if p.decided == DEDICATED and p.routed == DEDICATED and p.leaning_since is None]
     for p in sorted(out, key=lambda p: rps[p.name]):
-        with_it = [rps[n] for n in staying + [p.name]]
-        share = load_rate_of(with_it, capacity, capacity_rps) / (sum(with_it) or 1.0)
-        if share > load_share / 2 or not math.isfinite(rates[p.name]):
+        share = time_share(staying + [p.name])
+        if share > bound / 2 or not math.isfinite(rates[p.name]):
             p.state.fits_since = None
             continue
         since = p.state.fits_since if p.state.fits_since is not None else now_s
@@ -520,21 +535,26 @@ def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str
             staying.append(p.name)
             p.decided, p.leaning_since = POOL, None
             p.state.tier, p.state.leaning_since, p.state.fits_since = POOL, None, None
-            p.reason = (f"the pool holds its working set with it (model loads ~{share:.2%} of its requests, "
-                        f"{capacity} models a pod): back to the pool")
+            p.reason = (f"the pool holds its working set with it (its pods ~{share:.2%} of their time loading "
+                        f"models, {about}; within half the bound {bound:.0%}): back to the pool")
+
+
+def pool_pods(rates_rps: Sequence[float], capacity_rps: float) -> float:
+    """The pods Knative holds for the pool's load at its target (at least one)."""
+    return max(1.0, math.ceil(sum(r for r in rates_rps if r > 0) / (TARGET_UTILIZATION * capacity_rps)))
 
 
 def load_rate_of(rates_rps: Sequence[float], capacity: int, capacity_rps: float) -> float:
     """Model loads per second in a pool of these models at steady state: Knative spreads the
-    pool's load over P = total / (TARGET_UTILIZATION x capacity_rps) pods, so a pod sees model i
-    at rate l_i = r_i / P; each pod keeps `capacity` models, least recently used out. Che's
-    approximation of an LRU cache (Che, Tung and Wang, 2002): the characteristic time T solves
-    sum_i (1 - exp(-l_i T)) = capacity, and a request of model i loads it with probability
+    pool's load over P = total / (TARGET_UTILIZATION x capacity_rps) pods (`pool_pods`), so a pod
+    sees model i at rate l_i = r_i / P; each pod keeps `capacity` models, least recently used out.
+    Che's approximation of an LRU cache (Che, Tung and Wang, 2002): the characteristic time T
+    solves sum_i (1 - exp(-l_i T)) = capacity, and a request of model i loads it with probability
     exp(-l_i T). 0 when every model fits."""
     active = [r for r in rates_rps if r > 0]
     if len(active) <= capacity:
         return 0.0
-    pods = max(1.0, math.ceil(sum(active) / (TARGET_UTILIZATION * capacity_rps)))
+    pods = pool_pods(active, capacity_rps)
     lam = [r / pods for r in active]
 
     def held(t: float) -> float:
@@ -550,10 +570,11 @@ def load_rate_of(rates_rps: Sequence[float], capacity: int, capacity_rps: float)
     return pods * sum(x * math.exp(-x * t) for x in lam)
 
 
-def load_share_of(rates_rps: Sequence[float], capacity: int, capacity_rps: float) -> float:
-    """`load_rate_of` as a share of the pool's requests."""
-    total = sum(r for r in rates_rps if r > 0)
-    return load_rate_of(rates_rps, capacity, capacity_rps) / total if total else 0.0
+def load_time_share_of(rates_rps: Sequence[float], capacity: int, capacity_rps: float, load_s: float) -> float:
+    """The share of the pool pods' time spent loading models: `load_rate_of` x `load_s` over the
+    pods Knative holds at its target (`pool_pods`)."""
+    loads = load_rate_of(rates_rps, capacity, capacity_rps)
+    return loads * max(0.0, load_s) / pool_pods(rates_rps, capacity_rps) if loads else 0.0
 
 
 def _threshold(price: float) -> float:

@@ -20,6 +20,7 @@ class PoolSettings:
     | PRELOAD_GATEWAY | (none) | send pre-loads to this URL with the pool's host as `Host:` (local mode's stand-in, which routes them to a replica's control port); not WARMUP_GATEWAY: an ingress does not reach the control port |
     | POOL_CONTROL_URL | http://{name}-control.{namespace}.svc.cluster.local:8081 | the pool's control port (repository API), from the pool's name and namespace |
     | POOL_MODEL_MEMORY_MB | 4 | a model's memory in a pool pod when the pool Service has no `predictive-scaling.io/model-memory-mb`: its capacity in models is its POOL_MEMORY_MB over this |
+    | POOL_MODEL_LOAD_MS | 50 | a model's load time in a pool pod when the pool Service has no `predictive-scaling.io/model-load-ms`: placement by memory counts the pool pods' time spent loading models with it (infer measures it: `infer_model_load_seconds`); the fleet backtest's default too |
     | POOL_WARMTH_EVERY_MINUTES | 1440 | the pool's warmth (forecast at a price, keep-alive, hybrid histogram, time of day) is chosen again on minutes that are a multiple of this |
     | POOL_HISTORY_MINUTES | 10080 | the minute history (observed requests, forecast P(any)) kept per model in Redis for that choice |
     | FLEET_BUDGET | (none) | spend this x per-model Knative's pod-seconds (estimated on the history) instead of the user's price |
@@ -35,6 +36,7 @@ class PoolSettings:
     gateway: str | None = None
     control_url: str = "http://{name}-control.{namespace}.svc.cluster.local:8081"
     model_memory_mb: float = 4.0
+    model_load_ms: float = 50.0
     choose_every_minutes: int = 1440
     history_minutes: int = 10080
     fleet_budget: float | None = None
@@ -52,6 +54,7 @@ class PoolSettings:
                        gateway=optional(env, "PRELOAD_GATEWAY"),
                        control_url=optional(env, "POOL_CONTROL_URL") or cls.control_url,
                        model_memory_mb=number(env, "POOL_MODEL_MEMORY_MB", 4.0, 0.001),
+                       model_load_ms=number(env, "POOL_MODEL_LOAD_MS", cls.model_load_ms, 0),
                        choose_every_minutes=whole(env, "POOL_WARMTH_EVERY_MINUTES", 1440, 1),
                        history_minutes=whole(env, "POOL_HISTORY_MINUTES", 10080, 60),
                        fleet_budget=number(env, "FLEET_BUDGET", 0.0, 0.0) or None,
