@@ -148,18 +148,20 @@ backtest: venv
 
 # Walk-forward fleet backtest (per-model Knative vs the pool + placement + pre-warming) on both
 # shared fleets, or FLEET=<file> (timestamp,service,requests + <file>.json); tables (FORMAT=json:
-# one object per policy and setting) on stdout, a progress bar on stderr, plots in reports/.
+# one object per policy and setting) on stdout, a progress bar on stderr, plots in reports/;
+# INFO=<file.json>: what each run found besides the scores (skill, placement, warmth chosen).
 SHARED_FLEETS := $(wildcard ../shared/traces/*_fleet_*.csv)
 FLEET ?=
 MAX_SCALE ?= 1000
 FLEET_BUDGET ?= 1.0
 MODELS_PER_POD ?=
 MODEL_LOAD_MS ?=
+INFO ?=
 backtest-fleet: venv
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m training.backtest $(if $(FLEET),--fleet $(FLEET),$(foreach f,$(SHARED_FLEETS),--fleet $(f))) \
 	  --format $(FORMAT) --cold-start-s $(COLD_START_S) --capacity-rps $(CAPACITY_RPS) --max-scale $(MAX_SCALE) \
 	  $(if $(FLEET_BUDGET),--fleet-budget $(FLEET_BUDGET)) $(if $(MODELS_PER_POD),--models-per-pod $(MODELS_PER_POD)) $(if $(MODEL_LOAD_MS),--model-load-ms $(MODEL_LOAD_MS)) \
-	  --plots reports --sweep
+	  $(if $(INFO),--info $(INFO)) --plots reports --sweep
 
 # What-if on your own Prometheus: every matching service's history read as the forecast function
 # reads it, backtested as a trace (and as a fleet when several): same tables and plots.

@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="fleet: a model's load time in a pool pod (default: what the scale function reads from "
                              "serving/pool/infer-pool.yaml: predictive-scaling.io/model-load-ms, else POOL_MODEL_LOAD_MS)")
     parser.add_argument("--warmup-days", type=int, default=2, help="fleet: days simulated before scoring starts")
+    parser.add_argument("--info", type=Path, default=None,
+                        help="fleet: also write what each run found besides its scores (skill, placement, the warmth "
+                             "chosen, timings) to this JSON file, one object per fleet (docs/results render it)")
     parser.add_argument("--cold-start-s", type=float, default=5.0)
     parser.add_argument("--capacity-rps", type=float, default=10.0)
     parser.add_argument("--format", choices=("table", "json"), default="table")

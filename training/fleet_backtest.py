@@ -904,10 +904,8 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
     print(f"\n## {info['fleet']}: {info['services']} services, {info['minutes']} min, warm-up {info['warmup_minutes']} min not scored, "
           f"refit daily; cold start {info['cold_start_s']} s, {info['capacity_rps']} req/s per pod, max-scale {info['max_scale']}, "
           f"{info['models_per_pod']} models per pool pod, model load {info['model_load_ms']:.0f} ms")
-    print(f"placement: {len(info['dedicated_services'])} services ever dedicated ({info['dedicated_share_of_requests']:.1%} of scored requests), "
-          f"{info['placement_moves']} moves; forecasts {info['forecast_seconds']} s (longest fit {info['longest_fit_seconds']} s), "
-          f"simulation {info['simulate_seconds']} s over {info['lanes']} lanes, total {info['total_seconds']} s")
-    print(skill.format_fleet_skill(info["forecast_skill"]) + "\n")
+    head, tail = findings_lines(info)
+    print("\n".join(head) + "\n")
     print("| policy | settings | requests | cold | cold % | cold vs KPA | p75 service cold % | model loads | evictions | "
           "over capacity | over cap vs KPA | pod-s | pod-s vs KPA | wasted pod-s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -917,12 +915,25 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
               f"{s['cold_start_vs_kpa']:.3f} | {s['p75_service_cold_pct']:.1f} | {s['model_loads']} | {s['model_evictions']} | "
               f"{s['over_capacity_requests']} | {s['over_capacity_vs_kpa']:.3f} | {s['pod_seconds']} | {s['pod_seconds_vs_kpa']:.3f} | "
               f"{s['wasted_pod_seconds']} |")
-    print(f"\nthe default's warmth candidates (scale.pool_plan.candidates, chosen daily per tier): {info['candidates']}")
-    print(f"the default is the scale function's pool plan (scale.pool_plan.plan_pool, {info['plan_seconds']} s minute by "
-          f"minute): the pool's warmth chosen once a day from the minute history the function keeps; share of scored "
-          f"minutes each candidate was in force: {info['default_choices']}")
+    print("\n" + "\n".join(tail))
+
+
+def findings_lines(info: dict) -> tuple[list[str], list[str]]:
+    """What a run found besides its scores, as lines: (placement, timings and the forecast's
+    skill; the warmth candidates, what was in force and the forecast's share). Printed with the
+    table, and rendered into docs/results from the `--info` file (scripts/gen_results_tables.py),
+    so that the skill a page quotes is the run's, never a sentence typed after another run."""
+    head = [f"placement: {len(info['dedicated_services'])} services ever dedicated ({info['dedicated_share_of_requests']:.1%} of "
+            f"scored requests), {info['placement_moves']} moves; forecasts {info['forecast_seconds']} s (longest fit "
+            f"{info['longest_fit_seconds']} s), simulation {info['simulate_seconds']} s over {info['lanes']} lanes, total "
+            f"{info['total_seconds']} s",
+            skill.format_fleet_skill(info["forecast_skill"])]
+    tail = [f"the default's warmth candidates (scale.pool_plan.candidates, chosen daily per tier): {info['candidates']}",
+            f"the default is the scale function's pool plan (scale.pool_plan.plan_pool, {info['plan_seconds']} s minute by "
+            f"minute): the pool's warmth chosen once a day from the minute history the function keeps; share of scored "
+            f"minutes each candidate was in force: {info['default_choices']}"]
     if info["budget_choices"]:
-        print(f"fleet budget: candidates in force {info['budget_choices']}")
+        tail.append(f"fleet budget: candidates in force {info['budget_choices']}")
     for name, share in (("default", info["forecast_share"]), ("fleet budget", info["budget_forecast_share"])):
         if share is None:
             continue
@@ -933,9 +944,10 @@ def print_fleet_table(scores: list[dict], info: dict) -> None:
                      + (f"the pooled keep-alive curve {at:.0f} at equal pod-s ({'beats it' if share['cold'] < at else 'does not beat it'}"
                         + (f", {share['cold'] / at:.2f}x)" if at else ")") if at is not None
                         else f"the pooled keep-alive curve cannot be compared ({share['beyond_curve']})"))
-        print(line)
-    print("rows a cluster runs: `predictive` (the default, and with FLEET_BUDGET), `pool_all_kpa` and `kpa` (Knative "
-          "alone, no plan), `keepalive` (per-model retention); every other row is a baseline no deployment runs")
+        tail.append(line)
+    tail.append("rows a cluster runs: `predictive` (the default, and with FLEET_BUDGET), `pool_all_kpa` and `kpa` (Knative "
+                "alone, no plan), `keepalive` (per-model retention); every other row is a baseline no deployment runs")
+    return head, tail
 
 
 def pool_capacity_models(manifest: Path = Path(__file__).resolve().parent.parent / "serving" / "pool" / "infer-pool.yaml") -> int:
@@ -976,9 +988,13 @@ def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = 
                            model_load_ms=args.model_load_ms if args.model_load_ms is not None else pool_model_load_ms(),
                            fleet_budget=args.fleet_budget, sweep=args.sweep, seed=args.seed, warmup_days=args.warmup_days,
                            placement=PlacementSettings(capacity_rps=args.capacity_rps))
-    everything = []
+    everything, infos = [], []
     for fleet in fleets if fleets is not None else (load_fleet(path, seed=args.seed) for path in args.fleet):
         scores, info = run_fleet(fleet, options, progress=True, plots=args.plots)
+        infos.append(info)
+        if getattr(args, "info", None) is not None:
+            # rewritten after each fleet: a long run's first fleets are kept if a later one fails
+            args.info.write_text(json.dumps(infos if len(infos) > 1 else info, indent=1, default=float) + "\n")
         if args.format == "json":
             everything += [{**s, "fleet": info["fleet"]} for s in scores]
             # what the run found besides the scores (placement, the warmth chosen, timings)

@@ -3,7 +3,9 @@ pooled design against per-model Knative, and the fleet budget's convergence."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ from threadpoolctl import threadpool_limits
 from training import backtest
 from training.fleet_backtest import FleetOptions, run_fleet
 from training.fleet_trace import FleetTrace
+
+ROOT = Path(__file__).resolve().parents[2]
 
 START = 1_700_000_000 - 1_700_000_000 % 86_400
 
@@ -81,8 +85,19 @@ def test_cli_json_has_every_policy_and_field(tmp_path, capsys):
     (tmp_path / "mine_fleet_1s.csv.json").write_text(json.dumps(
         {"bin_seconds": 1, "start": fleet.start, "end": fleet.end, "services": list(fleet.services) + ["idle"]}))
     backtest.main(["--fleet", str(path), "--format", "json", "--capacity-rps", "0.5", "--max-scale", "50", "--warmup-days", "1",
-                   "--models-per-pod", "1", "--model-load-ms", "5000"])
+                   "--models-per-pod", "1", "--model-load-ms", "5000", "--info", str(tmp_path / "info.json")])
     scores = json.loads(capsys.readouterr().out)
+    # what the run found besides its scores, written for docs/results to render (the skill a page
+    # quotes is then the run's own)
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["fleet"] == scores[0]["fleet"] and info["services"] >= 4
+    assert {"mase", "brier_skill", "median_series_brier_skill", "reliability"} <= set(info["forecast_skill"])
+    spec = importlib.util.spec_from_file_location("gen_results_tables", ROOT / "scripts" / "gen_results_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    rendered = tables.fleet_findings(info)
+    assert f"{info['placement_moves']} moves" in rendered
+    assert f"Brier skill {info['forecast_skill']['brier_skill']:+.3f} pooled" in rendered
     policies = {s["policy"] for s in scores}
     assert {"kpa", "keepalive", "hybrid_histogram", "predictive_per_model", "oracle_per_model", "predictive",
             "pool_kpa", "pool_keepalive", "pool_predictive", "oracle_pooled"} <= policies
