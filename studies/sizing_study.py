@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, error_headroom, is_busy, minute_pods
+from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, busy_trigger, error_headroom, minute_pods
 from training.fleet_backtest import (DAY, FleetOptions, Forecasts, Placer, PolicySchedule, oracle_schedule, span_peaks,
                                      walk_forward)
 from training.fleet_sim import DAY_S, FleetSimConfig, simulate_lanes
@@ -89,27 +89,36 @@ def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
             continue
         heads = rolling_error_headroom(counts[i], fc.point[i, :, 0], fc.upper[i, :, 0], error_quantile)
         for m in range(n):
+            # A schedule of this one minute: `fill` converts its whole series on each call, and
+            # each call starts from min-scale 0 (the state is not carried across calls), so a
+            # one-row schedule decides the same as the whole series' did, in linear time.
             h = heads[m]
-            schedule.fill([out[k]], m, m + 1, [settings if np.isnan(h) else replace(settings, headroom=float(h))])
+            one = PolicySchedule(fc.point[i, m:m + 1], fc.upper[i, m:m + 1], fc.p_any[i, m:m + 1])
+            one.fill([out[k, m:m + 1]], 0, 1, [settings if np.isnan(h) else replace(settings, headroom=float(h))])
     return out
 
 
-def busy_windows(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int) -> np.ndarray:
+def busy_windows(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int, min_scale: np.ndarray | None = None,
+                 counts: np.ndarray | None = None, mode: str = "point") -> np.ndarray:
     """The stable window the scale function sets each minute with the busy-window lever on
-    (`settings.busy_window_s`): the lever's window where every covered minute is forecast busy
-    (scale.min_scale_policy.is_busy, as `decide` reads it), else 0 (the Service's own); minutes
-    without a forecast hold, and holding leaves the window alone."""
+    (`settings.busy_window_s`): the lever's window where `scale.min_scale_policy.busy_trigger`
+    says so, as `decide` calls it (the covered minutes' forecasts, the min-scale set that minute:
+    `min_scale`, a row per series; the last observed minute's rate: `counts`, per-minute counts
+    of each series), else 0 (the Service's own); minutes without a forecast hold, and holding
+    leaves the window alone."""
     out = np.zeros((len(rows), n), np.int64)
     if not settings.busy_window_s:
         return out
     h = min(LEAD_MINUTES, fc.point.shape[2])
     for k, i in enumerate(rows):
-        point, p_any = fc.point[i, :, :h].tolist(), fc.p_any[i, :, :h].tolist()
+        point, upper, p_any = fc.point[i, :, :h].tolist(), fc.upper[i, :, :h].tolist(), fc.p_any[i, :, :h].tolist()
+        scale = [0] * n if min_scale is None else min_scale[k].tolist()
+        seen = [None] * n if counts is None else [None] + [None if c != c else c / 60.0 for c in counts[k, :n - 1].tolist()]
         for m in range(n):
             if math.isnan(point[m][0]):
                 continue
-            covered = [MinuteForecast(point[m][j] / 60.0, point[m][j] / 60.0, p_any[m][j]) for j in range(h)]
-            if is_busy(covered, settings):
+            covered = [MinuteForecast(point[m][j] / 60.0, upper[m][j] / 60.0, p_any[m][j]) for j in range(h)]
+            if busy_trigger(covered, settings, int(scale[m]), seen[m], mode):
                 out[k, m] = int(round(settings.busy_window_s))
     return out
 
@@ -253,7 +262,8 @@ def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
 
 def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Forecasts, options: FleetOptions,
             variants: dict[str, PolicySettings], error_variants: dict[str, tuple[PolicySettings, float]] | None = None,
-            stable_windows: tuple[float, ...] = (), busy_window: float | None = None) -> dict[str, dict[str, np.ndarray]]:
+            stable_windows: tuple[float, ...] = (), busy_window: float | None = None,
+            busy_triggers: tuple[str, ...] = ("point",)) -> dict[str, dict[str, np.ndarray]]:
     """Per-model Knative, the once-a-minute oracle and the policy under each settings variant on
     the same arrivals of the `lanes` tenants (each a Service of its own, as the busy tenants are
     in the pooled design), scored after the warm-up days: per-tenant totals of each. Each of
@@ -275,9 +285,10 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
     if busy_window:
         base = next(iter(variants.values()))
         lever = replace(base, busy_window_s=float(busy_window))
-        names.append(f"policy + busy window {busy_window:g}s")
-        rows.append(rows[2])  # the lever changes the window only: the min-scale schedule is the default's
-        windows.append(busy_windows(sub, np.arange(len(lanes)), lever, n))
+        for mode in busy_triggers:
+            names.append(f"policy + busy window {busy_window:g}s" + ("" if mode == "point" else f" ({mode})"))
+            rows.append(rows[2])  # the lever changes the window only: the min-scale schedule is the default's
+            windows.append(busy_windows(sub, np.arange(len(lanes)), lever, n, rows[2], counts[lanes], mode))
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     k = len(lanes)
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -332,6 +343,8 @@ def main() -> None:
                    help="also score Knative and every policy with this stable window (seconds) on the Services")
     p.add_argument("--busy-window", type=float, default=None,
                    help="also score the default policy with the busy-window lever (BUSY_WINDOW) at this many seconds")
+    p.add_argument("--busy-trigger", nargs="*", default=("point",),
+                   help="with --busy-window: the lever's triggers to score (scale.min_scale_policy.busy_trigger)")
     p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
     args = p.parse_args()
     fleet = load_fleet(args.fleet)
@@ -353,7 +366,8 @@ def main() -> None:
     if args.no_compare:
         return
     errors = {f"point x own q{q:g} error": (base, q) for q in args.error_quantile}
-    result = compare(fleet, lanes, counts, fc, options, variants, errors, tuple(args.stable_window), args.busy_window)
+    result = compare(fleet, lanes, counts, fc, options, variants, errors, tuple(args.stable_window), args.busy_window,
+                     tuple(args.busy_trigger))
     print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
 
 

@@ -135,3 +135,25 @@ def test_the_busy_window_is_kept_through_a_cool_down_hold():
     assert lower.min_scale == high.min_scale and "cool-down" in lower.reason and lower.window_s == 15.0
     quiet = decide([MinuteForecast(1.0, 3.0, 0.9)] * 5, lever, high.min_scale, 60.0, high.raised_at_s)
     assert quiet.min_scale == high.min_scale and "cool-down" in quiet.reason and quiet.window_s is None
+
+
+def test_knatives_ask_is_the_pods_its_70_percent_target_keeps_for_a_rate():
+    from scale.min_scale_policy import knative_ask
+    s = PolicySettings(capacity_rps=10.0, max_scale=50)
+    assert knative_ask(0.0, s) == 0
+    assert knative_ask(7.0, s) == 1  # exactly one pod at 70% of 10 req/s
+    assert knative_ask(7.1, s) == 2
+    assert knative_ask(20.0, s) == 3  # 20 / 7 = 2.86
+    assert knative_ask(float("inf"), s) == 50  # never an overflow: max-scale
+
+
+def test_min_scale_covers_knatives_ask_for_every_covered_minute_and_is_at_least_one_pod():
+    from scale.min_scale_policy import min_scale_covers
+    s = PolicySettings(capacity_rps=10.0, max_scale=50)
+    covered = [MinuteForecast(10.0, 30.0, 1.0), MinuteForecast(14.0, 30.0, 1.0)]  # asks 2 and 2
+    assert min_scale_covers(covered, s, 2)
+    assert not min_scale_covers(covered, s, 1)
+    rising = [MinuteForecast(10.0, 30.0, 1.0), MinuteForecast(15.0, 30.0, 1.0)]  # the next minute asks 3
+    assert not min_scale_covers(rising, s, 2)
+    assert not min_scale_covers([MinuteForecast(0.0, 0.0, 0.0)], s, 0)  # zero pods cover nothing
+    assert not min_scale_covers([], s, 3)

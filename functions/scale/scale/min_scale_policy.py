@@ -190,8 +190,11 @@ def decide(
     now_s: float,
     raised_at_s: float | None,
     fresh: bool = True,
+    last_rps: float | None = None,
 ) -> Decision:
-    """The next min-scale and window. Missing or stale forecasts hold: never lower on no data."""
+    """The next min-scale and window. Missing or stale forecasts hold: never lower on no data.
+    `last_rps` is the Service's last observed minute's rate (None: not observed), which the
+    busy-window lever reads (`busy_trigger`)."""
     if not forecast or not fresh:
         why = "no forecast" if not forecast else "forecast is stale"
         return Decision(current, None, f"hold at {current}: {why}", raised_at_s)
@@ -199,29 +202,78 @@ def decide(
     covered = forecast[:LEAD_MINUTES]
     idle = all(f.p_any < settings.idle_threshold for f in covered)
     window = settings.idle_window_s if idle and desired == 0 and settings.idle_window_s else None
-    if window is None and settings.busy_window_s and is_busy(covered, settings):
-        window = settings.busy_window_s
+
+    def busy(min_scale: int) -> float | None:
+        on = settings.busy_window_s and busy_trigger(covered, settings, min_scale, last_rps, BUSY_TRIGGER)
+        return settings.busy_window_s if on else None
+
     peak = p_any_in(covered)
     if desired > current:
-        return Decision(desired, window, f"raise to {desired}: P(any)={peak:.2f}", now_s)
+        return Decision(desired, window or busy(desired), f"raise to {desired}: P(any)={peak:.2f}", now_s)
     if desired < current:
         if raised_at_s is not None and now_s - raised_at_s < settings.cooldown_s:
-            busy = settings.busy_window_s if settings.busy_window_s and is_busy(covered, settings) else None
-            return Decision(current, busy, f"hold at {current}: cool-down until {raised_at_s + settings.cooldown_s:.0f}s", raised_at_s)
-        return Decision(desired, window, f"lower to {desired}: P(any)={peak:.2f}", raised_at_s)
-    return Decision(current, window, f"keep {current}: P(any)={peak:.2f}", raised_at_s)
+            return Decision(current, busy(current), f"hold at {current}: cool-down until {raised_at_s + settings.cooldown_s:.0f}s", raised_at_s)
+        return Decision(desired, window or busy(desired), f"lower to {desired}: P(any)={peak:.2f}", raised_at_s)
+    return Decision(current, window or busy(current), f"keep {current}: P(any)={peak:.2f}", raised_at_s)
 
 
 BUSY_P_ANY = 0.99
 BUSY_POD_SHARE = 0.7
 """A minute is busy when P(any) >= BUSY_P_ANY and its point rate is at least this share of one
 pod's capacity (Knative's default target utilization: one pod's worth of load)."""
+KNATIVE_TARGET_UTILIZATION = 0.7
+"""Knative's default target utilization (config-autoscaler container-concurrency-target-percentage
+70): the KPA asks for ceil(rate / (capacity x 0.7)) pods (knative/serving pkg/autoscaler/scaling/
+autoscaler.go Scale)."""
 
 
 def is_busy(covered: Sequence[MinuteForecast], settings: PolicySettings) -> bool:
-    """Every covered minute is forecast busy (the busy-window lever)."""
+    """Every covered minute is forecast busy by its point rate (the busy-window lever's first trigger)."""
     return bool(covered) and all(f.p_any >= BUSY_P_ANY and f.point_rps >= BUSY_POD_SHARE * settings.capacity_rps
                                  for f in covered)
+
+
+def knative_ask(rate_rps: float, settings: PolicySettings) -> int:
+    """The pods Knative's KPA keeps for a steady `rate_rps` (its 70% target utilization)."""
+    if not math.isfinite(rate_rps):
+        return settings.max_scale
+    return max(0, math.ceil(max(rate_rps, 0.0) / (settings.capacity_rps * KNATIVE_TARGET_UTILIZATION) - 1e-9))
+
+
+def min_scale_covers(covered: Sequence[MinuteForecast], settings: PolicySettings, min_scale: int) -> bool:
+    """`min_scale` is at least one pod and at least what Knative would keep for every covered
+    minute's point rate: a short window can then not take the Service below the pods its 60 s
+    window would have kept for the expected load (a short window's harm is the quick scale-down
+    after a burst, which leaves too few pods for the next one)."""
+    return bool(covered) and min_scale >= 1 and all(min_scale >= knative_ask(f.point_rps, settings) for f in covered)
+
+
+BUSY_TRIGGER = "point"
+
+
+def busy_trigger(covered: Sequence[MinuteForecast], settings: PolicySettings, min_scale: int,
+                 last_rps: float | None = None, mode: str = "point") -> bool:
+    """Whether the busy-window lever shortens the window this minute (pure; the scale function
+    and the backtests call it). `min_scale` is the min-scale the decision sets, `last_rps` the
+    Service's last observed minute's rate (None: not observed)."""
+    if is_busy(covered, settings):
+        return True
+    if mode == "point" or not covered:
+        return False
+    share = BUSY_POD_SHARE * settings.capacity_rps
+    sure = all(f.p_any >= BUSY_P_ANY for f in covered)
+    upper = sure and all(f.upper_rps >= share for f in covered)
+    seen = last_rps is not None and last_rps >= share
+    if mode == "seen":
+        return seen
+    covers = min_scale_covers(covered, settings, min_scale)
+    if mode == "upper+covers":
+        return upper and covers
+    if mode == "seen+covers":
+        return seen and covers
+    if mode == "either+covers":
+        return (upper or seen) and covers
+    raise ValueError(mode)
 
 
 def _clamp(value: int, settings: PolicySettings) -> int:
