@@ -98,27 +98,26 @@ def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
     return out
 
 
-def busy_windows(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int, min_scale: np.ndarray | None = None,
-                 counts: np.ndarray | None = None, mode: str = "point") -> np.ndarray:
+def busy_windows(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
+                 counts: np.ndarray | None = None) -> np.ndarray:
     """The stable window the scale function sets each minute with the busy-window lever on
     (`settings.busy_window_s`): the lever's window where `scale.min_scale_policy.busy_trigger`
-    says so, as `decide` calls it (the covered minutes' forecasts, the min-scale set that minute:
-    `min_scale`, a row per series; the last observed minute's rate: `counts`, per-minute counts
-    of each series), else 0 (the Service's own); minutes without a forecast hold, and holding
-    leaves the window alone."""
+    says so, as `decide` calls it (the covered minutes' forecasts and the last observed minute's
+    rate, from `counts`: per-minute counts, a row per series; None: no minute observed, the
+    forecast trigger alone), else 0 (the Service's own); minutes without a forecast hold, and
+    holding leaves the window alone."""
     out = np.zeros((len(rows), n), np.int64)
     if not settings.busy_window_s:
         return out
     h = min(LEAD_MINUTES, fc.point.shape[2])
     for k, i in enumerate(rows):
         point, upper, p_any = fc.point[i, :, :h].tolist(), fc.upper[i, :, :h].tolist(), fc.p_any[i, :, :h].tolist()
-        scale = [0] * n if min_scale is None else min_scale[k].tolist()
         seen = [None] * n if counts is None else [None] + [None if c != c else c / 60.0 for c in counts[k, :n - 1].tolist()]
         for m in range(n):
             if math.isnan(point[m][0]):
                 continue
             covered = [MinuteForecast(point[m][j] / 60.0, upper[m][j] / 60.0, p_any[m][j]) for j in range(h)]
-            if busy_trigger(covered, settings, int(scale[m]), seen[m], mode):
+            if busy_trigger(covered, settings, seen[m]):
                 out[k, m] = int(round(settings.busy_window_s))
     return out
 
@@ -262,8 +261,7 @@ def print_forecast_sizing(rows: list[dict], rate: np.ndarray) -> None:
 
 def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Forecasts, options: FleetOptions,
             variants: dict[str, PolicySettings], error_variants: dict[str, tuple[PolicySettings, float]] | None = None,
-            stable_windows: tuple[float, ...] = (), busy_window: float | None = None,
-            busy_triggers: tuple[str, ...] = ("point",)) -> dict[str, dict[str, np.ndarray]]:
+            stable_windows: tuple[float, ...] = (), busy_window: float | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per-model Knative, the once-a-minute oracle and the policy under each settings variant on
     the same arrivals of the `lanes` tenants (each a Service of its own, as the busy tenants are
     in the pooled design), scored after the warm-up days: per-tenant totals of each. Each of
@@ -271,7 +269,8 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
     the Services (autoscaling.knative.dev/window), rows named `... @ window Ns`. With
     `busy_window` (seconds), the default policy also runs with the busy-window lever on, the
     window set minute by minute as the scale function sets it (`busy_windows`), row
-    `policy + busy window Ns`."""
+    `policy + busy window Ns`, and with its forecast trigger alone (the lever before it read the
+    last observed minute), row `policy + busy window Ns, forecast trigger only`."""
     n = counts.shape[1]
     error_variants = error_variants or {}
     names = ["kpa", "oracle"] + list(variants) + list(error_variants)
@@ -285,10 +284,11 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
     if busy_window:
         base = next(iter(variants.values()))
         lever = replace(base, busy_window_s=float(busy_window))
-        for mode in busy_triggers:
-            names.append(f"policy + busy window {busy_window:g}s" + ("" if mode == "point" else f" ({mode})"))
+        for name, seen in ((f"policy + busy window {busy_window:g}s", counts[lanes]),
+                           (f"policy + busy window {busy_window:g}s, forecast trigger only", None)):
+            names.append(name)
             rows.append(rows[2])  # the lever changes the window only: the min-scale schedule is the default's
-            windows.append(busy_windows(sub, np.arange(len(lanes)), lever, n, rows[2], counts[lanes], mode))
+            windows.append(busy_windows(sub, np.arange(len(lanes)), lever, n, seen))
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     k = len(lanes)
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -343,8 +343,6 @@ def main() -> None:
                    help="also score Knative and every policy with this stable window (seconds) on the Services")
     p.add_argument("--busy-window", type=float, default=None,
                    help="also score the default policy with the busy-window lever (BUSY_WINDOW) at this many seconds")
-    p.add_argument("--busy-trigger", nargs="*", default=("point",),
-                   help="with --busy-window: the lever's triggers to score (scale.min_scale_policy.busy_trigger)")
     p.add_argument("--diagnose-days", type=int, nargs=2, default=(2, 5), metavar=("FIRST", "END"))
     args = p.parse_args()
     fleet = load_fleet(args.fleet)
@@ -366,8 +364,7 @@ def main() -> None:
     if args.no_compare:
         return
     errors = {f"point x own q{q:g} error": (base, q) for q in args.error_quantile}
-    result = compare(fleet, lanes, counts, fc, options, variants, errors, tuple(args.stable_window), args.busy_window,
-                     tuple(args.busy_trigger))
+    result = compare(fleet, lanes, counts, fc, options, variants, errors, tuple(args.stable_window), args.busy_window)
     print_compare(result, lanes, rate, f"{len(lanes)} tenants, each its own Service, days {options.warmup_days}-{fleet.days - 1} scored")
 
 
