@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, error_headroom, is_busy, minute_pods
+from scale.min_scale_policy import LEAD_MINUTES, MinuteForecast, PolicySettings, busy_trigger, error_headroom, minute_pods
 from training.fleet_backtest import (DAY, FleetOptions, Forecasts, Placer, PolicySchedule, oracle_schedule, span_peaks,
                                      walk_forward)
 from training.fleet_sim import DAY_S, FleetSimConfig, simulate_lanes
@@ -89,27 +89,35 @@ def schedules(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
             continue
         heads = rolling_error_headroom(counts[i], fc.point[i, :, 0], fc.upper[i, :, 0], error_quantile)
         for m in range(n):
+            # A schedule of this one minute: `fill` converts its whole series on each call, and
+            # each call starts from min-scale 0 (the state is not carried across calls), so a
+            # one-row schedule decides the same as the whole series' did, in linear time.
             h = heads[m]
-            schedule.fill([out[k]], m, m + 1, [settings if np.isnan(h) else replace(settings, headroom=float(h))])
+            one = PolicySchedule(fc.point[i, m:m + 1], fc.upper[i, m:m + 1], fc.p_any[i, m:m + 1])
+            one.fill([out[k, m:m + 1]], 0, 1, [settings if np.isnan(h) else replace(settings, headroom=float(h))])
     return out
 
 
-def busy_windows(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int) -> np.ndarray:
+def busy_windows(fc: Forecasts, rows: np.ndarray, settings: PolicySettings, n: int,
+                 counts: np.ndarray | None = None) -> np.ndarray:
     """The stable window the scale function sets each minute with the busy-window lever on
-    (`settings.busy_window_s`): the lever's window where every covered minute is forecast busy
-    (scale.min_scale_policy.is_busy, as `decide` reads it), else 0 (the Service's own); minutes
-    without a forecast hold, and holding leaves the window alone."""
+    (`settings.busy_window_s`): the lever's window where `scale.min_scale_policy.busy_trigger`
+    says so, as `decide` calls it (the covered minutes' forecasts and the last observed minute's
+    rate, from `counts`: per-minute counts, a row per series; None: no minute observed, the
+    forecast trigger alone), else 0 (the Service's own); minutes without a forecast hold, and
+    holding leaves the window alone."""
     out = np.zeros((len(rows), n), np.int64)
     if not settings.busy_window_s:
         return out
     h = min(LEAD_MINUTES, fc.point.shape[2])
     for k, i in enumerate(rows):
-        point, p_any = fc.point[i, :, :h].tolist(), fc.p_any[i, :, :h].tolist()
+        point, upper, p_any = fc.point[i, :, :h].tolist(), fc.upper[i, :, :h].tolist(), fc.p_any[i, :, :h].tolist()
+        seen = [None] * n if counts is None else [None] + [None if c != c else c / 60.0 for c in counts[k, :n - 1].tolist()]
         for m in range(n):
             if math.isnan(point[m][0]):
                 continue
-            covered = [MinuteForecast(point[m][j] / 60.0, point[m][j] / 60.0, p_any[m][j]) for j in range(h)]
-            if is_busy(covered, settings):
+            covered = [MinuteForecast(point[m][j] / 60.0, upper[m][j] / 60.0, p_any[m][j]) for j in range(h)]
+            if busy_trigger(covered, settings, seen[m]):
                 out[k, m] = int(round(settings.busy_window_s))
     return out
 
@@ -261,7 +269,8 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
     the Services (autoscaling.knative.dev/window), rows named `... @ window Ns`. With
     `busy_window` (seconds), the default policy also runs with the busy-window lever on, the
     window set minute by minute as the scale function sets it (`busy_windows`), row
-    `policy + busy window Ns`."""
+    `policy + busy window Ns`, and with its forecast trigger alone (the lever before it read the
+    last observed minute), row `policy + busy window Ns, forecast trigger only`."""
     n = counts.shape[1]
     error_variants = error_variants or {}
     names = ["kpa", "oracle"] + list(variants) + list(error_variants)
@@ -275,9 +284,11 @@ def compare(fleet: FleetTrace, lanes: np.ndarray, counts: np.ndarray, fc: Foreca
     if busy_window:
         base = next(iter(variants.values()))
         lever = replace(base, busy_window_s=float(busy_window))
-        names.append(f"policy + busy window {busy_window:g}s")
-        rows.append(rows[2])  # the lever changes the window only: the min-scale schedule is the default's
-        windows.append(busy_windows(sub, np.arange(len(lanes)), lever, n))
+        for name, seen in ((f"policy + busy window {busy_window:g}s", counts[lanes]),
+                           (f"policy + busy window {busy_window:g}s, forecast trigger only", None)):
+            names.append(name)
+            rows.append(rows[2])  # the lever changes the window only: the min-scale schedule is the default's
+            windows.append(busy_windows(sub, np.arange(len(lanes)), lever, n, seen))
     config = FleetSimConfig(capacity_rps=options.capacity_rps, cold_start_s=options.cold_start_s, max_scale=options.max_scale)
     k = len(lanes)
     out: dict[str, dict[str, np.ndarray]] = {}

@@ -52,9 +52,10 @@ class PolicyController:
         if self.fallback is not None and self.skills is not None and 0 <= i < len(self.skills["minutes"]):
             skill = Skill(float(self.skills["brier_skill"][i]), float(self.skills["mase"][i]), int(self.skills["minutes"][i]))
             observed = [None if np.isnan(c) else float(c) for c in counts[max(0, minute - self.OBSERVED):minute]]
+        last = float(counts[minute - 1]) if 0 < minute <= len(counts) else float("nan")
         decided = plan(view, self.policy, forecast, minute * 60.0, self.raised_at,
                        missing=None if forecast else "no forecast", skill=skill, observed=observed,
-                       fallback=self.fallback)
+                       fallback=self.fallback, last_rps=None if np.isnan(last) else last / 60.0)
         self.baseline_minutes += decided.baseline
         self.current, self.raised_at = decided.min_scale, decided.raised_at_s
         return Control(decided.min_scale, decided.window_s)

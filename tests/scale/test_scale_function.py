@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 
 import requests
 
@@ -100,6 +101,27 @@ def test_busy_forecast_shortens_the_window_in_place_and_a_quieter_one_restores_i
     assert WINDOW not in api_double.annotations("revisions", "models", "wine-00001")
     assert WINDOW not in api_double.annotations("podautoscalers", "models", "wine-00001")
     assert_spec_never_written(api_double)
+
+
+def test_a_busy_last_observed_minute_shortens_the_window_before_the_forecast_says_busy(api_double, scale_fn):
+    # The start of an active period: the forecast is not busy yet (3 req/s, P(any) 0.95), but the
+    # event's observed block says the minute just ended carried 600 requests (10 req/s, over 70%
+    # of a 10 req/s pod): the lever's window goes on; the same forecast after a quiet minute, off.
+    api_double.add_service("models", "wine", LABEL)
+    fn = scale_fn(api_double, BUSY_WINDOW="15s")
+
+    def event(tick_minute: int, last: float, event_id: str):
+        e = forecast(tick_minute, {"models/wine": minutes(12, 0.95, point_rps=3)}, event_id)
+        start = datetime.fromtimestamp((tick_minute - 3) * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        e.get_data()["services"][0]["observed"] = {"start": start, "requests": [0.0, 0.0, last]}
+        return e
+
+    starting = by_service(decisions(send(fn, event(TICK0, 600.0, "start"))))["models/wine"]
+    assert starting["window"] == "15s"
+    assert api_double.annotations("revisions", "models", "wine-00001")[WINDOW] == "15s"
+    quiet = by_service(decisions(send(fn, event(TICK0 + 1, 60.0, "quiet"))))["models/wine"]
+    assert quiet["window"] is None
+    assert WINDOW not in api_double.annotations("revisions", "models", "wine-00001")
 
 
 def test_the_busy_window_annotation_overrides_the_default_and_restores_the_users_window(api_double, scale_fn):

@@ -135,3 +135,26 @@ def test_the_busy_window_is_kept_through_a_cool_down_hold():
     assert lower.min_scale == high.min_scale and "cool-down" in lower.reason and lower.window_s == 15.0
     quiet = decide([MinuteForecast(1.0, 3.0, 0.9)] * 5, lever, high.min_scale, 60.0, high.raised_at_s)
     assert quiet.min_scale == high.min_scale and "cool-down" in quiet.reason and quiet.window_s is None
+
+
+def test_the_busy_window_also_follows_a_busy_last_observed_minute():
+    """The start of an active period: the forecast does not call it busy yet (its point lags, its
+    P(any) is under 0.99), but the minute just observed carried a pod's worth of load (70% of a
+    pod's rate): the lever shortens the window a minute in. A lighter or unobserved last minute
+    leaves the Service's own window, and the lever stays opt-in."""
+    from scale.min_scale_policy import busy_trigger
+    lever = PolicySettings(capacity_rps=10.0, max_scale=50, busy_window_s=15.0)
+    starting = [MinuteForecast(point_rps=3.0, upper_rps=12.0, p_any=0.95)] * 5
+    assert not busy_trigger(starting[:2], lever, None)
+    assert busy_trigger(starting[:2], lever, 7.0)  # 420 requests in the last minute
+    assert not busy_trigger(starting[:2], lever, 6.9)
+    assert not busy_trigger([], lever, 20.0)  # nothing covered: nothing decided
+    assert decide(starting, lever, 0, 0.0, None, last_rps=7.0).window_s == 15.0
+    assert decide(starting, lever, 0, 0.0, None, last_rps=6.9).window_s is None
+    assert decide(starting, lever, 0, 0.0, None).window_s is None
+    assert decide(starting, replace(lever, busy_window_s=None), 0, 0.0, None, last_rps=50.0).window_s is None  # opt-in
+    assert decide(starting, lever, 0, 0.0, None, fresh=False, last_rps=50.0).window_s is None  # stale: hold, touch nothing
+    busy = [MinuteForecast(point_rps=20.0, upper_rps=30.0, p_any=1.0)] * 5
+    assert decide(busy, lever, 0, 0.0, None, last_rps=0.0).window_s == 15.0  # the forecast trigger alone suffices
+    held = decide(starting, replace(lever, cooldown_s=120), 9, 60.0, 0.0, last_rps=8.0)
+    assert "cool-down" in held.reason and held.min_scale == 9 and held.window_s == 15.0  # kept through the hold

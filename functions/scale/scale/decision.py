@@ -59,12 +59,15 @@ class Plan:
 def plan(view: ServiceView, policy: ServicePolicy, forecast: Sequence[MinuteForecast] | None, now_s: float,
          raised_at_s: float | None, state_lost: bool = False, missing: str | None = None,
          stale_age_s: float | None = None, skill: Skill | None = None,
-         observed: Sequence[float | None] | None = None, fallback: FallbackSettings | None = None) -> Plan:
+         observed: Sequence[float | None] | None = None, fallback: FallbackSettings | None = None,
+         last_rps: float | None = None) -> Plan:
     """`missing` says why there is no forecast (None when there is one); `stale_age_s` is set
     when the event is too old to trust; `state_lost` when the remembered cool-down clock is gone.
     With `fallback` settings, a forecast whose measured `skill` says it does not help is replaced
     by the keep-alive over the `observed` minutes (oldest first; fallback.py); without observed
-    minutes there is nothing to keep alive on, and the forecast is used."""
+    minutes there is nothing to keep alive on, and the forecast is used. `last_rps`, the rate of
+    the last observed minute (None: not observed), is what the busy-window lever reads besides
+    the forecast (min_scale_policy.busy_trigger)."""
     live = {r: view.annotations.get(r) or {} for r in view.routed}
     current = max((int(a[MIN_SCALE]) for a in live.values() if (a.get(MIN_SCALE) or "").isdigit()), default=0)
     if state_lost and current > 0 and any(MANAGED in a for a in live.values()):
@@ -74,7 +77,7 @@ def plan(view: ServiceView, policy: ServicePolicy, forecast: Sequence[MinuteFore
     if fallback is not None and forecast and observed and not forecast_helps(skill, fallback):
         baseline = True
         forecast = keepalive_forecast(observed, len(forecast), fallback)
-    decision = decide(forecast, policy.settings, current, now_s, raised_at_s, fresh)
+    decision = decide(forecast, policy.settings, current, now_s, raised_at_s, fresh, last_rps)
     reason = decision.reason
     if baseline and skill is not None and fallback is not None:
         reason = (f"{reason} (keep-alive {fallback.keepalive_minutes} min: forecast skill "

@@ -38,11 +38,20 @@ class ServiceForecast:
     skill: Skill | None = None
     """The forecast's rolling skill for this service, as the forecast function measured it
     (None: not sent): what the fallback to the keep-alive reads."""
+    minute_s: int = 60
+    """The event's minute in seconds (60 on a cluster): the observed counts are per such minute."""
 
     @property
     def observed_counts(self) -> tuple[float | None, ...] | None:
         """The observed minutes' counts, oldest first (None: no observed block)."""
         return None if self.observed is None else self.observed[1]
+
+    @property
+    def last_observed_rps(self) -> float | None:
+        """The request rate of the last observed minute (None: none sent, or not observed)."""
+        counts = self.observed_counts
+        last = counts[-1] if counts else None
+        return None if last is None else last / self.minute_s
 
     @property
     def key(self) -> str:
@@ -75,12 +84,14 @@ def parse_forecast(event: CloudEvent) -> ParsedForecast:
         if not isinstance(entry, dict) or not isinstance(entry.get("service"), str) or entry["service"].count("/") != 1:
             raise BadEvent(f"data.services[{i}].service must be 'namespace/name'")
         namespace, name = entry["service"].split("/")
-        observed = _observed(entry.get("observed"), i, _minute_length(entry.get("minutes"), times), times)
+        minute_s = _minute_length(entry.get("minutes"), times)
+        observed = _observed(entry.get("observed"), i, minute_s, times)
         if entry.get("status") == "ok":
             services.append(ServiceForecast(namespace, name, _minutes(entry.get("minutes"), i), "ok", observed,
-                                            _skill(entry.get("skill"), i)))
+                                            _skill(entry.get("skill"), i), minute_s))
         elif entry.get("status") == "no-data":
-            services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data")), observed))
+            services.append(ServiceForecast(namespace, name, None, str(entry.get("reason", "no data")), observed,
+                                            minute_s=minute_s))
         else:
             raise BadEvent(f"data.services[{i}].status must be 'ok' or 'no-data'")
     model = data.get("model")

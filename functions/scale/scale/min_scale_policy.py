@@ -20,9 +20,10 @@ KPA takes it to zero in seconds instead of ~60 s; when traffic is forecast the w
 to the Service's own (None).
 
 The busy-window lever (opt-in: `busy_window_s` is None by default; BUSY_WINDOW or the
-`busy-window` annotation): when every covered minute is forecast busy (`is_busy`), the window is
+`busy-window` annotation): when every covered minute is forecast busy (`is_busy`), or the
+Service's last observed minute carried a pod's worth of load (`busy_trigger`), the window is
 shortened (e.g. 15 s), so that Knative follows a step up within seconds of it rather than over a
-minute; it goes back to the Service's own as soon as a covered minute is not forecast busy. It is
+minute; it goes back to the Service's own as soon as neither holds. It is
 kept through a cool-down hold (the hold is about min-scale, the window about the load). Knative
 resizes the stable and panic windows of a running Revision in place when the annotation changes
 (knative/serving pkg/autoscaler/metrics/collector.go `updateMetric` -> `ResizeWindow`).
@@ -75,7 +76,8 @@ class PolicySettings:
     than the pod-seconds it saved were worth at the default price (docs/results/single-trace.md)."""
     busy_window_s: float | None = None
     """Stable window while busy is forecast (every minute the decision covers is forecast to have
-    a request and at least BUSY_POD_SHARE of a pod's rate), e.g. 15 s; None, the default, leaves
+    a request and at least BUSY_POD_SHARE of a pod's rate) or was just observed (the last observed
+    minute had that rate: `busy_trigger`), e.g. 15 s; None, the default, leaves
     the window alone (env BUSY_WINDOW, annotation predictive-scaling.io/busy-window). Why: a busy
     Service's requests over capacity come from steps up that Knative's 60 s stable window follows
     a minute late, and most are not foreseeable a minute ahead; a shorter window follows them in
@@ -190,8 +192,11 @@ def decide(
     now_s: float,
     raised_at_s: float | None,
     fresh: bool = True,
+    last_rps: float | None = None,
 ) -> Decision:
-    """The next min-scale and window. Missing or stale forecasts hold: never lower on no data."""
+    """The next min-scale and window. Missing or stale forecasts hold: never lower on no data.
+    `last_rps` is the Service's last observed minute's rate (None: not observed), which the
+    busy-window lever reads (`busy_trigger`)."""
     if not forecast or not fresh:
         why = "no forecast" if not forecast else "forecast is stale"
         return Decision(current, None, f"hold at {current}: {why}", raised_at_s)
@@ -199,14 +204,14 @@ def decide(
     covered = forecast[:LEAD_MINUTES]
     idle = all(f.p_any < settings.idle_threshold for f in covered)
     window = settings.idle_window_s if idle and desired == 0 and settings.idle_window_s else None
-    if window is None and settings.busy_window_s and is_busy(covered, settings):
+    if window is None and settings.busy_window_s and busy_trigger(covered, settings, last_rps):
         window = settings.busy_window_s
     peak = p_any_in(covered)
     if desired > current:
         return Decision(desired, window, f"raise to {desired}: P(any)={peak:.2f}", now_s)
     if desired < current:
         if raised_at_s is not None and now_s - raised_at_s < settings.cooldown_s:
-            busy = settings.busy_window_s if settings.busy_window_s and is_busy(covered, settings) else None
+            busy = settings.busy_window_s if settings.busy_window_s and busy_trigger(covered, settings, last_rps) else None
             return Decision(current, busy, f"hold at {current}: cool-down until {raised_at_s + settings.cooldown_s:.0f}s", raised_at_s)
         return Decision(desired, window, f"lower to {desired}: P(any)={peak:.2f}", raised_at_s)
     return Decision(current, window, f"keep {current}: P(any)={peak:.2f}", raised_at_s)
@@ -219,9 +224,21 @@ pod's capacity (Knative's default target utilization: one pod's worth of load)."
 
 
 def is_busy(covered: Sequence[MinuteForecast], settings: PolicySettings) -> bool:
-    """Every covered minute is forecast busy (the busy-window lever)."""
+    """Every covered minute is forecast busy by its point rate (the busy-window lever's forecast trigger)."""
     return bool(covered) and all(f.p_any >= BUSY_P_ANY and f.point_rps >= BUSY_POD_SHARE * settings.capacity_rps
                                  for f in covered)
+
+
+def busy_trigger(covered: Sequence[MinuteForecast], settings: PolicySettings, last_rps: float | None = None) -> bool:
+    """Whether the busy-window lever shortens the window this minute: every covered minute is
+    forecast busy (`is_busy`), or the Service's last observed minute carried a pod's worth of load
+    (`last_rps` >= BUSY_POD_SHARE of a pod's capacity; None: not observed). The second trigger
+    covers the starts of active periods: the forecast takes minutes to call a new period busy
+    (both covered minutes at P(any) >= 0.99 and a pod's worth), while the minute just observed
+    says so one minute in. Same threshold as the forecast trigger, nothing fitted."""
+    if is_busy(covered, settings):
+        return True
+    return bool(covered) and last_rps is not None and last_rps >= BUSY_POD_SHARE * settings.capacity_rps
 
 
 def _clamp(value: int, settings: PolicySettings) -> int:

@@ -103,7 +103,8 @@ KNOBS: tuple[Knob, ...] = (
          "stable window while idle is forecast, e.g. `6s` (the second lever); `off`: never touch the window"),
     Knob("busy_window_s", "BUSY_WINDOW", "busy-window", parse_window, None, "`off`",
          "stable window while busy is forecast (both covered minutes: P(any) >= 0.99 and a point rate of at least "
-         "70% of one pod), e.g. `15s`, so that Knative follows a step up in seconds; `off`: never touch the window"),
+         "70% of one pod) or the last observed minute had that rate, e.g. `15s`, so that Knative follows a step up "
+         "in seconds; `off`: never touch the window"),
     Knob("burst_risk", "BURST_RISK", None, burst_risk, 0.1, "0.1",
          "accepted chance that a forecast minute has a second busier than its pods serve (Poisson within the "
          "minute); `off`: size pods for the mean rate"),

@@ -299,7 +299,8 @@ class Scaler:
                        stale_age_s=None if event_fresh else age_s,
                        skill=entry.skill if entry is not None else None,
                        observed=entry.observed_counts if entry is not None else None,
-                       fallback=self.settings.fallback)
+                       fallback=self.settings.fallback,
+                       last_rps=entry.last_observed_rps if entry is not None else None)
         return decided, routed, key
 
     def _finish(self, ksvc: dict, targets: dict[str, dict], entry: events.ServiceForecast | None,
