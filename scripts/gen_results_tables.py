@@ -112,17 +112,22 @@ def fleet(data: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def fleet_findings(info: dict) -> str:
+def fleet_findings(infos: list[dict]) -> str:
     """`make backtest-fleet FLEET=... INFO=file.json`: what the run found besides its scores, as
-    the backtest prints it (training.fleet_backtest.findings_lines), one bullet a line."""
+    the backtest prints it (training.fleet_backtest.findings_lines), one bullet a line; a file of
+    several fleets (no FLEET=) gives each its heading."""
     for extra in (ROOT, ROOT / "functions" / "forecast", ROOT / "functions" / "scale"):
         if str(extra) not in sys.path:
             sys.path.insert(0, str(extra))
     from training.fleet_backtest import findings_lines
 
-    head, tail = findings_lines(info)
-    lines = [line for block in head + tail for line in block.split("\n")]
-    return "\n".join(f"- {line}" for line in lines)
+    out = []
+    for info in infos:
+        head, tail = findings_lines(info)
+        if len(infos) > 1:
+            out.append(f"{info['fleet']}:")
+        out += [f"- {line}" for block in head + tail for line in block.split("\n")]
+    return "\n".join(out)
 
 
 RENDERERS: dict[str, Callable] = {

@@ -242,14 +242,23 @@ def print_table(scores: list[dict], info: dict) -> None:
               f"{s['pod_seconds_per_1k_requests']:.1f} | {s['scale_actions']} |")
 
 
+def _budget(text: str) -> float:
+    """FLEET_BUDGET's rule (a finite multiple >= 0), as the scale function reads it."""
+    value = float(text)
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"the fleet budget is a multiple >= 0 of per-model Knative's spend, not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.backtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trace", type=Path, action="append", default=[])
     parser.add_argument("--fleet", type=Path, action="append", default=[],
                         help="a fleet file (timestamp,service,requests + sidecar): training/fleet_backtest.py")
     parser.add_argument("--max-scale", type=int, default=1000, help="fleet: max-scale of every Service")
-    parser.add_argument("--fleet-budget", type=float, default=None,
-                        help="fleet: spend this multiple of per-model Knative's pod-seconds, one price tuned online")
+    parser.add_argument("--fleet-budget", type=_budget, default=None,
+                        help="fleet: spend this multiple (>= 0) of per-model Knative's pod-seconds (the pool plan's "
+                             "ratio budget, FLEET_BUDGET)")
     parser.add_argument("--models-per-pod", type=int, default=None,
                         help="fleet: a pool pod's memory budget in models (default: what the scale function reads from "
                              "serving/pool/infer-pool.yaml: POOL_MEMORY_MB / predictive-scaling.io/model-memory-mb)")

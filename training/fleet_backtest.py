@@ -994,7 +994,7 @@ def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = 
         infos.append(info)
         if getattr(args, "info", None) is not None:
             # rewritten after each fleet: a long run's first fleets are kept if a later one fails
-            args.info.write_text(json.dumps(infos if len(infos) > 1 else info, indent=1, default=float) + "\n")
+            args.info.write_text(json.dumps(infos, indent=1, default=float) + "\n")
         if args.format == "json":
             everything += [{**s, "fleet": info["fleet"]} for s in scores]
             # what the run found besides the scores (placement, the warmth chosen, timings)

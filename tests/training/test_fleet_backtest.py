@@ -89,13 +89,15 @@ def test_cli_json_has_every_policy_and_field(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     # what the run found besides its scores, written for docs/results to render (the skill a page
     # quotes is then the run's own)
-    info = json.loads((tmp_path / "info.json").read_text())
+    infos = json.loads((tmp_path / "info.json").read_text())
+    assert len(infos) == 1  # one object per fleet run
+    info = infos[0]
     assert info["fleet"] == scores[0]["fleet"] and info["services"] >= 4
     assert {"mase", "brier_skill", "median_series_brier_skill", "reliability"} <= set(info["forecast_skill"])
     spec = importlib.util.spec_from_file_location("gen_results_tables", ROOT / "scripts" / "gen_results_tables.py")
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
-    rendered = tables.fleet_findings(info)
+    rendered = tables.fleet_findings(infos)
     assert f"{info['placement_moves']} moves" in rendered
     assert f"Brier skill {info['forecast_skill']['brier_skill']:+.3f} pooled" in rendered
     policies = {s["policy"] for s in scores}

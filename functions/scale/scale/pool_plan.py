@@ -60,8 +60,9 @@ BUDGET_KEEPALIVE_MINUTES = tuple(range(1, RETENTION_MAX_MINUTES + 1)) + (90, 120
 """The keep-alives a fleet budget chooses among: every minute Knative's retention takes, then
 floors of up to 12 hours, so that the candidates' spend is a near-continuous curve the budget can
 land on (the user's price needs no such grid: its score is flat near its minimum)."""
-BUDGET_FIT = 1.0
-"""A candidate fits the fleet budget when its estimated ratio is at most this x the target."""
+DEFAULT_MODEL_LOAD_S = 0.05
+"""A model's load time in a pool pod where nothing says otherwise (POOL_MODEL_LOAD_MS's default,
+the fleet backtest's): an ONNX model of a few MiB loads in tens of milliseconds (make bench-pool)."""
 TARGET_UTILIZATION = 0.7
 """Knative's default container-concurrency-target-percentage: the share of a pod's capacity the
 autoscaler fills before it adds one (how many pods Knative alone holds for a minute's load)."""
@@ -112,7 +113,7 @@ class PoolView:
     dedicated_current: Mapping[str, int] = field(default_factory=dict)
     capacity_models: int = 64
     """How many models a pool pod holds: POOL_MEMORY_MB // the models' size (`capacity_models`)."""
-    model_load_s: float = 0.05
+    model_load_s: float = DEFAULT_MODEL_LOAD_S
     """How long a pool pod takes to load a model (the pool Service's
     `predictive-scaling.io/model-load-ms`, else POOL_MODEL_LOAD_MS: `pool_placement.model_load_ms`)."""
 
@@ -477,7 +478,7 @@ def capacity_models(view: PoolView) -> int:
 
 
 def _memory_rule(view: PoolView, plans: dict[str, ModelPlan], rates: Mapping[str, float], capacity: int,
-                 evaluate: bool, capacity_rps: float, load_s: float = 0.05, bound: float = LOAD_TIME_SHARE,
+                 evaluate: bool, capacity_rps: float, load_s: float = DEFAULT_MODEL_LOAD_S, bound: float = LOAD_TIME_SHARE,
                  now_s: float = 0.0, hold_s: float = 3600.0) -> None:
     """Placement by memory: a model that placement would dedicate (its rate keeps a pod busy,
     with hysteresis) leaves the pool only while the pool's pods would spend too much of their time
@@ -703,7 +704,7 @@ def choose_warmth(history: TierHistory, settings: PoolPlanSettings, carry_s: flo
         weights, per_model_s = _recent(history, settings)
         scores = [estimate(history, w, settings, pods, weights) for w in cands]
         target = budget_target(history, settings, carry_s)
-        fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= BUDGET_FIT * target * per_model_s]
+        fits = [i for i, (pod_s, _) in enumerate(scores) if pod_s <= target * per_model_s]
         if fits:
             best = min(fits, key=lambda i: (scores[i][1], scores[i][0]))
         else:
