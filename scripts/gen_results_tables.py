@@ -122,6 +122,8 @@ def fleet_findings(infos: list[dict]) -> str:
     from training.fleet_backtest import findings_lines
 
     out = []
+    if isinstance(infos, dict):  # a file written before `--info` wrote a list
+        infos = [infos]
     for info in infos:
         head, tail = findings_lines(info)
         if len(infos) > 1:
