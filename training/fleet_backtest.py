@@ -950,28 +950,32 @@ def findings_lines(info: dict) -> tuple[list[str], list[str]]:
     return head, tail
 
 
-def pool_capacity_models(manifest: Path = Path(__file__).resolve().parent.parent / "serving" / "pool" / "infer-pool.yaml") -> int:
+POOL_MANIFEST = Path(__file__).resolve().parent.parent / "serving" / "pool" / "infer-pool.yaml"
+
+
+def _pool_service(manifest: Path) -> dict:
+    """The pool's Knative Service as the manifest declares it (what the scale function reads)."""
+    import yaml
+
+    return next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "Service")
+
+
+def pool_capacity_models(manifest: Path = POOL_MANIFEST) -> int:
     """The pool's capacity in models, read from the pool manifest by the scale function's own
     rule (pool_placement.capacity_models: its POOL_MEMORY_MB over its model-memory-mb): the one
     number infer (POOL_MEMORY_MB), scale and this backtest share."""
-    import yaml
     from scale.pool_placement import capacity_models
-    from scale.pool_settings import PoolSettings
 
-    pool = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "Service")
-    return capacity_models(pool, PoolSettings())
+    return capacity_models(_pool_service(manifest), PoolSettings())
 
 
-def pool_model_load_ms(manifest: Path = Path(__file__).resolve().parent.parent / "serving" / "pool" / "infer-pool.yaml") -> float:
+def pool_model_load_ms(manifest: Path = POOL_MANIFEST) -> float:
     """A model's load time in a pool pod, read from the pool manifest by the scale function's own
     rule (pool_placement.model_load_ms: its `predictive-scaling.io/model-load-ms`, else
     POOL_MODEL_LOAD_MS's default): the placement rule's load time and the backtest's are one."""
-    import yaml
     from scale.pool_placement import model_load_ms
-    from scale.pool_settings import PoolSettings
 
-    pool = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d.get("kind") == "Service")
-    return model_load_ms(pool, PoolSettings())
+    return model_load_ms(_pool_service(manifest), PoolSettings())
 
 
 def main_fleets(args, fleets: list[FleetTrace] | None = None, emit_json: bool = True) -> list[dict]:
